@@ -1,0 +1,5 @@
+import sys
+
+from entropykit.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The ``entropykit`` command line: one command, one module per subcommand (``cmd_*.py``)."""

@@ -1,0 +1,68 @@
+"""``entropykit`` entry point.
+
+Subcommands live in ``entropykit/cli/cmd_<name>.py``; each module defines
+``register(subparsers) -> None``, which adds its parser and sets ``func=run`` on it. They are
+discovered automatically, so adding a subcommand touches no shared file.
+
+Errors: a user error (bad input, missing file, bad argument value) prints one line on stderr and
+exits with status 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+from entropykit import __version__
+
+EXAMPLES = """examples:
+  entropykit score README.md --html report.html     # per-token surprisal/entropy of a text
+  entropykit measure --logits 2 1 0 --bits          # information measures of one distribution
+  entropykit <command> --help                       # each command's options and examples
+"""
+
+USER_ERRORS = (ValueError, TypeError, OSError, KeyError, RuntimeError, UnicodeError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="entropykit",
+        description="Entropy, cross-entropy and divergences for training, decoding and auditing models.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"entropykit {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from entropykit import cli
+
+    for info in sorted(pkgutil.iter_modules(cli.__path__), key=lambda m: m.name):
+        if info.name.startswith("cmd_"):
+            importlib.import_module(f"entropykit.cli.{info.name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("entropykit: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as exc:
+        if args.debug:
+            raise
+        msg = str(exc) or type(exc).__name__
+        print(f"entropykit {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Bundled model files (ByteGPT) and their weights."""
