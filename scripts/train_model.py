@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--minutes", type=float, default=75.0)
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--init", type=Path, help="start from the weights in this model directory (same shape)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     args = ap.parse_args()
     if args.threads:
@@ -76,7 +77,9 @@ def main() -> None:
     train = np.fromfile(args.corpus / "train.bin", dtype=np.uint8)
     heldout = np.fromfile(args.corpus / "heldout.bin", dtype=np.uint8)
     cfg = ByteGPTConfig(args.block_size, args.n_layer, args.n_head, args.n_embd)
-    model = ByteGPT(cfg)
+    model = ByteGPT.load(args.init).train() if args.init else ByteGPT(cfg)
+    if model.config != cfg:
+        raise SystemExit(f"--init model config {model.config} differs from the requested {cfg}")
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "wpe" not in n]
     other = [p for n, p in model.named_parameters() if p.dim() < 2 or "wpe" in n]
     opt = torch.optim.AdamW(

@@ -167,7 +167,8 @@ def load_model(name_or_path: str | Path | None = None) -> LanguageModel:
     if not name.strip():
         raise ValueError("model: empty name")
     bundled = BUNDLED_DIR / name
-    if (bundled / "model.safetensors").exists():
+    # Only a bare name can be bundled: BUNDLED_DIR / "/abs/path" would be the path itself.
+    if Path(name).name == name and (bundled / "model.safetensors").exists():
         return ByteModel(ByteGPT.load(bundled), name)
     path = Path(name)
     if (path / "model.safetensors").exists() and _is_bytegpt_dir(path):
@@ -197,9 +198,11 @@ def _load_hf(name: str) -> HFModel:
             "not installed (pip install 'entropykit[hf]')"
         ) from exc
     local = Path(name).exists()
+    # Offline (host does not resolve): look only in the local cache instead of ~50 s of hub retries.
+    offline = local or not _hub_reachable()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local)
-        model = AutoModelForCausalLM.from_pretrained(name, local_files_only=local)
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=offline)
+        model = AutoModelForCausalLM.from_pretrained(name, local_files_only=offline)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(
@@ -207,3 +210,19 @@ def _load_hf(name: str) -> HFModel:
             f"not a local model directory, and not reachable on a model hub ({first})"
         ) from exc
     return HFModel(model, tokenizer, Path(name).name if local else name)
+
+
+def _hub_reachable() -> bool:
+    """Whether the Hugging Face hub's host name resolves (and ``HF_HUB_OFFLINE`` is not set)."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or ""
+    try:
+        socket.getaddrinfo(host, 443)
+    except (OSError, UnicodeError):
+        return False
+    return True

@@ -1,0 +1,272 @@
+"""Detection end to end: every method on a membership task and a machine-text task, plus throughput.
+
+Tasks (bundled model = bytegpt-6l, second model = bytegpt-small, same byte tokenizer):
+
+- membership: members = N passages of the model's training split (``data/corpus/train-sample.bin``),
+  non-members = N passages of the held-out split (``heldout.bin``); the split is by document (a hash
+  of the path), so both sides come from the same distribution (Python-docs reStructuredText).
+- machine text: prompts = the first P bytes of N held-out passages; machine = L bytes sampled from
+  the bundled model (T = 1, ``generate_passages``); human = the held-out L bytes that followed.
+
+Passages are non-overlapping L-byte chunks of the documents, drawn uniformly with a fixed seed. The
+held-out documents are split in two (alternating): one half gives the evaluation passages, the other
+the reference corpus of DC-PDD's token-frequency table. Anchors: the papers' reference formulas
+(Min-K%++, Fast-DetectGPT analytic, Binoculars), written as in their repositories (float32, one text
+per forward pass), run on the same texts: we report the largest score difference and the speed ratio.
+
+    python benchmarks/detection.py                 # N = 100, L = 512, P = 128 (a few minutes)
+    python benchmarks/detection.py --n 10 --no-record   # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from _common import markdown_table, peak_extra_mb, record
+from entropykit.lm import load_model
+from entropykit.lm.adapters import BUNDLED_DIR, LanguageModel
+from entropykit.lm.detect import (
+    METHODS,
+    FrequencyTable,
+    evaluate,
+    generate_passages,
+    score_stats,
+    score_texts,
+    token_statistics,
+)
+from entropykit.lm.detect_scores import entropy_gap_pvalue
+
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"
+
+
+# --- data ------------------------------------------------------------------------------------------
+def documents() -> tuple[list[bytes], list[bytes]]:
+    """(training-split documents in train-sample.bin, held-out documents), rebuilt from split.json."""
+    split = json.loads((CORPUS / "split.json").read_text())
+    by_hash = sorted(split["train"], key=lambda d: hashlib.sha256(d[0].encode()).digest())
+    sizes, total = [], 0
+    for _, n in by_hash:  # the same greedy selection as scripts/build_corpus.py
+        if total + n <= 512 * 1024:
+            sizes.append(n)
+            total += n
+    out = []
+    for name, sz in (("train-sample.bin", sizes), ("heldout.bin", [n for _, n in split["heldout"]])):
+        data = (CORPUS / name).read_bytes()
+        if sum(sz) != len(data):
+            raise SystemExit(f"{name}: {len(data)} bytes, split.json says {sum(sz)}")
+        bounds = np.cumsum([0, *sz])
+        out.append([data[a:b] for a, b in itertools.pairwise(bounds)])
+    return out[0], out[1]
+
+
+def chunks(docs: list[bytes], size: int, n: int, rng: np.random.Generator) -> list[bytes]:
+    pool = [d[i : i + size] for d in docs for i in range(0, len(d) - size + 1, size)]
+    if len(pool) < n:
+        raise SystemExit(f"only {len(pool)} passages of {size} bytes available, asked for {n}")
+    return [pool[i] for i in sorted(rng.choice(len(pool), size=n, replace=False))]
+
+
+# --- anchors: the papers' reference formulas, one text per forward pass, float32 -------------------
+def _logits(model: LanguageModel, text: bytes) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.tensor([[*model.prefix_ids, *model.encode(text).ids]])
+    logits, _ = model.forward(ids[:, :-1])
+    return logits[0], ids[0, 1:]
+
+
+def anchor_min_k_plus_plus(model: LanguageModel, text: bytes, k: float = 0.2) -> float:
+    # zjysteven/mink-plus-plus run.py
+    logits, input_ids = _logits(model, text)
+    probs, log_probs = torch.softmax(logits, -1), torch.log_softmax(logits, -1)
+    token_log_probs = log_probs.gather(dim=-1, index=input_ids.unsqueeze(-1)).squeeze(-1)
+    mu = (probs * log_probs).sum(-1)
+    sigma = (probs * torch.square(log_probs)).sum(-1) - torch.square(mu)
+    mink_plus = (token_log_probs - mu) / sigma.sqrt()
+    k_length = int(len(mink_plus) * k)
+    return float(np.mean(np.sort(mink_plus.numpy())[:k_length]))
+
+
+def anchor_fast_detect_gpt(model: LanguageModel, text: bytes) -> float:
+    # baoguangsheng/fast-detect-gpt get_sampling_discrepancy_analytic (reference = scoring model)
+    logits, labels = _logits(model, text)
+    lprobs_score = torch.log_softmax(logits, dim=-1)
+    probs_ref = torch.softmax(logits, dim=-1)
+    log_likelihood = lprobs_score.gather(dim=-1, index=labels.unsqueeze(-1)).squeeze(-1)
+    mean_ref = (probs_ref * lprobs_score).sum(dim=-1)
+    var_ref = (probs_ref * torch.square(lprobs_score)).sum(dim=-1) - torch.square(mean_ref)
+    return float((log_likelihood.sum() - mean_ref.sum()) / var_ref.sum().sqrt())
+
+
+def anchor_binoculars(performer: LanguageModel, observer: LanguageModel, text: bytes) -> float:
+    # ahans30/Binoculars: ppl (performer) / x_ppl (observer probs vs performer logits), negated
+    p_logits, labels = _logits(performer, text)
+    o_logits, _ = _logits(observer, text)
+    ppl = torch.nn.functional.cross_entropy(p_logits, labels).item()
+    x_ppl = (-(torch.softmax(o_logits, -1) * torch.log_softmax(p_logits, -1)).sum(-1)).mean().item()
+    return -ppl / x_ppl
+
+
+# --- runs ------------------------------------------------------------------------------------------
+def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    t = time.perf_counter()
+    out, mb = peak_extra_mb(fn)
+    return out, time.perf_counter() - t, mb
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100, help="texts per class (default 100)")
+    ap.add_argument("--bytes", type=int, default=512, help="passage length in bytes (default 512)")
+    ap.add_argument("--prompt-bytes", type=int, default=128, help="prompt length for generation (128)")
+    ap.add_argument("--model", default="bytegpt-6l")
+    ap.add_argument("--second", default="bytegpt-small", help="reference / observer model")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--n-timed", type=int, default=40, help="texts for throughput and anchor timings (40)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    ap.add_argument("--no-record", action="store_true", help="print only, do not update RESULTS.md")
+    args = ap.parse_args()
+    command = "python benchmarks/detection.py" + "".join(
+        f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+        if k != "no_record" and v != ap.get_default(k)
+    )
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+    model, second = load_model(args.model), load_model(args.second)
+    trained = all((BUNDLED_DIR / m / "training.json").exists() for m in (args.model, args.second))
+    train_docs, held_docs = documents()
+    eval_docs, freq_docs = held_docs[0::2], held_docs[1::2]
+    members = chunks(train_docs, args.bytes, args.n, rng)
+    nonmembers = chunks(eval_docs, args.bytes, args.n, rng)
+    pairs = chunks(eval_docs, args.prompt_bytes + args.bytes, args.n, rng)
+    prompts = [p[: args.prompt_bytes] for p in pairs]
+    human = [p[args.prompt_bytes :] for p in pairs]
+    t0 = time.perf_counter()
+    machine = generate_passages(prompts, args.bytes, seed=args.seed, model=model, batch_size=args.n)
+    gen_s = time.perf_counter() - t0
+    freq = FrequencyTable.from_texts(freq_docs, model)
+    params: dict[str, dict[str, Any]] = {"dc_pdd": {"frequencies": freq}}
+    runs = [(name, None if m.reference == "none" else (second if m.reference == "required" else None))
+            for name, m in METHODS.items()]
+    runs += [("fast_detect_gpt", second), ("entropy_gap", second)]  # two-model variants
+
+    def label(name: str, ref: LanguageModel | None) -> str:
+        m = METHODS[name]
+        extra = f" (k={m.params['k']})" if "k" in m.params else ""
+        return name + extra + (f" [ref {ref.name}]" if ref is not None else "")
+
+    # Statistics once per (task, reference) pair; every method's score derives from them.
+    texts = {"membership": members + nonmembers, "machine": machine + human}
+    stats = {
+        (task, ref): token_statistics(tx, model, None if ref is None else second, batch_size=args.batch_size,
+                                      progress=False)
+        for task, tx in texts.items() for ref in (None, second.name)
+    }
+    rows: dict[str, list[list[Any]]] = {"membership": [], "machine": []}
+    for task in texts:
+        for name, ref in runs:
+            s = score_stats(stats[task, None if ref is None else ref.name], name, **params.get(name, {}))
+            r = evaluate(s[: args.n], s[args.n :])
+            rows[task].append([label(name, ref), METHODS[name].kind, r["auc"], r["tpr_at_fpr"][0.01],
+                               r["tpr_at_fpr"][0.001]])
+    # Throughput: each method end to end through score_texts on a subset (checked against the above).
+    sub = texts["membership"][: args.n_timed // 2] + texts["membership"][args.n : args.n + args.n_timed // 2]
+    mem_peak = 0.0
+    for row, (name, ref) in zip(rows["membership"], runs):
+        s, secs, mb = timed(lambda n=name, r=ref: score_texts(
+            sub, n, model, reference=r, batch_size=args.batch_size, progress=False, **params.get(n, {})))
+        key = ("membership", None if ref is None else ref.name)
+        full = score_stats(stats[key], name, **params.get(name, {}))
+        idx = list(range(args.n_timed // 2)) + list(range(args.n, args.n + args.n_timed // 2))
+        assert np.allclose(s, full[idx], rtol=1e-9, atol=1e-12), name
+        mem_peak = max(mem_peak, mb)
+        row.append(len(sub) / secs)
+        print(row, flush=True)
+    rows_a, rows_b = rows["membership"], rows["machine"]
+    texts_b = texts["machine"]
+    pv = np.array([entropy_gap_pvalue(s) for s in stats['machine', None]])
+    test_row = [float(np.mean(pv[args.n :] < 0.05)), float(np.mean(pv[: args.n] < 0.05)),
+                float(np.median(pv[args.n :])), float(np.median(pv[: args.n]))]
+    # Anchors (paper code, one text per pass) on a subset of task B texts.
+    texts_b = texts_b[: args.n_timed // 2] + texts_b[args.n : args.n + args.n_timed // 2]
+    anchor_rows = []
+    for name, ours_fn, anchor_fn in (
+        ("min_k_plus_plus", lambda: score_texts(texts_b, "min_k_plus_plus", model, progress=False),
+         lambda: [anchor_min_k_plus_plus(model, t) for t in texts_b]),
+        ("fast_detect_gpt", lambda: score_texts(texts_b, "fast_detect_gpt", model, progress=False),
+         lambda: [anchor_fast_detect_gpt(model, t) for t in texts_b]),
+        ("binoculars", lambda: score_texts(texts_b, "binoculars", model, reference=second, progress=False),
+         lambda: [anchor_binoculars(model, second, t) for t in texts_b]),
+    ):
+        with torch.inference_mode():
+            a, ta, _ = timed(anchor_fn)
+        o, to, _ = timed(ours_fn)
+        diff = float(np.max(np.abs(np.asarray(a) - o)))
+        anchor_rows.append([name, diff, len(texts_b) / to, len(texts_b) / ta,
+                            ta / to])
+        print(anchor_rows[-1], flush=True)
+
+    auc_a = {r[0]: r[2] for r in rows_a}
+    auc_b = {r[0]: r[2] for r in rows_b}
+    mkpp = auc_a["min_k_plus_plus (k=0.2)"]
+    goals = [
+        f"- Min-K%++ membership AUC {mkpp:.3f} >= loss {auc_a['loss']:.3f} and zlib {auc_a['zlib']:.3f}: "
+        + ("met" if mkpp >= max(auc_a["loss"], auc_a["zlib"]) else "**missed**"),
+        f"- Fast-DetectGPT machine-text AUC {auc_b['fast_detect_gpt']:.3f} >= 0.9: "
+        + ("met" if auc_b["fast_detect_gpt"] >= 0.9 else "**missed**"),
+        f"- Binoculars machine-text AUC {auc_b['binoculars [ref ' + second.name + ']']:.3f} >= 0.9: "
+        + ("met" if auc_b["binoculars [ref " + second.name + "]"] >= 0.9 else "**missed**"),
+    ]
+    body = "\n".join([
+        f"Models: `{model.identity}` (scoring / performer / generator), `{second.identity}` (reference / "
+        f"observer){'' if trained else ' -- **untrained placeholder weights**'}. {args.n} + {args.n} texts "
+        f"of {args.bytes} bytes per task; seed {args.seed}. With {args.n} negatives, TPR@0.1%FPR is the TPR "
+        "at zero false positives. Higher score = member / machine for every method.",
+        "",
+        "**Membership** (members: training-split passages; non-members: held-out passages, split by "
+        f"document). texts/s = `score_texts` end to end on {args.n_timed} of the texts "
+        f"(batch of {args.batch_size} windows, {torch.get_num_threads()} thread(s)).",
+        "",
+        markdown_table(["method", "kind", "AUC", "TPR@1%FPR", "TPR@0.1%FPR", "texts/s"], rows_a),
+        "",
+        f"**Machine text** (machine: {args.bytes} bytes sampled at T=1 from {args.model} after a "
+        f"{args.prompt_bytes}-byte held-out prompt; human: the held-out continuation). Generation: "
+        f"{len(machine) / gen_s:.1f} passages/s.",
+        "",
+        markdown_table(["method", "kind", "AUC", "TPR@1%FPR", "TPR@0.1%FPR"], rows_b),
+        "",
+        "Entropy-gap zero-shot test (Azuma-Hoeffding p-value of \"sampled from the model\"): "
+        f"human rejected at p<0.05: {test_row[0]:.2f}, machine rejected: {test_row[1]:.2f}; median p "
+        f"human {test_row[2]:.3g}, machine {test_row[3]:.3g}.",
+        "",
+        f"**Anchors**: the papers' reference code (float32, one text per forward pass) vs ours (float64 "
+        f"statistics, batched), on {args.n_timed} of the machine-text task's texts.",
+        "",
+        markdown_table(["method", "max abs score diff", "ours texts/s", "anchor texts/s", "speed-up"],
+                       anchor_rows),
+        "",
+        f"Peak extra memory of one `score_texts` run: {mem_peak:.0f} MB.",
+        "",
+        "Goals:",
+        *goals,
+    ])
+    print(body)
+    if not args.no_record:
+        record("detection", "Detection: membership inference and machine-text detection", command, body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Fused linear cross-entropy (forward + backward) against its anchors, in one process.
+
+Anchors: naive ``F.cross_entropy(h @ W.T, y)``; torch's ``F.linear_cross_entropy`` without and with
+``options=torch.nn.LinearCrossEntropyOptions()`` (chunked); ``cut_cross_entropy.linear_cross_entropy(
+impl="torch_compile")`` when ``cut-cross-entropy`` and ``triton`` are importable (skipped otherwise).
+Ours: ``entropykit.ops.linear_cross_entropy``. For each (N, D, V, dtype) point the script reports the
+median wall time of loss + backward, the time ratio to ours, the peak extra resident memory, and the
+three-matmul bound ``6 N D V / rate`` where ``rate`` is this machine's fp32 matmul throughput measured
+on the point's own shapes.
+
+Examples:
+    python benchmarks/linear_ce.py --quick            # small shapes, seconds
+    python benchmarks/linear_ce.py --points 0 --dtypes fp32
+    python benchmarks/linear_ce.py                    # full grid (minutes; needs ~10 GB for naive)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from _common import markdown_table, peak_extra_mb, record, timeit  # noqa: E402
+
+from entropykit.ops import linear_cross_entropy  # noqa: E402
+
+GRID = [(8192, 512, 32000), (4096, 1024, 128256), (16384, 256, 50257)]
+QUICK = [(1024, 256, 8000), (512, 384, 20011)]
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+try:
+    from cut_cross_entropy import linear_cross_entropy as _cce
+except Exception:  # missing package, or triton not importable
+    _cce = None
+
+
+def methods() -> dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]]:
+    m: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+        "naive F.cross_entropy(h @ W.T)": lambda h, w, y: F.cross_entropy(h @ w.T, y),
+    }
+    if hasattr(F, "linear_cross_entropy"):
+        m["F.linear_cross_entropy"] = lambda h, w, y: F.linear_cross_entropy(h, w, y)
+        if hasattr(torch.nn, "LinearCrossEntropyOptions"):
+            m["F.linear_cross_entropy(options)"] = lambda h, w, y: F.linear_cross_entropy(
+                h, w, y, options=torch.nn.LinearCrossEntropyOptions()
+            )
+    if _cce is not None:
+        m["cut_cross_entropy(torch_compile)"] = lambda h, w, y: _cce(h, w, y, impl="torch_compile")
+    m["entropykit linear_cross_entropy"] = lambda h, w, y: linear_cross_entropy(h, w, y)
+    return m
+
+
+def matmul_rate(n: int, d: int, v: int, dtype: torch.dtype) -> float:
+    """FLOP/s of ``h @ W.T`` on (min(n, 1024), d) x (d, v) -- the shapes one token chunk uses."""
+    rows = min(n, 1024)
+    a, b = torch.randn(rows, d, dtype=dtype), torch.randn(v, d, dtype=dtype)
+    out = torch.empty(rows, v, dtype=dtype)
+    secs = timeit(lambda: torch.mm(a, b.T, out=out), repeat=3, warmup=1)
+    return 2.0 * rows * d * v / secs
+
+
+def run_point(n: int, d: int, v: int, dtype: torch.dtype, repeat: int) -> list[list[object]]:
+    g = torch.Generator().manual_seed(0)
+    h = (torch.randn(n, d, generator=g)).to(dtype).requires_grad_()
+    w = (torch.randn(v, d, generator=g) / d**0.5).to(dtype).requires_grad_()
+    y = torch.randint(0, v, (n,), generator=g)
+    y[torch.rand(n, generator=g) < 0.05] = -100
+    rate = matmul_rate(n, d, v, torch.float32)
+    bound = 6.0 * n * d * v / rate
+    results = {}
+    for name, fn in methods().items():
+        def step(fn: Callable[..., torch.Tensor] = fn) -> float:
+            h.grad = w.grad = None
+            loss = fn(h, w, y)
+            loss.backward()
+            return float(loss)
+
+        try:
+            loss, mb = peak_extra_mb(step)
+            secs = timeit(step, repeat=repeat, warmup=0)
+        except Exception as exc:  # an anchor that cannot run this point is reported, not fatal
+            print(f"  {name}: failed ({type(exc).__name__}: {str(exc)[:120]})", file=sys.stderr)
+            continue
+        results[name] = (secs, mb, loss)
+        print(f"  {name:36s} {secs:8.3f} s  {mb:9.1f} MB  loss {loss:.6f}", flush=True)
+        h.grad = w.grad = None
+        gc.collect()
+    ours_t, _, ours_loss = results["entropykit linear_cross_entropy"]
+    rows = []
+    for name, (secs, mb, loss) in results.items():
+        rows.append([f"({n}, {d}, {v})", str(dtype).replace("torch.", ""), name, secs, secs / ours_t, mb,
+                     bound, secs / bound, f"{abs(loss - ours_loss):.1e}"])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[9:]))
+    p.add_argument("--quick", action="store_true", help="small shapes (a smoke test)")
+    p.add_argument("--points", default=None, help="comma-separated indices into the grid, e.g. 0,2")
+    p.add_argument("--dtypes", default="fp32,bf16", help="comma-separated: fp32,bf16")
+    p.add_argument("--repeat", type=int, default=2, help="timed repetitions per method (median)")
+    p.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
+    args = p.parse_args(argv)
+    grid = QUICK if args.quick else GRID
+    if args.points:
+        grid = [grid[int(i)] for i in args.points.split(",")]
+    dtypes = [DTYPES[k.strip()] for k in args.dtypes.split(",")]
+    print(f"cut_cross_entropy anchor: {'available' if _cce is not None else 'not importable, skipped'}")
+    start = time.time()
+    rows: list[list[object]] = []
+    for n, d, v in grid:
+        for dtype in dtypes:
+            print(f"(N, D, V) = ({n}, {d}, {v}) {dtype}", flush=True)
+            rows.extend(run_point(n, d, v, dtype, args.repeat))
+    header = ["(N, D, V)", "dtype", "method", "time s", "time / ours", "peak extra MB",
+              "3-matmul bound s (fp32 rate)", "time / bound", "|loss - ours|"]
+    table = markdown_table(header, rows)
+    print(table)
+    print(f"total {time.time() - start:.0f} s")
+    if not args.no_record:
+        cmd = "python benchmarks/linear_ce.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
+        note = ("Forward + backward of the mean loss over N tokens (5% ignored). `time / ours` > 1 means "
+                "ours is faster. The bound is 6 N D V FLOP at the fp32 matmul rate measured on a "
+                "(1024, D) x (D, V) product at the start of each point.")
+        if _cce is None:
+            note += " cut_cross_entropy was not importable, so its anchor is absent."
+        record("linear_ce", "Fused linear cross-entropy (ops.linear_cross_entropy)", cmd,
+               note + "\n\n" + table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

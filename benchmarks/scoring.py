@@ -1,0 +1,181 @@
+"""Scoring throughput and memory: ``entropykit.lm.score`` vs the transformers-docs strided loop.
+
+Anchor: the strided perplexity loop of the Hugging Face guide "Perplexity of fixed-length models"
+(windows of C tokens every stride = C/2 tokens, one window per forward pass, labels -100 on the
+overlap), run on the same bundled ByteGPT with per-token NLL kept so both give per-token numbers.
+Ours: ``score(text, model, stride=C/2)`` (batched windows, statistics only at scored positions, plus
+entropy, varentropy, rank and window entropy). Both run in this one process on the same text:
+the first ``--kb`` KB of data/corpus/heldout.bin. Memory: peak extra resident memory of ``score``
+on that text and on ``--big-mb`` MB (held-out text repeated); the per-token result arrays grow with
+the text by design, so the table also shows the working memory (peak minus the result's arrays).
+
+Run:  python benchmarks/scoring.py [--kb 200] [--big-mb 2] [--model bytegpt-6l] [--no-record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import markdown_table, peak_extra_mb, record
+from entropykit.lm import load_model, score
+from entropykit.lm.adapters import LanguageModel
+
+ROOT = Path(__file__).resolve().parents[1]
+HELDOUT = ROOT / "data" / "corpus" / "heldout.bin"
+
+
+def strided_baseline(lm: LanguageModel, data: bytes, stride: int) -> np.ndarray:
+    """The transformers guide's loop, per-token NLL in bits (HF label shift, -100 on the overlap)."""
+    seq = torch.tensor(lm.prefix_ids + lm.encode(data).ids)
+    ctx = lm.max_context
+    nlls = []
+    prev_end = 0
+    for begin in range(0, len(seq), stride):
+        end = min(begin + ctx, len(seq))
+        trg_len = end - prev_end
+        input_ids = seq[begin:end][None]
+        target_ids = input_ids.clone()
+        target_ids[:, :-trg_len] = -100
+        with torch.no_grad():
+            logits, _ = lm.module(input_ids)
+            loss = F.cross_entropy(logits[0, :-1].float(), target_ids[0, 1:], reduction="none")
+        nlls.append(loss[target_ids[0, 1:] != -100])
+        prev_end = end
+        if end == len(seq):
+            break
+    return (torch.cat(nlls) / math.log(2)).numpy()
+
+
+def other_load() -> str:
+    """A note when a model-training job shares the CPU (timings are then skewed)."""
+    for proc in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if b"train_model.py" in proc.read_bytes():
+                note = "a model-training job shared the CPU cores during this run (timings skewed)"
+                return f"\n\n**Note:** {note}.\n"
+        except OSError:
+            continue
+    return ""
+
+
+def result_mb(r: object) -> float:
+    arrays = [v for v in vars(r).values() if isinstance(v, np.ndarray)]
+    return (sum(a.nbytes for a in arrays) + len(r.text)) / 2**20  # type: ignore[attr-defined]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kb", type=int, default=200, help="text size for the speed comparison (KB)")
+    ap.add_argument(
+        "--big-mb", type=float, default=2.0, help="large text for the memory check (MB; 0 = skip)"
+    )
+    ap.add_argument("--model", default=None, help="model (default: bundled bytegpt-6l)")
+    ap.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
+    args = ap.parse_args()
+
+    lm = load_model(args.model)
+    ctx = lm.max_context
+    stride = ctx // 2
+    heldout = HELDOUT.read_bytes()
+    text = heldout[: args.kb * 1000]
+    n = len(text)
+    trained = (
+        Path(__file__).resolve().parents[1] / "src/entropykit/lm/models" / lm.name / "training.json"
+    ).exists()
+    score(text[:4000], lm, stride=stride, progress=False)  # warm-up (allocator, kernels)
+    strided_baseline(lm, text[:4000], stride)
+
+    t = time.perf_counter()
+    base = strided_baseline(lm, text, stride)
+    t_base = time.perf_counter() - t
+    t = time.perf_counter()
+    ours, peak_small = peak_extra_mb(lambda: score(text, lm, stride=stride, progress=False))
+    t_ours = time.perf_counter() - t
+    diff = float(np.max(np.abs(ours.surprisal_bits.astype(np.float64) - base)))
+    bpb_base = float(base.sum()) / n
+    bpb_ours = ours.summary["bits_per_byte"]
+    print(
+        f"baseline {n / t_base:.0f} tok/s, ours {n / t_ours:.0f} tok/s, x{t_base / t_ours:.2f}; "
+        f"max |diff| {diff:.2e} bits; bits/byte {bpb_base:.5f} vs {bpb_ours:.5f}",
+        flush=True,
+    )
+
+    rows = [
+        ["transformers-docs strided loop (anchor)", n, f"{n / t_base:,.0f}", "1.00", f"{bpb_base:.5f}", "—"],
+        [
+            "entropykit.lm.score",
+            n,
+            f"{n / t_ours:,.0f}",
+            f"{t_base / t_ours:.2f}",
+            f"{bpb_ours:.5f}",
+            f"{diff:.1e}",
+        ],
+    ]
+    speed = markdown_table(
+        ["method (stride = C/2)", "tokens", "tokens/s", "speed-up", "bits/byte", "max abs diff (bits/token)"],
+        rows,
+    )
+
+    res = result_mb(ours)
+    mem_rows = [
+        [
+            f"first {args.kb} KB",
+            n,
+            f"{n / t_ours:,.0f}",
+            f"{peak_small:.1f}",
+            f"{res:.1f}",
+            f"{peak_small - res:.1f}",
+        ]
+    ]
+    del ours
+    if args.big_mb > 0:
+        big_n = int(args.big_mb * 1_000_000)
+        big = (heldout * (big_n // len(heldout) + 1))[:big_n]
+        t = time.perf_counter()
+        r, peak = peak_extra_mb(lambda: score(big, lm, stride=stride, progress=False))
+        dt = time.perf_counter() - t
+        res = result_mb(r)
+        mem_rows.append(
+            [
+                f"{args.big_mb:g} MB (held-out repeated)",
+                big_n,
+                f"{big_n / dt:,.0f}",
+                f"{peak:.1f}",
+                f"{res:.1f}",
+                f"{peak - res:.1f}",
+            ]
+        )
+        del r
+    for row in mem_rows:
+        print(f"{row[0]}: peak extra {row[3]} MB, result arrays {row[4]} MB, working {row[5]} MB", flush=True)
+    memory = markdown_table(
+        ["text", "tokens", "tokens/s", "peak extra MB", "result arrays MB", "working MB (peak - result)"],
+        mem_rows,
+    )
+    body = (
+        f"Model `{lm.identity}` ({'trained' if trained else 'untrained placeholder weights'}), "
+        f"context C = {ctx}, stride {stride}; text = first {args.kb} KB of `data/corpus/heldout.bin`. "
+        "Both compute the same windows "
+        f"(every token scored once with >= {ctx - stride} tokens of history); ours also computes entropy, "
+        f"varentropy, rank and window entropy.\n\n{speed}\n\n"
+        f"Memory (`score` only; the per-token result arrays grow with the text by design, the working "
+        f"memory should not):\n\n{memory}\n"
+    )
+    body += other_load()
+    print(body)
+    if not args.no_record:
+        cmd = "python benchmarks/scoring.py " + " ".join(sys.argv[1:])
+        record("scoring", "Scoring long texts (entropykit.lm.score)", cmd.strip(), body)
+
+
+if __name__ == "__main__":
+    main()

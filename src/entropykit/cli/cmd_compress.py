@@ -1,0 +1,234 @@
+"""``entropykit compress`` / ``entropykit decompress``: lossless compression with a language model.
+
+The library side is ``entropykit.lm.compression``; this module only parses arguments, shows a
+progress bar (bytes/s and the running bits/byte) and writes the output atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+SUFFIX = ".ekz"
+
+COMPRESS_EXAMPLES = """examples:
+  entropykit compress notes.txt                      # -> notes.txt.ekz (bundled bytegpt-6l)
+  entropykit compress data.bin -o data.ekz --force   # overwrite an existing output
+  entropykit compress big.log --model bytegpt-small  # a faster, smaller model
+  cat notes.txt | entropykit compress - -o - > notes.ekz
+  entropykit compress notes.txt --format json        # sizes, bits/byte, speed as JSON
+
+The output is only as portable as the model's arithmetic: decompress on the same kind of machine
+(same CPU family, same torch); every chunk carries a checksum, so a mismatch fails loudly.
+"""
+
+DECOMPRESS_EXAMPLES = """examples:
+  entropykit decompress notes.txt.ekz                # -> notes.txt
+  entropykit decompress notes.ekz -o notes.txt --force
+  entropykit decompress notes.ekz -o - | less
+  entropykit decompress notes.ekz --model ./my-bytegpt   # the model the file names is not bundled
+"""
+
+
+def register(subparsers: Any) -> None:
+    c = subparsers.add_parser(
+        "compress",
+        help="compress a file losslessly with a language model (range coding)",
+        description=(
+            "Compress FILE losslessly: each byte/token is range-coded under the model's next-token\n"
+            "distribution, so the output costs the model's cross-entropy of the file in bits, plus a\n"
+            "small container (model identity, chunk checksums, SHA-256 of the original). The progress\n"
+            "bar shows bytes/s and the running bits/byte."
+        ),
+        epilog=COMPRESS_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(c, f"output file (default: FILE{SUFFIX}; '-' for standard output)")
+    c.add_argument("--model", default=None, help="model name or path (default: the bundled bytegpt-6l)")
+    c.add_argument("--chunk-size", type=int, default=None, metavar="BYTES",
+                   help="bytes per independently decodable chunk (default: 16384)")
+    c.add_argument("--group", type=int, default=None, metavar="N",
+                   help="chunks coded together in one batch (default: 32)")
+    c.add_argument("--window", type=int, default=None, metavar="TOKENS",
+                   help="context window in tokens (default: min(512, the model's context))")
+    c.set_defaults(func=run_compress)
+
+    d = subparsers.add_parser(
+        "decompress",
+        help="restore a file made by 'entropykit compress'",
+        description=(
+            "Decompress FILE made by 'entropykit compress'. The container names the model (and its\n"
+            "weights hash): a damaged file, another format version or a different model is an error\n"
+            "(exit status 2), never wrong output. The output appears only once fully verified."
+        ),
+        epilog=DECOMPRESS_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(d, f"output file (default: FILE without {SUFFIX}, else FILE.out; '-' for standard output)")
+    d.add_argument("--model", default=None,
+                   help="model name or path (default: the model named in the file)")
+    d.set_defaults(func=run_decompress)
+
+
+def _common(p: argparse.ArgumentParser, output_help: str) -> None:
+    p.add_argument("file", metavar="FILE", help="input file ('-' for standard input)")
+    p.add_argument("-o", "--output", default=None, metavar="OUT", help=output_help)
+    p.add_argument("-f", "--force", action="store_true", help="overwrite OUT if it exists")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="summary format")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: on a terminal)")
+
+
+@contextmanager
+def _atomic_output(path: str, force: bool) -> Iterator[BinaryIO]:
+    """A file object whose content appears at ``path`` only if the block succeeds (temp + rename)."""
+    if path == "-":
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(f"{target} is a directory")
+    if target.exists() and not force:
+        raise FileExistsError(f"{target} exists (use --force to overwrite)")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        if force:
+            os.replace(tmp, target)
+        else:  # link fails if the target appeared meanwhile: never overwrite without --force
+            os.link(tmp, target)
+            os.unlink(tmp)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def _input(path: str) -> Iterator[BinaryIO]:
+    if path == "-":
+        yield sys.stdin.buffer
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not a file")
+    if not p.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    with open(p, "rb") as f:
+        yield f
+
+
+def _bar(args: argparse.Namespace, desc: str, total: int | None) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+                disable=True if args.no_progress else None, dynamic_ncols=True)
+
+
+class _Progress:
+    """The library's ``progress(done_bytes, coded_bits)`` callback driving a tqdm bar."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar, self.done = bar, 0
+
+    def __call__(self, done: int, bits: float) -> None:
+        self.bar.update(done - self.done)
+        self.done = done
+        if done:
+            self.bar.set_postfix_str(f"{bits / done:.3f} bits/byte", refresh=False)
+
+
+def _report(args: argparse.Namespace, summary: dict[str, Any], line: str) -> None:
+    out = sys.stderr if args.output == "-" or summary["output"] == "-" else sys.stdout
+    print(json.dumps(summary, indent=2) if args.format == "json" else line, file=out)
+
+
+def run_compress(args: argparse.Namespace) -> int:
+    from entropykit.lm import load_model
+    from entropykit.lm.compression import DEFAULT_CHUNK_SIZE, DEFAULT_GROUP, compress_stream
+
+    output = args.output or ("-" if args.file == "-" else args.file + SUFFIX)
+    if output != "-" and Path(output).exists() and not args.force:  # fail before the slow part
+        raise FileExistsError(f"{output} exists (use --force to overwrite)")
+    size = None if args.file == "-" else Path(args.file).stat().st_size if Path(args.file).is_file() else None
+    with _input(args.file) as src:
+        model = load_model(args.model)
+        t0 = time.perf_counter()
+        with _atomic_output(output, args.force) as dst, _bar(args, "compress", size) as bar:
+            progress = _Progress(bar)
+            written = compress_stream(
+                src, dst, model,
+                chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE, group=args.group or DEFAULT_GROUP,
+                window=args.window, progress=progress,
+            )
+            n = progress.done
+        seconds = time.perf_counter() - t0
+    summary = {
+        "input": args.file, "output": output, "model": model.identity, "input_bytes": n,
+        "output_bytes": written, "bits_per_byte": 8 * written / n if n else None,
+        "ratio": written / n if n else None, "seconds": round(seconds, 3),
+        "bytes_per_second": n / seconds if seconds > 0 else None,
+    }
+    bpb = f"{8 * written / n:.3f} bits/byte" if n else "empty input"
+    _report(args, summary, f"{args.file} ({n} bytes) -> {output} ({written} bytes, {bpb}) "
+                           f"in {seconds:.1f} s with {model.identity}")
+    return 0
+
+
+def run_decompress(args: argparse.Namespace) -> int:
+    from entropykit.lm.compression import decompress_stream
+
+    if args.output:
+        output = args.output
+    elif args.file == "-":
+        output = "-"
+    else:
+        output = args.file[: -len(SUFFIX)] if args.file.endswith(SUFFIX) and len(args.file) > len(SUFFIX) \
+            else args.file + ".out"
+    if output != "-" and Path(output).exists() and not args.force:
+        raise FileExistsError(f"{output} exists (use --force to overwrite)")
+    with _input(args.file) as src:
+        total = _peek_length(src)
+        t0 = time.perf_counter()
+        with _atomic_output(output, args.force) as dst, _bar(args, "decompress", total) as bar:
+            n = decompress_stream(src, dst, args.model, progress=_Progress(bar))
+        seconds = time.perf_counter() - t0
+    in_bytes = None if args.file == "-" else Path(args.file).stat().st_size
+    summary = {
+        "input": args.file, "output": output, "input_bytes": in_bytes, "output_bytes": n,
+        "seconds": round(seconds, 3), "bytes_per_second": n / seconds if seconds > 0 else None,
+    }
+    _report(args, summary, f"{args.file} -> {output} ({n} bytes) in {seconds:.1f} s")
+    return 0
+
+
+def _peek_length(src: BinaryIO) -> int | None:
+    """The original length from a seekable container's trailer (for the progress bar only)."""
+    import struct
+
+    try:
+        if not src.seekable():
+            return None
+        pos = src.seek(0, os.SEEK_END)
+        if pos < 53:
+            src.seek(0)
+            return None
+        src.seek(pos - 53)
+        tail = src.read(53)
+        src.seek(0)
+    except OSError:
+        return None
+    return int(struct.unpack_from("<Q", tail, 9)[0]) if tail[:1] == b"E" else None

@@ -1,0 +1,268 @@
+"""``entropykit detect`` and ``entropykit detect-eval``: membership / machine-text scores of files."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from entropykit._io import atomic_write, read_input
+
+DETECT_EXAMPLES = """conventions: higher = more likely a training member (loss, reference, zlib, min_k,
+min_k_plus_plus, dc_pdd) or more likely machine-generated (binoculars, fast_detect_gpt, entropy_gap).
+
+examples:
+  entropykit detect notes.txt essay.txt --method min_k_plus_plus
+  entropykit detect a.txt --method reference --reference bytegpt-small --json
+  entropykit detect a.txt --method binoculars --reference bytegpt-small      # observer = reference
+  entropykit detect a.txt --method dc_pdd --frequency-corpus corpus/*.txt --save-frequencies freq.json
+  entropykit detect a.txt --method dc_pdd --frequencies freq.json
+  entropykit detect a.txt --method entropy_gap        # also prints the zero-shot test's p-value
+"""
+
+EVAL_EXAMPLES = """examples:
+  entropykit detect-eval --positives members/ --negatives nonmembers/ --method min_k_plus_plus
+  entropykit detect-eval --positives machine/ --negatives human/ --method fast_detect_gpt \\
+      --roc roc.png --json
+"""
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    from entropykit.lm.detect import METHODS
+
+    p.add_argument(
+        "--method",
+        required=True,
+        choices=list(METHODS),
+        metavar="METHOD",
+        help="detection score: " + ", ".join(METHODS),
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="scoring model: bundled name, ByteGPT dir or HF name (default: the bundled bytegpt-6l)",
+    )
+    p.add_argument("--reference", default=None, help="second model (reference / observer / sampling model)")
+    p.add_argument(
+        "--k", type=float, default=None, help="fraction of lowest tokens for min_k[_plus_plus] (default 0.2)"
+    )
+    p.add_argument("--a", type=float, default=None, help="dc_pdd clipping bound (default 0.01)")
+    p.add_argument("--frequencies", default=None, help="dc_pdd: token-frequency table (JSON) to load")
+    p.add_argument(
+        "--frequency-corpus",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="dc_pdd: build the frequency table from these reference-corpus files",
+    )
+    p.add_argument("--save-frequencies", default=None, metavar="PATH", help="write the built table here")
+    p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
+    p.add_argument("--json", action="store_true", help="JSON output (same as --format json)")
+    p.add_argument("--format", choices=["text", "json"], default="text", help="output format")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "detect",
+        help="membership / machine-text scores of text files",
+        description="Score each file with a membership-inference or machine-text detection method.",
+        epilog=DETECT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="text files ('-' = standard input)")
+    _add_common(p)
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="also print a verdict: flagged when score > threshold (see detect-eval / calibrate)",
+    )
+    p.set_defaults(func=run)
+    e = subparsers.add_parser(
+        "detect-eval",
+        help="AUC and TPR@FPR of a detection method on two folders of texts",
+        description="Score every file of --positives (members / machine) and --negatives (non-members / "
+        "human), print ROC-AUC and TPR at 1%% and 0.1%% FPR, and write the ROC curve as a PNG.",
+        epilog=EVAL_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    e.add_argument("--positives", required=True, help="folder of positive texts (members / machine)")
+    e.add_argument("--negatives", required=True, help="folder of negative texts (non-members / human)")
+    _add_common(e)
+    e.add_argument("--roc", default=None, metavar="PNG", help="ROC plot path (default roc-METHOD.png)")
+    e.add_argument("--no-roc", action="store_true", help="do not write the ROC plot")
+    e.set_defaults(func=run_eval)
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    from entropykit.lm.detect import METHODS, FrequencyTable
+
+    accepted = METHODS[args.method].params
+    given = {"k": args.k, "a": args.a}
+    bad = [f"--{k}" for k, v in given.items() if v is not None and k not in accepted]
+    if (args.frequencies or args.frequency_corpus) and "frequencies" not in accepted:
+        bad.append("--frequencies/--frequency-corpus")
+    if bad:
+        raise ValueError(f"{', '.join(bad)} do(es) not apply to --method {args.method}")
+    params = {k: v for k, v in given.items() if v is not None}
+    if args.frequency_corpus:
+        table = FrequencyTable.from_texts([read_input(f) for f in args.frequency_corpus], _load(args.model))
+        if args.save_frequencies:
+            table.save(args.save_frequencies)
+        params["frequencies"] = table
+    elif args.frequencies:
+        params["frequencies"] = FrequencyTable.load(args.frequencies)
+    return params
+
+
+_MODELS: dict[str | None, Any] = {}
+
+
+def _load(name: str | None) -> Any:
+    from entropykit.lm import load_model
+
+    if name not in _MODELS:
+        _MODELS[name] = load_model(name)
+    return _MODELS[name]
+
+
+def _score(args: argparse.Namespace, texts: list[bytes]) -> tuple[Any, Any | None]:
+    """Scores (and entropy_gap p-values) of ``texts`` under the arguments' method and models."""
+    from entropykit.lm.detect import entropy_gap_test, score_texts
+
+    params = _params(args)
+    model = _load(args.model)
+    reference = None if args.reference is None else _load(args.reference)
+    progress = False if args.no_progress else None
+    if args.method == "entropy_gap":
+        return entropy_gap_test(
+            texts, model, reference=reference, batch_size=args.batch_size, progress=progress
+        )
+    scores = score_texts(
+        texts,
+        args.method,
+        model,
+        reference=reference,
+        batch_size=args.batch_size,
+        progress=progress,
+        **params,
+    )
+    return scores, None
+
+
+def _describe(args: argparse.Namespace) -> dict[str, Any]:
+    from entropykit.lm.detect import METHODS
+
+    m = METHODS[args.method]
+    what = "a training member" if m.kind == "membership" else "machine-generated"
+    return {
+        "method": m.name,
+        "kind": m.kind,
+        "convention": f"higher = more likely {what}",
+        "model": _load(args.model).identity,
+        "reference": None if args.reference is None else _load(args.reference).identity,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    texts = [read_input(f) for f in args.files]
+    scores, pvals = _score(args, texts)
+    rows = []
+    for i, f in enumerate(args.files):
+        row: dict[str, Any] = {"file": f, "score": float(scores[i])}
+        if pvals is not None:
+            row["p_value"] = float(pvals[i])
+        if args.threshold is not None:
+            row["flagged"] = bool(scores[i] > args.threshold)
+        rows.append(row)
+    if args.json or args.format == "json":
+        print(json.dumps({**_describe(args), "threshold": args.threshold, "results": rows}, indent=2))
+        return 0
+    info = _describe(args)
+    print(
+        f"# {info['method']} ({info['convention']}); model {info['model']}"
+        + (f", reference {info['reference']}" if info["reference"] else "")
+    )
+    for row in rows:
+        extra = f"  p={row['p_value']:.3g}" if "p_value" in row else ""
+        verdict = ("  FLAGGED" if row["flagged"] else "  -") if "flagged" in row else ""
+        print(f"{row['score']:12.6f}{extra}{verdict}  {row['file']}")
+    return 0
+
+
+def _folder(path: str, what: str) -> tuple[list[str], list[bytes]]:
+    d = Path(path)
+    if not d.is_dir():
+        raise NotADirectoryError(f"{what}: {path} is not a directory")
+    files = sorted(p for p in d.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise ValueError(f"{what}: no files in {path}")
+    return [str(f) for f in files], [f.read_bytes() for f in files]
+
+
+def _roc_png(curves: tuple[Any, Any], auc: float, title: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fpr, tpr = curves
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
+    ax.plot(fpr, tpr, drawstyle="steps-post", label=f"AUC = {auc:.3f}")
+    ax.plot([0, 1], [0, 1], ls=":", c="grey", lw=1)
+    ax.set(
+        xlabel="false-positive rate", ylabel="true-positive rate", title=title, xlim=(0, 1), ylim=(0, 1.01)
+    )
+    ax.legend(loc="lower right")
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from entropykit.lm.detect import calibrate, evaluate, roc_curve
+
+    pos_files, pos = _folder(args.positives, "--positives")
+    neg_files, neg = _folder(args.negatives, "--negatives")
+    scores, _ = _score(args, pos + neg)
+    s_pos, s_neg = scores[: len(pos)], scores[len(pos) :]
+    result = evaluate(s_pos, s_neg)
+    roc_path = None
+    if not args.no_roc:
+        fpr, tpr, _ = roc_curve(s_pos, s_neg)
+        roc_path = args.roc or f"roc-{args.method}.png"
+        atomic_write(roc_path, _roc_png((fpr, tpr), float(result["auc"]), f"{args.method}"))  # type: ignore[arg-type]
+    tpr_at = result["tpr_at_fpr"]
+    assert isinstance(tpr_at, dict)
+    thresholds = {f: calibrate(s_neg, f) for f in tpr_at}
+    if args.json or args.format == "json":
+        out = {
+            **_describe(args),
+            "auc": result["auc"],
+            "tpr_at_fpr": {str(k): v for k, v in tpr_at.items()},
+            "threshold_at_fpr": {str(k): v for k, v in thresholds.items()},
+            "n_positives": len(pos),
+            "n_negatives": len(neg),
+            "roc": roc_path,
+            "scores": {
+                "positives": dict(zip(pos_files, s_pos.tolist())),
+                "negatives": dict(zip(neg_files, s_neg.tolist())),
+            },
+        }
+        print(json.dumps(out, indent=2))
+        return 0
+    info = _describe(args)
+    print(f"method      {info['method']} ({info['convention']})")
+    print(f"model       {info['model']}" + (f"  reference {info['reference']}" if info["reference"] else ""))
+    print(f"texts       {len(pos)} positives, {len(neg)} negatives")
+    print(f"ROC-AUC     {result['auc']:.4f}")
+    for f, t in tpr_at.items():
+        print(f"TPR@{f:g}FPR".ljust(12) + f"{t:.4f}   (flag score > {thresholds[f]:.6g})")
+    if roc_path:
+        print(f"ROC plot    {roc_path}")
+    return 0

@@ -1,0 +1,465 @@
+"""Score a text under a causal language model: per-token surprisal, entropy, rank and summary.
+
+For each token x_t of a text (conditioned on the model's BOS token(s) and the tokens before it):
+
+- surprisal   s_t = -log2 p(x_t | x_<t)                          (bits)
+- entropy     H_t = -sum_v p_v log2 p_v                          (bits; the model's uncertainty)
+- varentropy  V_t = sum_v p_v (log2 p_v)^2 - H_t^2               (bits^2)
+- rank        r_t = 1 + #{v : logit_v > logit_{x_t}}              (1 = the model's top choice; GLTR)
+- probability p(x_t | x_<t) = 2^-s_t
+- window entropy W_t = mean(H_{t-w+1..t}) (the last ``window`` tokens, fewer at the start), and the
+  high-window-entropy flag W_t > threshold (a stretch where the model stays uncertain).
+
+Every unit in the result is **bits** and the names say so (``surprisal_bits``); perplexity is
+``2 ** mean(surprisal_bits)`` (= exp of the mean surprisal in nats) and bits per byte is the total
+surprisal in bits over the number of UTF-8 bytes of the text (comparable across tokenisers).
+
+Long texts use the strided sliding window of the transformers perplexity guide: windows of
+``C = model.max_context`` tokens start every ``stride`` tokens; each window scores only the tokens
+that the previous window did not reach, so every token is scored exactly once with at least
+``C - stride`` tokens of history (the first window scores all of its tokens with whatever history
+they have). The numbers are exactly those of that naive loop, but windows are batched into one
+forward pass, statistics are computed only for the scored positions, without per-token Python
+work, and results go straight into preallocated arrays, so working memory stays flat in the text
+length (the per-token result arrays, about 45 bytes per token, are the only part that grows).
+
+Why no key/value cache is carried across windows: in the next window a token sits at a different
+position (absolute positions: ByteGPT, GPT-2) and, for any model, its keys in layers >= 2 depend on
+that window's history, so reusing them would change the numbers. Exact strided scores therefore need
+one fresh forward pass per window (batched here); a text that fits the context is one pass.
+
+References: GLTR (Gehrmann et al., 2019, rank buckets); the ``surprisal`` package (per-token
+surprisal); Hugging Face "Perplexity of fixed-length models" (strided evaluation).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from entropykit import measures
+from entropykit.lm.adapters import ByteModel, LanguageModel, load_model
+
+__all__ = ["ScoreResult", "default_hwe_threshold", "score"]
+
+N_SPANS = 5  # how many "most surprising spans" the summary lists
+_BATCH_TOKENS = 4096  # tokens per batched forward pass (several windows at once)
+_BATCH_LOGIT_BYTES = 1 << 26  # ... but at most 64 MiB of float32 logits per pass (large vocabularies)
+
+
+def default_hwe_threshold(vocab_size: int) -> float:
+    """Default high-window-entropy threshold: half the maximum entropy, ``0.5 * log2(vocab_size)`` bits.
+
+    A window is "high entropy" when the model's mean entropy over it exceeds half of what a uniform
+    guess over the whole vocabulary would have (normalised entropy > 0.5): about 4.0 bits for the
+    257-token byte models, 7.8 bits for GPT-2's 50 257 tokens. A fixed fraction of the maximum keeps
+    the flag meaningful across texts (a quantile of the text's own values would always flag the same
+    fraction).
+
+    >>> round(default_hwe_threshold(257), 3)
+    4.003
+    """
+    return 0.5 * math.log2(vocab_size)
+
+
+@dataclass
+class ScoreResult:
+    """Per-token scores of one text (arrays of length ``n`` tokens, all in bits) and a summary.
+
+    ``text`` holds the bytes the byte spans ``offsets[i] = (start, end)`` index into (the input's
+    UTF-8 bytes; for a subword model given invalid UTF-8, the bytes after replacement, ``lossy``).
+    ``top_k_ids``/``top_k_probs`` (n, k) hold the k most likely next tokens when ``top_k > 0``.
+    """
+
+    text: bytes
+    model: str
+    token_ids: np.ndarray
+    offsets: np.ndarray
+    surprisal_bits: np.ndarray
+    entropy_bits: np.ndarray
+    varentropy_bits2: np.ndarray
+    rank: np.ndarray
+    probability: np.ndarray
+    window_entropy_bits: np.ndarray
+    high_window_entropy: np.ndarray
+    window: int
+    hwe_threshold_bits: float
+    stride: int
+    context: int
+    lossy: bool = False
+    top_k_ids: np.ndarray | None = None
+    top_k_tokens: list[list[str]] | None = field(default=None, repr=False)
+    top_k_probs: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+    def token_text(self, i: int) -> str:
+        """Token ``i`` as text: its bytes decoded with replacement (a partial character shows as U+FFFD)."""
+        a, b = self.offsets[i]
+        return self.text[a:b].decode("utf-8", errors="replace")
+
+    @property
+    def tokens(self) -> list[str]:
+        """All tokens as text (see ``token_text``)."""
+        return [self.token_text(i) for i in range(len(self))]
+
+    @cached_property
+    def summary(self) -> dict[str, Any]:
+        """tokens, bytes, total surprisal, perplexity, bits/byte, means, HWE fraction, top spans."""
+        n = len(self)
+        s = self.surprisal_bits.astype(np.float64)
+        total = float(s.sum())
+        n_bytes = len(self.text)
+        return {
+            "model": self.model,
+            "tokens": n,
+            "bytes": n_bytes,
+            "total_surprisal_bits": total,
+            "perplexity": float(2.0 ** (total / n)) if n else float("nan"),
+            "bits_per_byte": total / n_bytes if n_bytes else float("nan"),
+            "mean_surprisal_bits": total / n if n else float("nan"),
+            "mean_entropy_bits": float(self.entropy_bits.astype(np.float64).mean()) if n else float("nan"),
+            "mean_varentropy_bits2": float(self.varentropy_bits2.astype(np.float64).mean())
+            if n
+            else float("nan"),
+            "top1_fraction": float((self.rank == 1).mean()) if n else float("nan"),
+            "hwe_fraction": float(self.high_window_entropy.mean()) if n else float("nan"),
+            "hwe_threshold_bits": self.hwe_threshold_bits,
+            "window": self.window,
+            "stride": self.stride,
+            "context": self.context,
+            "lossy_utf8": self.lossy,
+            "top_spans": self.surprising_spans(N_SPANS),
+        }
+
+    def surprising_spans(self, k: int = N_SPANS, length: int | None = None) -> list[dict[str, Any]]:
+        """The ``k`` non-overlapping runs of ``length`` (default ``window``) tokens of most total surprisal.
+
+        Each is ``{"start", "end" (byte span), "text", "tokens", "surprisal_bits", "bits_per_token"}``,
+        most surprising first.
+        """
+        n = len(self)
+        if n == 0 or k <= 0:
+            return []
+        length = max(1, min(length or self.window, n))
+        c = np.concatenate([[0.0], np.cumsum(self.surprisal_bits, dtype=np.float64)])
+        sums = c[length:] - c[:-length]  # sums[j] = tokens j .. j+length-1
+        order = np.argsort(-sums, kind="stable")
+        chosen: list[int] = []
+        for j in order:  # greedy; in practice only neighbours of the chosen runs are skipped
+            if all(abs(int(j) - c0) >= length for c0 in chosen):
+                chosen.append(int(j))
+                if len(chosen) == k:
+                    break
+        out = []
+        for j in chosen:
+            a, b = int(self.offsets[j, 0]), int(self.offsets[j + length - 1, 1])
+            out.append(
+                {
+                    "start": a,
+                    "end": b,
+                    "text": self.text[a:b].decode("utf-8", errors="replace"),
+                    "tokens": length,
+                    "surprisal_bits": float(sums[j]),
+                    "bits_per_token": float(sums[j] / length),
+                }
+            )
+        return out
+
+    # --- export ----------------------------------------------------------------------------
+    def _columns(self) -> dict[str, np.ndarray]:
+        return {
+            "start": self.offsets[:, 0],
+            "end": self.offsets[:, 1],
+            "token_id": self.token_ids,
+            "surprisal_bits": self.surprisal_bits,
+            "entropy_bits": self.entropy_bits,
+            "varentropy_bits2": self.varentropy_bits2,
+            "rank": self.rank,
+            "probability": self.probability,
+            "window_entropy_bits": self.window_entropy_bits,
+            "high_window_entropy": self.high_window_entropy,
+        }
+
+    def to_dict(self, *, tokens: bool = True) -> dict[str, Any]:
+        """``{"summary": ..., "tokens": [{"i", "token", "start", "end", "surprisal_bits", ...}, ...]}``."""
+        out: dict[str, Any] = {"summary": self.summary}
+        if tokens:
+            cols = {k: v.tolist() for k, v in self._columns().items()}
+            texts = self.tokens
+            rows = []
+            for i in range(len(self)):
+                row: dict[str, Any] = {"i": i, "token": texts[i]}
+                row.update({k: v[i] for k, v in cols.items()})
+                if self.top_k_ids is not None and self.top_k_probs is not None:
+                    row["top_k"] = [
+                        {"token_id": int(t), "token": s, "probability": float(p)}
+                        for t, s, p in zip(
+                            self.top_k_ids[i], (self.top_k_tokens or [])[i], self.top_k_probs[i]
+                        )
+                    ]
+                rows.append(row)
+            out["tokens"] = rows
+        return out
+
+    def to_json(self, *, indent: int | None = None, tokens: bool = True) -> str:
+        """``to_dict`` as JSON (NaN-free: every number is finite)."""
+        return json.dumps(self.to_dict(tokens=tokens), indent=indent, ensure_ascii=False)
+
+    def to_csv(self) -> str:
+        """One row per token: i, token, start, end, token_id, surprisal_bits, entropy_bits, ... ."""
+        buf = io.StringIO()
+        cols = self._columns()
+        w = csv.writer(buf, lineterminator="\n")
+        header = ["i", "token", *cols]
+        k = 0 if self.top_k_ids is None else self.top_k_ids.shape[1]
+        for j in range(k):
+            header += [f"top{j + 1}_token", f"top{j + 1}_probability"]
+        w.writerow(header)
+        lists = [v.tolist() for v in cols.values()]
+        texts = self.tokens
+        for i in range(len(self)):
+            row: list[Any] = [i, texts[i], *(c[i] for c in lists)]
+            for j in range(k):
+                assert self.top_k_probs is not None and self.top_k_tokens is not None
+                row += [self.top_k_tokens[i][j], float(self.top_k_probs[i, j])]
+            w.writerow(row)
+        return buf.getvalue()
+
+
+# --- the scoring engine -----------------------------------------------------------------------
+def _resolve_model(model: LanguageModel | str | Path | None) -> LanguageModel:
+    if isinstance(model, LanguageModel):
+        return model
+    if model is None or isinstance(model, (str, Path)):
+        return load_model(model)
+    raise TypeError(
+        f"model: expected a LanguageModel, a model name or path, or None; got {type(model).__name__}"
+    )
+
+
+def _encode(model: LanguageModel, data: str | bytes) -> tuple[np.ndarray, np.ndarray, bytes, bool]:
+    """Token ids (int64), byte spans (n, 2), the bytes the spans index, and the lossy flag."""
+    if isinstance(model, ByteModel):  # tokens are the bytes themselves: vectorised, no Python lists
+        raw = data.encode("utf-8") if isinstance(data, str) else data
+        ids = np.frombuffer(raw, dtype=np.uint8).astype(np.int64)
+        starts = np.arange(len(raw), dtype=np.int64)
+        return ids, np.stack([starts, starts + 1], axis=1), raw, False
+    enc = model.encode(data)
+    if isinstance(data, str):
+        raw = data.encode("utf-8")
+    else:
+        raw = data.decode("utf-8", errors="replace").encode("utf-8") if enc.lossy else data
+    ids = np.asarray(enc.ids, dtype=np.int64)
+    offsets = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
+    return ids, offsets, raw, enc.lossy
+
+
+def _windows(m: int, context: int, stride: int) -> Iterator[tuple[int, int, int]]:
+    """(begin, end, first target) of each window over a sequence of ``m`` tokens (transformers guide)."""
+    prev_end, begin = 0, 0
+    while True:
+        end = min(begin + context, m)
+        yield begin, end, prev_end
+        if end == m:
+            return
+        prev_end, begin = end, begin + stride
+
+
+def _n_windows(m: int, context: int, stride: int) -> int:
+    return 1 if m <= context else 1 + -(-(m - context) // stride)
+
+
+def score(
+    text: str | bytes,
+    model: LanguageModel | str | Path | None = None,
+    *,
+    stride: int | None = None,
+    window: int = 16,
+    hwe_threshold: float | None = None,
+    top_k: int = 0,
+    batch_size: int | None = None,
+    progress: bool | None = None,
+) -> ScoreResult:
+    """Score every token of ``text`` under a causal language model (all quantities in bits).
+
+    Per token t: surprisal ``-log2 p(x_t|x_<t)``, entropy ``-sum p log2 p``, varentropy
+    ``sum p (log2 p)^2 - H^2``, rank (1 = top choice, GLTR), probability, the mean entropy of the
+    last ``window`` tokens and whether it exceeds ``hwe_threshold`` bits (default
+    ``0.5 * log2(vocab_size)``, see ``default_hwe_threshold``); ``top_k > 0`` adds the k most likely
+    tokens at each position. ``summary``: perplexity ``2 ** mean surprisal``, bits/byte = total
+    surprisal bits / UTF-8 bytes, mean entropy, HWE fraction, the most surprising spans.
+
+    Args:
+        text: ``str`` (scored as its UTF-8 bytes) or ``bytes`` (any bytes for the byte models; a
+            subword model decodes invalid UTF-8 with replacement and sets ``lossy``).
+        model: a ``LanguageModel``, a model name or directory (``load_model``), or None = bundled.
+        stride: tokens between window starts for texts longer than the model's context ``C``
+            (default ``C // 2``; at most ``C - 1``): each token keeps at least ``C - stride``
+            tokens of history.
+        window: tokens in the window-entropy mean.
+        batch_size: windows per forward pass (default: about 4096 tokens per pass).
+        progress: a tqdm bar on stderr; default only for multi-window texts on a terminal.
+
+    Sources: GLTR (Gehrmann et al., 2019); Hugging Face "Perplexity of fixed-length models".
+
+    >>> from entropykit.lm import ByteModel
+    >>> from entropykit.lm.models.bytegpt import ByteGPT, ByteGPTConfig
+    >>> m = ByteModel(ByteGPT(ByteGPTConfig(block_size=32, n_layer=1, n_head=2, n_embd=16)))
+    >>> r = score("hello world", m)
+    >>> len(r), r.summary["bytes"]
+    (11, 11)
+    >>> bool(abs(r.summary["bits_per_byte"] - r.surprisal_bits.sum() / 11) < 1e-6)
+    True
+    """
+    if isinstance(text, (bytearray, memoryview)):
+        text = bytes(text)
+    if not isinstance(text, (str, bytes)):
+        raise TypeError(f"text: expected str or bytes, got {type(text).__name__}")
+    if len(text) == 0:
+        raise ValueError("text: empty input (0 bytes), nothing to score")
+    lm = _resolve_model(model)
+    ctx = int(lm.max_context)
+    if stride is None:
+        stride = max(1, ctx // 2)
+    for name, value, lo, hi in (
+        ("stride", stride, 1, ctx - 1),
+        ("window", window, 1, None),
+        ("top_k", top_k, 0, lm.vocab_size),
+        ("batch_size", batch_size, 1, None),
+    ):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+        if value < lo or (hi is not None and value > hi):
+            rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+            raise ValueError(f"{name}: must be {rng} for model {lm.name!r}, got {value}")
+    if hwe_threshold is None:
+        hwe_threshold = default_hwe_threshold(lm.vocab_size)
+    elif not isinstance(hwe_threshold, (int, float)) or not math.isfinite(hwe_threshold):
+        raise ValueError(f"hwe_threshold: expected a finite number of bits, got {hwe_threshold!r}")
+
+    ids, offsets, raw, lossy = _encode(lm, text)
+    prefix = np.asarray(lm.prefix_ids, dtype=np.int64)
+    p = len(prefix)
+    seq = torch.from_numpy(np.concatenate([prefix, ids]))
+    m = len(seq)
+    first = max(p, 1)  # without a BOS token the first token has nothing to condition on
+    n = m - first
+    if n <= 0:
+        raise ValueError(f"text: a single token and model {lm.name!r} has no BOS token, nothing to score")
+    # Logit rows per forward pass within the memory budget; a window larger than that (long context,
+    # large vocabulary) is fed in chunks through the KV cache, which gives the same numbers.
+    rows_budget = max(1, _BATCH_LOGIT_BYTES // (4 * lm.vocab_size))
+    chunked = ctx > rows_budget and lm.supports_cache
+    if batch_size is None:
+        batch_size = max(1, min(_BATCH_TOKENS // ctx, rows_budget // ctx))
+    if chunked:
+        batch_size = 1
+
+    out_s = np.empty(n, np.float32)
+    out_h = np.empty(n, np.float32)
+    out_v = np.empty(n, np.float32)
+    out_r = np.empty(n, np.int32)
+    k = int(top_k)
+    out_ki = np.empty((n, k), np.int64) if k else None
+    out_kp = np.empty((n, k), np.float32) if k else None
+
+    def consume(z: torch.Tensor, t0: int, t1: int) -> None:
+        """Statistics of targets seq[t0:t1] from their logit rows z (t1 - t0, V), into the outputs."""
+        target = seq[t0:t1]
+        st = measures.token_stats(z, target, base=2)  # one fused pass: entropy, varentropy, surprisal
+        assert st.surprisal is not None
+        sl = slice(t0 - first, t1 - first)
+        out_s[sl] = st.surprisal.numpy()
+        out_h[sl] = st.entropy.numpy()
+        out_v[sl] = st.varentropy.numpy()
+        out_r[sl] = measures.token_rank(z, target).numpy()
+        if out_ki is not None and out_kp is not None:
+            top = torch.topk(z, k, dim=-1)
+            out_ki[sl] = top.indices.numpy()
+            out_kp[sl] = torch.exp(top.values - torch.logsumexp(z, -1, keepdim=True)).numpy()
+
+    def run(batch: list[tuple[int, int, int]]) -> int:
+        # Scored targets of window (b, e, lo): t in [max(lo, first), e), predicted by logits at t - 1.
+        t0, t1 = max(batch[0][2], first), batch[-1][1]
+        if chunked:
+            (b, e, _), past = batch[0], None
+            for c0 in range(b, e, rows_budget):
+                c1 = min(c0 + rows_budget, e)
+                logits, past = lm.forward(seq[c0:c1][None], past)
+                a, z1 = max(t0 - 1, c0), min(t1 - 1, c1)  # logit rows this chunk contributes
+                if a < z1:
+                    consume(logits[0, a - c0 : z1 - c0], a + 1, z1 + 1)
+            return t1 - t0
+        logits, _ = lm.forward(torch.stack([seq[b:e] for b, e, _ in batch]))
+        rows = [logits[i, max(lo, first) - 1 - b : e - 1 - b] for i, (b, e, lo) in enumerate(batch)]
+        consume(torch.cat(rows) if len(rows) > 1 else rows[0], t0, t1)  # consecutive: contiguous targets
+        return t1 - t0
+
+    n_win = _n_windows(m, ctx, stride)
+    show = progress if progress is not None else (n_win > 8 and sys.stderr.isatty())
+    from tqdm.auto import tqdm
+
+    with (
+        torch.inference_mode(),
+        tqdm(
+            total=n,
+            unit="tok",
+            unit_scale=True,
+            disable=not show,
+            desc=f"scoring with {lm.name}",
+            file=sys.stderr,
+        ) as bar,
+    ):
+        batch: list[tuple[int, int, int]] = []
+        for b, e, lo in _windows(m, ctx, stride):
+            # Windows of one length share a forward pass (consecutive windows' targets are contiguous).
+            if batch and (len(batch) == batch_size or e - b != batch[0][1] - batch[0][0]):
+                bar.update(run(batch))
+                batch = []
+            batch.append((b, e, lo))
+        bar.update(run(batch))
+
+    ent = torch.from_numpy(out_h.astype(np.float64))  # float64: long cumulative sums stay exact
+    w_ent = measures.rolling_mean(ent, window).numpy().astype(np.float32)
+    top_tokens = None
+    if out_ki is not None:
+        cache: dict[int, str] = {}
+        top_tokens = [
+            [cache.setdefault(int(t), lm.token_text(int(t))) for t in row] for row in out_ki.tolist()
+        ]
+    return ScoreResult(
+        text=raw,
+        model=lm.identity,
+        token_ids=ids[first - p :].astype(np.int32),
+        offsets=offsets[first - p :],
+        surprisal_bits=out_s,
+        entropy_bits=out_h,
+        varentropy_bits2=out_v,
+        rank=out_r,
+        probability=np.exp2(-out_s.astype(np.float64)).astype(np.float32),
+        window_entropy_bits=w_ent,
+        high_window_entropy=w_ent > hwe_threshold,
+        window=window,
+        hwe_threshold_bits=float(hwe_threshold),
+        stride=stride,
+        context=ctx,
+        lossy=lossy,
+        top_k_ids=out_ki,
+        top_k_tokens=top_tokens,
+        top_k_probs=out_kp,
+    )

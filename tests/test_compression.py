@@ -1,0 +1,441 @@
+"""Lossless LM compression: exact round trips, container checks, coding cost, determinism."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from entropykit.lm import compress, compress_stream, decompress, decompress_stream
+from entropykit.lm.compression import (
+    LOGIT_SCALE,
+    MAGIC,
+    ContainerError,
+    _ByteGPTStepper,
+    _Stepper,
+    quantized_probabilities,
+)
+from entropykit.lm.models.bytegpt import BOS
+from test_compression_fixtures import ROOT, other_model, sample_text, tiny_model, tiny_model_dir
+
+UTF8 = "Grüße aus Köln — naïve café, 日本語のテキスト, emoji 🎉🚀, ελληνικά, русский текст.\n".encode()
+
+
+# --- an independent parser of the documented layout (docs/container-format.md) ----------------------
+
+
+def parse(blob: bytes) -> dict:
+    """Parse a container with plain struct calls, following the byte layout table of the docs."""
+    magic, version, flags, scale, window, prime, chunk_size, group = struct.unpack_from("<8sBBHIIIH", blob, 0)
+    pos = 26
+    n = blob[pos]
+    identity = blob[pos + 1 : pos + 1 + n].decode()
+    pos += 1 + n
+    (hcrc,) = struct.unpack_from("<I", blob, pos)
+    assert hcrc == zlib.crc32(blob[:pos])
+    pos += 4
+    chunks = []
+    while blob[pos : pos + 1] == b"C":
+        _, mode, raw_len, n_sym, n_pay, _raw_crc, crc = struct.unpack_from("<cBIIIII", blob, pos)
+        payload = blob[pos + 22 : pos + 22 + n_pay]
+        assert crc == zlib.crc32(blob[pos : pos + 18] + payload)
+        chunks.append({"mode": mode, "raw_len": raw_len, "n_symbols": n_sym, "payload": payload})
+        pos += 22 + n_pay
+    tag, n_chunks, length, sha, tcrc = struct.unpack_from("<cQQ32sI", blob, pos)
+    assert tag == b"E" and tcrc == zlib.crc32(blob[pos : pos + 49]) and pos + 53 == len(blob)
+    return {
+        "magic": magic, "version": version, "flags": flags, "scale": scale, "window": window, "prime": prime,
+        "chunk_size": chunk_size, "group": group, "identity": identity, "chunks": chunks,
+        "n_chunks": n_chunks, "length": length, "sha256": sha, "header_size": 31 + n,
+    }
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The coder pins one thread itself; the reference computations here run faster pinned too."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# --- round trips ---------------------------------------------------------------------------------------
+
+
+CASES = {
+    "empty": b"",
+    "one byte": b"x",
+    "one NUL": b"\x00",
+    "one 0xff": b"\xff",
+    "random binary": np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes(),
+    "utf-8 multibyte": UTF8 * 12,
+    "invalid utf-8": b"abc\xff\xfe\xc3(\xa0\xa1 \xe2\x82 text \xf0\x28\x8c\xbc" * 40,
+    "latin-1 text": "Façade, señor, Zürich — déjà vu.\n".encode("latin-1", errors="replace") * 30,
+    "utf-16 text": "Entropy of UTF-16 text\n".encode("utf-16") * 30,
+    "text": sample_text(6000, 1234),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_round_trip(model, name: str) -> None:
+    data = CASES[name]
+    blob = compress(data, model, chunk_size=1000, group=4, window=48, prime=20)
+    assert decompress(blob, model) == data
+    info = parse(blob)
+    assert info["length"] == len(data) and sum(c["raw_len"] for c in info["chunks"]) == len(data)
+    if name == "text":  # text is model-coded and much smaller than its bytes
+        assert all(c["mode"] == 0 for c in info["chunks"])
+        assert len(blob) < 0.7 * len(data)
+
+
+def test_random_bytes_are_stored_not_expanded(model) -> None:
+    data = os.urandom(5000)
+    blob = compress(data, model, chunk_size=2048)
+    info = parse(blob)
+    assert [c["mode"] for c in info["chunks"]] == [1, 1, 1]
+    assert len(blob) <= len(data) + info["header_size"] + 53 + 22 * 3
+    assert decompress(blob, model) == data
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    data=st.binary(max_size=400),
+    chunk_size=st.integers(1, 150),
+    group=st.integers(1, 5),
+    window=st.integers(3, 64),
+    prime_frac=st.floats(0.0, 1.0),
+)
+def test_round_trip_property(
+    data: bytes, chunk_size: int, group: int, window: int, prime_frac: float
+) -> None:
+    model = tiny_model()
+    prime = 1 + int(prime_frac * (window - 3))
+    blob = compress(data, model, chunk_size=chunk_size, group=group, window=window, prime=prime)
+    assert decompress(blob, model) == data
+
+
+def test_chunk_cuts_do_not_split_utf8(model) -> None:
+    data = UTF8 * 5
+    blob = compress(data, model, chunk_size=37, group=3)
+    pos = 0
+    for c in parse(blob)["chunks"]:
+        piece = data[pos : pos + c["raw_len"]]
+        piece.decode("utf-8")  # every chunk is whole characters
+        pos += c["raw_len"]
+    assert decompress(blob, model) == data
+
+
+def test_stream_api_with_small_reads(model) -> None:
+    class Trickle(io.RawIOBase):  # a pipe-like source returning at most 7 bytes per read
+        def __init__(self, data: bytes) -> None:
+            self.buf = io.BytesIO(data)
+
+        def readable(self) -> bool:
+            return True
+
+        def read(self, n: int = -1) -> bytes:
+            return self.buf.read(min(7, n) if n >= 0 else 7)
+
+    data = sample_text(3000) + UTF8
+    out = io.BytesIO()
+    n = compress_stream(Trickle(data), out, model, chunk_size=300, group=3)  # type: ignore[arg-type]
+    assert n == len(out.getvalue())
+    assert out.getvalue() == compress(data, model, chunk_size=300, group=3)  # same bytes as in memory
+    back = io.BytesIO()
+    assert decompress_stream(Trickle(out.getvalue()), back, model) == len(data)  # type: ignore[arg-type]
+    assert back.getvalue() == data
+
+
+def test_large_input_round_trip_1mb(model) -> None:
+    """1 MB round trip with the tiny trained ByteGPT (the bundled 6-layer model would take minutes
+    on 2 cores; its round trip is tested on ~24 KB in test_compression_bundled.py)."""
+    data = sample_text(1 << 20, 777)
+    t = time.perf_counter()
+    blob = compress(data, model, chunk_size=4096, group=256)
+    assert decompress(blob, model) == data
+    assert len(blob) < 0.75 * len(data)
+    assert time.perf_counter() - t < 240
+
+
+# --- the coding cost is the model's cross-entropy -----------------------------------------------------
+
+
+def policy_bits(model, tokens: list[int], window: int, prime: int) -> float:
+    """-sum log2 p(x_t | context) with full (non-incremental) float64 forward passes per window:
+    window 1 = BOS + x[0:window-1] predicts x[0:window]; each later window = BOS + the last `prime`
+    tokens before position `pos` + the next ones, predicting window - prime tokens."""
+    gpt = model.module
+    bits, pos, n = 0.0, 0, len(tokens)
+    with torch.no_grad():
+        while pos < n:
+            if pos == 0:
+                ctx, count = [], window
+            else:
+                ctx, count = tokens[pos - prime : pos], window - prime
+            count = min(count, n - pos)
+            inp = [BOS, *ctx, *tokens[pos : pos + count - 1]]
+            logits, _ = gpt(torch.tensor([inp]))
+            logp = torch.log_softmax(logits[0].double(), -1)[len(ctx) :]
+            tgt = torch.tensor(tokens[pos : pos + count])
+            bits -= logp[torch.arange(count), tgt].sum().item() / np.log(2)
+            pos += count
+    return bits
+
+
+@pytest.mark.parametrize(("window", "prime"), [(64, 31), (24, 10)])
+def test_coded_size_matches_cross_entropy(model, window: int, prime: int) -> None:
+    data = sample_text(6000, 50_000)
+    blob = compress(data, model, chunk_size=2000, group=3, window=window, prime=prime)
+    info = parse(blob)
+    pos, ref, coded = 0, 0.0, 0
+    for c in info["chunks"]:
+        assert c["mode"] == 0
+        ref += policy_bits(model, list(data[pos : pos + c["raw_len"]]), window, prime)
+        coded += 8 * len(c["payload"])
+        pos += c["raw_len"]
+    # payload: within 1% of the cross-entropy plus the coder's flush (<= 32 bits per chunk)
+    assert abs(coded - ref) <= 0.01 * ref + 32 * len(info["chunks"]) + 32
+    # whole container: plus header, per-chunk records and trailer
+    overhead = info["header_size"] + 22 * len(info["chunks"]) + 53
+    assert 8 * len(blob) <= 1.01 * ref + 8 * overhead + 64 * len(info["chunks"])
+
+
+def test_fast_stepper_matches_model_forward(model) -> None:
+    ids = np.random.default_rng(1).integers(0, 256, (3, 60))
+    fast, slow = _ByteGPTStepper(model, 3), _Stepper(model, 3)
+    a = [fast.prime(np.full((3, 1), BOS))]
+    b = [slow.prime(np.full((3, 1), BOS))]
+    for i in range(40):
+        a.append(fast.step(ids[:, i]))
+        b.append(slow.step(ids[:, i]))
+    a.append(fast.prime(ids[:, 10:30]))
+    b.append(slow.prime(ids[:, 10:30]))
+    for i in range(30, 60):
+        a.append(fast.step(ids[:, i]))
+        b.append(slow.step(ids[:, i]))
+    np.testing.assert_allclose(np.stack(a), np.stack(b), rtol=1e-5, atol=1e-5)
+
+
+def test_row_results_do_not_depend_on_other_rows(model) -> None:
+    """Kernels give a row the same bits whatever the other rows of the batch hold (same shape)."""
+    rng = np.random.default_rng(2)
+    x, y = rng.integers(0, 256, (4, 50)), rng.integers(0, 256, (4, 50))
+    y[1] = x[1]
+    sx, sy = _ByteGPTStepper(model, 4), _ByteGPTStepper(model, 4)
+    for s in (sx, sy):
+        s.prime(np.full((4, 1), BOS))
+    for i in range(50):
+        assert np.array_equal(sx.step(x[:, i])[1], sy.step(y[:, i])[1])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(-30, 30, allow_nan=False, width=32), min_size=2, max_size=40))
+def test_quantized_probabilities_are_close_to_softmax(logits: list[float]) -> None:
+    z = np.asarray([logits], dtype=np.float32)
+    w = quantized_probabilities(z)[0]
+    q = w / w.sum()
+    p = np.exp(z[0].astype(np.float64) - z.max())
+    p /= p.sum()
+    # each logit moves by <= 1/(2*32) nat, so log-probabilities move by <= 1/32 nat (+ table rounding)
+    big = p > 1e-12
+    assert np.all(np.abs(np.log(q[big]) - np.log(p[big])) <= 1.0 / LOGIT_SCALE + 1e-9)
+    assert w.max() == 1.0
+    # shifting all logits by a multiple of the grid step changes nothing
+    assert np.array_equal(quantized_probabilities(z + np.float32(2.0)), quantized_probabilities(z))
+
+
+def test_thread_count_is_restored(model) -> None:
+    torch.set_num_threads(2)
+    decompress(compress(b"abc" * 50, model), model)
+    assert torch.get_num_threads() == 2
+
+
+# --- determinism across processes and thread counts ------------------------------------------------
+
+
+SCRIPT = """
+import sys, torch
+torch.set_num_threads(int(sys.argv[1]))
+from entropykit.lm import compress, decompress, load_model
+model = load_model(sys.argv[2])
+src, dst = open(sys.argv[4], 'rb').read(), sys.argv[5]
+out = compress(src, model, chunk_size=1500, group=3) if sys.argv[3] == 'c' else decompress(src, model)
+open(dst, 'wb').write(out)
+"""
+
+
+def run_child(tmp_path: Path, threads: int, model_dir: Path, mode: str, src: Path, dst: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(threads), str(model_dir), mode, str(src), str(dst)],
+        check=True, env=env, cwd=tmp_path, timeout=300,
+    )
+
+
+def test_same_bits_across_processes_and_thread_counts(tmp_path: Path, model) -> None:
+    data = sample_text(4000, 9999) + UTF8 + b"\x00\xff\x80"
+    src = tmp_path / "in.bin"
+    src.write_bytes(data)
+    d = tiny_model_dir()
+    run_child(tmp_path, 2, d, "c", src, tmp_path / "a.ekz")
+    run_child(tmp_path, 1, d, "c", src, tmp_path / "b.ekz")
+    a, b = (tmp_path / "a.ekz").read_bytes(), (tmp_path / "b.ekz").read_bytes()
+    torch.set_num_threads(2)
+    here = compress(data, model, chunk_size=1500, group=3)
+    assert a == b == here  # the encoder's output does not depend on the process or thread count
+    run_child(tmp_path, 1, d, "d", tmp_path / "a.ekz", tmp_path / "a.out")  # made with 2 threads
+    assert (tmp_path / "a.out").read_bytes() == data
+    assert decompress(b, model) == data
+
+
+# --- damaged, truncated, foreign, wrong model --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def blob(model) -> bytes:
+    return compress(sample_text(1500) + UTF8 + os.urandom(300), model, chunk_size=500, group=2)
+
+
+def test_wrong_model_is_refused(blob: bytes) -> None:
+    with pytest.raises(ContainerError, match="wrong model"):
+        decompress(blob, other_model())
+
+
+def test_missing_model_name_asks_for_model(blob: bytes) -> None:
+    with pytest.raises(ContainerError, match="--model"):
+        decompress(blob)  # "tiny-bytegpt" is not a bundled model
+
+
+def test_other_version_is_refused(blob: bytes, model) -> None:
+    header_len = parse(blob)["header_size"]
+    bad = bytearray(blob)
+    bad[8] = 2
+    bad[header_len - 4 : header_len] = struct.pack("<I", zlib.crc32(bytes(bad[: header_len - 4])))
+    with pytest.raises(ContainerError, match="version 2"):
+        decompress(bytes(bad), model)
+
+
+@pytest.mark.parametrize("bad", [b"", b"hello", b"\x89EKZ\r\n", MAGIC])
+def test_not_a_container(bad: bytes, model) -> None:
+    with pytest.raises(ContainerError):
+        decompress(bad, model)
+
+
+def test_every_truncation_fails(blob: bytes, model) -> None:
+    for n in list(range(0, 80)) + list(range(80, len(blob), 37)) + [len(blob) - 1]:
+        with pytest.raises(ContainerError):
+            decompress(blob[:n], model)
+
+
+def test_trailing_garbage_fails(blob: bytes, model) -> None:
+    with pytest.raises(ContainerError, match="after the end"):
+        decompress(blob + b"\x00", model)
+
+
+def test_fuzz_mutations_never_give_wrong_output(blob: bytes, model) -> None:
+    """Random flips, overwrites, insertions, deletions and splices for a bounded time: every mutant
+    either raises ContainerError or (never expected) decodes to the exact original."""
+    rng = np.random.default_rng(12345)
+    original = decompress(blob, model)
+    deadline, tried = time.monotonic() + 8.0, 0
+    while time.monotonic() < deadline or tried < 50:
+        m = bytearray(blob)
+        for _ in range(int(rng.integers(1, 4))):
+            kind, i = int(rng.integers(0, 5)), int(rng.integers(0, len(m)))
+            if kind == 0:
+                m[i] ^= 1 << int(rng.integers(0, 8))
+            elif kind == 1:
+                m[i] = int(rng.integers(0, 256))
+            elif kind == 2:
+                m.insert(i, int(rng.integers(0, 256)))
+            elif kind == 3:
+                del m[i]
+            else:
+                j = int(rng.integers(0, len(m)))
+                m[i:i] = m[j : j + int(rng.integers(1, 40))]
+        if bytes(m) == blob:
+            continue
+        try:
+            out = decompress(bytes(m), model)
+        except ContainerError:
+            pass
+        else:
+            assert out == original
+        tried += 1
+    assert tried >= 50
+
+
+def test_damaged_payload_caught_before_decoding(blob: bytes, model) -> None:
+    info = parse(blob)
+    bad = bytearray(blob)
+    bad[info["header_size"] + 22 + 3] ^= 0x10  # inside the first chunk's payload
+    with pytest.raises(ContainerError, match="checksum mismatch in chunk 0"):
+        decompress(bytes(bad), model)
+
+
+def test_checksum_catches_a_model_that_computes_differently(model) -> None:
+    """If the decoder's model computed other probabilities (nondeterminism), the chunk CRC fires."""
+    data = sample_text(800)
+    blob = compress(data, model)
+    drifted = tiny_model()
+    with torch.no_grad():
+        drifted.module.ln_f.bias.add_(0.3)  # different logits, same identity (cached)
+    drifted.__dict__["identity"] = model.identity
+    with pytest.raises(ContainerError, match=r"fail its checksum|range decoding failed"):
+        decompress(blob, drifted)
+
+
+# --- argument validation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"chunk_size": 0}, ValueError, "chunk_size"),
+        ({"chunk_size": 1.5}, TypeError, "chunk_size"),
+        ({"group": 0}, ValueError, "group"),
+        ({"window": 65}, ValueError, "window"),
+        ({"window": 2}, ValueError, "window"),
+        ({"window": 10, "prime": 9}, ValueError, "prime"),
+        ({"window": 10, "prime": 0}, ValueError, "prime"),
+    ],
+)
+def test_bad_arguments(model, kwargs: dict, exc: type, match: str) -> None:
+    with pytest.raises(exc, match=match):
+        compress(b"abc", model, **kwargs)
+
+
+def test_bad_types(model) -> None:
+    with pytest.raises(TypeError, match="data"):
+        compress("text", model)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="blob"):
+        decompress("text", model)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="model"):
+        compress(b"x", 3)  # type: ignore[arg-type]
+
+
+def test_header_records_parameters_and_identity(model) -> None:
+    blob = compress(b"hello", model, chunk_size=777, group=5, window=40, prime=13)
+    info = parse(blob)
+    assert (info["magic"], info["version"], info["flags"], info["scale"]) == (MAGIC, 1, 0, LOGIT_SCALE)
+    assert (info["chunk_size"], info["group"], info["window"], info["prime"]) == (777, 5, 40, 13)
+    assert info["identity"] == model.identity and info["n_chunks"] == 1
+    import hashlib
+
+    assert info["sha256"] == hashlib.sha256(b"hello").digest()

@@ -1,0 +1,387 @@
+"""Tests for entropykit.ops.linear: fused linear cross-entropy, token statistics, distillation.
+
+Pattern (Cut Cross-Entropy's tests): ground truth = naive formula in float64; reference = the same
+naive formula in the input dtype; ours must satisfy max|ours - gt| <= max|ref - gt| + tol, for the
+loss and for the gradients of hidden, weight and bias.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from entropykit.ops import linear_cross_entropy, linear_distill, linear_token_stats
+
+IGN = -100
+
+
+def make(n_lead: tuple[int, ...], d: int, v: int, dtype: torch.dtype, *, seed: int = 0,
+         ignore_frac: float = 0.2, scale: float = 1.0, bias: bool = False):
+    g = torch.Generator().manual_seed(seed)
+    h = (torch.randn(*n_lead, d, generator=g, dtype=torch.float64) * scale).to(dtype)
+    w = (torch.randn(v, d, generator=g, dtype=torch.float64) / math.sqrt(d) * 2).to(dtype)
+    b = (torch.randn(v, generator=g, dtype=torch.float64) * 0.5).to(dtype) if bias else None
+    y = torch.randint(0, v, n_lead, generator=g)
+    y[torch.rand(n_lead, generator=g) < ignore_frac] = IGN
+    return h, w, b, y
+
+
+def naive_ce(h, w, y, b=None, *, reduction="mean", ls=0.0, zl=0.0, cap=None, shift=False):
+    """Textbook CE on materialised logits, computed in the dtype of the inputs."""
+    if shift:
+        y = torch.cat([y[..., 1:], torch.full_like(y[..., :1], IGN)], -1)
+    z = F.linear(h, w, b)
+    if cap is not None:
+        z = cap * torch.tanh(z / cap)
+    v = w.shape[0]
+    z = z.reshape(-1, v)
+    yy = y.reshape(-1)
+    valid = yy != IGN
+    lse = torch.logsumexp(z, -1)
+    zy = z.gather(1, torch.where(valid, yy, 0)[:, None]).squeeze(1)
+    loss = (1 - ls) * (lse - zy) + ls * (lse - z.mean(-1)) + zl * lse**2
+    loss = torch.where(valid, loss, torch.zeros_like(loss))
+    if reduction == "none":
+        return loss.view(y.shape)
+    if reduction == "sum":
+        return loss.sum()
+    return loss.sum() / valid.sum().clamp(min=1)
+
+
+def run(fn, h, w, b, upstream):
+    h = h.detach().clone().requires_grad_()
+    w = w.detach().clone().requires_grad_()
+    b = b.detach().clone().requires_grad_() if b is not None else None
+    out = fn(h, w, b)
+    (out.double() * upstream).sum().backward() if out.dim() else (out * 1.0).backward()
+    grads = [h.grad, w.grad] + ([b.grad] if b is not None else [])
+    return [out.detach().double()] + [x.double() for x in grads]
+
+
+def assert_three_way(ours, ref, gt, rtol):
+    for name, o, r, t in zip(["loss", "dhidden", "dweight", "dbias"], ours, ref, gt):
+        assert torch.isfinite(o).all(), name
+        err_o = (o - t).abs().max().item()
+        err_r = (r - t).abs().max().item()
+        tol = rtol * max(t.abs().max().item(), 1e-3)
+        assert err_o <= err_r + tol, f"{name}: ours err {err_o:.3g} > ref err {err_r:.3g} + {tol:.3g}"
+
+
+CONFIGS = {
+    "plain": {},
+    "bias": {"bias": True},
+    "smooth": {"ls": 0.1},
+    "zloss": {"zl": 1e-3},
+    "softcap": {"cap": 3.0},
+    "shift": {"shift": True},
+    "all": {"bias": True, "ls": 0.2, "zl": 1e-2, "cap": 5.0, "shift": True},
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_three_way(config, reduction, dtype):
+    opts = dict(CONFIGS[config])
+    has_bias = opts.pop("bias", False)
+    h, w, b, y = make((3, 41), 29, 1003, dtype, seed=hash(config) % 1000, bias=has_bias)
+    upstream = torch.rand(y.shape, dtype=torch.float64) if reduction == "none" else 1.0
+    kw = {"ls": "label_smoothing", "zl": "z_loss", "cap": "softcap", "shift": "shift"}
+
+    def ours(h_, w_, b_):
+        return linear_cross_entropy(h_, w_, y, bias=b_, reduction=reduction, chunk_size=16,
+                                    **{kw[k]: val for k, val in opts.items()})
+
+    def naive(h_, w_, b_):
+        return naive_ce(h_, w_, y, b_, reduction=reduction, **opts)
+
+    gt = run(naive, h.double(), w.double(), b.double() if b is not None else None, upstream)
+    ref = run(naive, h, w, b, upstream)
+    got = run(ours, h, w, b, upstream)
+    assert_three_way(got, ref, gt, 1e-5 if dtype == torch.float32 else 4e-3)
+
+
+def test_matches_torch_float64_with_smoothing_and_bias():
+    h, w, b, y = make((57,), 13, 301, torch.float64, bias=True)
+    for ls in (0.0, 0.3):
+        ref = run(lambda h_, w_, b_, e=ls: F.cross_entropy(F.linear(h_, w_, b_), y, label_smoothing=e),
+                  h, w, b, 1.0)
+        got = run(lambda h_, w_, b_, e=ls: linear_cross_entropy(h_, w_, y, bias=b_, label_smoothing=e,
+                                                                chunk_size=10), h, w, b, 1.0)
+        for o, r in zip(got, ref):
+            torch.testing.assert_close(o, r, rtol=1e-10, atol=1e-12)
+
+
+def test_grad_output_scaling_and_lse():
+    h, w, _, y = make((20,), 8, 50, torch.float64)
+    hh = h.clone().requires_grad_()
+    loss, lse = linear_cross_entropy(hh, w, y, return_lse=True)
+    (3.5 * loss).backward()
+    hr = h.clone().requires_grad_()
+    (3.5 * F.cross_entropy(hr @ w.T, y)).backward()
+    torch.testing.assert_close(hh.grad, hr.grad)
+    valid = y != IGN
+    torch.testing.assert_close(lse[valid], torch.logsumexp(h @ w.T, -1)[valid])
+    assert (lse[~valid] == 0).all()
+    assert not lse.requires_grad
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_all_ignored(reduction, dtype):
+    h, w, b, y = make((2, 9), 7, 33, dtype, bias=True, ignore_frac=1.1)
+    h.requires_grad_()
+    w.requires_grad_()
+    b.requires_grad_()
+    out = linear_cross_entropy(h, w, y, bias=b, reduction=reduction, z_loss=0.1, label_smoothing=0.1)
+    assert torch.isfinite(out).all() and (out == 0).all()
+    out.sum().backward()
+    for g in (h.grad, w.grad, b.grad):
+        assert g is not None and torch.isfinite(g).all() and (g == 0).all()
+
+
+@pytest.mark.parametrize("opts", [
+    {},
+    {"bias": True, "label_smoothing": 0.2, "z_loss": 0.05, "softcap": 2.0},
+    {"reduction": "none", "softcap": 1.5, "bias": True},
+    {"reduction": "sum", "shift": True, "label_smoothing": 0.1},
+])
+def test_gradcheck(opts):
+    opts = dict(opts)
+    h, w, b, y = make((2, 5), 4, 11, torch.float64, bias=opts.pop("bias", False), seed=3)
+    inputs = [h.requires_grad_(), w.requires_grad_()] + ([b.requires_grad_()] if b is not None else [])
+
+    def f(*args):
+        return linear_cross_entropy(args[0], args[1], y, bias=args[2] if len(args) > 2 else None,
+                                    chunk_size=3, **opts)
+
+    assert torch.autograd.gradcheck(f, inputs)
+
+
+def test_chunk_size_invariance():
+    h, w, b, y = make((37,), 6, 70, torch.float64, bias=True)
+    outs = [linear_cross_entropy(h, w, y, bias=b, reduction="none", chunk_size=c) for c in (1, 5, 37, None)]
+    for o in outs[1:]:
+        torch.testing.assert_close(o, outs[0], rtol=1e-12, atol=1e-12)
+
+
+def test_grad_filter():
+    h, w, _, y = make((64,), 16, 5000, torch.float32, scale=4.0)
+    y[y == IGN] = 0
+    exact = run(lambda h_, w_, b_: linear_cross_entropy(h_, w_, y), h, w, None, 1.0)
+    filt = run(lambda h_, w_, b_: linear_cross_entropy(h_, w_, y, grad_filter=True), h, w, None, 1.0)
+    for e, f in zip(exact, filt):
+        torch.testing.assert_close(f, e, rtol=1e-5, atol=1e-7)
+    # with a huge eps only the blocks holding a target survive: dW outside them must be exactly 0
+    coarse = run(lambda h_, w_, b_: linear_cross_entropy(h_, w_, y, grad_filter=1.0), h, w, None, 1.0)
+    dw = coarse[2]
+    blocks = set((y // 1024).tolist())
+    for blk in range(-(-5000 // 1024)):
+        rows = dw[blk * 1024:(blk + 1) * 1024]
+        assert bool((rows == 0).all()) == (blk not in blocks)
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(1, 20), v=st.integers(1, 40), d=st.integers(1, 9), seed=st.integers(0, 99),
+       ls=st.sampled_from([0.0, 0.25]))
+def test_property_matches_naive(n, v, d, seed, ls):
+    h, w, b, y = make((n,), d, v, torch.float64, seed=seed, bias=True)
+    got = linear_cross_entropy(h, w, y, bias=b, reduction="none", label_smoothing=ls, chunk_size=4)
+    torch.testing.assert_close(got, naive_ce(h, w, y, b, reduction="none", ls=ls))
+    assert (got >= 0).all()
+
+
+def test_validation():
+    h, w, _, y = make((4,), 3, 5, torch.float32)
+    with pytest.raises(ValueError, match="weight"):
+        linear_cross_entropy(h, w[:, :2], y)
+    with pytest.raises(TypeError, match="weight"):
+        linear_cross_entropy(h, w.double(), y)
+    with pytest.raises(ValueError, match="target"):
+        linear_cross_entropy(h, w, torch.tensor([0, 1, 5, 2]))
+    with pytest.raises(TypeError, match="target"):
+        linear_cross_entropy(h, w, y.float())
+    with pytest.raises(ValueError, match="target"):
+        linear_cross_entropy(h, w, y[:3])
+    with pytest.raises(ValueError, match="reduction"):
+        linear_cross_entropy(h, w, y, reduction="avg")
+    with pytest.raises(ValueError, match="label_smoothing"):
+        linear_cross_entropy(h, w, y, label_smoothing=1.5)
+    with pytest.raises(ValueError, match="softcap"):
+        linear_cross_entropy(h, w, y, softcap=0.0)
+    with pytest.raises(ValueError, match="bias"):
+        linear_cross_entropy(h, w, y, bias=torch.zeros(4))
+    with pytest.raises(ValueError, match="chunk_size"):
+        linear_cross_entropy(h, w, y, chunk_size=0)
+    with pytest.raises(ValueError, match="temperature"):
+        linear_token_stats(h, w, y.clamp(min=0), temperature=0.0)
+    with pytest.raises(ValueError, match="divergence"):
+        linear_distill(h, w, h, w, divergence="kl")
+
+
+# --------------------------------------------------------------------------------------------------
+# token statistics
+# --------------------------------------------------------------------------------------------------
+
+
+def naive_stats(h, w, y, b=None, temperature=1.0, cap=None):
+    z = F.linear(h, w, b)
+    if cap is not None:
+        z = cap * torch.tanh(z / cap)
+    z = z / temperature
+    lp = torch.log_softmax(z, -1)
+    return {"logprob": lp.gather(-1, y[..., None]).squeeze(-1), "entropy": -(lp.exp() * lp).sum(-1),
+            "lse": torch.logsumexp(z, -1)}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("opts", [{}, {"temperature": 0.7, "cap": 4.0, "bias": True}])
+def test_token_stats_three_way(dtype, opts):
+    opts = dict(opts)
+    h, w, b, y = make((2, 33), 19, 517, dtype, bias=opts.pop("bias", False), ignore_frac=0.0, seed=5)
+    g = torch.Generator().manual_seed(1)
+    u_lp, u_h = torch.randn(y.shape, generator=g, dtype=torch.float64), torch.randn(y.shape, generator=g,
+                                                                                     dtype=torch.float64)
+    temperature, cap = opts.get("temperature", 1.0), opts.get("cap")
+
+    def pack(stats):
+        return (stats["logprob"].double() * u_lp + stats["entropy"].double() * u_h)
+
+    def ours(h_, w_, b_):
+        return pack(linear_token_stats(h_, w_, y, bias=b_, temperature=temperature, softcap=cap,
+                                       chunk_size=8))
+
+    def naive(h_, w_, b_):
+        return pack(naive_stats(h_, w_, y, b_, temperature, cap))
+
+    ones = torch.ones(y.shape, dtype=torch.float64)
+    gt = run(naive, h.double(), w.double(), b.double() if b is not None else None, ones)
+    ref = run(naive, h, w, b, ones)
+    got = run(ours, h, w, b, ones)
+    assert_three_way(got, ref, gt, 1e-5 if dtype == torch.float32 else 4e-3)
+    s = linear_token_stats(h, w, y, bias=b, temperature=temperature, softcap=cap)
+    n = naive_stats(h.double(), w.double(), y, b.double() if b is not None else None, temperature, cap)
+    for k in ("logprob", "entropy", "lse"):
+        err = (s[k].double() - n[k]).abs().max().item()
+        assert err <= (2e-5 if dtype == torch.float32 else 2e-2) * max(1.0, n[k].abs().max().item()), k
+
+
+def test_token_stats_gradcheck_and_single_output():
+    h, w, b, y = make((3, 4), 5, 9, torch.float64, bias=True, ignore_frac=0.0)
+    inputs = (h.requires_grad_(), w.requires_grad_(), b.requires_grad_())
+
+    def f(h_, w_, b_):
+        s = linear_token_stats(h_, w_, y, bias=b_, temperature=1.3, softcap=2.5, chunk_size=5)
+        return s["logprob"], s["entropy"]
+
+    assert torch.autograd.gradcheck(f, inputs)
+    # only the entropy used (policy-entropy bonus alone) and only the logprob used
+    for key in ("entropy", "logprob"):
+        assert torch.autograd.gradcheck(lambda h_, w_, b_, k=key: linear_token_stats(h_, w_, y, bias=b_)[k],
+                                        inputs)
+
+
+def test_token_stats_large_logits_entropy():
+    # entropy from shifted logits: no cancellation when the lse is large
+    h = torch.tensor([[100.0, 0.0], [0.0, 1000.0]])
+    w = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    s = linear_token_stats(h, w, torch.tensor([0, 2]))
+    torch.testing.assert_close(s["entropy"], torch.tensor([math.log(2), 0.0]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(s["lse"], torch.tensor([100 + math.log(2), 1000.0]))
+
+
+# --------------------------------------------------------------------------------------------------
+# distillation
+# --------------------------------------------------------------------------------------------------
+
+
+def trl_generalized_jsd_loss(student_logits, teacher_logits, labels=None, beta=0.5, temperature=1.0):
+    """Transcribed from TRL (trl/trainer/gkd_trainer.py, GKDTrainer.generalized_jsd_loss, v0.19),
+    reduction="batchmean" with labels."""
+    student_logits = student_logits / temperature
+    teacher_logits = teacher_logits / temperature
+    student_log_probs = F.log_softmax(student_logits, dim=-1)
+    teacher_log_probs = F.log_softmax(teacher_logits, dim=-1)
+    if beta == 0:
+        jsd = F.kl_div(student_log_probs, teacher_log_probs, reduction="none", log_target=True)
+    elif beta == 1:
+        jsd = F.kl_div(teacher_log_probs, student_log_probs, reduction="none", log_target=True)
+    else:
+        beta = torch.tensor(beta, dtype=student_log_probs.dtype)
+        mixture_log_probs = torch.logsumexp(
+            torch.stack([student_log_probs + torch.log(1 - beta), teacher_log_probs + torch.log(beta)]),
+            dim=0,
+        )
+        kl_teacher = F.kl_div(mixture_log_probs, teacher_log_probs, reduction="none", log_target=True)
+        kl_student = F.kl_div(mixture_log_probs, student_log_probs, reduction="none", log_target=True)
+        jsd = beta * kl_teacher + (1 - beta) * kl_student
+    mask = labels != -100
+    jsd = jsd[mask]
+    return jsd.sum() / mask.sum()
+
+
+def naive_div(zs, zt, kind, beta):
+    """Float64 hand-written formulas (reference file: measures-and-linear-ce.md, DistiLLM)."""
+    ls, lt = torch.log_softmax(zs, -1), torch.log_softmax(zt, -1)
+    ps, pt = ls.exp(), lt.exp()
+    if kind == "forward_kl":
+        return (pt * (lt - ls)).sum(-1)
+    if kind == "reverse_kl":
+        return (ps * (ls - lt)).sum(-1)
+    if kind == "skew_kl":
+        return (pt * (lt - torch.log(beta * pt + (1 - beta) * ps))).sum(-1)
+    if kind == "skew_rkl":
+        return (ps * (ls - torch.log((1 - beta) * pt + beta * ps))).sum(-1)
+    if kind == "tvd":
+        return 0.5 * (ps - pt).abs().sum(-1)
+    m = beta * pt + (1 - beta) * ps
+    return beta * (pt * (lt - m.log())).sum(-1) + (1 - beta) * (ps * (ls - m.log())).sum(-1)
+
+
+@pytest.mark.parametrize("kind,beta", [("forward_kl", 0.5), ("reverse_kl", 0.5), ("jsd", 0.5), ("jsd", 0.1),
+                                       ("jsd", 0.0), ("jsd", 1.0), ("skew_kl", 0.1), ("skew_rkl", 0.1),
+                                       ("tvd", 0.5)])
+def test_distill_against_naive(kind, beta):
+    hs, ws, _, y = make((2, 23), 11, 301, torch.float64, seed=7)
+    ht, wt, _, _ = make((2, 23), 6, 301, torch.float64, seed=8)
+    temperature = 1.7
+    hs.requires_grad_()
+    ws.requires_grad_()
+    got = linear_distill(hs, ws, ht, wt, divergence=kind, beta=beta, temperature=temperature, target=y,
+                         chunk_size=7)
+    got.backward()
+    hr, wr = hs.detach().clone().requires_grad_(), ws.detach().clone().requires_grad_()
+    zs, zt = (hr @ wr.T) / temperature, (ht @ wt.T) / temperature
+    mask = y != IGN
+    real = {"forward_kl": 0.0, "reverse_kl": 1.0}.get(kind, beta)
+    per = naive_div(zs, zt, kind, beta)
+    if kind == "jsd" and beta in (0.0, 1.0):  # TRL's end points are the plain KLs
+        per = naive_div(zs, zt, "forward_kl" if beta == 0.0 else "reverse_kl", beta)
+    ref = per[mask].sum() / mask.sum()
+    ref.backward()
+    torch.testing.assert_close(got, ref)
+    torch.testing.assert_close(hs.grad, hr.grad)
+    torch.testing.assert_close(ws.grad, wr.grad)
+    if kind in ("jsd", "forward_kl", "reverse_kl"):
+        trl = trl_generalized_jsd_loss((hs @ ws.T).detach(), ht @ wt.T, y, real, temperature)
+        torch.testing.assert_close(got.detach(), trl)
+
+
+def test_distill_bf16_and_identity():
+    hs, ws, _, y = make((40,), 16, 257, torch.bfloat16, seed=2)
+    for kind in ("forward_kl", "jsd", "tvd", "skew_kl"):
+        # teacher == student: every divergence is 0 with zero gradient
+        hs_ = hs.clone().requires_grad_()
+        out = linear_distill(hs_, ws, hs, ws, divergence=kind, beta=0.3)
+        out.backward()
+        assert abs(out.item()) < 1e-5 and hs_.grad.abs().max().item() < 1e-4
+    ht, wt, _, _ = make((40,), 8, 257, torch.bfloat16, seed=3)
+    got = linear_distill(hs, ws, ht, wt, divergence="jsd", target=y)
+    ref = trl_generalized_jsd_loss((hs.double() @ ws.double().T), ht.double() @ wt.double().T, y)
+    assert abs(got.item() - ref.item()) < 1e-4 * max(1.0, ref.item())
+    assert got.item() <= math.log(2) + 1e-6
