@@ -97,6 +97,8 @@ def main() -> None:
     ap.add_argument("--skip", nargs="*", default=[], help="substrings of contenders to skip")
     ap.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
     ap.add_argument("--note", default="", help="a line added to the RESULTS.md section")
+    ap.add_argument("--sweep", action="store_true",
+                    help="also time ours with other CPU_CHUNK_BYTES (per-buffer chunk) sizes")
     args = ap.parse_args()
     n = args.n or (256 if args.quick else 4096)
     v = args.v or (32768 if args.quick else 131072)
@@ -107,7 +109,8 @@ def main() -> None:
     with torch.no_grad():
         ref = ours(z.double(), y)  # float64 reference for ours
     print(f"N={n} V={v} float32 logits ({z.numel() * 4 / 2**20:.0f} MiB); chunk budget "
-          f"{measures.CHUNK_BYTES / 2**20:.0f} MiB; torch threads {torch.get_num_threads()}", flush=True)
+          f"{measures.CHUNK_BYTES / 2**20:.0f} MiB (CPU buffers {measures.CPU_CHUNK_BYTES / 2**10:.0f} KiB); "
+          f"torch threads {torch.get_num_threads()}", flush=True)
 
     rows = []
     t_ours = float("nan")
@@ -124,6 +127,18 @@ def main() -> None:
         print(f"{name:48s} {t:8.3f} s  x{t / t_ours:6.2f}  +{mem:8.1f} MB  max|dev| {err:.2e}", flush=True)
         del out
 
+    if args.sweep:
+        default = measures.CPU_CHUNK_BYTES
+        for kib in (512, 1024, 2048, 4096, 16384, 65536):
+            measures.CPU_CHUNK_BYTES = kib * 1024
+            with torch.no_grad():
+                _, mem = peak_extra_mb(lambda: ours(z, y))
+                t = timeit(lambda: ours(z, y), repeat=args.repeat, warmup=0)
+            name = f"ours, CPU_CHUNK_BYTES = {kib} KiB" + (" (default)" if kib * 1024 == default else "")
+            rows.append([name, t, t / t_ours, mem, float("nan")])
+            print(f"{name:48s} {t:8.3f} s  x{t / t_ours:6.2f}  +{mem:8.1f} MB", flush=True)
+        measures.CPU_CHUNK_BYTES = default
+
     table = markdown_table(
         ["contender (entropy + varentropy + surprisal)", "time s", "time / ours", "peak extra MB",
          "max abs deviation"],
@@ -135,7 +150,9 @@ def main() -> None:
     busy = subprocess.run(["pgrep", "-f", "train_model.py"], capture_output=True).returncode == 0
     notes = [
         f"N={n}, V={v}, float32 logits ({z.numel() * 4 / 2**20:.0f} MiB), median of {args.repeat} runs, "
-        f"no autograd. Ours uses a scratch budget of CHUNK_BYTES = {measures.CHUNK_BYTES / 2**20:.0f} MiB.",
+        f"no autograd. Ours: scratch budget CHUNK_BYTES = {measures.CHUNK_BYTES / 2**20:.0f} MiB, on CPU "
+        f"two buffers of at most CPU_CHUNK_BYTES = {measures.CPU_CHUNK_BYTES / 2**10:.0f} KiB "
+        "(at least one row).",
         "Deviation: largest |difference| of any of the three outputs from ours computed in float64 (nats).",
     ]
     if busy:

@@ -6,7 +6,7 @@ tied to the token embedding, so the loss module is built without weights of its 
 two minutes on 2 CPU cores.
 
     python examples/train_linear_ce.py                # 300 steps
-    python examples/train_linear_ce.py --steps 50 --batch 8
+    python examples/train_linear_ce.py --steps 50 --batch 16 --threads 2
 """
 
 from __future__ import annotations
@@ -31,11 +31,14 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(ROOT / "data" / "corpus" / "train-sample.bin"))
     p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--batch", type=int, default=8)
     p.add_argument("--context", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1 is fastest for this tiny model, and robust on a busy machine)")
     args = p.parse_args()
+    torch.set_num_threads(args.threads)
 
     data = torch.from_numpy(np.fromfile(args.data, dtype=np.uint8).astype(np.int64))
     gen = torch.Generator().manual_seed(args.seed)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_detect import tiny_bytegpt
 
 from entropykit.cli.main import main
 from entropykit.lm import load_model
 from entropykit.lm.detect import FrequencyTable, evaluate, score_texts
+from test_detect import tiny_bytegpt
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_detect_json_matches_library(
     assert out["kind"] == "machine" and "higher = more likely machine" in out["convention"]
     assert main(["detect", *files, "--method", "entropy_gap", "--model", models[0], "--threshold", "0"]) == 0
     text = capsys.readouterr().out
-    assert "p=" in text and files[0] in text
+    assert "p_value=" in text and "log_ppl_gap=" in text and files[0] in text
 
 
 def test_detect_dc_pdd_builds_saves_and_loads_frequencies(
@@ -89,7 +89,9 @@ def test_detect_eval_prints_metrics_and_writes_roc_png(
     assert "ROC-AUC" in text and "TPR@0.01FPR" in text
 
 
-def test_detect_cli_errors_exit_2(models: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_detect_cli_errors_exit_2(
+    models: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     files = _files(tmp_path, ["x"])
     assert main(["detect", *files, "--method", "loss", "--model", models[0]]) == 2
     assert "1 token" in capsys.readouterr().err
@@ -98,6 +100,20 @@ def test_detect_cli_errors_exit_2(models: tuple[str, str], tmp_path: Path, capsy
     assert "--k" in capsys.readouterr().err
     assert main(["detect", *ok, "--method", "reference", "--model", models[0]]) == 2
     assert "reference" in capsys.readouterr().err
-    assert main(["detect-eval", "--positives", str(tmp_path / "nope"), "--negatives", str(tmp_path), "--method",
-                 "loss", "--model", models[0]]) == 2
+    assert (
+        main(
+            [
+                "detect-eval",
+                "--positives",
+                str(tmp_path / "nope"),
+                "--negatives",
+                str(tmp_path),
+                "--method",
+                "loss",
+                "--model",
+                models[0],
+            ]
+        )
+        == 2
+    )
     assert "--positives" in capsys.readouterr().err

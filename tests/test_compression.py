@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 import struct
 import subprocess
@@ -167,7 +168,7 @@ def test_large_input_round_trip_1mb(model) -> None:
     on 2 cores; its round trip is tested on ~24 KB in test_compression_bundled.py)."""
     data = sample_text(1 << 20, 777)
     t = time.perf_counter()
-    blob = compress(data, model, chunk_size=4096, group=256)
+    blob = compress(data, model, chunk_size=4096, group=128)
     assert decompress(blob, model) == data
     assert len(blob) < 0.75 * len(data)
     assert time.perf_counter() - t < 240
@@ -439,3 +440,42 @@ def test_header_records_parameters_and_identity(model) -> None:
     import hashlib
 
     assert info["sha256"] == hashlib.sha256(b"hello").digest()
+
+
+# --- parallel groups, other models ---------------------------------------------------------------------
+
+
+def test_workers_change_speed_not_bits(model) -> None:
+    data = sample_text(5000, 4242) + UTF8
+    one = compress(data, model, chunk_size=700, group=2, workers=1)
+    two = compress(data, model, chunk_size=700, group=2, workers=2)
+    assert one == two
+    assert decompress(one, model, workers=3) == data
+    auto = compress(data, model, chunk_size=700, workers=2)  # ~8 chunks: 2 groups, one per worker
+    n_chunks = math.ceil(len(data) / 700)
+    assert parse(auto)["group"] == math.ceil(n_chunks / 2)
+    assert decompress(auto, model, workers=1) == data
+
+
+def test_progress_is_cumulative_and_complete(model) -> None:
+    data = sample_text(3000)
+    calls: list[tuple[int, float]] = []
+    blob = compress(data, model, chunk_size=500, group=2, workers=2, progress=lambda *a: calls.append(a))
+    assert calls[-1][0] == len(data)
+    assert calls[-1][1] == pytest.approx(8 * sum(len(c["payload"]) for c in parse(blob)["chunks"]))
+    back: list[tuple[int, float]] = []
+    decompress(blob, model, progress=lambda d, b: back.append((d, b)))
+    assert back[-1][0] == len(data) and all(0 <= d <= len(data) for d, _ in back)
+
+
+def test_hf_model_round_trip(tmp_path: Path) -> None:
+    from entropykit.lm import load_model
+    from hf_fixtures import tiny_hf_model_dir
+
+    hf = load_model(tiny_hf_model_dir(tmp_path))
+    texts = (b"The quick brown fox jumps over the lazy dog. " * 8, UTF8 * 3, b"\xff\xfe not utf-8 \x80", b"")
+    for data in texts:
+        blob = compress(data, hf, chunk_size=90, group=3)
+        assert decompress(blob, hf) == data
+    info = parse(compress(b"\xff\xfe not utf-8 \x80", hf))
+    assert [c["mode"] for c in info["chunks"]] == [1]  # not representable as text tokens: stored

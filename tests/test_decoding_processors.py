@@ -94,6 +94,17 @@ def test_parity_with_transformers(name: str, ref, ours) -> None:
     assert rows >= 2000
 
 
+@pytest.mark.parametrize("name", ["top_k", "top_p", "min_p", "epsilon", "eta", "top_h"])
+def test_parity_large_vocab(name: str) -> None:
+    # V >= 4096 takes the NumPy selection/sort paths of top_k, top_p and top_h.
+    ref, ours = {p[0]: (p[1], p[2]) for p in PAIRS}[name]
+    g = torch.Generator().manual_seed(11)
+    for kind in ("normal", "ties", "inf", "peaked"):
+        x = make_rows(kind, 6, 8192, g)
+        a, o = ref()(IDS, x), ours(x)
+        assert bool(same(a, o).all()), (name, kind)
+
+
 def test_typical_parity_large_vocab() -> None:
     # Selection instead of a sort: rows may only differ where transformers' float32 cumulative mass
     # is within rounding of `mass`; at V = 32000 they are identical in practice.

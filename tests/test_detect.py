@@ -24,7 +24,7 @@ from entropykit.lm.detect import (
     score_texts,
     token_statistics,
 )
-from entropykit.lm.detect_scores import entropy_gap_pvalue, min_k_plus_plus
+from entropykit.lm.detect_scores import entropy_gap_pvalue, log_ppl_gap, min_k_plus_plus
 from entropykit.lm.detect_stats import windows
 from entropykit.lm.models.bytegpt import ByteGPT, ByteGPTConfig
 
@@ -124,10 +124,12 @@ def naive(method: str, text: str, q: Bigram, p: Bigram | None = None, **kw: Any)
     if method == "binoculars":
         ppl, xppl = -l.mean(), -mu.mean()  # log-perplexity, cross-perplexity
         return -ppl / xppl
+    if method == "log_ppl_gap":
+        return float(np.mean(mu - l))
     if method == "fast_detect_gpt":
         return (l.sum() - mu.sum()) / math.sqrt(var.sum())
     if method == "entropy_gap":
-        return float(np.mean(l - mu))
+        return -abs(float(np.mean(mu - l)))
     raise AssertionError(method)
 
 
@@ -291,11 +293,12 @@ def test_windows_cover_every_target_once_within_context(n: int, ctx: int, n_pref
 def test_fast_detect_gpt_same_model_relates_to_entropy_gap() -> None:
     m = tiny_bytegpt(32)
     stats = token_statistics(TEXTS, m)
-    gap = score_stats(stats, "entropy_gap")
+    gap = np.array([log_ppl_gap(s) for s in stats])
     d = score_stats(stats, "fast_detect_gpt")
     n = np.array([len(s) for s in stats])
     var = np.array([s.variance.sum() for s in stats])
-    np.testing.assert_allclose(d, n * gap / np.sqrt(var), rtol=1e-10)
+    np.testing.assert_allclose(d, -n * gap / np.sqrt(var), rtol=1e-10)
+    np.testing.assert_allclose(score_stats(stats, "entropy_gap"), -np.abs(gap), rtol=1e-12)
 
 
 def test_entropy_gap_pvalue_formula_validity_and_power() -> None:
@@ -311,10 +314,12 @@ def test_entropy_gap_pvalue_formula_validity_and_power() -> None:
     ids = lq.argmin(-1).tolist()
     s = TokenStats.from_logits(logits, ids)
     total = float(np.sum((np.exp(lq) * lq).sum(-1) - lq.min(-1)))
-    want = math.exp(-2 * total**2 / np.sum((lq.max(-1) - lq.min(-1)) ** 2))
+    want = 2 * math.exp(-2 * total**2 / np.sum((lq.max(-1) - lq.min(-1)) ** 2))
     assert entropy_gap_pvalue(s) == pytest.approx(want, rel=1e-9) and want < 1e-6
+    assert entropy_gap_pvalue(TokenStats.from_logits(logits, lq.argmax(-1).tolist())) < 1e-6  # two-sided
     gap, p = entropy_gap_test(["abcab", "eeee"], make_bigram(4))
     assert gap.shape == p.shape == (2,) and ((p > 0) & (p <= 1)).all()
+    np.testing.assert_allclose(gap, [naive("log_ppl_gap", t, make_bigram(4)) for t in ["abcab", "eeee"]])
 
 
 def test_generated_text_scores_as_machine_on_a_peaked_model() -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import mannwhitneyu
@@ -58,22 +58,23 @@ def test_evaluate_known_values_and_errors() -> None:
         calibrate([1.0], 1.5)
 
 
-def test_generate_passages_is_seeded_and_exact_multinomial_sampling() -> None:
+def test_generate_passages_is_seeded_and_follows_the_model_past_the_context() -> None:
     q = make_bigram(7, max_context=5)  # tiny context: generation must slide its window
     a = generate_passages(["ab", "c", "dd"], 30, seed=3, model=q, batch_size=1)
     assert a == generate_passages(["ab", "c", "dd"], 30, seed=3, model=q, batch_size=1)
     assert a != generate_passages(["ab", "c", "dd"], 30, seed=4, model=q, batch_size=1)
     assert [len(x) for x in a] == [30, 30, 30]
-    # same draws as a naive sampler consuming one generator in the same order (shortest prompt first)
-    g = torch.Generator().manual_seed(3)
-    for prompt in ("c", "ab", "dd"):
-        last, out = ord(prompt[-1]) - 97, []
-        for _ in range(30):
-            z = torch.tensor(q.table64[last]).clone()
-            z[q.prefix_ids] = -torch.inf
-            last = int(torch.multinomial(torch.softmax(z, -1)[None], 1, generator=g)[0, 0])
-            out.append(last)
-        assert a[["ab", "c", "dd"].index(prompt)] == bytes(97 + t for t in out)
+    # past the context (window re-primed several times) the bigram transitions still follow the model
+    (long,) = generate_passages(["a"], 3000, seed=0, model=q)
+    seq = [0, *[c - 97 for c in long]]
+    counts = np.zeros((5, 5))
+    for x, y in itertools.pairwise(seq):
+        counts[x, y] += 1
+    z = q.table64[:5, :5]
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    rows = counts.sum(1) > 200
+    assert np.abs(counts[rows] / counts[rows].sum(1, keepdims=True) - p[rows]).max() < 0.08
 
 
 def test_generate_passages_first_token_frequencies_follow_the_model() -> None:

@@ -21,8 +21,9 @@ Conventions shared by every function here:
   never copied: leading axes that cannot be merged without a copy (``logits[:, :-1]``) are
   processed slice by slice. Autograd works through the chunked path: the fused entropy /
   varentropy / surprisal / cross-entropy kernel (:func:`token_stats`) has its own backward that
-  recomputes one chunk at a time (first-order gradients only: a double backward raises); the
-  other measures recompute their chunks with :mod:`torch.utils.checkpoint`.
+  recomputes one chunk at a time (with ``create_graph=True`` it falls back to a differentiable,
+  unchunked backward, so higher-order gradients are right too); the other measures recompute
+  their chunks with :mod:`torch.utils.checkpoint`.
 * **Reductions.** ``reduction="none" | "mean" | "sum"``: per-distribution measures default to
   ``"none"``, :func:`cross_entropy` to ``"mean"`` like :func:`torch.nn.functional.cross_entropy`;
   ``"mean"`` averages over unmasked / non-ignored positions only (see :func:`reduce`).
@@ -39,7 +40,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.autograd.function import FunctionCtx, once_differentiable
+from torch.autograd.function import FunctionCtx
 from torch.utils.checkpoint import checkpoint
 
 __all__ = [
@@ -67,6 +68,9 @@ __all__ = [
 #: Scratch-memory budget of one call, in bytes: rows are processed in chunks whose temporary
 #: buffers fit in it (at least one row per chunk). Module-level so that it can be tuned.
 CHUNK_BYTES = 64 * 2**20
+#: On CPU, each scratch buffer is further limited to this cache-friendly size (the kernels make
+#: several passes over each chunk; tuned on a 2 MiB-L2 Xeon, see benchmarks/measures.py).
+CPU_CHUNK_BYTES = 1 * 2**20
 
 # Shifted logits (z - max) below this are clamped to it: their exp() is exactly 0 in float32 and
 # float64 alike (any entry with p > 0 has z - max >= -745), and 0 * _FLOOR = 0 instead of
@@ -210,10 +214,17 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _step(n_rows: int, width: int, dtype: torch.dtype, buffers: int) -> int:
-    """Rows per chunk so that ``buffers`` scratch tensors of (rows, width) fit in CHUNK_BYTES."""
-    item = 8 if dtype == torch.float64 else 4
-    return max(1, min(n_rows, CHUNK_BYTES // max(1, buffers * width * item)))
+def _step(n_rows: int, width: int, dtype: torch.dtype, buffers: int, device: torch.device) -> int:
+    """Rows per chunk so that ``buffers`` scratch tensors of (rows, width) fit in the budget.
+
+    On CPU each buffer is also kept cache-sized (CPU_CHUNK_BYTES): the kernels stream over their
+    scratch buffers several times, which is several times faster from L2 than from DRAM.
+    """
+    row = max(1, width * (8 if dtype == torch.float64 else 4))
+    rows = CHUNK_BYTES // (buffers * row)
+    if device.type == "cpu":
+        rows = min(rows, CPU_CHUNK_BYTES // row)
+    return max(1, min(n_rows, rows))
 
 
 def _by_rows(fn: Callable[..., tuple[Tensor, ...]], lead: torch.Size, *xs: Tensor) -> tuple[Tensor, ...]:
@@ -241,7 +252,7 @@ def _map_rows(kernel: Callable[..., Tensor], *mats: Tensor, buffers: int) -> Ten
     dt = _compute_dtype(mats[0].dtype)
     if n == 0:
         return kernel(0, *mats)
-    step = _step(n, v, dt, buffers)
+    step = _step(n, v, dt, buffers, mats[0].device)
     grad = torch.is_grad_enabled() and any(m.requires_grad for m in mats)
     outs = []
     for i in range(0, n, step):
@@ -367,7 +378,7 @@ class _TokenStatsFn(torch.autograd.Function):
         n, v = z.shape
         dt = _compute_dtype(z.dtype)
         shift, log_s, ent, var, sur, smooth = (torch.zeros(n, dtype=dt, device=z.device) for _ in range(6))
-        step = _step(n, v, dt, 2)
+        step = _step(n, v, dt, 2, z.device)
         scratch = _Scratch(min(step, n), v, dt, z.device, 2)
         for i in range(0, n, step):
             yi = None if y is None else y[i : i + step]
@@ -381,7 +392,6 @@ class _TokenStatsFn(torch.autograd.Function):
         return shift + log_s, ent, var, sur, smooth
 
     @staticmethod
-    @once_differentiable
     def backward(  # type: ignore[override]
         ctx: FunctionCtx,
         g_lse: Tensor | None,
@@ -393,6 +403,8 @@ class _TokenStatsFn(torch.autograd.Function):
         z, y, shift, log_s, ent, var = ctx.saved_tensors  # type: ignore[attr-defined]
         if not ctx.needs_input_grad[0]:  # type: ignore[attr-defined]
             return None, None, None, None
+        if torch.is_grad_enabled():  # create_graph=True: a differentiable (unchunked) backward
+            return _stats_vjp(z, y, (g_lse, g_ent, g_var, g_sur, g_smooth)), None, None, None
         n, v = z.shape
         dt = ent.dtype
         zero = torch.zeros(n, dtype=dt, device=z.device)
@@ -410,7 +422,7 @@ class _TokenStatsFn(torch.autograd.Function):
             quad = g_var.view(-1, 1)
         direct = z.dtype == dt  # write straight into the gradient
         grad = torch.empty_like(z, memory_format=torch.contiguous_format)
-        step = _step(n, v, dt, 2 if direct else 3)
+        step = _step(n, v, dt, 2 if direct else 3, z.device)
         scratch = _Scratch(min(step, n), v, dt, z.device, 2 if direct else 3)
         for i in range(0, n, step):
             sl = slice(i, i + step)
@@ -433,6 +445,26 @@ class _TokenStatsFn(torch.autograd.Function):
             if not direct:
                 grad[sl] = c
         return grad, None, None, None
+
+
+def _stats_vjp(z: Tensor, y: Tensor | None, grads: tuple[Tensor | None, ...]) -> Tensor:
+    """Vector-Jacobian product of the fused statistics through plain autograd (for higher order)."""
+    with torch.enable_grad():
+        zc = z.to(_compute_dtype(z.dtype))
+        lp = torch.log_softmax(zc, -1)
+        fin = _finite(lp)
+        p = torch.exp(lp)
+        lp0 = _where0(fin, lp)
+        ent = -(p * lp0).sum(-1)
+        d = _where0(fin, lp0 + ent.unsqueeze(-1))
+        outs = [torch.logsumexp(zc, -1), ent, (p * d * d).sum(-1)]
+        outs.append(zc.new_zeros(len(zc)) if y is None else -lp.gather(-1, y.view(-1, 1)).view(-1))
+        outs.append(outs[0] - zc.mean(-1))
+        pairs = [(o, g) for o, g in zip(outs, grads) if g is not None]
+        if not pairs:
+            return torch.zeros_like(z)
+        (grad,) = torch.autograd.grad([o for o, _ in pairs], z, [g for _, g in pairs], create_graph=True)
+    return grad
 
 
 @dataclass(frozen=True)
@@ -471,18 +503,23 @@ def token_stats(
 ) -> TokenStats:
     """Log-partition, entropy, varentropy and surprisal of every position in one fused pass.
 
-    The fast path for scoring and decoding: one chunked pass over the logits with a single
-    ``exp`` per element computes, per distribution p = softmax(z) over the last axis,
+    The fast path for scoring and decoding, which usually want all of these at once: one chunked
+    pass over the logits with a single ``exp`` per element computes, per distribution
+    p = softmax(z) over the last axis,
 
     * ``lse = log sum_j exp(z_j)`` (the log-partition function; in logit units, never rescaled),
     * ``entropy`` H = lse - sum_j p_j z_j (Shannon 1948),
-    * ``varentropy`` V = sum_j p_j (log p_j + H)^2, the variance of the surprisal,
-    * ``surprisal`` s = lse - z_y = -log p_y of ``target`` (``None`` without a target; 0 at
+    * ``varentropy`` V = sum_j p_j (log p_j + H)^2, the variance of the surprisal
+      (Kontoyiannis & Verdú 2013),
+    * ``surprisal`` s = -log p_y = lse - z_y of ``target`` (``None`` without a target; 0 at
       positions where ``target == ignore_index``).
 
-    Units: nats, or ``log base`` units with ``base`` (varentropy in squared units). All outputs
-    have the logits' leading shape and are differentiable (first order) with a chunked backward.
-    Memory: at most :data:`CHUNK_BYTES` of scratch, whatever the size of the logits.
+    Per chunk: u = z - max, e = exp(u), S = sum e, H = log S - sum(e u) / S, and V from the
+    centred deviations u - E_p[u] (no cancellation); s = (max - z_y) + log S, so large logits
+    lose no digits. Units: nats, or ``log base`` units with ``base`` (varentropy in squared
+    units). All outputs have the logits' leading shape and are differentiable (also twice) with
+    a chunked backward. Memory: two chunk-sized scratch buffers within :data:`CHUNK_BYTES`,
+    whatever the size of the logits.
 
     >>> st = token_stats(torch.tensor([[2.0, 1.0, 0.0]]), torch.tensor([1]), base=2)
     >>> [round(float(x), 4) for x in (st.entropy, st.varentropy, st.surprisal)]
@@ -605,8 +642,9 @@ def renyi_entropy(
 ) -> Tensor:
     """Rényi entropy of order alpha: H_alpha(p) = log(sum_j p_j^alpha) / (1 - alpha) (Rényi 1961).
 
-    ``alpha`` must be > 0; ``alpha == 1`` is Shannon's entropy exactly and ``alpha = math.inf``
-    the min-entropy -log max_j p_j. Near 1 the value is computed as
+    ``alpha`` must be > 0 (the alpha -> 0 limit, Hartley's entropy, is the log of the number of
+    finite logits); ``alpha == 1`` is Shannon's entropy exactly and ``alpha = math.inf`` the
+    min-entropy -log max_j p_j. Near 1 the value is computed as
     log1p(sum_j (p_j^alpha - p_j)) / (1 - alpha) with ``expm1``, so it tends to Shannon's entropy
     smoothly instead of cancelling. Non-increasing in alpha. Units: nats or ``log base`` units.
 
@@ -1021,7 +1059,9 @@ def rolling_mean(x: Tensor, window: int, *, mask: Tensor | None = None) -> Tenso
     if mask is not None:
         mask = _check_mask(mask, x)
         xf = _where0(mask, xf)
-    w = min(window, x.shape[-1]) if x.shape[-1] else 1
+    if x.shape[-1] == 0:
+        return xf.clone()
+    w = min(window, x.shape[-1])
 
     def window_sum(v: Tensor) -> Tensor:
         padded = torch.nn.functional.pad(v, (w - 1, 0))

@@ -56,7 +56,7 @@ def register(subparsers: Any) -> None:
     c.add_argument("--chunk-size", type=int, default=None, metavar="BYTES",
                    help="bytes per independently decodable chunk (default: 16384)")
     c.add_argument("--group", type=int, default=None, metavar="N",
-                   help="chunks coded together in one batch (default: 32)")
+                   help="chunks coded together in one batch (default: up to 32)")
     c.add_argument("--window", type=int, default=None, metavar="TOKENS",
                    help="context window in tokens (default: min(512, the model's context))")
     c.set_defaults(func=run_compress)
@@ -84,6 +84,8 @@ def _common(p: argparse.ArgumentParser, output_help: str) -> None:
     p.add_argument("-f", "--force", action="store_true", help="overwrite OUT if it exists")
     p.add_argument("--format", choices=("text", "json"), default="text", help="summary format")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: on a terminal)")
+    p.add_argument("-j", "--workers", type=int, default=None, metavar="N",
+                   help="groups of chunks processed in parallel (default: the number of CPUs)")
 
 
 @contextmanager
@@ -158,7 +160,7 @@ def _report(args: argparse.Namespace, summary: dict[str, Any], line: str) -> Non
 
 def run_compress(args: argparse.Namespace) -> int:
     from entropykit.lm import load_model
-    from entropykit.lm.compression import DEFAULT_CHUNK_SIZE, DEFAULT_GROUP, compress_stream
+    from entropykit.lm.compression import DEFAULT_CHUNK_SIZE, compress_stream
 
     output = args.output or ("-" if args.file == "-" else args.file + SUFFIX)
     if output != "-" and Path(output).exists() and not args.force:  # fail before the slow part
@@ -171,8 +173,8 @@ def run_compress(args: argparse.Namespace) -> int:
             progress = _Progress(bar)
             written = compress_stream(
                 src, dst, model,
-                chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE, group=args.group or DEFAULT_GROUP,
-                window=args.window, progress=progress,
+                chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE, group=args.group, window=args.window,
+                workers=args.workers, progress=progress,
             )
             n = progress.done
         seconds = time.perf_counter() - t0
@@ -204,7 +206,7 @@ def run_decompress(args: argparse.Namespace) -> int:
         total = _peek_length(src)
         t0 = time.perf_counter()
         with _atomic_output(output, args.force) as dst, _bar(args, "decompress", total) as bar:
-            n = decompress_stream(src, dst, args.model, progress=_Progress(bar))
+            n = decompress_stream(src, dst, args.model, workers=args.workers, progress=_Progress(bar))
         seconds = time.perf_counter() - t0
     in_bytes = None if args.file == "-" else Path(args.file).stat().st_size
     summary = {

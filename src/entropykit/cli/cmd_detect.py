@@ -129,8 +129,9 @@ def _load(name: str | None) -> Any:
     return _MODELS[name]
 
 
-def _score(args: argparse.Namespace, texts: list[bytes]) -> tuple[Any, Any | None]:
-    """Scores (and entropy_gap p-values) of ``texts`` under the arguments' method and models."""
+def _score(args: argparse.Namespace, texts: list[bytes]) -> tuple[Any, dict[str, Any]]:
+    """Scores of ``texts`` under the arguments' method and models, plus extra per-text columns
+    (entropy_gap: the signed log-perplexity gap and the zero-shot test's p-value)."""
     from entropykit.lm.detect import entropy_gap_test, score_texts
 
     params = _params(args)
@@ -138,9 +139,10 @@ def _score(args: argparse.Namespace, texts: list[bytes]) -> tuple[Any, Any | Non
     reference = None if args.reference is None else _load(args.reference)
     progress = False if args.no_progress else None
     if args.method == "entropy_gap":
-        return entropy_gap_test(
+        gap, pval = entropy_gap_test(
             texts, model, reference=reference, batch_size=args.batch_size, progress=progress
         )
+        return -abs(gap), {"log_ppl_gap": gap, "p_value": pval}
     scores = score_texts(
         texts,
         args.method,
@@ -150,7 +152,7 @@ def _score(args: argparse.Namespace, texts: list[bytes]) -> tuple[Any, Any | Non
         progress=progress,
         **params,
     )
-    return scores, None
+    return scores, {}
 
 
 def _describe(args: argparse.Namespace) -> dict[str, Any]:
@@ -169,12 +171,11 @@ def _describe(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     texts = [read_input(f) for f in args.files]
-    scores, pvals = _score(args, texts)
+    scores, extra_cols = _score(args, texts)
     rows = []
     for i, f in enumerate(args.files):
         row: dict[str, Any] = {"file": f, "score": float(scores[i])}
-        if pvals is not None:
-            row["p_value"] = float(pvals[i])
+        row.update({k: float(v[i]) for k, v in extra_cols.items()})
         if args.threshold is not None:
             row["flagged"] = bool(scores[i] > args.threshold)
         rows.append(row)
@@ -187,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         + (f", reference {info['reference']}" if info["reference"] else "")
     )
     for row in rows:
-        extra = f"  p={row['p_value']:.3g}" if "p_value" in row else ""
+        extra = "".join(f"  {k}={row[k]:.4g}" for k in extra_cols)
         verdict = ("  FLAGGED" if row["flagged"] else "  -") if "flagged" in row else ""
         print(f"{row['score']:12.6f}{extra}{verdict}  {row['file']}")
     return 0

@@ -15,8 +15,14 @@ min_k_plus_plus    membership  --          mean of the lowest floor(k n) (l_t - 
 dc_pdd             membership  --          mean over first occurrences of min(q(x_t) log 1/f(x_t), a)
 binoculars         machine     required    -(mean_t -l_t) / (mean_t CE(p_obs,t, q_t))
 fast_detect_gpt    machine     optional    (sum_t l_t - sum_t mu_t) / sqrt(sum_t sigma_t^2)
-entropy_gap        machine     optional    mean_t (l_t - mu_t)  (mean entropy - log-perplexity)
+entropy_gap        machine     optional    -|mean_t (mu_t - l_t)|  (-|log-perplexity - mean entropy|)
 =================  ========== ============ =======================================================
+
+mu_t and sigma_t^2 are the mean and variance of log q_t(v) over v ~ p_t, where q is the scoring
+model's next-token distribution and p = q unless a reference model is given (for binoculars, p is
+the observer's, so -mu_t = CE(p_obs,t, q_t)); f is a token-frequency table (``FrequencyTable``).
+Scores are in nats-based units; machine-text scores assume nothing about a threshold: calibrate one
+on held-out negatives with ``calibrate(neg_scores, fpr)``.
 
 Texts are streamed through the model in windows of ``max_context`` and batched
 (``entropykit.lm.detect_stats``); the per-method formulas, papers and conventions are in
@@ -117,7 +123,7 @@ METHODS: dict[str, Method] = {
             "machine",
             "optional",
             _s.entropy_gap,
-            summary="mean entropy minus log-perplexity (nats/token)",
+            summary="-|log-perplexity - mean entropy| (nats/token)",
         ),
     )
 }
@@ -228,11 +234,12 @@ def entropy_gap_test(
     batch_size: int = 8,
     progress: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The zero-shot test of "x was sampled from the model": (entropy gap, Azuma p-value) per text.
+    """The zero-shot test of "x was sampled from the model": (signed gap, p-value) per text.
 
-    The gap is ``score_texts(texts, "entropy_gap", ...)`` (nats/token, ~0 for sampled text, negative
-    for human text); the p-value is ``detect_scores.entropy_gap_pvalue`` (small = not sampled from
-    the model, i.e. human).
+    The gap is ``detect_scores.log_ppl_gap``: log-perplexity - mean entropy (or - mean cross-entropy
+    with a ``reference`` p), nats/token, ~0 for text sampled from the model; the p-value is the
+    two-sided Azuma-Hoeffding bound ``detect_scores.entropy_gap_pvalue`` (small = not sampled from
+    the model, i.e. human). ``score_texts(..., "entropy_gap")`` is -|gap|.
     """
     items = _texts(texts)
     lm = _model(model, "model")
@@ -240,4 +247,4 @@ def entropy_gap_test(
     if not items:
         return np.zeros(0), np.zeros(0)
     stats = token_statistics(items, lm, ref, batch_size=batch_size, progress=progress)
-    return (np.array([_s.entropy_gap(s) for s in stats]), np.array([entropy_gap_pvalue(s) for s in stats]))
+    return np.array([_s.log_ppl_gap(s) for s in stats]), np.array([entropy_gap_pvalue(s) for s in stats])

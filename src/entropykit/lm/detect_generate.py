@@ -1,4 +1,4 @@
-"""Machine-written passages for detection evaluations: plain multinomial sampling with a KV cache."""
+"""Machine-written passages for detection evaluations: plain multinomial sampling (KV-cached)."""
 
 from __future__ import annotations
 
@@ -30,41 +30,30 @@ def _check(
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
 
 
-@torch.inference_mode()
 def _sample_rows(
     model: LanguageModel, rows: list[list[int]], length: int, g: torch.Generator, temperature: float
 ) -> list[list[int]]:
-    """Sample ``length`` tokens after each row (all rows of equal length)."""
+    """Sample ``length`` tokens after each row (all rows of equal length) with ``decoding.generate``."""
+    from entropykit.decoding.generate import Multinomial, generate
+
     prefix = list(model.prefix_ids)
-    ctx = model.max_context
-    keep = max(1, (ctx - len(prefix)) // 2)  # context kept when a window is full and must restart
-    seqs = [list(r) for r in rows]
     banned = torch.tensor(sorted(set(prefix)), dtype=torch.long)
 
-    def fresh() -> tuple[torch.Tensor, object]:
-        window = [
-            prefix + s[-(ctx - len(prefix)) :] if len(prefix) + len(s) > ctx else prefix + s for s in seqs
-        ]
-        logits, past = model.forward(torch.tensor(window, dtype=torch.long))
-        return logits[:, -1], past
+    def process(input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        z = scores.double() / temperature
+        return z.index_fill(-1, banned, -torch.inf) if banned.numel() else z  # BOS is not text
 
-    last, past = fresh()
-    used = len(prefix) + min(len(seqs[0]), ctx - len(prefix))
-    for _ in range(length):
-        z = last.double() / temperature
-        if banned.numel():
-            z[:, banned] = -torch.inf  # prefix/BOS tokens are not text
-        nxt = torch.multinomial(torch.softmax(z, -1), 1, generator=g)
-        for s, t in zip(seqs, nxt[:, 0].tolist()):
-            s.append(t)
-        if model.supports_cache and used < ctx:
-            logits, past = model.forward(nxt, past)
-            last, used = logits[:, -1], used + 1
-        else:  # window full (absolute positions): restart from the last `keep` tokens
-            seqs_tail = [s[-keep:] for s in seqs]
-            logits, past = model.forward(torch.tensor([prefix + s for s in seqs_tail], dtype=torch.long))
-            last, used = logits[:, -1], len(prefix) + keep
-    return [s[len(r) :] for s, r in zip(seqs, rows)]
+    ids = torch.tensor([prefix + r for r in rows], dtype=torch.long)
+    out = generate(
+        model,
+        ids,
+        processors=process,
+        sampler=Multinomial(),
+        max_new_tokens=length,
+        generator=g,
+        return_stats=False,
+    )
+    return out.new_tokens
 
 
 def generate_passages(
@@ -80,12 +69,12 @@ def generate_passages(
     """Continue each prompt with ``length`` tokens sampled from ``model`` (ancestral sampling).
 
     x_t ~ softmax(z_t / temperature) exactly (default T = 1: the model's own distribution; no
-    top-k/top-p), drawn with ``torch.multinomial`` from a
-    ``torch.Generator`` seeded with ``seed``; prompts of equal token length are batched. Prefix
-    (BOS) tokens are excluded from sampling. When prompt + passage exceed ``max_context`` the
-    window restarts from the last half-context of tokens (prefix re-prepended), as the model was
-    trained on windows starting with BOS. Returns the continuations' bytes (prompt excluded);
-    deterministic for the same (prompts, length, seed, model, batch_size).
+    top-k/top-p), drawn by ``entropykit.decoding.generate`` (KV cache; ``Multinomial`` sampler)
+    from a ``torch.Generator`` seeded with ``seed``; prompts of equal token length are batched.
+    Prefix (BOS) tokens are excluded from sampling. When prompt + passage exceed ``max_context``
+    the model is re-primed on BOS plus the last 3/4 context (``decoding.generate.ContextStream``),
+    as the bundled models were trained on windows starting with BOS. Returns the continuations'
+    bytes (prompt excluded); deterministic for the same (prompts, length, seed, model, batch_size).
 
     >>> from entropykit.lm.models.bytegpt import ByteGPT, ByteGPTConfig
     >>> from entropykit.lm.adapters import ByteModel

@@ -32,6 +32,7 @@ __all__ = [
     "entropy_gap",
     "entropy_gap_pvalue",
     "fast_detect_gpt",
+    "log_ppl_gap",
     "loss",
     "min_k",
     "min_k_plus_plus",
@@ -208,25 +209,36 @@ def fast_detect_gpt(s: TokenStats) -> float:
     return float((np.sum(s.logprob) - np.sum(s.expected)) / math.sqrt(max(float(np.sum(s.variance)), 1e-300)))
 
 
-def entropy_gap(s: TokenStats) -> float:
-    """(1/n) sum_t (log q(x_t) - mu_t) = mean entropy H(q_t) - log-perplexity (p = q), or mean
-    cross-entropy CE(p_t, q_t) - log-perplexity with a second model p: near 0 for text sampled from p,
-    negative for text more surprising than the model expects (human). Nats/token; higher = machine.
+def log_ppl_gap(s: TokenStats) -> float:
+    """Signed gap (1/n) sum_t (mu_t - log q(x_t)) = log-perplexity - mean entropy H(q_t) (p = q), or
+    log-perplexity - mean cross-entropy CE(p_t, q_t) with a second model p (nats/token). Its
+    expectation is 0 for text sampled from p; positive = more surprising than the model expects.
     """
-    return float(np.mean(s.logprob - s.expected))
+    return float(np.mean(s.expected - s.logprob))
+
+
+def entropy_gap(s: TokenStats) -> float:
+    """-|log-perplexity - mean entropy| = -|(1/n) sum_t (mu_t - log q(x_t))| (nats/token; p = q, or the
+    mean cross-entropy CE(p_t, q_t) with a second model p). The zero-shot test's statistic: for text
+    sampled from p the gap concentrates at 0 (its deviation shrinks like 1/sqrt(n)); human text
+    deviates in either direction (more surprising than the model expects, or, for an underconfident
+    model, less), hence the absolute value. Higher (closer to 0) = machine. Cf. Radvand et al. 2025
+    (zero-shot statistical tests with finite-sample concentration); ``log_ppl_gap`` is the signed gap.
+    """
+    return -abs(log_ppl_gap(s))
 
 
 def entropy_gap_pvalue(s: TokenStats) -> float:
-    """p-value of H0 "x was sampled from p" (one-sided: surprisal above expectation) by Azuma-Hoeffding.
+    """Two-sided p-value of H0 "x was sampled from p" by the Azuma-Hoeffding inequality.
 
     Under H0 the increments d_t = mu_t - log q(x_t) are martingale differences lying in a predictable
-    interval of length r_t, so P(S >= s) <= exp(-2 s^2 / sum_t r_t^2) for S = sum_t d_t. Returns
-    min(1, exp(-2 max(S, 0)^2 / sum_t r_t^2)): small = reject "machine" (human-written). Finite-sample
-    and distribution-free, hence conservative (r_t spans all of log q's range); cf. the zero-shot
-    concentration tests of Radvand et al. 2025.
+    interval of length r_t (the range of log q_t over p_t's support), so for S = sum_t d_t,
+    P(|S| >= s) <= 2 exp(-2 s^2 / sum_t r_t^2). Returns min(1, 2 exp(-2 S^2 / sum_t r_t^2)): small =
+    reject "sampled from the model" (human-written). Finite-sample and distribution-free, hence
+    conservative: r_t spans the whole range of log q (cf. Radvand et al. 2025).
     """
     total = float(np.sum(s.expected - s.logprob))
     denom = float(np.sum(s.logprob_range**2))
-    if total <= 0 or denom <= 0:
+    if denom <= 0:
         return 1.0
-    return float(min(1.0, math.exp(-2.0 * total * total / denom)))
+    return float(min(1.0, 2.0 * math.exp(-2.0 * total * total / denom)))

@@ -79,6 +79,8 @@ class ScoreResult:
 
     ``text`` holds the bytes the byte spans ``offsets[i] = (start, end)`` index into (the input's
     UTF-8 bytes; for a subword model given invalid UTF-8, the bytes after replacement, ``lossy``).
+    A model without a BOS token cannot score the first token: it is left out and the summary's
+    ``bytes`` (the bits/byte denominator) start at ``scored_from_byte``, the second token's start.
     ``top_k_ids``/``top_k_probs`` (n, k) hold the k most likely next tokens when ``top_k > 0``.
     """
 
@@ -98,6 +100,7 @@ class ScoreResult:
     stride: int
     context: int
     lossy: bool = False
+    scored_from_byte: int = 0  # > 0 only for a model without a BOS token: its first token is unscored
     top_k_ids: np.ndarray | None = None
     top_k_tokens: list[list[str]] | None = field(default=None, repr=False)
     top_k_probs: np.ndarray | None = None
@@ -121,7 +124,7 @@ class ScoreResult:
         n = len(self)
         s = self.surprisal_bits.astype(np.float64)
         total = float(s.sum())
-        n_bytes = len(self.text)
+        n_bytes = len(self.text) - self.scored_from_byte
         return {
             "model": self.model,
             "tokens": n,
@@ -252,7 +255,7 @@ def _resolve_model(model: LanguageModel | str | Path | None) -> LanguageModel:
 
 def _encode(model: LanguageModel, data: str | bytes) -> tuple[np.ndarray, np.ndarray, bytes, bool]:
     """Token ids (int64), byte spans (n, 2), the bytes the spans index, and the lossy flag."""
-    if isinstance(model, ByteModel):  # tokens are the bytes themselves: vectorised, no Python lists
+    if type(model).encode is ByteModel.encode:  # tokens are the bytes themselves: vectorised, no lists
         raw = data.encode("utf-8") if isinstance(data, str) else data
         ids = np.frombuffer(raw, dtype=np.uint8).astype(np.int64)
         starts = np.arange(len(raw), dtype=np.int64)
@@ -359,6 +362,8 @@ def score(
     m = len(seq)
     first = max(p, 1)  # without a BOS token the first token has nothing to condition on
     n = m - first
+    if len(ids) == 0:
+        raise ValueError(f"text: the tokenizer of model {lm.name!r} produced no tokens for this input")
     if n <= 0:
         raise ValueError(f"text: a single token and model {lm.name!r} has no BOS token, nothing to score")
     # Logit rows per forward pass within the memory budget; a window larger than that (long context,
@@ -380,18 +385,19 @@ def score(
 
     def consume(z: torch.Tensor, t0: int, t1: int) -> None:
         """Statistics of targets seq[t0:t1] from their logit rows z (t1 - t0, V), into the outputs."""
-        target = seq[t0:t1]
+        target = seq[t0:t1].view(z.shape[:-1])
         st = measures.token_stats(z, target, base=2)  # one fused pass: entropy, varentropy, surprisal
         assert st.surprisal is not None
         sl = slice(t0 - first, t1 - first)
-        out_s[sl] = st.surprisal.numpy()
-        out_h[sl] = st.entropy.numpy()
-        out_v[sl] = st.varentropy.numpy()
-        out_r[sl] = measures.token_rank(z, target).numpy()
+        out_s[sl] = st.surprisal.reshape(-1).numpy()
+        out_h[sl] = st.entropy.reshape(-1).numpy()
+        out_v[sl] = st.varentropy.reshape(-1).numpy()
+        out_r[sl] = measures.token_rank(z, target).reshape(-1).numpy()
         if out_ki is not None and out_kp is not None:
             top = torch.topk(z, k, dim=-1)
-            out_ki[sl] = top.indices.numpy()
-            out_kp[sl] = torch.exp(top.values - torch.logsumexp(z, -1, keepdim=True)).numpy()
+            out_ki[sl] = top.indices.reshape(-1, k).numpy()
+            probs = torch.exp(top.values - st.lse.unsqueeze(-1))  # lse: the log-partition, per row
+            out_kp[sl] = probs.reshape(-1, k).numpy()
 
     def run(batch: list[tuple[int, int, int]]) -> int:
         # Scored targets of window (b, e, lo): t in [max(lo, first), e), predicted by logits at t - 1.
@@ -406,8 +412,11 @@ def score(
                     consume(logits[0, a - c0 : z1 - c0], a + 1, z1 + 1)
             return t1 - t0
         logits, _ = lm.forward(torch.stack([seq[b:e] for b, e, _ in batch]))
-        rows = [logits[i, max(lo, first) - 1 - b : e - 1 - b] for i, (b, e, lo) in enumerate(batch)]
-        consume(torch.cat(rows) if len(rows) > 1 else rows[0], t0, t1)  # consecutive: contiguous targets
+        spans = [(max(lo, first) - 1 - b, e - 1 - b) for b, e, lo in batch]
+        if len(set(spans)) == 1:  # same rows in every window (all but the first): a view, no copy
+            consume(logits[:, spans[0][0] : spans[0][1]], t0, t1)
+        else:  # consecutive windows have contiguous targets
+            consume(torch.cat([logits[i, a:z] for i, (a, z) in enumerate(spans)]), t0, t1)
         return t1 - t0
 
     n_win = _n_windows(m, ctx, stride)
@@ -459,6 +468,7 @@ def score(
         stride=stride,
         context=ctx,
         lossy=lossy,
+        scored_from_byte=int(offsets[1, 0]) if first > p else 0,
         top_k_ids=out_ki,
         top_k_tokens=top_tokens,
         top_k_probs=out_kp,

@@ -39,6 +39,7 @@ __all__ = ["linear_cross_entropy", "linear_distill", "linear_token_stats"]
 
 _CHUNK_BYTES = 48 * 2**20  # target size of one chunk of fp32 logits
 _FILTER_BLOCK = 1024  # vocabulary block size for gradient filtering
+_BF16_NATIVE_DH = True  # bf16 inputs: dh = bf16(dz) @ W natively (no per-chunk fp32->bf16 copy of W)
 _DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_rkl", "tvd")
 _softmax_out = torch.ops.aten._softmax.out  # in-place row softmax (one cached pass per row)
 _log_softmax_out = torch.ops.aten._log_softmax.out
@@ -153,21 +154,27 @@ def _softcap_chain(dz: Tensor, t: Tensor) -> None:
     dz.mul_(t)
 
 
-def _accumulate(dz: Tensor, hc: Tensor, w: Tensor, dh: Tensor, dw: Tensor, db: Tensor | None,
-                keep: Tensor | None, mode: torch.dtype) -> None:
-    """dh = dz w ; dw += dz^T hc ; db += sum_rows dz -- over all vocabulary, or kept blocks only."""
+def _accumulate(dz: Tensor, hc: Tensor, w: Tensor, dh: Tensor | None, dw: Tensor | None,
+                db: Tensor | None, keep: Tensor | None, mode: torch.dtype) -> None:
+    """dh = dz w ; dw += dz^T hc ; db += sum_rows dz -- over all vocabulary, or kept blocks only.
+    A None output is not wanted (its input needs no gradient) and costs nothing."""
     if db is not None:
         db.add_(dz.sum(0))
     with _matmul_mode(mode):
         if keep is None:
-            torch.mm(dz, w, out=dh)
-            dw.addmm_(dz.t(), hc)
+            if dh is not None:
+                torch.mm(dz, w, out=dh)
+            if dw is not None:
+                dw.addmm_(dz.t(), hc)
             return
-        dh.zero_()
+        if dh is not None:
+            dh.zero_()
         for blk in keep.nonzero().flatten().tolist():
             s, e = blk * _FILTER_BLOCK, min((blk + 1) * _FILTER_BLOCK, w.shape[0])
-            dh.addmm_(dz[:, s:e], w[s:e])
-            dw[s:e].addmm_(dz[:, s:e].t(), hc)
+            if dh is not None:
+                dh.addmm_(dz[:, s:e], w[s:e])
+            if dw is not None:
+                dw[s:e].addmm_(dz[:, s:e].t(), hc)
 
 
 def _filter_blocks(p: Tensor, y: Tensor | None, eps: float) -> Tensor:
@@ -196,8 +203,9 @@ class _CEConfig:
     chunk_size: int | None
 
 
-def _ce_pass(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEConfig,
-             g: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None]:
+def _ce_pass(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEConfig, g: Tensor | None,
+             need_h: bool = True, need_w: bool = True, w_low: Tensor | None = None,
+             ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None]:
     """Per-row CE loss and lse over rows ``h`` (n, D) with targets ``y`` (all valid).
 
     ``w``/``b`` are already in the accumulation dtype. With row weights ``g`` (n,) also return
@@ -214,13 +222,15 @@ def _ce_pass(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEConfig,
     dense = cap is not None or cfg.filter_eps is not None or zl != 0.0  # else: fewer (c, V) passes
     tiny = torch.finfo(acc).tiny * 1e8
     onehot = torch.full((rows, 1), -(1.0 - eps), dtype=acc, device=h.device)
-    dh = torch.empty(n, d_model, dtype=acc, device=h.device) if want else None
-    dw = torch.zeros(v, d_model, dtype=acc, device=h.device) if want else None
+    dh = torch.empty(n, d_model, dtype=acc, device=h.device) if want and need_h else None
+    dw = torch.zeros(v, d_model, dtype=acc, device=h.device) if want and need_w else None
     db = torch.zeros(v, dtype=acc, device=h.device) if want and b is not None else None
     hsum = torch.zeros(d_model, dtype=acc, device=h.device) if want and eps and not dense else None
     wsum = w.sum(0) if want and eps and not dense else None
     buf = torch.empty(rows, v, dtype=acc, device=h.device)
     tbuf = torch.empty(rows, v, dtype=acc, device=h.device) if cap is not None else None
+    native = want and need_h and not dense and w_low is not None and _BF16_NATIVE_DH
+    lowbuf = torch.empty(rows, v, dtype=torch.bfloat16, device=h.device) if native else None
     for s in range(0, n, rows):
         e = min(n, s + rows)
         c = e - s
@@ -250,7 +260,7 @@ def _ce_pass(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEConfig,
         lse[s:e] = lse_c
         if not want:
             continue
-        assert g is not None and dh is not None and dw is not None
+        assert g is not None
         # dloss/dz = r p - a onehot(y) - bb, with r = g (1 + 2 zl lse), a = g (1 - eps), bb = g eps / V
         gc = g[s:e]
         if dense:
@@ -262,21 +272,27 @@ def _ce_pass(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEConfig,
                 z.sub_((gc * (eps / v))[:, None])
             if t is not None:
                 _softcap_chain(z, t)
-            _accumulate(z, hc, w, dh[s:e], dw, db, keep, h.dtype)
+            _accumulate(z, hc, w, None if dh is None else dh[s:e], dw, db, keep, h.dtype)
             continue
         # without z-loss r = g is a row scale: fold it into the (c, D) operands, not the (c, V) block
         z.scatter_add_(1, yc[:, None], onehot[:c])  # z = p - (1 - eps) onehot(y)
-        dhc = dh[s:e]
+        dhc = None if dh is None else dh[s:e]
+        if dhc is not None and lowbuf is not None and w_low is not None:
+            dhc.copy_(torch.mm(lowbuf[:c].copy_(z), w_low))  # dz rounds to bf16 either way
         with _matmul_mode(h.dtype):
-            torch.mm(z, w, out=dhc)
-            dw.addmm_(z.t(), hc * gc[:, None])
-        dhc.mul_(gc[:, None])
+            if dhc is not None and lowbuf is None:
+                torch.mm(z, w, out=dhc)
+            if dw is not None:
+                dw.addmm_(z.t(), hc * gc[:, None])
+        if dhc is not None:
+            dhc.mul_(gc[:, None])
         if db is not None:
             db.addmv_(z.t(), gc)
         if eps:
             assert hsum is not None and wsum is not None
             bb = gc * (eps / v)
-            dhc.sub_(bb[:, None] * wsum)
+            if dhc is not None:
+                dhc.sub_(bb[:, None] * wsum)
             hsum.add_(bb @ hc)
             if db is not None:
                 db.sub_(bb.sum())
@@ -296,7 +312,7 @@ def _scatter_rows(x: Tensor, valid: Tensor | None, n: int) -> Tensor:
 class _LinearCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEConfig,
-                ignore_index: int, reduction: str) -> tuple[Tensor, Tensor]:
+                ignore_index: int, reduction: str, grad_mode: bool) -> tuple[Tensor, Tensor]:
         n = h.shape[0]
         acc = _acc_dtype(h.dtype)
         mask = y != ignore_index
@@ -304,7 +320,8 @@ class _LinearCE(torch.autograd.Function):
         valid = None if all_valid else mask
         hv, yv = (h, y) if valid is None else (h[valid], y[valid])
         count = hv.shape[0]
-        need = any(ctx.needs_input_grad[:3])
+        # needs_input_grad is True even under torch.no_grad(): the caller's grad mode decides
+        need = grad_mode and any(ctx.needs_input_grad[:3])
         precompute = need and reduction != "none"
         g = None
         if precompute:
@@ -312,7 +329,10 @@ class _LinearCE(torch.autograd.Function):
             g = torch.full((count,), scale, dtype=acc, device=h.device)
         wa = w.to(acc)
         ba = b.to(acc) if b is not None else None
-        loss_v, lse_v, dh, dw, db = _ce_pass(hv, wa, ba, yv, cfg, g)
+        need_h, need_w = need and bool(ctx.needs_input_grad[0]), need and bool(ctx.needs_input_grad[1])
+        low = w if w.dtype == torch.bfloat16 else None
+        loss_v, lse_v, dh, dw, db = _ce_pass(hv, wa, ba, yv, cfg, g, need_h, need_w, low)
+        del wa, ba  # free the fp32 copy of a low-precision weight before the gradients are cast
         loss_rows = _scatter_rows(loss_v, valid, n)
         lse = _scatter_rows(lse_v, valid, n)
         if reduction == "none":
@@ -327,22 +347,21 @@ class _LinearCE(torch.autograd.Function):
         ctx.has_bias = b is not None
         ctx.mark_non_differentiable(lse)
         if precompute:
-            assert dh is not None and dw is not None
-            ctx.save_for_backward(_scatter_rows(dh, valid, n).to(h.dtype), dw.to(w.dtype),
-                                  db.to(w.dtype) if db is not None else None)
+            ctx.save_for_backward(None if dh is None else _scatter_rows(dh, valid, n).to(h.dtype),
+                                  None if dw is None else dw.to(w.dtype),
+                                  None if db is None else db.to(w.dtype))
         elif need:
             ctx.save_for_backward(h, w, b, y, mask)
         return out, lse
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor, _grad_lse: Tensor | None) -> tuple[Tensor | None, ...]:
-        nones = (None, None, None, None)
+        nones = (None, None, None, None, None)
         if ctx.precompute:
             dh, dw, db = ctx.saved_tensors
             if not bool(grad_out == 1):
-                dh = (dh.to(grad_out.dtype) * grad_out).to(dh.dtype)
-                dw = (dw.to(grad_out.dtype) * grad_out).to(dw.dtype)
-                db = (db.to(grad_out.dtype) * grad_out).to(db.dtype) if db is not None else None
+                dh, dw, db = (None if x is None else (x.to(grad_out.dtype) * grad_out).to(x.dtype)
+                              for x in (dh, dw, db))
             return dh, dw, db, *nones
         h, w, b, y, mask = ctx.saved_tensors
         acc = _acc_dtype(h.dtype)
@@ -350,10 +369,11 @@ class _LinearCE(torch.autograd.Function):
         hv, yv = h[mask], y[mask]
         wa = w.to(acc)
         ba = b.to(acc) if b is not None else None
-        _, _, dh, dw, db = _ce_pass(hv, wa, ba, yv, ctx.cfg, g)
-        assert dh is not None and dw is not None
-        dh_full = _scatter_rows(dh, mask, h.shape[0]).to(h.dtype)
-        return dh_full, dw.to(w.dtype), db.to(w.dtype) if db is not None else None, *nones
+        _, _, dh, dw, db = _ce_pass(hv, wa, ba, yv, ctx.cfg, g, bool(ctx.needs_input_grad[0]),
+                                    bool(ctx.needs_input_grad[1]), w if w.dtype == torch.bfloat16 else None)
+        dh_full = None if dh is None else _scatter_rows(dh, mask, h.shape[0]).to(h.dtype)
+        return (dh_full, None if dw is None else dw.to(w.dtype), None if db is None else db.to(w.dtype),
+                *nones)
 
 
 def linear_cross_entropy(
@@ -438,7 +458,8 @@ def linear_cross_entropy(
     cfg = _CEConfig(float(label_smoothing), float(z_loss), None if softcap is None else float(softcap),
                     filter_eps, chunk_size)
     h2 = hidden.reshape(-1, hidden.shape[-1])
-    out, lse = _LinearCE.apply(h2, weight, bias, target.reshape(-1), cfg, ignore_index, reduction)
+    out, lse = _LinearCE.apply(h2, weight, bias, target.reshape(-1), cfg, ignore_index, reduction,
+                               torch.is_grad_enabled())
     if reduction == "none":
         out = out.view(lead)
     return (out, lse.view(lead)) if return_lse else out
@@ -645,11 +666,11 @@ def _divergence_chunk(ls: Tensor, lt: Tensor, ps: Tensor, pt: Tensor, kind: str,
 class _LinearDistill(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, hs: Tensor, ws: Tensor, ht: Tensor, wt: Tensor, kind: str, beta: float,
-                temperature: float, chunk_size: int | None, reduction: str) -> Tensor:
+                temperature: float, chunk_size: int | None, reduction: str, grad_mode: bool) -> Tensor:
         n, d_model = hs.shape
         v = ws.shape[0]
         acc = _acc_dtype(hs.dtype)
-        want = any(ctx.needs_input_grad[:2])
+        want = grad_mode and any(ctx.needs_input_grad[:2])
         wsa, wta = ws.to(acc), wt.to(acc)
         rows = max(1, min(max(n, 1), _rows_per_chunk(v, chunk_size, 4)))
         bufs = [torch.empty(rows, v, dtype=acc, device=hs.device) for _ in range(4)]
@@ -681,7 +702,7 @@ class _LinearDistill(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        rest = (None,) * 7
+        rest = (None,) * 8
         if not ctx.want:
             return None, None, *rest
         dh, dw = ctx.saved_tensors
@@ -762,4 +783,5 @@ def linear_distill(
         if not bool(keep.all()):
             hs, ht = hs[keep], ht[keep]
     return _LinearDistill.apply(hs, student_weight, ht.detach(), teacher_weight.detach(), kind,
-                                float(beta), float(temperature), chunk_size, reduction)
+                                float(beta), float(temperature), chunk_size, reduction,
+                                torch.is_grad_enabled())
