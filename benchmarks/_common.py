@@ -92,7 +92,10 @@ def record(name: str, title: str, command: str, body: str) -> None:
     )
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
     pattern = re.compile(rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->", re.S)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section, text)
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
     tmp = RESULTS.with_suffix(".tmp")
     tmp.write_text(text)
     os.replace(tmp, RESULTS)

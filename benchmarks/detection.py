@@ -148,7 +148,14 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     model, second = load_model(args.model), load_model(args.second)
-    trained = all((BUNDLED_DIR / m / "training.json").exists() for m in (args.model, args.second))
+    cards = []
+    for name in (args.model, args.second):
+        dirs = (Path(name), BUNDLED_DIR / name)
+        card = next((d / "training.json" for d in dirs if (d / "training.json").exists()), None)
+        info = json.loads(card.read_text()) if card else {}
+        bpb = next((v for k, v in info.items() if k.startswith("heldout_bits_per_byte")), None)
+        cards.append(f"{name}: " + (f"held-out {bpb} bits/byte, {info.get('steps')} steps" if card else
+                                    "no training.json (placeholder or copied weights)"))
     train_docs, held_docs = documents()
     eval_docs, freq_docs = held_docs[0::2], held_docs[1::2]
     members = chunks(train_docs, args.bytes, args.n, rng)
@@ -248,7 +255,7 @@ def main() -> None:
     ]
     body = "\n".join([
         f"Models: `{model.identity}` (scoring / performer / generator), `{second.identity}` (reference / "
-        f"observer){'' if trained else ' -- **untrained placeholder weights**'}. {args.n} + {args.n} texts "
+        f"observer); {'; '.join(cards)}. {args.n} + {args.n} texts "
         f"of {args.bytes} bytes per task; seed {args.seed}. With {args.n} negatives, TPR@0.1%FPR is the TPR "
         "at zero false positives. Higher score = member / machine for every method.",
         "",

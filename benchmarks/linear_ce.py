@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -138,12 +139,20 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     rows: list[list[object]] = []
     summary: list[list[object]] = []
-    for n, d, v in grid:
-        for dtype in dtypes:
-            print(f"(N, D, V) = ({n}, {d}, {v}) {dtype}", flush=True)
-            r, s = run_point(n, d, v, dtype, args.repeat)
-            rows.extend(r)
-            summary.append(s)
+    todo = [(n, d, v, dtype) for n, d, v in grid for dtype in dtypes]
+    for i, (n, d, v, dtype) in enumerate(todo):
+        print(f"(N, D, V) = ({n}, {d}, {v}) {dtype}", flush=True)
+        r, s = run_point(n, d, v, dtype, args.repeat)
+        rows.extend(r)
+        summary.append(s)
+        # record after every point, so an interrupted full-grid run still leaves its figures
+        report(rows, summary, args, partial=i + 1 < len(todo))
+    print(f"total {time.time() - start:.0f} s")
+    return 0
+
+
+def report(rows: list[list[object]], summary: list[list[object]], args: argparse.Namespace,
+           partial: bool) -> None:
     header = ["(N, D, V)", "dtype", "method", "time s", "time / ours", "peak extra MB",
               "3-matmul bound s (fp32 rate)", "time / bound", "|loss - ours|"]
     table = markdown_table(header, rows)
@@ -151,18 +160,23 @@ def main(argv: list[str] | None = None) -> int:
                             "ours / bound (goal <= 1.15)", "ours peak MB", "torch chunked peak MB"],
                            summary)
     table = goals + "\n\nAll methods:\n\n" + table
-    print(table)
-    print(f"total {time.time() - start:.0f} s")
-    if not args.no_record:
-        cmd = "python benchmarks/linear_ce.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
-        note = ("Forward + backward of the mean loss over N tokens (5% ignored). `time / ours` > 1 means "
-                "ours is faster. The bound is 6 N D V FLOP at the fp32 matmul rate measured on a "
-                "(1024, D) x (D, V) product at the start of each point.")
-        if _cce is None:
-            note += " cut_cross_entropy was not importable, so its anchor is absent."
-        record("linear_ce", "Fused linear cross-entropy (ops.linear_cross_entropy)", cmd,
-               note + "\n\n" + table)
-    return 0
+    if not partial:
+        print(table)
+    if args.no_record:
+        return
+    cmd = "python benchmarks/linear_ce.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
+    note = ("Forward + backward of the mean loss over N tokens (5% ignored). `time / ours` > 1 means "
+            "ours is faster. The bound is 6 N D V FLOP at the fp32 matmul rate measured on a "
+            "(1024, D) x (D, V) product at the start of each point.")
+    if _cce is None:
+        note += " cut_cross_entropy was not importable, so its anchor is absent."
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    if load > 1.5 * (os.cpu_count() or 1) / 2:
+        note += (f" WARNING: the machine was shared while this ran (1-min load average {load:.1f} on "
+                 f"{os.cpu_count()} cores), so absolute times are inflated and ratios are noisy.")
+    if partial:
+        note += " PARTIAL: the run was still in progress (or was interrupted) when this was written."
+    record("linear_ce", "Fused linear cross-entropy (ops.linear_cross_entropy)", cmd, note + "\n\n" + table)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,13 @@ overlap), run on the same bundled ByteGPT with per-token NLL kept so both give p
 Ours: ``score(text, model, stride=C/2)`` (batched windows, statistics only at scored positions, plus
 entropy, varentropy, rank and window entropy). Both run in this one process on the same text:
 the first ``--kb`` KB of data/corpus/heldout.bin. Memory: peak extra resident memory of ``score``
-on that text and on ``--big-mb`` MB (held-out text repeated); the per-token result arrays grow with
-the text by design, so the table also shows the working memory (peak minus the result's arrays).
+on ``--mem-kb`` KB and ``--big-mb`` MB of held-out text (repeated when longer), optionally with
+another model / stride (``--memory-model``, ``--memory-stride``) to keep the run short; the
+per-token result arrays grow with the text by design, so the table also shows the working memory
+(peak minus the result's arrays).
 
-Run:  python benchmarks/scoring.py [--kb 200] [--big-mb 2] [--model bytegpt-6l] [--no-record]
+Run:  python benchmarks/scoring.py [--kb 200] [--mem-kb 200] [--big-mb 2] [--model bytegpt-6l]
+                                   [--memory-model bytegpt-small] [--memory-stride 511] [--no-record]
 """
 
 from __future__ import annotations
@@ -79,6 +82,11 @@ def main() -> None:
         "--big-mb", type=float, default=2.0, help="large text for the memory check (MB; 0 = skip)"
     )
     ap.add_argument("--model", default=None, help="model (default: bundled bytegpt-6l)")
+    ap.add_argument("--mem-kb", type=int, default=200, help="small text for the memory check (KB)")
+    ap.add_argument("--memory-model", default=None, help="model for the memory check (default: --model)")
+    ap.add_argument(
+        "--memory-stride", type=int, default=None, help="stride for the memory check (default C/2)"
+    )
     ap.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
     args = ap.parse_args()
 
@@ -98,7 +106,7 @@ def main() -> None:
     base = strided_baseline(lm, text, stride)
     t_base = time.perf_counter() - t
     t = time.perf_counter()
-    ours, peak_small = peak_extra_mb(lambda: score(text, lm, stride=stride, progress=False))
+    ours = score(text, lm, stride=stride, progress=False)
     t_ours = time.perf_counter() - t
     diff = float(np.max(np.abs(ours.surprisal_bits.astype(np.float64) - base)))
     bpb_base = float(base.sum()) / n
@@ -125,35 +133,19 @@ def main() -> None:
         rows,
     )
 
-    res = result_mb(ours)
-    mem_rows = [
-        [
-            f"first {args.kb} KB",
-            n,
-            f"{n / t_ours:,.0f}",
-            f"{peak_small:.1f}",
-            f"{res:.1f}",
-            f"{peak_small - res:.1f}",
-        ]
-    ]
     del ours
-    if args.big_mb > 0:
-        big_n = int(args.big_mb * 1_000_000)
-        big = (heldout * (big_n // len(heldout) + 1))[:big_n]
+    mlm = load_model(args.memory_model) if args.memory_model else lm
+    mstride = args.memory_stride or mlm.max_context // 2
+    mem_rows = []
+    sizes = [args.mem_kb * 1000] + ([int(args.big_mb * 1_000_000)] if args.big_mb > 0 else [])
+    for size in sizes:
+        data = (heldout * (size // len(heldout) + 1))[:size]
         t = time.perf_counter()
-        r, peak = peak_extra_mb(lambda: score(big, lm, stride=stride, progress=False))
+        r, peak = peak_extra_mb(lambda d=data: score(d, mlm, stride=mstride, progress=False))  # type: ignore[misc]
         dt = time.perf_counter() - t
         res = result_mb(r)
-        mem_rows.append(
-            [
-                f"{args.big_mb:g} MB (held-out repeated)",
-                big_n,
-                f"{big_n / dt:,.0f}",
-                f"{peak:.1f}",
-                f"{res:.1f}",
-                f"{peak - res:.1f}",
-            ]
-        )
+        label = f"{size / 1e6:g} MB" + (" (held-out repeated)" if size > len(heldout) else " of held-out")
+        mem_rows.append([label, size, f"{size / dt:,.0f}", f"{peak:.1f}", f"{res:.1f}", f"{peak - res:.1f}"])
         del r
     for row in mem_rows:
         print(f"{row[0]}: peak extra {row[3]} MB, result arrays {row[4]} MB, working {row[5]} MB", flush=True)
@@ -167,8 +159,8 @@ def main() -> None:
         "Both compute the same windows "
         f"(every token scored once with >= {ctx - stride} tokens of history); ours also computes entropy, "
         f"varentropy, rank and window entropy.\n\n{speed}\n\n"
-        f"Memory (`score` only; the per-token result arrays grow with the text by design, the working "
-        f"memory should not):\n\n{memory}\n"
+        f"Memory of `score` with `{mlm.identity}`, stride {mstride} (the per-token result arrays grow "
+        f"with the text by design, the working memory should not):\n\n{memory}\n"
     )
     body += other_load()
     print(body)

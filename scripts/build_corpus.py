@@ -60,7 +60,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for part in ("train", "heldout"):
         (args.out / f"{part}.bin").write_bytes(b"".join(blobs[part]))
-    by_hash = sorted(zip(split["train"], blobs["train"]), key=lambda d: hashlib.sha256(d[0][0].encode()).digest())
+    by_hash = sorted(
+        zip(split["train"], blobs["train"]), key=lambda d: hashlib.sha256(d[0][0].encode()).digest()
+    )
     sample, size = [], 0
     for (_, n), data in by_hash:
         if size + n > 512 * 1024:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from entropykit.lm.models.bytegpt import BOS, ByteGPT, ByteGPTConfig  # noqa: E402
+from entropykit.lm.models.bytegpt import BOS, ByteGPT, ByteGPTConfig
 
 
 def batch(data: np.ndarray, t: int, b: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,7 +95,8 @@ def main() -> None:
         frac = (time.time() - t0) / budget
         if frac >= 1.0:
             break
-        lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        cosine = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
+        lr = args.lr * min(1.0, (step + 1) / args.warmup) * cosine
         for group in opt.param_groups:
             group["lr"] = lr
         x, y = batch(train, args.block_size, args.batch_size, g)
@@ -109,7 +110,8 @@ def main() -> None:
         step += 1
         tokens += x.numel()
         if step % 50 == 0:
-            msg = f"step {step} t={time.time() - t0:.0f}s lr={lr:.2e} loss={loss.item() / math.log(2):.3f} bits"
+            bits = loss.item() / math.log(2)
+            msg = f"step {step} t={time.time() - t0:.0f}s lr={lr:.2e} loss={bits:.3f} bits"
             if step % 500 == 0:
                 msg += f" heldout~{heldout_bits_per_byte(model, heldout, 65536):.3f}"
             print(msg, flush=True)

@@ -69,7 +69,9 @@ def test_generate_reprimes_past_the_context(small: LanguageModel) -> None:
         if cached_len > 512:
             start = n - (keep - 1)
         logits = naive_logits(small, seq[:, :n], start)
-        assert int(logits.argmax(-1)) == int(seq[0, n]), f"step {t}"
+        top2 = torch.topk(logits[0], 2).values
+        if float(top2[0] - top2[1]) > 1e-3:  # a near-tie may flip between cached and uncached sums
+            assert int(logits.argmax(-1)) == int(seq[0, n]), f"step {t}"
         assert math.isclose(
             float(out.stats.entropy_bits[0, t]), float(measures.entropy(logits, base=2)), abs_tol=1e-3
         )

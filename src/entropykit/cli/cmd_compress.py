@@ -54,7 +54,7 @@ def register(subparsers: Any) -> None:
     _common(c, f"output file (default: FILE{SUFFIX}; '-' for standard output)")
     c.add_argument("--model", default=None, help="model name or path (default: the bundled bytegpt-6l)")
     c.add_argument("--chunk-size", type=int, default=None, metavar="BYTES",
-                   help="bytes per independently decodable chunk (default: 16384)")
+                   help="bytes per independently decodable chunk (default: 8192)")
     c.add_argument("--group", type=int, default=None, metavar="N",
                    help="chunks coded together in one batch (default: up to 32)")
     c.add_argument("--window", type=int, default=None, metavar="TOKENS",

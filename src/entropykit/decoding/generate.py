@@ -26,7 +26,6 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from entropykit import measures
 from entropykit.decoding.processors import Chain
 from entropykit.lm.adapters import LanguageModel
 
@@ -298,12 +297,19 @@ def _stop_ids(stop: Any) -> list[int]:
 
 
 def step_statistics(logits: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Entropy (bits), varentropy (bits²) and surprisal of ``tokens`` (bits) of raw logits (B, V)."""
-    return (
-        measures.entropy(logits, base=2),
-        measures.varentropy(logits, base=2),
-        measures.surprisal(logits, tokens, base=2),
-    )
+    """Entropy (bits), varentropy (bits²) and surprisal of ``tokens`` (bits) of raw logits (B, V).
+
+    The definitions of ``entropykit.measures`` (tests compare against it), from one log-softmax
+    because this runs at every generation step.
+    """
+    lp = torch.log_softmax(logits.float(), dim=-1)
+    p = lp.exp()
+    plp = torch.where(p > 0, p * lp, 0.0)
+    h = -plp.sum(-1, keepdim=True)
+    d = torch.where(p > 0, lp + h, 0.0)
+    v = (p * d * d).sum(-1)
+    s = -lp.gather(-1, tokens[:, None]).squeeze(-1)
+    return h.squeeze(-1) / LN2, v / (LN2 * LN2), s / LN2
 
 
 def generate(

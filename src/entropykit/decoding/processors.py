@@ -15,6 +15,11 @@ differences from the references, each tested: ``typical`` keeps every token tied
 ``min_tokens_to_keep`` boundary; ``top_h`` treats ``0 log 0 = 0`` (transformers turns it into NaN
 and drops such tokens) and has ``min_tokens_to_keep``.
 
+Speed (CPU): removals are applied arithmetically rather than through a boolean mask (see
+``_drop_below``), top-p sorts with NumPy's SIMD sort (same values, so the same arithmetic), top-k
+and top-H select their top values from a sampled threshold instead of ``torch.topk``, and typical
+avoids the sort altogether; ``benchmarks/decoding.py`` has the figures.
+
 Rows are independent: every threshold is computed per row. Half-precision scores are upcast to
 float32 for the decision and returned in their own dtype. NaN scores are not checked here (hot
 path); :func:`entropykit.decoding.generate` rejects them.
@@ -118,6 +123,18 @@ def _drop_below(value: Tensor, bound: Tensor | float, scores: Tensor) -> Tensor:
     ``value - bound`` is exact, ``min(d, 0) * inf`` is ``-inf`` below the bound and NaN (0 * inf) at
     or above it, and NaN -> 0. Adding 0 leaves a score unchanged (``-0.0`` becomes ``+0.0``).
     """
+    if (
+        value is scores
+        and isinstance(bound, Tensor)
+        and value.dtype in (torch.float32, torch.float64)
+        and (value.device.type == "cpu" and value.shape[0] <= 64)
+    ):
+        # Fewest passes: copy, then per row keep x > nextafter(bound, -inf), i.e. x >= bound.
+        lows = torch.nextafter(bound.to(value.dtype), torch.tensor(NEG_INF, dtype=value.dtype)).flatten()
+        out = value.clone()
+        for r, low in enumerate(lows.expand(value.shape[0]).tolist()):
+            torch.nn.functional.threshold(out[r], low, NEG_INF, inplace=True)
+        return out
     bias = (value - bound).clamp_(max=0.0).mul_(math.inf).nan_to_num_(nan=0.0, neginf=NEG_INF)
     if bias.dtype == scores.dtype and bias.shape == scores.shape:
         return bias.add_(scores)  # one temporary: x + b == b + x exactly
@@ -381,18 +398,21 @@ def top_h(scores: Tensor, alpha: float, *, top_n: int = 100, min_tokens_to_keep:
     ln = top_logits - top_logits.logsumexp(dim=-1, keepdim=True)
     q = torch.softmax(ln, dim=-1)
     h = -(ln.clamp(min=torch.finfo(ln.dtype).min) * q).sum(-1, keepdim=True)
-    terms = torch.where(q > 0, -q * torch.log(q), torch.zeros_like(q))
+    terms = torch.where(q > 0, -q * torch.log(q), 0.0)  # transformers' arithmetic, with 0 log 0 = 0
     keep = torch.cumsum(terms, dim=-1) <= h * alpha
     keep[:, : min(keep_min, n)] = True
     # The kept tokens are a prefix of the top-n order, so one threshold per row selects them, unless
     # a tie straddles the cut (then the topk order decides, as in transformers).
     count = keep.sum(-1, keepdim=True)  # terms >= 0, so the running sum is monotone: keep is a prefix
-    thr = top_logits.gather(-1, count - 1)
-    nxt = top_logits.gather(-1, count.clamp(max=n - 1))
-    tie = (count < n) & (nxt == thr)
-    if count.eq(n).any() and n < x.shape[-1]:
-        tie |= count.eq(n) & ((x == thr).sum(-1, keepdim=True) > (top_logits == thr).sum(-1, keepdim=True))
-    if bool(tie.any()):  # the topk order decides which tied tokens stay, as in transformers
+    pair = top_logits.gather(-1, torch.cat([count - 1, count.clamp(max=n - 1)], dim=-1))
+    thr = pair[:, :1]
+    tie = (count < n) & (pair[:, 1:] == thr)
+    full = count == n
+    any_tie, any_full = torch.stack([tie.any(), full.any()]).tolist()
+    if any_full and n < x.shape[-1]:  # tokens outside the top n may equal the last kept value
+        tie |= full & ((x == thr).sum(-1, keepdim=True) > (top_logits == thr).sum(-1, keepdim=True))
+        any_tie = bool(tie.any())
+    if any_tie:  # the topk order decides which tied tokens stay, as in transformers
         top_idx = torch.topk(x, n, dim=-1, largest=True, sorted=True).indices
         ranks = torch.arange(n).expand_as(top_idx)
         remove = torch.ones(x.shape, dtype=torch.bool).scatter_(1, top_idx, ranks >= count)

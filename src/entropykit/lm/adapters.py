@@ -75,7 +75,8 @@ class LanguageModel(ABC):
         return f"{self.name}@{h.hexdigest()[:16]}"
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name!r}, max_context={self.max_context}, vocab={self.vocab_size})"
+        kind = type(self).__name__
+        return f"{kind}({self.name!r}, max_context={self.max_context}, vocab={self.vocab_size})"
 
 
 class ByteModel(LanguageModel):

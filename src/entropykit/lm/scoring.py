@@ -254,12 +254,13 @@ def _resolve_model(model: LanguageModel | str | Path | None) -> LanguageModel:
 
 
 def _encode(model: LanguageModel, data: str | bytes) -> tuple[np.ndarray, np.ndarray, bytes, bool]:
-    """Token ids (int64), byte spans (n, 2), the bytes the spans index, and the lossy flag."""
+    """Token ids, byte spans (n, 2) int64, the bytes the spans index, and the lossy flag."""
     if type(model).encode is ByteModel.encode:  # tokens are the bytes themselves: vectorised, no lists
         raw = data.encode("utf-8") if isinstance(data, str) else data
-        ids = np.frombuffer(raw, dtype=np.uint8).astype(np.int64)
-        starts = np.arange(len(raw), dtype=np.int64)
-        return ids, np.stack([starts, starts + 1], axis=1), raw, False
+        offsets = np.empty((len(raw), 2), np.int64)
+        offsets[:, 0] = np.arange(len(raw))
+        offsets[:, 1] = offsets[:, 0] + 1
+        return np.frombuffer(raw, dtype=np.uint8), offsets, raw, False
     enc = model.encode(data)
     if isinstance(data, str):
         raw = data.encode("utf-8")
@@ -279,6 +280,17 @@ def _windows(m: int, context: int, stride: int) -> Iterator[tuple[int, int, int]
         if end == m:
             return
         prev_end, begin = end, begin + stride
+
+
+def _window_mean(x: np.ndarray, window: int, block: int = 1 << 16) -> np.ndarray:
+    """``measures.rolling_mean`` over float32 ``x`` in blocks (float64 inside): flat memory, same values."""
+    out = np.empty(len(x), np.float32)
+    for a in range(0, len(x), block):
+        lo = max(0, a - window + 1)  # the block's first window reaches back window - 1 tokens
+        b = min(a + block, len(x))
+        mean = measures.rolling_mean(torch.from_numpy(x[lo:b].astype(np.float64)), window)
+        out[a:b] = mean[a - lo :].numpy()
+    return out
 
 
 def _n_windows(m: int, context: int, stride: int) -> int:
@@ -356,13 +368,18 @@ def score(
         raise ValueError(f"hwe_threshold: expected a finite number of bits, got {hwe_threshold!r}")
 
     ids, offsets, raw, lossy = _encode(lm, text)
-    prefix = np.asarray(lm.prefix_ids, dtype=np.int64)
-    p = len(prefix)
-    seq = torch.from_numpy(np.concatenate([prefix, ids]))
-    m = len(seq)
+    p = len(lm.prefix_ids)
+    m = p + len(ids)
+    # The sequence as int32, shared with the result's token_ids (a view): scoring keeps no per-token
+    # buffers besides the result arrays. Batches are widened to int64 for the model.
+    seq_np = np.empty(m, np.int32)
+    seq_np[:p] = lm.prefix_ids
+    seq_np[p:] = ids
+    del ids
+    seq = torch.from_numpy(seq_np)
     first = max(p, 1)  # without a BOS token the first token has nothing to condition on
     n = m - first
-    if len(ids) == 0:
+    if m == p:
         raise ValueError(f"text: the tokenizer of model {lm.name!r} produced no tokens for this input")
     if n <= 0:
         raise ValueError(f"text: a single token and model {lm.name!r} has no BOS token, nothing to score")
@@ -385,7 +402,7 @@ def score(
 
     def consume(z: torch.Tensor, t0: int, t1: int) -> None:
         """Statistics of targets seq[t0:t1] from their logit rows z (t1 - t0, V), into the outputs."""
-        target = seq[t0:t1].view(z.shape[:-1])
+        target = seq[t0:t1].long().view(z.shape[:-1])
         st = measures.token_stats(z, target, base=2)  # one fused pass: entropy, varentropy, surprisal
         assert st.surprisal is not None
         sl = slice(t0 - first, t1 - first)
@@ -406,12 +423,12 @@ def score(
             (b, e, _), past = batch[0], None
             for c0 in range(b, e, rows_budget):
                 c1 = min(c0 + rows_budget, e)
-                logits, past = lm.forward(seq[c0:c1][None], past)
+                logits, past = lm.forward(seq[c0:c1].long()[None], past)
                 a, z1 = max(t0 - 1, c0), min(t1 - 1, c1)  # logit rows this chunk contributes
                 if a < z1:
                     consume(logits[0, a - c0 : z1 - c0], a + 1, z1 + 1)
             return t1 - t0
-        logits, _ = lm.forward(torch.stack([seq[b:e] for b, e, _ in batch]))
+        logits, _ = lm.forward(torch.stack([seq[b:e] for b, e, _ in batch]).long())
         spans = [(max(lo, first) - 1 - b, e - 1 - b) for b, e, lo in batch]
         if len(set(spans)) == 1:  # same rows in every window (all but the first): a view, no copy
             consume(logits[:, spans[0][0] : spans[0][1]], t0, t1)
@@ -443,8 +460,7 @@ def score(
             batch.append((b, e, lo))
         bar.update(run(batch))
 
-    ent = torch.from_numpy(out_h.astype(np.float64))  # float64: long cumulative sums stay exact
-    w_ent = measures.rolling_mean(ent, window).numpy().astype(np.float32)
+    w_ent = _window_mean(out_h, window)
     top_tokens = None
     if out_ki is not None:
         cache: dict[int, str] = {}
@@ -454,13 +470,13 @@ def score(
     return ScoreResult(
         text=raw,
         model=lm.identity,
-        token_ids=ids[first - p :].astype(np.int32),
+        token_ids=seq_np[first:],
         offsets=offsets[first - p :],
         surprisal_bits=out_s,
         entropy_bits=out_h,
         varentropy_bits2=out_v,
         rank=out_r,
-        probability=np.exp2(-out_s.astype(np.float64)).astype(np.float32),
+        probability=np.exp2(-out_s),
         window_entropy_bits=w_ent,
         high_window_entropy=w_ent > hwe_threshold,
         window=window,
