@@ -205,7 +205,11 @@ def _folder(path: str, what: str) -> tuple[list[str], list[bytes]]:
 
 
 def _roc_png(curves: tuple[Any, Any], auc: float, title: str) -> bytes:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        msg = "the ROC plot needs matplotlib: pip install 'entropykit[plot]' (or pass --no-roc)"
+        raise ValueError(msg) from exc
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
