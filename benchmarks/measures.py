@@ -18,6 +18,7 @@ Usage: ``python benchmarks/measures.py`` (N=4096, V=131072, 2 GiB of logits; abo
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -160,6 +161,9 @@ def main() -> None:
     ]
     if busy:
         notes.append("NOTE: a model-training job shared the CPU during this run; times are skewed.")
+    load = os.getloadavg()[0]
+    if load > (os.cpu_count() or 1):
+        notes.append(f"NOTE: load average {load:.1f} on {os.cpu_count()} CPUs: other jobs shared the CPU.")
     if args.note:
         notes.append(args.note)
     cmd = "python benchmarks/measures.py" + "".join(f" {a}" for a in sys.argv[1:])

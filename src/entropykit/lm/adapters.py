@@ -117,9 +117,10 @@ class HFModel(LanguageModel):
         self.tokenizer = tokenizer
         self.name = name
         cfg = model.config
-        ctx = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+        ctx: Any = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
         self.max_context = int(ctx or getattr(tokenizer, "model_max_length", 1024))
-        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        head: Any = model.get_output_embeddings()
+        self.vocab_size = int(head.weight.shape[0])
         start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         self.prefix_ids = [] if start is None else [int(start)]
 

@@ -57,14 +57,14 @@ class SelfAttention(nn.Module):
         if past is not None:
             k = torch.cat([past[0], k], dim=2)
             v = torch.cat([past[1], v], dim=2)
-        if past is None or t > 1:
+        if past is None:
+            dropout = self.dropout if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        elif t > 1:
             # Causal mask aligned to the end: query i sees keys up to (prefix length + i).
             s = k.shape[2]
             mask = torch.ones(t, s, dtype=torch.bool, device=x.device).tril(diagonal=s - t)
-            y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=None if past is None else mask,
-                is_causal=past is None, dropout_p=self.dropout if self.training else 0.0,
-            )
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:  # one new query attends to every cached key
             y = F.scaled_dot_product_attention(q, k, v)
         y = y.transpose(1, 2).contiguous().view(b, t, c)
