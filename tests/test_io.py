@@ -36,7 +36,7 @@ def test_atomic_write_onto_a_directory_fails_cleanly(tmp_path: Path) -> None:
 
 
 def test_read_input_errors_name_the_path(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="missing.txt"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.txt"):
         read_input(str(tmp_path / "missing.txt"))
     with pytest.raises(IsADirectoryError, match="is a directory"):
         read_input(str(tmp_path))

@@ -8,7 +8,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from entropykit.lm.adapters import ByteModel, Encoding, HFModel, LanguageModel, bundled_models, load_model
+from entropykit.lm.adapters import (
+    ByteModel,
+    Encoding,
+    HFModel,
+    LanguageModel,
+    bundled_models,
+    load_model,
+    resolve_model,
+)
 
 # public name -> module that defines it (imported lazily)
 _LAZY = {
@@ -18,11 +26,14 @@ _LAZY = {
     "decompress": "entropykit.lm.compression",
     "compress_stream": "entropykit.lm.compression",
     "decompress_stream": "entropykit.lm.compression",
+    "ContainerError": "entropykit.lm.compression",
     "detect": "entropykit.lm.detect",
+    "score_texts": "entropykit.lm.detect",
 }
 
 __all__ = [
-    "ByteModel", "Encoding", "HFModel", "LanguageModel", "bundled_models", "load_model", *_LAZY,
+    "ByteModel", "Encoding", "HFModel", "LanguageModel", "bundled_models", "load_model", "resolve_model",
+    *_LAZY,
 ]
 
 

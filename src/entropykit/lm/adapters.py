@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -119,7 +119,7 @@ class HFModel(LanguageModel):
         cfg = model.config
         ctx: Any = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
         self.max_context = int(ctx or getattr(tokenizer, "model_max_length", 1024))
-        head: Any = model.get_output_embeddings()
+        head: Any = cast(Any, model).get_output_embeddings()
         self.vocab_size = int(head.weight.shape[0])
         start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         self.prefix_ids = [] if start is None else [int(start)]
@@ -178,6 +178,19 @@ def load_model(name_or_path: str | Path | None = None) -> LanguageModel:
     if name_or_path is None:
         raise ValueError(f"model: the bundled default {DEFAULT_MODEL!r} is missing from {BUNDLED_DIR}")
     return _load_hf(name)
+
+
+def resolve_model(model: LanguageModel | str | Path | None, what: str = "model") -> LanguageModel:
+    """``model`` itself when it is a ``LanguageModel``; else ``load_model(model)`` (None = default).
+
+    ``what`` names the argument in the ``TypeError`` raised for anything else.
+    """
+    if isinstance(model, LanguageModel):
+        return model
+    if model is None or isinstance(model, (str, Path)):
+        return load_model(model)
+    got = type(model).__name__
+    raise TypeError(f"{what}: expected a LanguageModel, a model name or path, or None; got {got}")
 
 
 def _is_bytegpt_dir(path: Path) -> bool:

@@ -65,7 +65,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from entropykit.lm.adapters import ByteModel, LanguageModel, load_model
+from entropykit.lm.adapters import ByteModel, LanguageModel, load_model, resolve_model
 from entropykit.lm.models.bytegpt import ByteGPT
 
 __all__ = ["ContainerError", "compress", "compress_stream", "decompress", "decompress_stream"]
@@ -321,14 +321,6 @@ def _cut(buf: bytes, start: int, size: int) -> int:
 # --- container I/O -----------------------------------------------------------------------------------
 
 
-def _resolve(model: LanguageModel | str | None) -> LanguageModel:
-    if model is None or isinstance(model, str):
-        return load_model(model)
-    if not isinstance(model, LanguageModel):
-        raise TypeError(f"model: expected a LanguageModel, a model name or None, got {type(model).__name__}")
-    return model
-
-
 def _params(
     model: LanguageModel, chunk_size: int, group: int, window: int | None, prime: int | None
 ) -> _Params:
@@ -411,7 +403,7 @@ def _check_model(model: LanguageModel | str | None, identity: str, params: _Para
                 f"this file was compressed with model {identity!r}, which could not be loaded ({exc}); "
                 "pass the model (--model NAME_OR_PATH)"
             ) from exc
-    lm = _resolve(model)
+    lm = resolve_model(model)
     if lm.identity != identity:
         raise ContainerError(
             f"wrong model: this file was compressed with {identity!r} but the model given is "
@@ -586,7 +578,7 @@ def compress_stream(
         >>> n == len(out.getvalue()), decompress(out.getvalue())
         (True, b'abc')
     """
-    lm = _resolve(model)
+    lm = resolve_model(model)
     n_workers = _workers(workers)
     if group is None:  # enough groups to keep every worker busy, each a batch of up to 32 chunks
         remaining = _remaining(src)

@@ -40,7 +40,7 @@ from typing import Any, Literal
 import numpy as np
 
 from entropykit.lm import detect_scores as _s
-from entropykit.lm.adapters import LanguageModel, load_model
+from entropykit.lm.adapters import LanguageModel, resolve_model
 from entropykit.lm.detect_eval import DEFAULT_FPRS, calibrate, evaluate, roc_curve
 from entropykit.lm.detect_generate import generate_passages
 from entropykit.lm.detect_scores import FrequencyTable, entropy_gap_pvalue
@@ -157,16 +157,6 @@ def _params(method: Method, params: dict[str, Any], vocab_size: int | None) -> d
     return out
 
 
-def _model(model: LanguageModel | str | Path | None, what: str) -> LanguageModel:
-    if isinstance(model, LanguageModel):
-        return model
-    if model is None or isinstance(model, (str, Path)):
-        return load_model(model)
-    raise TypeError(
-        f"{what}: expected a LanguageModel, a model name/path or None, got {type(model).__name__}"
-    )
-
-
 def _texts(texts: Sequence[str | bytes]) -> list[str | bytes]:
     if isinstance(texts, (str, bytes)):
         raise TypeError(f"texts: expected a sequence of str/bytes, got a single {type(texts).__name__}")
@@ -211,12 +201,12 @@ def score_texts(
     """
     m = _method(method)
     items = _texts(texts)
-    lm = _model(model, "model")
+    lm = resolve_model(model, "model")
     if m.reference == "none" and reference is not None:
         raise TypeError(f"{method}: takes no reference model")
     if m.reference == "required" and reference is None:
         raise ValueError(f"{method}: needs a reference model (reference=...)")
-    ref = None if reference is None else _model(reference, "reference")
+    ref = None if reference is None else resolve_model(reference, "reference")
     kw = _params(m, params, lm.vocab_size)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -242,8 +232,8 @@ def entropy_gap_test(
     the model, i.e. human). ``score_texts(..., "entropy_gap")`` is -|gap|.
     """
     items = _texts(texts)
-    lm = _model(model, "model")
-    ref = None if reference is None else _model(reference, "reference")
+    lm = resolve_model(model, "model")
+    ref = None if reference is None else resolve_model(reference, "reference")
     if not items:
         return np.zeros(0), np.zeros(0)
     stats = token_statistics(items, lm, ref, batch_size=batch_size, progress=progress)

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from entropykit import measures
-from entropykit.lm.adapters import ByteModel, LanguageModel, load_model
+from entropykit.lm.adapters import ByteModel, LanguageModel, resolve_model
 
 __all__ = ["ScoreResult", "default_hwe_threshold", "score"]
 
@@ -243,16 +243,6 @@ class ScoreResult:
 
 
 # --- the scoring engine -----------------------------------------------------------------------
-def _resolve_model(model: LanguageModel | str | Path | None) -> LanguageModel:
-    if isinstance(model, LanguageModel):
-        return model
-    if model is None or isinstance(model, (str, Path)):
-        return load_model(model)
-    raise TypeError(
-        f"model: expected a LanguageModel, a model name or path, or None; got {type(model).__name__}"
-    )
-
-
 def _encode(model: LanguageModel, data: str | bytes) -> tuple[np.ndarray, np.ndarray, bytes, bool]:
     """Token ids, byte spans (n, 2) int64, the bytes the spans index, and the lossy flag."""
     if type(model).encode is ByteModel.encode:  # tokens are the bytes themselves: vectorised, no lists
@@ -345,7 +335,7 @@ def score(
         raise TypeError(f"text: expected str or bytes, got {type(text).__name__}")
     if len(text) == 0:
         raise ValueError("text: empty input (0 bytes), nothing to score")
-    lm = _resolve_model(model)
+    lm = resolve_model(model)
     ctx = int(lm.max_context)
     if stride is None:
         stride = max(1, ctx // 2)
