@@ -28,6 +28,7 @@ path); :func:`entropykit.decoding.generate` rejects them.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -512,7 +513,7 @@ def dynamic_temperature(
 
 
 # --- the LogitsProcessor protocol --------------------------------------------------------------------
-class Processor:
+class Processor(ABC):
     """Base class: ``processor(input_ids[B, T], scores[B, V]) -> scores[B, V]``.
 
     ``last_temperature`` (tensor[B] or None) is the temperature a processor applied on its last call,
@@ -525,8 +526,9 @@ class Processor:
         _check_scores(scores)
         return self.apply(scores)
 
+    @abstractmethod
     def apply(self, scores: Tensor) -> Tensor:
-        raise NotImplementedError
+        """The rule itself, on validated scores (B, V)."""
 
     def __repr__(self) -> str:
         args = ", ".join(
@@ -688,6 +690,10 @@ class Chain(Processor):
                     f"processors[{i}]: expected a callable (input_ids, scores) -> scores, got {proc!r}"
                 )
         self.processors = list(processors)
+
+    def apply(self, scores: Tensor) -> Tensor:
+        """The chain without token history: processors that read ``input_ids`` get an empty (B, 0)."""
+        return self(torch.empty(scores.shape[0], 0, dtype=torch.long, device=scores.device), scores)
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
         _check_scores(scores)
