@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from entropykit import losses as L
 from entropykit.ops import linear_distill
+from references import trl_generalized_jsd_loss
 
 IGN = -100
 
@@ -260,32 +261,6 @@ def test_hl_gauss():
 
 
 # --- distillation -------------------------------------------------------------------------------------
-
-
-def trl_generalized_jsd_loss(student_logits, teacher_logits, labels=None, beta=0.5, temperature=1.0):
-    """Transcribed from TRL (trl/trainer/gkd_trainer.py, GKDTrainer.generalized_jsd_loss, v0.19),
-    reduction="batchmean"."""
-    student_logits = student_logits / temperature
-    teacher_logits = teacher_logits / temperature
-    student_log_probs = F.log_softmax(student_logits, dim=-1)
-    teacher_log_probs = F.log_softmax(teacher_logits, dim=-1)
-    if beta == 0:
-        jsd = F.kl_div(student_log_probs, teacher_log_probs, reduction="none", log_target=True)
-    elif beta == 1:
-        jsd = F.kl_div(teacher_log_probs, student_log_probs, reduction="none", log_target=True)
-    else:
-        beta = torch.tensor(beta, dtype=student_log_probs.dtype)
-        mixture_log_probs = torch.logsumexp(
-            torch.stack([student_log_probs + torch.log(1 - beta), teacher_log_probs + torch.log(beta)]),
-            dim=0,
-        )
-        kl_teacher = F.kl_div(mixture_log_probs, teacher_log_probs, reduction="none", log_target=True)
-        kl_student = F.kl_div(mixture_log_probs, student_log_probs, reduction="none", log_target=True)
-        jsd = beta * kl_teacher + (1 - beta) * kl_student
-    if labels is not None:
-        mask = labels != -100
-        jsd = jsd[mask]
-    return jsd.sum() / mask.sum() if labels is not None else jsd.sum() / (jsd.size(0) * jsd.size(1))
 
 
 def distillm_skewed_forward_kl(logits, teacher_logits, mask, lam=0.1):
