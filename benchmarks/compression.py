@@ -18,6 +18,7 @@ import argparse
 import bz2
 import gzip
 import lzma
+import resource
 import shutil
 import subprocess
 import sys
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from entropykit.lm import compress, decompress, load_model  # noqa: E402
-from entropykit.lm.compression import DEFAULT_CHUNK_SIZE  # noqa: E402
+from entropykit.lm.compression import DEFAULT_CHUNK_SIZE, native_bf16  # noqa: E402
 
 
 def csv_text(n_rows: int = 600) -> bytes:
@@ -74,6 +75,11 @@ def inputs(quick: bool, other: int | None = None) -> list[tuple[str, bytes]]:
     return out
 
 
+def worker_peak_mb() -> float:
+    """Largest resident set of any worker process so far (0 when every group ran in this process)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+
+
 def zstd_19() -> tuple[Callable[[bytes], int] | None, str]:
     try:
         import zstandard
@@ -96,6 +102,8 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="model name or path (default: bundled bytegpt-6l)")
     ap.add_argument("--quick", action="store_true", help="4 KB slices, no RESULTS.md record")
     ap.add_argument("--workers", type=int, default=None, help="compression workers (default: CPU count)")
+    ap.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
+                    help="model arithmetic during coding (default: auto = bf16 where the CPU has it)")
     ap.add_argument("--no-record", action="store_true", help="do not update benchmarks/RESULTS.md")
     ap.add_argument("--other-bytes", type=int, default=None,
                     help="cut the code/CSV/binary inputs to this many bytes and skip the second held-out "
@@ -111,7 +119,7 @@ def main() -> None:
 
     rows, goal_rows = [], []
     header = ["input", "bytes", "gzip -9", "bzip2 -9", "xz -9e", "zstd -19", "ours", "score", "ours/xz",
-              "comp KB/s", "decomp KB/s", "peak MB"]
+              "comp KB/s", "decomp KB/s", "peak MB", "worker peak MB"]
     total_bytes, total_c, total_d = 0, 0.0, 0.0
     for name, data in inputs(args.quick, args.other_bytes):
         n = len(data)
@@ -122,7 +130,8 @@ def main() -> None:
             "zstd": 8 * zstd(data) / n if zstd else float("nan"),
         }
         t = time.perf_counter()
-        blob, peak = peak_extra_mb(lambda d=data: compress(d, model, workers=args.workers))
+        blob, peak = peak_extra_mb(
+            lambda d=data: compress(d, model, workers=args.workers, precision=args.precision))
         tc = time.perf_counter() - t
         t = time.perf_counter()
         back = decompress(blob, model, workers=args.workers)
@@ -135,7 +144,7 @@ def main() -> None:
             ce = float(score(data, model).summary["bits_per_byte"])
         total_bytes, total_c, total_d = total_bytes + n, total_c + tc, total_d + td
         rows.append([name, n, bpb["gzip"], bpb["bzip2"], bpb["xz"], bpb["zstd"], ours, ce, ours / bpb["xz"],
-                     n / tc / 1000, n / td / 1000, peak])
+                     n / tc / 1000, n / td / 1000, peak, worker_peak_mb()])
         goal_rows.append((name, ours / bpb["xz"]))
         print(f"{name}: ours {ours:.3f} bits/byte, xz {bpb['xz']:.3f}, score {ce:.3f}; "
               f"{n / tc / 1000:.2f} / {n / td / 1000:.2f} KB/s", flush=True)
@@ -149,7 +158,11 @@ def main() -> None:
         "`score` = the model's cross-entropy as `entropykit score` reports it (strided window, whole "
         f"text); ours codes {DEFAULT_CHUNK_SIZE // 1024} KiB chunks, each with BOS-primed windows (512 "
         "tokens, re-primed with the last 255), so the two differ by the chunk resets and the window "
-        f"policy. zstd: {zstd_note}.",
+        f"policy. Model arithmetic: precision={args.precision}"
+        f"{' (bf16 here: the CPU has AVX512-BF16/AMX)' if args.precision == 'auto' and native_bf16() else ''}"
+        ". "
+        "`peak MB` = extra resident memory of this process; `worker peak MB` = the largest worker "
+        f"process (groups run in worker processes, one per core, when there are several). zstd: {zstd_note}.",
         "",
         table,
         "",
@@ -173,7 +186,8 @@ def main() -> None:
     print(body)
     if not (args.quick or args.no_record):
         cmd = "python benchmarks/compression.py" + (f" --model {args.model}" if args.model else "") + (
-            f" --other-bytes {args.other_bytes}" if args.other_bytes else "")
+            f" --other-bytes {args.other_bytes}" if args.other_bytes else "") + (
+            f" --precision {args.precision}" if args.precision != "auto" else "")
         record("compression", "Lossless compression with a language model (entropykit compress)", cmd, body)
 
 

@@ -3,10 +3,13 @@
 Anchors: naive ``F.cross_entropy(h @ W.T, y)``; torch's ``F.linear_cross_entropy`` without and with
 ``options=torch.nn.LinearCrossEntropyOptions()`` (chunked); ``cut_cross_entropy.linear_cross_entropy(
 impl="torch_compile")`` when ``cut-cross-entropy`` and ``triton`` are importable (skipped otherwise).
-Ours: ``entropykit.ops.linear_cross_entropy``. For each (N, D, V, dtype) point the script reports the
+Ours: ``entropykit.ops.linear_cross_entropy`` in its exact default mode and, for bf16 inputs, also with
+``logits_dtype=torch.bfloat16`` (native bf16 matmuls, logits rounded to bf16 as the anchors do).
+For each (N, D, V, dtype) point the script reports the
 median wall time of loss + backward, the time ratio to ours, the peak extra resident memory, and the
 three-matmul bound ``6 N D V / rate`` where ``rate`` is this machine's fp32 matmul throughput measured
-on the point's own shapes.
+on the point's own shapes. ``|loss - f64|`` is each method's distance to the float64 loss (computed
+chunk by chunk from the same inputs).
 
 Examples:
     python benchmarks/linear_ce.py --quick            # small shapes, seconds
@@ -24,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -44,8 +48,15 @@ except Exception:  # missing package, or triton not importable
     _cce = None
 
 
-def methods() -> dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]]:
-    m: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+OURS = "entropykit linear_cross_entropy"
+OURS_BF16 = "entropykit linear_cross_entropy(logits_dtype=bf16)"
+
+
+Method = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def methods(dtype: torch.dtype) -> dict[str, Method]:
+    m: dict[str, Method] = {
         "naive F.cross_entropy(h @ W.T)": lambda h, w, y: F.cross_entropy(h @ w.T, y),
     }
     if hasattr(F, "linear_cross_entropy"):
@@ -56,8 +67,24 @@ def methods() -> dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], 
             )
     if _cce is not None:
         m["cut_cross_entropy(torch_compile)"] = lambda h, w, y: _cce(h, w, y, impl="torch_compile")
-    m["entropykit linear_cross_entropy"] = lambda h, w, y: linear_cross_entropy(h, w, y)
+    m[OURS] = lambda h, w, y: cast(torch.Tensor, linear_cross_entropy(h, w, y))
+    if dtype == torch.bfloat16:
+        m[OURS_BF16] = lambda h, w, y: cast(torch.Tensor, linear_cross_entropy(
+            h, w, y, logits_dtype=torch.bfloat16))
     return m
+
+
+def loss_f64(h: torch.Tensor, w: torch.Tensor, y: torch.Tensor, rows: int = 256) -> float:
+    """Mean CE in float64, chunk by chunk (the ground truth for the |loss - f64| column)."""
+    w64 = w.detach().double()
+    valid = y != -100
+    total = 0.0
+    for s in range(0, h.shape[0], rows):
+        z = h[s:s + rows].detach().double() @ w64.T
+        yc, vc = y[s:s + rows], valid[s:s + rows]
+        nll = torch.logsumexp(z, 1) - z.gather(1, yc.clamp(min=0)[:, None]).squeeze(1)
+        total += float(nll[vc].sum())
+    return total / max(int(valid.sum()), 1)
 
 
 def _release_memory() -> None:
@@ -80,7 +107,7 @@ def matmul_rate(n: int, d: int, v: int, dtype: torch.dtype) -> float:
 
 
 def run_point(n: int, d: int, v: int, dtype: torch.dtype, repeat: int
-              ) -> tuple[list[list[object]], list[object]]:
+              ) -> tuple[list[list[object]], list[list[object]]]:
     g = torch.Generator().manual_seed(0)
     h = (torch.randn(n, d, generator=g)).to(dtype).requires_grad_()
     w = (torch.randn(v, d, generator=g) / d**0.5).to(dtype).requires_grad_()
@@ -89,7 +116,8 @@ def run_point(n: int, d: int, v: int, dtype: torch.dtype, repeat: int
     rate = matmul_rate(n, d, v, torch.float32)
     bound = 6.0 * n * d * v / rate
     results = {}
-    for name, fn in methods().items():
+    gt = loss_f64(h, w, y)
+    for name, fn in methods(dtype).items():
         def step(fn: Callable[..., torch.Tensor] = fn) -> float:
             h.grad = w.grad = None
             loss = fn(h, w, y)
@@ -107,17 +135,24 @@ def run_point(n: int, d: int, v: int, dtype: torch.dtype, repeat: int
         print(f"  {name:36s} {secs:8.3f} s  {mb:9.1f} MB  loss {loss:.6f}", flush=True)
         h.grad = w.grad = None
         gc.collect()
-    ours_t, ours_mb, ours_loss = results["entropykit linear_cross_entropy"]
+    ours_t = results[OURS][0]
     point, dt = f"({n}, {d}, {v})", str(dtype).replace("torch.", "")
     rows = []
     for name, (secs, mb, loss) in results.items():
         rows.append([point, dt, name, secs, secs / ours_t, mb, bound, secs / bound,
-                     f"{abs(loss - ours_loss):.1e}"])
+                     f"{abs(loss - gt):.1e}"])
     anchors = {k: r for k, r in results.items() if not k.startswith("entropykit")}
     fastest = min(anchors, key=lambda k: anchors[k][0])
     chunked = anchors.get("F.linear_cross_entropy(options)", (float("nan"), float("nan"), 0.0))
-    summary = [point, dt, ours_t, f"{fastest} ({anchors[fastest][0]:.3g} s)", ours_t / anchors[fastest][0],
-               ours_t / bound, ours_mb, chunked[1]]
+    summary = []
+    for name in (OURS, OURS_BF16):
+        if name not in results:
+            continue
+        secs, mb, loss = results[name]
+        mode = "exact (default)" if name == OURS else "logits_dtype=bf16"
+        summary.append([point, dt, mode, secs, f"{fastest} ({anchors[fastest][0]:.3g} s)",
+                        secs / anchors[fastest][0], secs / bound, mb, chunked[1], f"{abs(loss - gt):.1e}",
+                        f"{abs(anchors[fastest][2] - gt):.1e}"])
     return rows, summary
 
 
@@ -129,8 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--points", default=None, help="comma-separated indices into the grid, e.g. 0,2")
     p.add_argument("--dtypes", default="fp32,bf16", help="comma-separated: fp32,bf16")
     p.add_argument("--repeat", type=int, default=2, help="timed repetitions per method (median)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     p.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
     args = p.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     grid = QUICK if args.quick else GRID
     if args.points:
         grid = [grid[int(i)] for i in args.points.split(",")]
@@ -144,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"(N, D, V) = ({n}, {d}, {v}) {dtype}", flush=True)
         r, s = run_point(n, d, v, dtype, args.repeat)
         rows.extend(r)
-        summary.append(s)
+        summary.extend(s)
         # record after every point, so an interrupted full-grid run still leaves its figures
         report(rows, summary, args, partial=i + 1 < len(todo))
     print(f"total {time.time() - start:.0f} s")
@@ -154,10 +192,11 @@ def main(argv: list[str] | None = None) -> int:
 def report(rows: list[list[object]], summary: list[list[object]], args: argparse.Namespace,
            partial: bool) -> None:
     header = ["(N, D, V)", "dtype", "method", "time s", "time / ours", "peak extra MB",
-              "3-matmul bound s (fp32 rate)", "time / bound", "|loss - ours|"]
+              "3-matmul bound s (fp32 rate)", "time / bound", "|loss - f64|"]
     table = markdown_table(header, rows)
-    goals = markdown_table(["(N, D, V)", "dtype", "ours s", "fastest anchor", "ours / fastest (goal <= 1)",
-                            "ours / bound (goal <= 1.15)", "ours peak MB", "torch chunked peak MB"],
+    goals = markdown_table(["(N, D, V)", "dtype", "ours (mode)", "ours s", "fastest anchor",
+                            "ours / fastest (goal <= 1)", "ours / bound (goal <= 1.15)", "ours peak MB",
+                            "torch chunked peak MB", "ours |loss - f64|", "fastest anchor |loss - f64|"],
                            summary)
     table = goals + "\n\nAll methods:\n\n" + table
     if not partial:
@@ -166,7 +205,8 @@ def report(rows: list[list[object]], summary: list[list[object]], args: argparse
         return
     cmd = "python benchmarks/linear_ce.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
     note = ("Forward + backward of the mean loss over N tokens (5% ignored). `time / ours` > 1 means "
-            "ours is faster. The bound is 6 N D V FLOP at the fp32 matmul rate measured on a "
+            "ours is faster. `|loss - f64|`: distance to the float64 loss. "
+            "The bound is 6 N D V FLOP at the fp32 matmul rate measured on a "
             "(1024, D) x (D, V) product at the start of each point.")
     if _cce is None:
         note += " cut_cross_entropy was not importable, so its anchor is absent."

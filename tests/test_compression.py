@@ -25,6 +25,7 @@ from entropykit.lm.compression import (
     ContainerError,
     _ByteGPTStepper,
     _Stepper,
+    native_bf16,
     quantized_probabilities,
 )
 from entropykit.lm.models.bytegpt import BOS
@@ -47,12 +48,28 @@ def parse(blob: bytes) -> dict:
     assert hcrc == zlib.crc32(blob[:pos])
     pos += 4
     chunks = []
-    while blob[pos : pos + 1] == b"C":
-        _, mode, raw_len, n_sym, n_pay, _raw_crc, crc = struct.unpack_from("<cBIIIII", blob, pos)
-        payload = blob[pos + 22 : pos + 22 + n_pay]
-        assert crc == zlib.crc32(blob[pos : pos + 18] + payload)
+
+    def varint() -> int:
+        nonlocal pos
+        value, shift = 0, 0
+        while True:
+            byte = blob[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+
+    while blob[pos : pos + 1] in (b"C", b"S"):
+        start, mode = pos, {b"C": 0, b"S": 1}[blob[pos : pos + 1]]
+        pos += 1
+        raw_len, n_sym = varint(), varint()
+        n_pay = varint() if mode == 0 else raw_len
+        _raw_crc, crc = struct.unpack_from("<II", blob, pos)
+        payload = blob[pos + 8 : pos + 8 + n_pay]
+        assert crc == zlib.crc32(blob[start : pos + 4] + payload)
         chunks.append({"mode": mode, "raw_len": raw_len, "n_symbols": n_sym, "payload": payload})
-        pos += 22 + n_pay
+        pos += 8 + n_pay
     tag, n_chunks, length, sha, tcrc = struct.unpack_from("<cQQ32sI", blob, pos)
     assert tag == b"E" and tcrc == zlib.crc32(blob[pos : pos + 49]) and pos + 53 == len(blob)
     return {
@@ -110,7 +127,7 @@ def test_random_bytes_are_stored_not_expanded(model) -> None:
     blob = compress(data, model, chunk_size=2048)
     info = parse(blob)
     assert [c["mode"] for c in info["chunks"]] == [1, 1, 1]
-    assert len(blob) <= len(data) + info["header_size"] + 53 + 22 * 3
+    assert len(blob) <= len(data) + info["header_size"] + 53 + 13 * 3  # tag, 2 x 2-byte varints, 2 CRCs
     assert decompress(blob, model) == data
 
 
@@ -213,7 +230,7 @@ def test_coded_size_matches_cross_entropy(model, window: int, prime: int) -> Non
     # payload: within 1% of the cross-entropy plus the coder's flush (<= 32 bits per chunk)
     assert abs(coded - ref) <= 0.01 * ref + 32 * len(info["chunks"]) + 32
     # whole container: plus header, per-chunk records and trailer
-    overhead = info["header_size"] + 22 * len(info["chunks"]) + 53
+    overhead = info["header_size"] + 15 * len(info["chunks"]) + 53
     assert 8 * len(blob) <= 1.01 * ref + 8 * overhead + 64 * len(info["chunks"])
 
 
@@ -233,12 +250,30 @@ def test_fast_stepper_matches_model_forward(model) -> None:
     np.testing.assert_allclose(np.stack(a), np.stack(b), rtol=1e-5, atol=1e-5)
 
 
-def test_row_results_do_not_depend_on_other_rows(model) -> None:
+def test_bf16_stepper_is_close_to_float32(model) -> None:
+    """The bf16 path (packed oneDNN weights, bf16 KV cache) computes the same model: its logits
+    stay within bf16 rounding of the fp32 stepper's, and prime and step agree with each other."""
+    ids = np.random.default_rng(3).integers(0, 256, (3, 45))
+    b16, f32 = _ByteGPTStepper(model, 3, bf16=True), _ByteGPTStepper(model, 3)
+    a = [b16.prime(np.full((3, 1), BOS))]
+    b = [f32.prime(np.full((3, 1), BOS))]
+    for i in range(44):
+        a.append(b16.step(ids[:, i]))
+        b.append(f32.step(ids[:, i]))
+    a, b = np.stack(a), np.stack(b)
+    assert a.dtype == np.float32 and np.abs(a - b).max() < 0.15 < np.abs(b).max()
+    fresh = _ByteGPTStepper(model, 3, bf16=True)
+    primed = fresh.prime(np.concatenate([np.full((3, 1), BOS), ids[:, :44]], axis=1))
+    np.testing.assert_allclose(primed, a[-1], atol=0.1)  # one forward pass vs 44 cached steps
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_row_results_do_not_depend_on_other_rows(model, bf16: bool) -> None:
     """Kernels give a row the same bits whatever the other rows of the batch hold (same shape)."""
     rng = np.random.default_rng(2)
     x, y = rng.integers(0, 256, (4, 50)), rng.integers(0, 256, (4, 50))
     y[1] = x[1]
-    sx, sy = _ByteGPTStepper(model, 4), _ByteGPTStepper(model, 4)
+    sx, sy = _ByteGPTStepper(model, 4, bf16), _ByteGPTStepper(model, 4, bf16)
     for s in (sx, sy):
         s.prime(np.full((4, 1), BOS))
     for i in range(50):
@@ -276,29 +311,35 @@ torch.set_num_threads(int(sys.argv[1]))
 from entropykit.lm import compress, decompress, load_model
 model = load_model(sys.argv[2])
 src, dst = open(sys.argv[4], 'rb').read(), sys.argv[5]
-out = compress(src, model, chunk_size=1500, group=3) if sys.argv[3] == 'c' else decompress(src, model)
+if sys.argv[3] == 'c':
+    out = compress(src, model, chunk_size=1500, group=3, precision=sys.argv[6])
+else:
+    out = decompress(src, model)
 open(dst, 'wb').write(out)
 """
 
 
-def run_child(tmp_path: Path, threads: int, model_dir: Path, mode: str, src: Path, dst: Path) -> None:
+def run_child(tmp_path: Path, threads: int, model_dir: Path, mode: str, src: Path, dst: Path,
+              precision: str = "auto") -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(threads), str(model_dir), mode, str(src), str(dst)],
+        [sys.executable, "-c", SCRIPT, str(threads), str(model_dir), mode, str(src), str(dst), precision],
         check=True, env=env, cwd=tmp_path, timeout=300,
     )
 
 
-def test_same_bits_across_processes_and_thread_counts(tmp_path: Path, model) -> None:
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_same_bits_across_processes_and_thread_counts(tmp_path: Path, model, precision: str) -> None:
     data = sample_text(4000, 9999) + UTF8 + b"\x00\xff\x80"
     src = tmp_path / "in.bin"
     src.write_bytes(data)
     d = tiny_model_dir()
-    run_child(tmp_path, 2, d, "c", src, tmp_path / "a.ekz")
-    run_child(tmp_path, 1, d, "c", src, tmp_path / "b.ekz")
+    run_child(tmp_path, 2, d, "c", src, tmp_path / "a.ekz", precision)
+    run_child(tmp_path, 1, d, "c", src, tmp_path / "b.ekz", precision)
     a, b = (tmp_path / "a.ekz").read_bytes(), (tmp_path / "b.ekz").read_bytes()
+    assert parse(a)["flags"] == (precision == "bfloat16")  # the decoder learns the arithmetic here
     torch.set_num_threads(2)
-    here = compress(data, model, chunk_size=1500, group=3)
+    here = compress(data, model, chunk_size=1500, group=3, precision=precision)
     assert a == b == here  # the encoder's output does not depend on the process or thread count
     run_child(tmp_path, 1, d, "d", tmp_path / "a.ekz", tmp_path / "a.out")  # made with 2 threads
     assert (tmp_path / "a.out").read_bytes() == data
@@ -326,9 +367,9 @@ def test_missing_model_name_asks_for_model(blob: bytes) -> None:
 def test_other_version_is_refused(blob: bytes, model) -> None:
     header_len = parse(blob)["header_size"]
     bad = bytearray(blob)
-    bad[8] = 2
+    bad[8] = 3
     bad[header_len - 4 : header_len] = struct.pack("<I", zlib.crc32(bytes(bad[: header_len - 4])))
-    with pytest.raises(ContainerError, match="version 2"):
+    with pytest.raises(ContainerError, match="version 3"):
         decompress(bytes(bad), model)
 
 
@@ -415,6 +456,7 @@ def test_checksum_catches_a_model_that_computes_differently(model) -> None:
         ({"window": 2}, ValueError, "window"),
         ({"window": 10, "prime": 9}, ValueError, "prime"),
         ({"window": 10, "prime": 0}, ValueError, "prime"),
+        ({"precision": "fp8"}, ValueError, "precision"),
     ],
 )
 def test_bad_arguments(model, kwargs: dict, exc: type, match: str) -> None:
@@ -434,7 +476,10 @@ def test_bad_types(model) -> None:
 def test_header_records_parameters_and_identity(model) -> None:
     blob = compress(b"hello", model, chunk_size=777, group=5, window=40, prime=13)
     info = parse(blob)
-    assert (info["magic"], info["version"], info["flags"], info["scale"]) == (MAGIC, 1, 0, LOGIT_SCALE)
+    assert (info["magic"], info["version"], info["scale"]) == (MAGIC, 2, LOGIT_SCALE)
+    assert info["flags"] == (1 if native_bf16() else 0)  # "auto": bf16 where the CPU has it
+    assert parse(compress(b"hello", model, precision="float32"))["flags"] == 0
+    assert parse(compress(b"hello", model, precision="bfloat16"))["flags"] == 1
     assert (info["chunk_size"], info["group"], info["window"], info["prime"]) == (777, 5, 40, 13)
     assert info["identity"] == model.identity and info["n_chunks"] == 1
     import hashlib
@@ -479,3 +524,6 @@ def test_hf_model_round_trip(tmp_path: Path) -> None:
         assert decompress(blob, hf) == data
     info = parse(compress(b"\xff\xfe not utf-8 \x80", hf))
     assert [c["mode"] for c in info["chunks"]] == [1]  # not representable as text tokens: stored
+    assert info["flags"] == 0  # "auto" leaves other models' arithmetic alone
+    with pytest.raises(ValueError, match="precision"):
+        compress(b"abc", hf, precision="bfloat16")

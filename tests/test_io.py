@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from entropykit._io import atomic_write, read_input
+from entropykit._io import atomic_output, atomic_write, read_input
 
 
 def test_atomic_write_creates_file_with_normal_permissions(tmp_path: Path) -> None:
@@ -42,3 +42,27 @@ def test_read_input_errors_name_the_path(tmp_path: Path) -> None:
         read_input(str(tmp_path))
     (tmp_path / "a").write_bytes(b"\xff\x00")
     assert read_input(str(tmp_path / "a")) == b"\xff\x00"
+
+
+def test_atomic_output_leaves_nothing_when_the_block_fails(tmp_path: Path) -> None:
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="midway"), atomic_output(target) as f:
+        f.write(b"partial new content")
+        raise RuntimeError("midway")
+    assert target.read_bytes() == b"old"  # the old file is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]  # and no temporary file is left
+
+
+def test_atomic_output_streams_and_respects_force(tmp_path: Path) -> None:
+    target = tmp_path / "stream.bin"
+    with atomic_output(target, force=False) as f:
+        for i in range(3):
+            f.write(bytes([i]) * 4)
+        assert not target.exists()  # nothing visible before the block ends
+    assert target.read_bytes() == b"\x00" * 4 + b"\x01" * 4 + b"\x02" * 4
+    with pytest.raises(FileExistsError, match="--force"), atomic_output(target, force=False) as f:
+        f.write(b"x")
+    with atomic_output(target, force=True) as f:
+        f.write(b"new")
+    assert target.read_bytes() == b"new" and len(list(tmp_path.iterdir())) == 1

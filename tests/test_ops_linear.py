@@ -416,3 +416,132 @@ def test_token_stats_properties(n, v, d, seed, temperature):
     # cross-entropy of the target = -logprob (temperature 1 path through the CE op)
     ce = linear_cross_entropy(h / temperature, w, y, reduction="none")
     torch.testing.assert_close(ce, -s["logprob"])
+
+
+# --------------------------------------------------------------------------------------------------
+# logits_dtype=torch.bfloat16: native bf16 matmuls (logits rounded to bf16), statistics in fp32
+# --------------------------------------------------------------------------------------------------
+
+
+def ce_on_bf16_logits(h, w, y, b=None, *, reduction="mean", ls=0.0, zl=0.0, cap=None, shift=False):
+    """float64 CE of the bf16-rounded logits bf16(h W^T + b); gradients flow as if z = h W^T + b
+    (the rounding is a constant offset): the exact answer the bf16 logits mode approximates."""
+    z = F.linear(h.double(), w.double(), None if b is None else b.double())
+    zr = F.linear(h.detach().bfloat16(), w.detach().bfloat16(),
+                  None if b is None else b.detach().bfloat16()).double()
+    z = z + (zr - z).detach()
+    return naive_ce_logits(z, y, reduction=reduction, ls=ls, zl=zl, cap=cap, shift=shift)
+
+
+def naive_ce_logits(z, y, *, reduction, ls, zl, cap, shift):
+    if shift:
+        y = torch.cat([y[..., 1:], torch.full_like(y[..., :1], IGN)], -1)
+    if cap is not None:
+        z = cap * torch.tanh(z / cap)
+    z = z.reshape(-1, z.shape[-1])
+    yy = y.reshape(-1)
+    valid = yy != IGN
+    lse = torch.logsumexp(z, -1)
+    zy = z.gather(1, torch.where(valid, yy, 0)[:, None]).squeeze(1)
+    loss = (1 - ls) * (lse - zy) + ls * (lse - z.mean(-1)) + zl * lse**2
+    loss = torch.where(valid, loss, torch.zeros_like(loss))
+    if reduction == "none":
+        return loss.view(y.shape)
+    if reduction == "sum":
+        return loss.sum()
+    return loss.sum() / valid.sum().clamp(min=1)
+
+
+BF16_LOGITS = [(c, r) for c in ("plain", "bias", "smooth", "softcap", "all") for r in ("mean", "none")]
+
+
+@pytest.mark.parametrize("config,reduction", BF16_LOGITS)
+@pytest.mark.parametrize("d", [29, 771])  # 771: the wide-head dW path (bf16 dW chunk + fp32 add)
+def test_bf16_logits_three_way(config, reduction, d):
+    """float64 ground truth / bf16 naive reference / ours with logits_dtype=bf16: loss and the
+    gradients wrt hidden, weight, bias are at least as accurate as the all-bf16 naive path."""
+    opts = dict(CONFIGS[config])
+    has_bias = opts.pop("bias", False)
+    h, w, b, y = make((3, 41), d, 1003, torch.bfloat16, seed=7 + len(config), bias=has_bias)
+    upstream = torch.rand(y.shape, dtype=torch.float64) if reduction == "none" else 1.0
+    kw = {"ls": "label_smoothing", "zl": "z_loss", "cap": "softcap", "shift": "shift"}
+
+    def ours(h_, w_, b_):
+        return linear_cross_entropy(h_, w_, y, bias=b_, reduction=reduction, chunk_size=16,
+                                    logits_dtype=torch.bfloat16, **{kw[k]: val for k, val in opts.items()})
+
+    def naive(h_, w_, b_):
+        return naive_ce(h_, w_, y, b_, reduction=reduction, **opts)
+
+    gt = run(naive, h.double(), w.double(), b.double() if b is not None else None, upstream)
+    ref = run(naive, h, w, b, upstream)
+    got = run(ours, h, w, b, upstream)
+    assert_three_way(got, ref, gt, 4e-3)
+
+
+@pytest.mark.parametrize("d", [29, 771])
+def test_bf16_logits_semantics(d):
+    """The mode computes CE of the *bf16-rounded* logits in fp32: its loss matches the float64 CE of
+    bf16(h W^T + b) to fp32 precision, and differs from the exact mode by the rounding."""
+    h, w, b, y = make((97,), d, 2001, torch.bfloat16, seed=11, bias=True, scale=3.0)
+    for reduction in ("none", "mean"):
+        got = run(lambda h_, w_, b_, r=reduction: linear_cross_entropy(
+            h_, w_, y, bias=b_, reduction=r, chunk_size=13, logits_dtype=torch.bfloat16), h, w, b, 1.0)
+        want = run(lambda h_, w_, b_, r=reduction: ce_on_bf16_logits(h_, w_, y, b_, reduction=r),
+                   h, w, b, 1.0)
+        torch.testing.assert_close(got[0], want[0], rtol=2e-6, atol=2e-5)
+        for o, t in zip(got[1:], want[1:]):  # dz rounds to bf16 once; dW sums in fp32 over chunks
+            scale = t.abs().max().item()
+            assert (o - t).abs().max().item() <= 1e-2 * scale
+    exact = linear_cross_entropy(h, w, y, bias=b, reduction="none")
+    fast = linear_cross_entropy(h, w, y, bias=b, reduction="none", logits_dtype=torch.bfloat16)
+    assert (exact - fast).abs().max().item() > 1e-4  # the logits really were rounded
+
+
+def test_bf16_logits_all_ignored_and_filter():
+    h, w, b, y = make((2, 9), 7, 33, torch.bfloat16, bias=True, ignore_frac=1.1)
+    h.requires_grad_()
+    w.requires_grad_()
+    b.requires_grad_()
+    out = linear_cross_entropy(h, w, y, bias=b, z_loss=0.1, logits_dtype=torch.bfloat16)
+    assert out.item() == 0.0
+    out.backward()
+    for g in (h.grad, w.grad, b.grad):
+        assert g is not None and (g == 0).all()
+    # gradient filtering composes with the mode: a tiny eps keeps everything -> same as unfiltered
+    h, w, _, y = make((64,), 16, 3000, torch.bfloat16, scale=2.0)
+    base = run(lambda h_, w_, b_: linear_cross_entropy(h_, w_, y, logits_dtype=torch.bfloat16),
+               h, w, None, 1.0)
+    filt = run(lambda h_, w_, b_: linear_cross_entropy(h_, w_, y, logits_dtype=torch.bfloat16,
+                                                       grad_filter=1e-30), h, w, None, 1.0)
+    for o, t in zip(filt, base):  # filtered dh sums per-block bf16 products: compare at bf16 scale
+        assert (o - t).abs().max().item() <= 1e-2 * t.abs().max().item()
+
+
+def test_logits_dtype_validation():
+    h, w, _, y = make((4,), 3, 5, torch.float32)
+    with pytest.raises(ValueError, match="logits_dtype"):
+        linear_cross_entropy(h, w, y, logits_dtype=torch.bfloat16)  # fp32 inputs are not downcast
+    with pytest.raises(ValueError, match="logits_dtype"):
+        linear_cross_entropy(h, w, y, logits_dtype=torch.float16)
+    with pytest.raises(ValueError, match="logits_dtype"):
+        linear_cross_entropy(h.double(), w.double(), y, logits_dtype=torch.float32)
+    torch.testing.assert_close(linear_cross_entropy(h, w, y, logits_dtype=torch.float32),
+                               linear_cross_entropy(h, w, y))
+
+
+def test_default_chunking_balanced_and_ignored_rows():
+    """Default chunking (budget up to V D * 2 bytes, balanced chunks) and ignored rows that are skipped
+    without copying: same loss and grads as one chunk per row, grads of ignored rows exactly 0."""
+    from entropykit.ops.linear import _rows_per_chunk
+
+    assert _rows_per_chunk(4096, 128256, 1024, None) == 512  # V D * 2 bytes = 262 MB -> 512 rows
+    assert _rows_per_chunk(1000, 128256, 1024, None) == 500  # balanced: 2 chunks of 500, not 511 + 489
+    assert _rows_per_chunk(16384, 50257, 256, None) * 4 * 50257 <= 48 * 2**20 + 4 * 50257
+    h, w, b, y = make((301,), 9, 4000, torch.float64, bias=True, ignore_frac=0.3)
+    a = run(lambda h_, w_, b_: linear_cross_entropy(h_, w_, y, bias=b_, label_smoothing=0.1), h, w, b, 1.0)
+    c = run(lambda h_, w_, b_: linear_cross_entropy(h_, w_, y, bias=b_, label_smoothing=0.1, chunk_size=1),
+            h, w, b, 1.0)
+    for x, z in zip(a, c):
+        torch.testing.assert_close(x, z, rtol=1e-12, atol=1e-14)
+    assert (a[1][y == IGN] == 0).all()

@@ -16,9 +16,12 @@ another thread count, after a fresh import. Three measures make that so:
    batches: chunks are coded in lockstep groups of ``group`` chunks, the group composition is a
    function of the container header only, and rows that have finished (or are stored) are fed the
    same padding on both sides. So every forward call sees the same input tensor in both processes.
-2. *Pinned threads.* The model runs with ``torch.set_num_threads(1)`` for the duration of the
-   call (the caller's setting is restored afterwards), so a different thread count on the decoding
-   side cannot change the floating-point reduction order of any kernel.
+2. *Pinned threads, recorded arithmetic.* The model runs with ``torch.set_num_threads(1)`` for
+   the duration of the call (the caller's setting is restored afterwards; groups run in parallel
+   in worker processes, one thread each), so a different thread count on the decoding side cannot
+   change the floating-point reduction order of any kernel. The arithmetic (float32, or bfloat16
+   with packed oneDNN weights where the CPU multiplies bf16 in hardware) is a header flag, so the
+   decoder repeats the encoder's choice.
 3. *Integer logits and an exact float64 softmax.* Logits are rounded to the fixed-point grid
    ``k = round(32 * logit)``; each symbol's weight is ``r ** (max(k) - k)`` with ``r = exp(-1/32)``
    read from an exact table built by repeated IEEE multiplication (no libm), passed as float64 to
@@ -49,16 +52,21 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
+import multiprocessing
 import os
+import queue
 import struct
 import threading
+import weakref
 import zlib
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -71,19 +79,21 @@ from entropykit.lm.models.bytegpt import ByteGPT
 __all__ = ["ContainerError", "compress", "compress_stream", "decompress", "decompress_stream"]
 
 MAGIC = b"\x89EKZ\r\n\x1a\n"
-VERSION = 1
+VERSION = 2  # 2: bf16 flag, compact chunk records (varint sizes)
+FLAG_BF16 = 1  # header flag: the model arithmetic ran in bfloat16
 LOGIT_SCALE = 32  # logits are rounded to multiples of 1/32 nat
 EXP_STEP = float.fromhex("0x1.f03f56a88b5d8p-1")  # exp(-1/32), written exactly (no libm at run time)
 MAX_GAP = 32 * 40  # weights below exp(-40) are floored; constriction gives every symbol >= 2^-24 anyway
-DEFAULT_CHUNK_SIZE = 8192
+DEFAULT_CHUNK_SIZE = 4096
 DEFAULT_GROUP = 32
 MAX_WINDOW = 512
 PAD = 0  # token fed to rows that have no symbol at a step (identical on both sides)
 
 _HEADER = struct.Struct("<8sBBHIIIH")  # magic, version, flags, logit scale, window, prime, chunk, group
-_CHUNK = struct.Struct("<cBIIIII")  # tag, mode, raw_len, n_symbols, payload_len, raw_crc, record_crc
+_CRCS = struct.Struct("<II")  # a chunk record's raw CRC-32 and record CRC-32
 _TRAILER = struct.Struct("<cQQ32sI")  # tag, n_chunks, original length, sha256, trailer crc
 MODE_CODED, MODE_STORED = 0, 1
+_TAGS = {b"C": MODE_CODED, b"S": MODE_STORED}  # chunk record tags; b"E" starts the trailer
 
 Progress = Callable[[int, float], None]  # (raw bytes done, coded bits so far), cumulative
 
@@ -164,18 +174,48 @@ def _ln(m: Any) -> tuple[torch.Tensor, torch.Tensor, float]:
     return m.weight, m.bias, float(m.eps)
 
 
-def _lin(m: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    return m.weight, m.bias
+_BF16_COPIES: weakref.WeakKeyDictionary[ByteGPT, ByteGPT] = weakref.WeakKeyDictionary()
+
+
+def native_bf16() -> bool:
+    """True when this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX): then the bf16 path
+    is several times faster than fp32 at the small batches of incremental coding."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return ("avx512_bf16" in flags or "amx_bf16" in flags) and torch.backends.mkldnn.is_available()
+
+
+def _bf16_copy(gpt: ByteGPT) -> ByteGPT:
+    if gpt not in _BF16_COPIES:
+        _BF16_COPIES[gpt] = copy.deepcopy(gpt).to(torch.bfloat16).eval()
+    return _BF16_COPIES[gpt]
+
+
+def _linear(
+    weight: torch.Tensor, bias: torch.Tensor | None, batch: int
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``x -> x W^T + b``; bf16 weights are packed once for oneDNN (an unpacked bf16 matmul re-lays
+    out the weight on every call, which dominates a one-token step)."""
+    if weight.dtype != torch.bfloat16:
+        return lambda x: F.linear(x, weight, bias)
+    packed = torch.ops.mkldnn._reorder_linear_weight(weight, batch)
+    return lambda x: torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [None], "")
 
 
 class _ByteGPTStepper(_Stepper):
     """ByteGPT stepping with a preallocated KV cache (a concatenating cache copies the whole cache of
-    every layer at every step). The arithmetic is ByteGPT's own: its weights, the same operations in
-    the same order; ``prime`` is ByteGPT's own forward pass."""
+    every layer at every step) and functional calls on (B, C) rows (the module call overhead
+    dominates a one-token step). ``prime`` is ByteGPT's own forward pass; ``step`` does the same
+    operations in the same order. With ``bf16`` a bfloat16 copy of the model does both (weights,
+    activations and KV cache in bf16, fp32 accumulation in the matmuls)."""
 
-    def __init__(self, model: LanguageModel, batch: int) -> None:
+    def __init__(self, model: LanguageModel, batch: int, bf16: bool = False) -> None:
         super().__init__(model, batch)
         gpt: ByteGPT = model.module  # type: ignore[assignment]
+        if bf16:
+            gpt = _bf16_copy(gpt)
         cfg = gpt.config
         self.gpt, self.heads = gpt, cfg.n_head
         shape = (cfg.n_layer, batch, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
@@ -183,12 +223,17 @@ class _ByteGPTStepper(_Stepper):
         self.k = torch.zeros(shape, dtype=dtype)
         self.v = torch.zeros(shape, dtype=dtype)
         blocks: list[Any] = list(gpt.blocks)
+
+        def lin(m: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+            return _linear(m.weight, m.bias, batch)
+
         self.layers = [
-            (_ln(b.ln1), _lin(b.attn.qkv), _lin(b.attn.proj), _ln(b.ln2), _lin(b.mlp[0]),
-             str(b.mlp[1].approximate), _lin(b.mlp[2]))
+            (_ln(b.ln1), lin(b.attn.qkv), lin(b.attn.proj), _ln(b.ln2), lin(b.mlp[0]),
+             str(b.mlp[1].approximate), lin(b.mlp[2]))
             for b in blocks
         ]
         self.ln_f = _ln(gpt.ln_f)
+        self.head = _linear(gpt.wte.weight, None, batch)
 
     @torch.inference_mode()
     def prime(self, ids: np.ndarray) -> np.ndarray:
@@ -202,26 +247,25 @@ class _ByteGPTStepper(_Stepper):
 
     @torch.inference_mode()
     def step(self, ids: np.ndarray) -> np.ndarray:
-        # Functional calls on (B, C) rows (the module call overhead dominates a one-token step).
         gpt, t, heads = self.gpt, self.length, self.heads
         x = F.embedding(torch.as_tensor(ids, dtype=torch.long), gpt.wte.weight) + gpt.wpe.weight[t]
         b, c = x.shape
         for i, (ln1, qkv, proj, ln2, fc, act, out) in enumerate(self.layers):
-            q, k, v = F.linear(F.layer_norm(x, (c,), *ln1), *qkv).split(c, dim=1)
+            q, k, v = qkv(F.layer_norm(x, (c,), *ln1)).split(c, dim=1)
             self.k[i, :, :, t] = k.view(b, heads, -1)
             self.v[i, :, :, t] = v.view(b, heads, -1)
             y = F.scaled_dot_product_attention(
                 q.view(b, heads, 1, -1), self.k[i, :, :, : t + 1], self.v[i, :, :, : t + 1]
             )
-            x = x + F.linear(y.reshape(b, c), *proj)
-            x = x + F.linear(F.gelu(F.linear(F.layer_norm(x, (c,), *ln2), *fc), approximate=act), *out)
+            x = x + proj(y.reshape(b, c))
+            x = x + out(F.gelu(fc(F.layer_norm(x, (c,), *ln2)), approximate=act))
         self.length = t + 1
-        return F.linear(F.layer_norm(x, (c,), *self.ln_f), gpt.wte.weight).float().numpy()
+        return self.head(F.layer_norm(x, (c,), *self.ln_f)).float().numpy()
 
 
-def _stepper(model: LanguageModel, batch: int) -> _Stepper:
+def _stepper(model: LanguageModel, batch: int, bf16: bool = False) -> _Stepper:
     if isinstance(model, ByteModel) and isinstance(model.module, ByteGPT):
-        return _ByteGPTStepper(model, batch)
+        return _ByteGPTStepper(model, batch, bf16)
     return _Stepper(model, batch)
 
 
@@ -231,6 +275,7 @@ class _Params:
     prime: int
     chunk_size: int
     group: int
+    bf16: bool = False
 
 
 def _run_group(
@@ -253,7 +298,7 @@ def _run_group(
         return
     batch, family = tokens.shape[0], _family()
     prefix = np.tile(np.asarray(model.prefix_ids, dtype=np.int64), (batch, 1))
-    stepper = _stepper(model, batch)
+    stepper = _stepper(model, batch, params.bf16)
     if prefix.shape[1]:
         logits = stepper.prime(prefix)
     else:  # no BOS: the first token is coded with a uniform distribution
@@ -322,7 +367,8 @@ def _cut(buf: bytes, start: int, size: int) -> int:
 
 
 def _params(
-    model: LanguageModel, chunk_size: int, group: int, window: int | None, prime: int | None
+    model: LanguageModel, chunk_size: int, group: int, window: int | None, prime: int | None,
+    precision: str = "float32",
 ) -> _Params:
     for name, value in (("chunk_size", chunk_size), ("group", group)):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -338,12 +384,19 @@ def _params(
     k = (w - n_prefix) // 2 if prime is None else prime
     if not 1 <= k <= w - n_prefix - 1:
         raise ValueError(f"prime: expected 1..{w - n_prefix - 1} tokens, got {k}")
-    return _Params(w, k, chunk_size, group)
+    if precision not in ("auto", "float32", "bfloat16"):
+        raise ValueError(f"precision: expected 'auto', 'float32' or 'bfloat16', got {precision!r}")
+    bytegpt = isinstance(model, ByteModel) and isinstance(model.module, ByteGPT)
+    if precision == "bfloat16" and not bytegpt:
+        raise ValueError("precision: 'bfloat16' is available for the bundled ByteGPT models only")
+    bf16 = bytegpt and (precision == "bfloat16" or (precision == "auto" and native_bf16()))
+    return _Params(w, k, chunk_size, group, bf16)
 
 
 def _header(identity: str, p: _Params) -> bytes:
     ident = identity.encode("utf-8")
-    body = _HEADER.pack(MAGIC, VERSION, 0, LOGIT_SCALE, p.window, p.prime, p.chunk_size, p.group)
+    flags = FLAG_BF16 if p.bf16 else 0
+    body = _HEADER.pack(MAGIC, VERSION, flags, LOGIT_SCALE, p.window, p.prime, p.chunk_size, p.group)
     body += bytes([len(ident)]) + ident
     return body + struct.pack("<I", zlib.crc32(body))
 
@@ -384,13 +437,13 @@ def _read_header(src: BinaryIO) -> tuple[str, _Params]:
     (crc,) = struct.unpack("<I", _read_exact(src, 4, "the header"))
     if zlib.crc32(head + n + ident) != crc:
         raise ContainerError("damaged container: header checksum mismatch")
-    if flags != 0 or scale != LOGIT_SCALE or not (chunk_size and group and 0 < prime < window):
+    if flags & ~FLAG_BF16 or scale != LOGIT_SCALE or not (chunk_size and group and 0 < prime < window):
         raise ContainerError("damaged container: invalid coding parameters in the header")
     try:
         identity = ident.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ContainerError("damaged container: the model identity is not UTF-8") from exc
-    return identity, _Params(window, prime, chunk_size, group)
+    return identity, _Params(window, prime, chunk_size, group, bool(flags & FLAG_BF16))
 
 
 def _check_model(model: LanguageModel | str | None, identity: str, params: _Params) -> LanguageModel:
@@ -462,15 +515,38 @@ def _encode_group(lm: LanguageModel, p: _Params, key: int, chunks: list[bytes], 
     coders: list[Any] = [None if t is None else constriction.stream.queue.RangeEncoder() for t in ids]
     tick = meter.group(key, lengths, sum(map(len, chunks)), lambda _: sum(c.num_bits() for c in coders if c))
     _run_group(lm, p, tokens, lengths, coders, decode=False, on_step=tick)
-    records = []
+    records, bits = [], 0.0
     for raw, coder, n_sym in zip(chunks, coders, lengths):
         payload = b"" if coder is None else coder.get_compressed().astype("<u4").tobytes()
-        mode = MODE_CODED if coder is not None and len(payload) < len(raw) else MODE_STORED
-        payload = raw if mode == MODE_STORED else payload
-        head = _CHUNK.pack(b"C", mode, len(raw), n_sym, len(payload), zlib.crc32(raw), 0)[:-4]
+        if coder is not None and len(payload) < len(raw):
+            head = b"C" + _varint(len(raw)) + _varint(n_sym) + _varint(len(payload))
+        else:
+            head, payload = b"S" + _varint(len(raw)) + _varint(n_sym), raw
+        head += struct.pack("<I", zlib.crc32(raw))
         records.append(head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload)
-    meter.finish(key, sum(map(len, chunks)), 8.0 * sum(len(r) - _CHUNK.size for r in records))
+        bits += 8.0 * len(payload)
+    meter.finish(key, sum(map(len, chunks)), bits)
     return records
+
+
+def _varint(n: int) -> bytes:
+    """Unsigned LEB128: 7 bits a byte, low first, high bit = more bytes follow."""
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _read_varint(src: BinaryIO, what: str) -> tuple[int, bytes]:
+    """A LEB128 value below 2**32 and its bytes."""
+    raw = bytearray()
+    for _ in range(5):
+        raw += _read_exact(src, 1, what)
+        if not raw[-1] & 0x80:
+            return sum((b & 0x7F) << (7 * i) for i, b in enumerate(raw)), bytes(raw)
+    raise ContainerError(f"damaged container: over-long size field in {what}")
 
 
 @dataclass(frozen=True)
@@ -488,21 +564,31 @@ def _read_record(src: BinaryIO, p: _Params, index: int) -> _Record | bytes:
     tag = _read_exact(src, 1, "a chunk record")
     if tag == b"E":
         return tag + _read_exact(src, _TRAILER.size - 1, "the trailer")
-    if tag != b"C":
+    if tag not in _TAGS:
         raise ContainerError(f"damaged container: unexpected record tag {tag!r} at chunk {index}")
-    head = tag + _read_exact(src, _CHUNK.size - 1, "a chunk record")
-    _, mode, raw_len, n_sym, n_pay, raw_crc, crc = _CHUNK.unpack(head)
+    mode, head = _TAGS[tag], bytearray(tag)
+    raw_len, raw = _read_varint(src, "a chunk record")
+    n_sym, raw_sym = _read_varint(src, "a chunk record")
+    head += raw + raw_sym
+    n_pay = raw_len
+    if mode == MODE_CODED:
+        n_pay, raw = _read_varint(src, "a chunk record")
+        head += raw
     if not (0 < raw_len <= p.chunk_size and n_sym <= raw_len and n_pay <= raw_len):
         raise ContainerError(f"damaged container: invalid sizes in chunk {index}")
+    if mode == MODE_CODED and n_pay % 4:
+        raise ContainerError(f"damaged container: invalid payload size in chunk {index}")
+    head += _read_exact(src, 4, "a chunk record")
+    raw_crc, crc = _CRCS.unpack(head[-4:] + _read_exact(src, 4, "a chunk record"))
     payload = _read_exact(src, n_pay, "a chunk payload")
-    if zlib.crc32(payload, zlib.crc32(head[:-4])) != crc:
+    if zlib.crc32(payload, zlib.crc32(head)) != crc:
         raise ContainerError(f"damaged container: checksum mismatch in chunk {index}")
-    if mode not in (MODE_CODED, MODE_STORED) or n_pay != (raw_len if mode == MODE_STORED else n_pay & ~3):
-        raise ContainerError(f"damaged container: invalid mode or payload size in chunk {index}")
     return _Record(index, mode, raw_len, n_sym, raw_crc, payload)
 
 
-def _decode_group(lm: LanguageModel, p: _Params, records: list[_Record], meter: _Meter) -> list[bytes]:
+def _decode_group(
+    lm: LanguageModel, p: _Params, key: int, records: list[_Record], meter: _Meter
+) -> list[bytes]:
     """Decode one group of chunk records into verified chunk bytes."""
     import constriction
 
@@ -522,7 +608,7 @@ def _decode_group(lm: LanguageModel, p: _Params, records: list[_Record], meter: 
             tokens[b, : r.n_symbols] = known
     n_bytes, bits = sum(r.raw_len for r in records), 8.0 * sum(len(r.payload) for r in records)
     try:
-        tick = meter.group(records[0].index, lengths, n_bytes, lambda f: f * bits)
+        tick = meter.group(key, lengths, n_bytes, lambda f: f * bits)
         _run_group(lm, p, tokens, lengths, coders, True, tick)
     except (ValueError, RuntimeError, IndexError, OverflowError) as exc:  # a decoder fed damaged data
         raise ContainerError(f"damaged container: range decoding failed ({exc})") from exc
@@ -535,8 +621,92 @@ def _decode_group(lm: LanguageModel, p: _Params, records: list[_Record], meter: 
                 "computed different probabilities here than when compressing"
             )
         out.append(raw)
-    meter.finish(records[0].index, n_bytes, bits)
+    meter.finish(key, n_bytes, bits)
     return out
+
+
+# --- running groups: inline, or one worker process per core ------------------------------------------
+
+_WORKER: dict[str, Any] = {}  # in a worker process: its model and progress queue
+
+
+def _init_worker(lm: LanguageModel, ticks: Any) -> None:
+    torch.set_num_threads(1)
+    _WORKER.update(lm=lm, ticks=ticks)
+
+
+def _in_worker(fn: Callable[..., list[bytes]], p: _Params, key: int, items: list[Any]) -> list[bytes]:
+    ticks = _WORKER["ticks"]
+    return fn(_WORKER["lm"], p, key, items, _Meter(lambda done, bits: ticks.put((key, done, bits))))
+
+
+class _Groups:
+    """Runs coding groups in order: inline when one worker suffices, else in worker *processes*, one
+    core each (threads would serialise on the GIL between the many small ops of a step). Each worker
+    pins one thread, as the inline path does, so the place a group runs never changes its bits."""
+
+    def __init__(self, lm: LanguageModel, workers: int, meter: _Meter) -> None:
+        self.lm, self.workers, self.meter = lm, workers, meter
+        self.pool: ProcessPoolExecutor | None = None
+        self.ticks: Any = None
+
+    def run(
+        self, fn: Callable[..., list[bytes]], p: _Params, groups: list[tuple[int, Any, int]]
+    ) -> list[list[bytes]]:
+        """``groups``: (key, items, n_bytes) per group; returns ``fn``'s records/chunks per group."""
+        if self.workers == 1 or (len(groups) == 1 and self.pool is None):
+            return [fn(self.lm, p, key, items, self.meter) for key, items, _ in groups]
+        if self.pool is None:
+            # fork: the workers inherit the model (nothing to pickle, no re-import of the caller's
+            # __main__ as spawn needs); each pins one thread before any torch work, as DataLoader's do
+            methods = multiprocessing.get_all_start_methods()
+            ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            self.ticks = ctx.Queue()
+            self.pool = ProcessPoolExecutor(self.workers, ctx, _init_worker, (self.lm, self.ticks))
+        futures: dict[Future[list[bytes]], tuple[int, int]] = {
+            self.pool.submit(_in_worker, fn, p, key, items): (key, n) for key, items, n in groups
+        }
+        pending, finished = set(futures), set[int]()
+        while pending:
+            done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+            self._drain(finished)
+            for f in done:
+                key, n = futures[f]
+                f.result()  # raise a worker's error here, in order of completion
+                finished.add(key)
+                with self.meter.lock:
+                    _, bits = self.meter.partial.pop(key, (0, 0.0))
+                self.meter.finish(key, n, bits)
+        return [f.result() for f in futures]
+
+    def _drain(self, finished: set[int]) -> None:
+        while True:
+            try:
+                key, done, bits = self.ticks.get_nowait()
+            except queue.Empty:
+                return
+            if key not in finished:
+                with self.meter.lock:
+                    self.meter.partial[key] = (done, bits)
+                    self.meter._emit()
+
+    def close(self, abort: bool = False) -> None:
+        if self.pool is None:
+            return
+        if abort:  # an error or Ctrl-C: do not wait for groups still coding
+            for proc in list(getattr(self.pool, "_processes", {}).values()):
+                proc.terminate()
+        self.pool.shutdown(wait=not abort, cancel_futures=True)
+
+
+@contextmanager
+def _closing(groups: _Groups) -> Iterator[_Groups]:
+    try:
+        yield groups
+    except BaseException:
+        groups.close(abort=True)
+        raise
+    groups.close()
 
 
 # --- public API --------------------------------------------------------------------------------------
@@ -551,6 +721,7 @@ def compress_stream(
     group: int | None = None,
     window: int | None = None,
     prime: int | None = None,
+    precision: str = "auto",
     workers: int | None = None,
     progress: Progress | None = None,
 ) -> int:
@@ -558,7 +729,7 @@ def compress_stream(
 
     Cost: ``sum_t -log2 p(x_t | context) + O(1)`` bits per chunk (range coding; Rissanen 1976),
     i.e. the model's cross-entropy of the data in bits under the chunk/window policy of the module
-    docstring, plus the container overhead (a header of ~60 bytes, a 53-byte trailer, 22 bytes and
+    docstring, plus the container overhead (a header of ~60 bytes, a 53-byte trailer, ~15 bytes and
     a <= 4-byte coder flush per chunk). Memory is bounded by ``workers`` groups (``group *
     chunk_size`` bytes of input each), so inputs larger than memory work.
 
@@ -567,8 +738,13 @@ def compress_stream(
     coded together in one lockstep batch (recorded in the container; default: up to 32, fewer for
     a small seekable input so that every worker gets a group). ``window``: tokens of context
     (default ``min(512, max_context)``), re-primed with the last ``prime`` tokens (default half the
-    window). ``workers``: groups coded at the same time in threads, one core each (default: the CPU
-    count, at most 8); it changes the speed, never the probabilities of a given group.
+    window). ``precision``: the arithmetic of the bundled ByteGPT models, ``"float32"``,
+    ``"bfloat16"`` (weights, activations and KV cache in bf16 with fp32 accumulation; the coded
+    size changes by well under 0.1%) or ``"auto"`` (bf16 where the CPU multiplies bf16 in hardware,
+    several times faster there); it is recorded in the container, so the decoder repeats it.
+    Other models run as they are. ``workers``: groups coded at the same time in worker processes,
+    one core each (default: the CPU count, at most 8); it changes the speed, never the
+    probabilities of a given group.
     ``progress(done_bytes, coded_bits)`` is called as coding advances.
 
     Example:
@@ -584,14 +760,15 @@ def compress_stream(
         remaining = _remaining(src)
         n_chunks_total = 1 if remaining is None else max(1, -(-remaining // max(1, chunk_size)))
         group = DEFAULT_GROUP if remaining is None else min(DEFAULT_GROUP, -(-n_chunks_total // n_workers))
-    p = _params(lm, chunk_size, group, window, prime)
+    p = _params(lm, chunk_size, group, window, prime, precision)
     header = _header(lm.identity, p)
     dst.write(header)
     written, n_chunks, digest, meter = len(header), 0, hashlib.sha256(), _Meter(progress)
     carry, eof = b"", False
-    with _pinned_threads(), ThreadPoolExecutor(n_workers) as pool:
+    groups = _Groups(lm, n_workers, meter)
+    with _pinned_threads(), _closing(groups):
         while True:
-            batch: list[tuple[int, list[bytes]]] = []  # (index of the first chunk, chunks) per group
+            batch: list[tuple[int, list[bytes], int]] = []  # (first chunk's index, chunks, bytes) per group
             for _ in range(n_workers):
                 # 4 bytes of look-ahead beyond the group let the last cut see the byte after it
                 more, eof = (b"", True) if eof else _read_upto(src, p.group * p.chunk_size + 4 - len(carry))
@@ -604,12 +781,12 @@ def compress_stream(
                 carry = buf[start:]
                 if not chunks:
                     break
-                batch.append((n_chunks, chunks))
+                batch.append((n_chunks, chunks, sum(map(len, chunks))))
                 n_chunks += len(chunks)
             if not batch:
                 break
-            coded = pool.map(lambda g: _encode_group(lm, p, g[0], g[1], meter), batch)
-            for (_, chunks), records in zip(batch, coded):
+            coded = groups.run(_encode_group, p, batch)
+            for (_, chunks, _), records in zip(batch, coded):
                 for raw, record in zip(chunks, records):
                     dst.write(record)
                     digest.update(raw)
@@ -670,9 +847,10 @@ def decompress_stream(
     n_workers = _workers(workers)
     n_chunks, digest, meter = 0, hashlib.sha256(), _Meter(progress)
     trailer: bytes | None = None
-    with _pinned_threads(), ThreadPoolExecutor(n_workers) as pool:
+    groups = _Groups(lm, n_workers, meter)
+    with _pinned_threads(), _closing(groups):
         while trailer is None:
-            batch: list[list[_Record]] = []
+            batch: list[tuple[int, list[_Record], int]] = []
             while trailer is None and len(batch) < n_workers:
                 records: list[_Record] = []
                 while len(records) < p.group:
@@ -683,8 +861,8 @@ def decompress_stream(
                     records.append(item)
                     n_chunks += 1
                 if records:
-                    batch.append(records)
-            for chunks in pool.map(lambda g: _decode_group(lm, p, g, meter), batch):
+                    batch.append((records[0].index, records, sum(r.raw_len for r in records)))
+            for chunks in groups.run(_decode_group, p, batch) if batch else []:
                 for raw in chunks:
                     dst.write(raw)
                     digest.update(raw)
