@@ -208,6 +208,11 @@ def report(rows: list[list[object]], summary: list[list[object]], args: argparse
             "ours is faster. `|loss - f64|`: distance to the float64 loss. "
             "The bound is 6 N D V FLOP at the fp32 matmul rate measured on a "
             "(1024, D) x (D, V) product at the start of each point.")
+    note += (" For bf16 inputs ours appears twice: `exact (default)` (fp32 logits from exact bf16 products)"
+             " and the opt-in `logits_dtype=bf16` (native bf16 matmuls, logits rounded to bf16 as in"
+             " F.linear and cut_cross_entropy); each row states its own goal ratios and |loss - f64|.")
+    if args.threads is not None:
+        note += f" Run with --threads {args.threads}."
     if _cce is None:
         note += " cut_cross_entropy was not importable, so its anchor is absent."
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -16,7 +16,8 @@ min_k_plus_plus, dc_pdd) or more likely machine-generated (binoculars, fast_dete
 examples:
   entropykit detect notes.txt essay.txt --method min_k_plus_plus
   entropykit detect a.txt --method reference --reference bytegpt-small --json
-  entropykit detect a.txt --method binoculars --reference bytegpt-small      # observer = reference
+  entropykit detect a.txt --method binoculars --model bytegpt-small --reference bytegpt-6l
+      # performer = --model, observer = --reference (the stronger assignment for the bundled pair)
   entropykit detect a.txt --method dc_pdd --frequency-corpus corpus/*.txt --save-frequencies freq.json
   entropykit detect a.txt --method dc_pdd --frequencies freq.json
   entropykit detect a.txt --method entropy_gap        # also prints the zero-shot test's p-value
