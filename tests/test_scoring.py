@@ -103,6 +103,20 @@ def test_long_text_equals_naive_strided(byte_model: ByteModel, stride: int, batc
     assert r.stride == stride and r.context == 32
 
 
+def test_bfloat16_precision_is_the_autocast_forward(byte_model: ByteModel) -> None:
+    """precision="bfloat16": the same windows under CPU autocast; statistics of those logits in fp32,
+    close to (not equal to) the float32 numbers, and recorded in the summary."""
+    data = (TEXT * 2).encode()
+    fast = score(data, byte_model, stride=9, precision="bfloat16")
+    exact = score(data, byte_model, stride=9)
+    assert fast.summary["precision"] == "bfloat16" and exact.summary["precision"] == "float32"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = naive_strided(byte_model, data, 9)
+    assert_matches(fast, ref)
+    assert not np.array_equal(fast.surprisal_bits, exact.surprisal_bits)
+    assert fast.summary["bits_per_byte"] == pytest.approx(exact.summary["bits_per_byte"], rel=2e-2)
+
+
 def test_totals_agree(byte_model: ByteModel) -> None:
     data = TEXT * 2
     r = score(data, byte_model, stride=9)
@@ -227,6 +241,7 @@ def test_bundled_default_model_runs() -> None:
         ({"hwe_threshold": float("nan")}, ValueError, "hwe_threshold"),
         ({"model": 1.5}, TypeError, "model"),
         ({"model": "no-such-model-xyz"}, ValueError, "no-such-model-xyz"),
+        ({"precision": "fp16"}, ValueError, "precision"),
     ],
 )
 def test_bad_input(byte_model: ByteModel, kwargs: dict, exc: type, match: str) -> None:

@@ -74,6 +74,9 @@ def register(subparsers: Any) -> None:
         help="high-window-entropy threshold in bits (default: 0.5*log2(vocabulary size))",
     )
     p.add_argument("--top-k", type=int, default=0, metavar="K", help="also report the K most likely tokens")
+    p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                   help="model arithmetic: float32 (exact, default) or bfloat16 (CPU autocast: several "
+                        "times faster with AMX/AVX512-BF16, bits/byte within ~2e-4 relative)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on standard error")
     p.set_defaults(func=run)
 
@@ -105,7 +108,8 @@ def format_table(result: Any, *, name: str, all_tokens: bool = False) -> str:
     """The terminal report: summary, most surprising spans and (short texts / --all) every token."""
     s = result.summary
     lines = [
-        f"{name}: {s['tokens']:,} tokens, {s['bytes']:,} bytes, model {s['model']}",
+        f"{name}: {s['tokens']:,} tokens, {s['bytes']:,} bytes, model {s['model']}"
+        + (f" ({s['precision']})" if s.get("precision", "float32") != "float32" else ""),
         f"  bits per byte   {s['bits_per_byte']:8.4f}      "
         f"perplexity     {s['perplexity']:10.4g} (per token)",
         f"  mean surprisal  {s['mean_surprisal_bits']:8.3f} bits "
@@ -168,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
         window=args.window,
         hwe_threshold=args.hwe_threshold,
         top_k=args.top_k,
+        precision=args.precision,
         progress=False if args.no_progress else None,
     )
     if result.lossy:

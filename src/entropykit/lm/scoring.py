@@ -104,6 +104,7 @@ class ScoreResult:
     top_k_ids: np.ndarray | None = None
     top_k_tokens: list[list[str]] | None = field(default=None, repr=False)
     top_k_probs: np.ndarray | None = None
+    precision: str = "float32"  # the model's arithmetic: "float32" (exact) or "bfloat16" (autocast)
 
     def __len__(self) -> int:
         return len(self.token_ids)
@@ -127,6 +128,7 @@ class ScoreResult:
         n_bytes = len(self.text) - self.scored_from_byte
         return {
             "model": self.model,
+            "precision": self.precision,
             "tokens": n,
             "bytes": n_bytes,
             "total_surprisal_bits": total,
@@ -296,6 +298,7 @@ def score(
     hwe_threshold: float | None = None,
     top_k: int = 0,
     batch_size: int | None = None,
+    precision: str = "float32",
     progress: bool | None = None,
 ) -> ScoreResult:
     """Score every token of ``text`` under a causal language model (all quantities in bits).
@@ -316,6 +319,10 @@ def score(
             tokens of history.
         window: tokens in the window-entropy mean.
         batch_size: windows per forward pass (default: about 4096 tokens per pass).
+        precision: ``"float32"`` (default: the model's own arithmetic, the numbers the transformers
+            strided loop gives) or ``"bfloat16"``: the forward passes run under CPU autocast
+            (bf16 matmuls with fp32 accumulation; statistics still in fp32), several times faster on
+            CPUs with AMX/AVX512-BF16; bits/byte then differ from float32 by about 2e-4 relative.
         progress: a tqdm bar on stderr; default only for multi-window texts on a terminal.
 
     Sources: GLTR (Gehrmann et al., 2019); Hugging Face "Perplexity of fixed-length models".
@@ -352,6 +359,9 @@ def score(
         if value < lo or (hi is not None and value > hi):
             rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
             raise ValueError(f"{name}: must be {rng} for model {lm.name!r}, got {value}")
+    if precision not in ("float32", "bfloat16"):
+        raise ValueError(f"precision: expected 'float32' or 'bfloat16', got {precision!r}")
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16")
     if hwe_threshold is None:
         hwe_threshold = default_hwe_threshold(lm.vocab_size)
     elif not isinstance(hwe_threshold, (int, float)) or not math.isfinite(hwe_threshold):
@@ -413,12 +423,16 @@ def score(
             (b, e, _), past = batch[0], None
             for c0 in range(b, e, rows_budget):
                 c1 = min(c0 + rows_budget, e)
-                logits, past = lm.forward(seq[c0:c1].long()[None], past)
+                with autocast:
+                    logits, past = lm.forward(seq[c0:c1].long()[None], past)
+                logits = logits.float()
                 a, z1 = max(t0 - 1, c0), min(t1 - 1, c1)  # logit rows this chunk contributes
                 if a < z1:
                     consume(logits[0, a - c0 : z1 - c0], a + 1, z1 + 1)
             return t1 - t0
-        logits, _ = lm.forward(torch.stack([seq[b:e] for b, e, _ in batch]).long())
+        with autocast:
+            logits, _ = lm.forward(torch.stack([seq[b:e] for b, e, _ in batch]).long())
+        logits = logits.float()
         spans = [(max(lo, first) - 1 - b, e - 1 - b) for b, e, lo in batch]
         if len(set(spans)) == 1:  # same rows in every window (all but the first): a view, no copy
             consume(logits[:, spans[0][0] : spans[0][1]], t0, t1)
@@ -478,4 +492,5 @@ def score(
         top_k_ids=out_ki,
         top_k_tokens=top_tokens,
         top_k_probs=out_kp,
+        precision=precision,
     )
