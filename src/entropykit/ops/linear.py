@@ -197,6 +197,17 @@ def _accumulate(dz: Tensor, hc: Tensor, w: Tensor, dh: Tensor | None, dw: Tensor
                 dw[s:e].addmm_(dz[:, s:e].t(), hc)
 
 
+def _row_loss(lse: Tensor, zy: Tensor, zmean: Tensor | None, eps: float, zl: float) -> Tensor:
+    """Per-row loss ``(1 - eps)(lse - z_y) + eps (lse - mean z) + zl lse^2`` (nats)."""
+    out = lse - zy
+    if eps:
+        assert zmean is not None
+        out = (1.0 - eps) * out + eps * (lse - zmean)
+    if zl:
+        out = out + zl * lse.square()
+    return out
+
+
 def _filter_blocks(p: Tensor, y: Tensor | None, eps: float) -> Tensor:
     """CCE filter: keep vocabulary blocks where some row's softmax reaches eps (or a target lies)."""
     v = p.shape[1]
@@ -282,13 +293,7 @@ def _ce_pass(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEConfig, 
             zb = logits(hc[bad], torch.empty(nb, v, dtype=acc, device=dev),
                         None if cap is None else torch.empty(nb, v, dtype=acc, device=dev))
             lse_c[bad] = torch.logsumexp(zb, 1)
-        lc = lse_c - zy
-        if eps:
-            assert zmean is not None
-            lc = (1.0 - eps) * lc + eps * (lse_c - zmean)
-        if zl:
-            lc = lc + zl * lse_c.square()
-        loss[s:e] = lc
+        loss[s:e] = _row_loss(lse_c, zy, zmean, eps, zl)
         lse[s:e] = lse_c
         if not want:
             continue
@@ -416,13 +421,7 @@ def _ce_pass_native(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEC
                 zb = logits(hc[a:a2][bad], torch.empty(int(bad.sum()), v, dtype=w.dtype, device=dev)).float()
                 capped(zb, None if cap is None else torch.empty_like(zb))
                 lse_c[bad] = torch.logsumexp(zb, 1)
-            lc = lse_c - zy
-            if eps:
-                assert zmean is not None
-                lc = (1.0 - eps) * lc + eps * (lse_c - zmean)
-            if zl:
-                lc = lc + zl * lse_c.square()
-            loss[s + a:s + a2] = lc
+            loss[s + a:s + a2] = _row_loss(lse_c, zy, zmean, eps, zl)
             lse[s + a:s + a2] = lse_c
             if not want:
                 continue
