@@ -208,6 +208,18 @@ def _row_loss(lse: Tensor, zy: Tensor, zmean: Tensor | None, eps: float, zl: flo
     return out
 
 
+def _dense_logit_grad(z: Tensor, y: Tensor, g: Tensor, lse: Tensor, eps: float, zl: float,
+                      t: Tensor | None) -> None:
+    """In place, softmax rows ``z = p`` -> ``dloss/dz = r p - a onehot(y) - b`` with
+    ``r = g (1 + 2 zl lse)``, ``a = g (1 - eps)``, ``b = g eps / V``, then through the softcap."""
+    z.mul_((g * (1.0 + 2.0 * zl * lse) if zl else g)[:, None])
+    z.scatter_add_(1, y[:, None], (g * -(1.0 - eps))[:, None])
+    if eps:
+        z.sub_((g * (eps / z.shape[1]))[:, None])
+    if t is not None:
+        _softcap_chain(z, t)
+
+
 def _filter_blocks(p: Tensor, y: Tensor | None, eps: float) -> Tensor:
     """CCE filter: keep vocabulary blocks where some row's softmax reaches eps (or a target lies)."""
     v = p.shape[1]
@@ -304,14 +316,8 @@ def _ce_pass(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEConfig, 
         if dh is not None:
             dhc = dh[s:e] if idx is None else torch.empty(c, d_model, dtype=acc, device=dev)
         if dense:
-            r = gc * (1.0 + 2.0 * zl * lse_c) if zl else gc
             keep = _filter_blocks(z, yc, cfg.filter_eps) if cfg.filter_eps is not None else None
-            z.mul_(r[:, None])
-            z.scatter_add_(1, yc[:, None], (gc * -(1.0 - eps))[:, None])
-            if eps:
-                z.sub_((gc * (eps / v))[:, None])
-            if t is not None:
-                _softcap_chain(z, t)
+            _dense_logit_grad(z, yc, gc, lse_c, eps, zl, t)
             _accumulate(z, hc, w, dhc, dw, db, keep, h.dtype)
         else:
             # without z-loss r = g is a row scale: fold it into the (c, D) operands, not the (c, V) block
@@ -428,16 +434,10 @@ def _ce_pass_native(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEC
             assert g is not None
             gc = g[s + a:s + a2]
             if dense:  # z <- r p - a onehot(y) - bb (row weights folded in), see _ce_pass
-                r = gc * (1.0 + 2.0 * zl * lse_c) if zl else gc
                 if cfg.filter_eps is not None:
                     kb = _filter_blocks(z, yc, cfg.filter_eps)
                     keep = kb if keep is None else keep | kb
-                z.mul_(r[:, None])
-                z.scatter_add_(1, yc[:, None], (gc * -(1.0 - eps))[:, None])
-                if eps:
-                    z.sub_((gc * (eps / v))[:, None])
-                if t is not None:
-                    _softcap_chain(z, t)
+                _dense_logit_grad(z, yc, gc, lse_c, eps, zl, t)
                 if db is not None:
                     db.add_(z.sum(0))
             else:  # z <- p - (1 - eps) onehot(y); the row weights g go into the (c, D) operands
