@@ -443,6 +443,23 @@ def test_checksum_catches_a_model_that_computes_differently(model) -> None:
         decompress(blob, drifted)
 
 
+def test_worker_process_errors_reach_the_caller(model, tmp_path: Path) -> None:
+    """A group failing inside a worker process raises the same ContainerError in the caller, promptly,
+    and decompress_stream writes nothing past the last verified group."""
+    data = sample_text(4000, 77)
+    blob = compress(data, model, chunk_size=500, group=2, workers=1)  # 8 chunks: 4 groups
+    drifted = tiny_model()
+    with torch.no_grad():
+        drifted.module.ln_f.bias.add_(0.3)
+    drifted.__dict__["identity"] = model.identity
+    out = io.BytesIO()
+    t = time.perf_counter()
+    with pytest.raises(ContainerError, match=r"fail its checksum|range decoding failed"):
+        decompress_stream(io.BytesIO(blob), out, drifted, workers=2)
+    assert time.perf_counter() - t < 60
+    assert out.getvalue() == b""  # the first groups already fail: nothing unverified was written
+
+
 # --- argument validation ------------------------------------------------------------------------------
 
 
