@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from entropykit._io import atomic_write
+
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
@@ -96,6 +98,4 @@ def record(name: str, title: str, command: str, body: str) -> None:
         text = pattern.sub(lambda _: section, text)
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
-    tmp = RESULTS.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, RESULTS)
+    atomic_write(RESULTS, text)

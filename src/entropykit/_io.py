@@ -62,17 +62,26 @@ def _umask() -> int:
     return mask
 
 
-def read_input(path: str) -> bytes:
-    """Read a whole input file as bytes; ``-`` reads standard input.
+@contextmanager
+def open_input(path: str) -> Iterator[BinaryIO]:
+    """An input file opened for binary reading; ``-`` is standard input.
 
     Raises ``FileNotFoundError``/``IsADirectoryError`` with the path named, so the CLI can print
     one clear line.
     """
     if path == "-":
-        return sys.stdin.buffer.read()
+        yield sys.stdin.buffer
+        return
     p = Path(path)
     if p.is_dir():
         raise IsADirectoryError(f"{path} is a directory, not a file")
     if not p.exists():
         raise FileNotFoundError(f"{path}: no such file")
-    return p.read_bytes()
+    with open(p, "rb") as f:
+        yield f
+
+
+def read_input(path: str) -> bytes:
+    """Read a whole input file as bytes; ``-`` reads standard input (errors as :func:`open_input`)."""
+    with open_input(path) as f:
+        return f.read()

@@ -808,9 +808,9 @@ def cross_entropy(
             raise ValueError(f"target probabilities must be >= 0 and not NaN, got {float(bad)}")
         if eps:
             q = (1 - eps) * q + eps / v
-        pos = q > 0
-        terms = q * _where0(pos & _finite(lp), lp)
-        terms = torch.where(pos & ~_finite(lp), _const(-math.inf, lp), terms)
+        pos, fin = q > 0, _finite(lp)
+        terms = q * _where0(pos & fin, lp)
+        terms = torch.where(pos & ~fin, _const(-math.inf, lp), terms)
         return -terms.sum(-1)
 
     out = _rowwise(kernel, logits, target, buffers=8)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from entropykit._io import atomic_output
+from entropykit._io import atomic_output, open_input
 
 SUFFIX = ".ekz"
 
@@ -103,20 +102,6 @@ def _atomic_output(path: str, force: bool) -> Iterator[BinaryIO]:
         yield f
 
 
-@contextmanager
-def _input(path: str) -> Iterator[BinaryIO]:
-    if path == "-":
-        yield sys.stdin.buffer
-        return
-    p = Path(path)
-    if p.is_dir():
-        raise IsADirectoryError(f"{path} is a directory, not a file")
-    if not p.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    with open(p, "rb") as f:
-        yield f
-
-
 def _bar(args: argparse.Namespace, desc: str, total: int | None) -> Any:
     from tqdm.auto import tqdm
 
@@ -150,7 +135,7 @@ def run_compress(args: argparse.Namespace) -> int:
     if output != "-" and Path(output).exists() and not args.force:  # fail before the slow part
         raise FileExistsError(f"{output} exists (use --force to overwrite)")
     size = None if args.file == "-" else Path(args.file).stat().st_size if Path(args.file).is_file() else None
-    with _input(args.file) as src:
+    with open_input(args.file) as src:
         model = load_model(args.model)
         t0 = time.perf_counter()
         with _atomic_output(output, args.force) as dst, _bar(args, "compress", size) as bar:
@@ -175,7 +160,7 @@ def run_compress(args: argparse.Namespace) -> int:
 
 
 def run_decompress(args: argparse.Namespace) -> int:
-    from entropykit.lm.compression import decompress_stream
+    from entropykit.lm.compression import decompress_stream, original_length
 
     if args.output:
         output = args.output
@@ -186,8 +171,8 @@ def run_decompress(args: argparse.Namespace) -> int:
             else args.file + ".out"
     if output != "-" and Path(output).exists() and not args.force:
         raise FileExistsError(f"{output} exists (use --force to overwrite)")
-    with _input(args.file) as src:
-        total = _peek_length(src)
+    with open_input(args.file) as src:
+        total = original_length(src)
         t0 = time.perf_counter()
         with _atomic_output(output, args.force) as dst, _bar(args, "decompress", total) as bar:
             n = decompress_stream(src, dst, args.model, workers=args.workers, progress=_Progress(bar))
@@ -199,22 +184,3 @@ def run_decompress(args: argparse.Namespace) -> int:
     }
     _report(args, summary, f"{args.file} -> {output} ({n} bytes) in {seconds:.1f} s")
     return 0
-
-
-def _peek_length(src: BinaryIO) -> int | None:
-    """The original length from a seekable container's trailer (for the progress bar only)."""
-    import struct
-
-    try:
-        if not src.seekable():
-            return None
-        pos = src.seek(0, os.SEEK_END)
-        if pos < 53:
-            src.seek(0)
-            return None
-        src.seek(pos - 53)
-        tail = src.read(53)
-        src.seek(0)
-    except OSError:
-        return None
-    return int(struct.unpack_from("<Q", tail, 9)[0]) if tail[:1] == b"E" else None

@@ -109,23 +109,10 @@ def register(subparsers: Any) -> None:
 def _processors(args: argparse.Namespace, generator: Any) -> list[Any]:
     from entropykit import decoding as d
 
-    procs: list[Any] = []
-    if args.top_n_sigma is not None:
-        procs.append(d.TopNSigma(args.top_n_sigma))
-    if args.top_k is not None:
-        procs.append(d.TopK(args.top_k))
-    if args.typical is not None:
-        procs.append(d.Typical(args.typical))
-    if args.top_p is not None:
-        procs.append(d.TopP(args.top_p))
-    if args.min_p is not None:
-        procs.append(d.MinP(args.min_p))
-    if args.epsilon is not None:
-        procs.append(d.Epsilon(args.epsilon))
-    if args.eta_cutoff is not None:
-        procs.append(d.Eta(args.eta_cutoff))
-    if args.top_h is not None:
-        procs.append(d.TopH(args.top_h))
+    # one-parameter truncation rules, applied in this order when given
+    rules = (("top_n_sigma", d.TopNSigma), ("top_k", d.TopK), ("typical", d.Typical), ("top_p", d.TopP),
+             ("min_p", d.MinP), ("epsilon", d.Epsilon), ("eta_cutoff", d.Eta), ("top_h", d.TopH))
+    procs: list[Any] = [rule(getattr(args, name)) for name, rule in rules if getattr(args, name) is not None]
     if args.xtc_threshold is not None:
         procs.append(d.XTC(args.xtc_threshold, args.xtc_probability, generator))
     if args.dynatemp_range is not None:
@@ -211,7 +198,8 @@ def run(args: argparse.Namespace) -> int:
         )
         new = out.new_tokens[0]
         rows = [dict(r) for r in out.stats.row(0)] if out.stats is not None else []
-    text = model.decode(new).decode("utf-8", errors="replace")
+    new_bytes = model.decode(new)
+    text = new_bytes.decode("utf-8", errors="replace")
     for row, tok in zip(rows, new):
         row["token"] = model.token_text(tok)
         row["token_id"] = tok
@@ -219,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
         from entropykit.lm import score
         from entropykit.lm.report import write_html
 
-        full = prompt.encode("utf-8") + model.decode(new)
+        full = prompt.encode("utf-8") + new_bytes
         write_html(score(full, model, progress=False), args.html, title=f"generate: {prompt[:60]}")
     if args.format == "json":
         doc: dict[str, Any] = {

@@ -109,7 +109,7 @@ def format_table(result: Any, *, name: str, all_tokens: bool = False) -> str:
     s = result.summary
     lines = [
         f"{name}: {s['tokens']:,} tokens, {s['bytes']:,} bytes, model {s['model']}"
-        + (f" ({s['precision']})" if s.get("precision", "float32") != "float32" else ""),
+        + (f" ({s['precision']})" if s["precision"] != "float32" else ""),
         f"  bits per byte   {s['bits_per_byte']:8.4f}      "
         f"perplexity     {s['perplexity']:10.4g} (per token)",
         f"  mean surprisal  {s['mean_surprisal_bits']:8.3f} bits "

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from entropykit import measures
-from entropykit.decoding.generate import SamplerStep, sample_from_logits
+from entropykit.decoding.generate import SamplerStep, _kept, check_sampler_scores, sample_from_logits
 
 __all__ = ["BRANCHES", "EntropixSampler"]
 
@@ -152,14 +152,11 @@ class EntropixSampler:
     def __call__(
         self, input_ids: Tensor | None, scores: Tensor, generator: torch.Generator | None = None
     ) -> SamplerStep:
-        if not isinstance(scores, Tensor) or scores.dim() != 2 or not scores.is_floating_point():
-            raise ValueError(
-                f"scores: expected a float tensor (batch, vocab), got {getattr(scores, 'shape', scores)!r}"
-            )
+        check_sampler_scores(scores)
         b = scores.shape[0]
         x = scores.double()
-        h = measures.entropy(x, base=2)
-        var = measures.varentropy(x, base=2)
+        st = measures.token_stats(x, base=2)  # entropy and varentropy in one pass
+        h, var = st.entropy, st.varentropy
         prev = (
             input_ids[:, -1]
             if isinstance(input_ids, Tensor) and input_ids.dim() == 2 and input_ids.shape[1]
@@ -189,7 +186,7 @@ class EntropixSampler:
         best = cand.gather(1, logp.gather(1, cand).argmax(1, keepdim=True)).squeeze(1)
         tokens = torch.where(br == 4, best, cand[:, 0])
         tokens = torch.where(br == 0, x.argmax(-1), tokens)
-        kept = (filtered > float("-inf")).sum(-1)
+        kept = _kept(filtered)
         kept = torch.where(br == 0, 1, kept)
         temp_out = torch.where(br == 0, 0.0, temp)
         if self.clarify_token is not None:

@@ -62,6 +62,14 @@ class Sampler(Protocol):
     ) -> SamplerStep: ...
 
 
+def check_sampler_scores(scores: Tensor) -> None:
+    """The samplers' argument check: ``scores`` must be a float tensor (batch, vocab)."""
+    if not isinstance(scores, Tensor) or scores.dim() != 2 or not scores.is_floating_point():
+        raise ValueError(
+            f"scores: expected a float tensor (batch, vocab), got {getattr(scores, 'shape', scores)!r}"
+        )
+
+
 def sample_from_logits(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Draw one token per row from ``softmax(logits)`` by inverse CDF with one uniform per row.
 
@@ -382,9 +390,9 @@ def generate(
             rec["s"].append(torch.where(finished, nan, s))
             rec["kept"].append(torch.where(finished, -1, choice.kept.long()))
             rec["t"].append(torch.where(finished, nan, temp))
-        for i in range(b):
-            if not bool(finished[i]):
-                new[i].append(int(tokens[i]))
+        for i, (done, tok) in enumerate(zip(finished.tolist(), tokens.tolist())):
+            if not done:
+                new[i].append(tok)
         stream.append(tokens)
         steps += 1
         if stops:

@@ -24,11 +24,10 @@ import math
 import torch
 from torch import Tensor
 
-from entropykit.decoding.generate import SamplerStep, sample_from_logits
+from entropykit.decoding.generate import LN2, SamplerStep, check_sampler_scores, sample_from_logits
 
 __all__ = ["Mirostat"]
 
-LN2 = math.log(2.0)
 
 
 class Mirostat:
@@ -73,10 +72,7 @@ class Mirostat:
     def __call__(
         self, input_ids: Tensor | None, scores: Tensor, generator: torch.Generator | None = None
     ) -> SamplerStep:
-        if not isinstance(scores, Tensor) or scores.dim() != 2 or not scores.is_floating_point():
-            raise ValueError(
-                f"scores: expected a float tensor (batch, vocab), got {getattr(scores, 'shape', scores)!r}"
-            )
+        check_sampler_scores(scores)
         b, v = scores.shape
         if self.mu is None:
             self.mu = torch.full((b,), 2.0 * self.tau, dtype=torch.float64, device=scores.device)

@@ -53,13 +53,13 @@ Example:
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import io
 import multiprocessing
 import os
 import queue
 import struct
-import threading
 import weakref
 import zlib
 from collections.abc import Callable, Iterator
@@ -177,6 +177,7 @@ def _ln(m: Any) -> tuple[torch.Tensor, torch.Tensor, float]:
 _BF16_COPIES: weakref.WeakKeyDictionary[ByteGPT, ByteGPT] = weakref.WeakKeyDictionary()
 
 
+@functools.cache
 def native_bf16() -> bool:
     """True when this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX): then the bf16 path
     is several times faster than fp32 at the small batches of incremental coding."""
@@ -468,13 +469,12 @@ def _check_model(model: LanguageModel | str | None, identity: str, params: _Para
 
 
 class _Meter:
-    """Turns per-step callbacks of the groups in flight into cumulative ``progress(done_bytes,
-    coded_bits)`` (groups may run in parallel threads)."""
+    """Turns the progress of the groups in flight (keyed by their first chunk) into cumulative
+    ``progress(done_bytes, coded_bits)``; only the calling process's main thread touches it."""
 
     def __init__(self, progress: Progress | None) -> None:
         self.progress, self.bytes, self.bits = progress, 0, 0.0
         self.partial: dict[int, tuple[int, float]] = {}
-        self.lock = threading.Lock()
 
     def group(
         self, key: int, lengths: list[int], n_bytes: int, bits: Callable[[float], float]
@@ -484,18 +484,20 @@ class _Meter:
         def tick(i: int) -> None:
             if self.progress is not None and (i % 256 == 255 or i == steps - 1):
                 done = sum(min(i + 1, k) for k in lengths) / n_sym
-                with self.lock:
-                    self.partial[key] = (int(done * n_bytes), bits(done))
-                    self._emit()
+                self.report(key, int(done * n_bytes), bits(done))
 
         return tick
 
+    def report(self, key: int, done_bytes: int, bits: float) -> None:
+        """Group ``key`` has coded ``done_bytes`` so far, costing ``bits``."""
+        self.partial[key] = (done_bytes, bits)
+        self._emit()
+
     def finish(self, key: int, n_bytes: int, bits: float) -> None:
-        with self.lock:
-            self.partial.pop(key, None)
-            self.bytes += n_bytes
-            self.bits += bits
-            self._emit()
+        self.partial.pop(key, None)
+        self.bytes += n_bytes
+        self.bits += bits
+        self._emit()
 
     def _emit(self) -> None:
         if self.progress is not None:
@@ -673,10 +675,8 @@ class _Groups:
             for f in done:
                 key, n = futures[f]
                 f.result()  # raise a worker's error here, in order of completion
-                finished.add(key)
-                with self.meter.lock:
-                    _, bits = self.meter.partial.pop(key, (0, 0.0))
-                self.meter.finish(key, n, bits)
+                finished.add(key)  # its last report carries its coded bits
+                self.meter.finish(key, n, self.meter.partial.get(key, (0, 0.0))[1])
         return [f.result() for f in futures]
 
     def _drain(self, finished: set[int]) -> None:
@@ -686,9 +686,7 @@ class _Groups:
             except queue.Empty:
                 return
             if key not in finished:
-                with self.meter.lock:
-                    self.meter.partial[key] = (done, bits)
-                    self.meter._emit()
+                self.meter.report(key, done, bits)
 
     def close(self, abort: bool = False) -> None:
         if self.pool is None:
@@ -880,6 +878,23 @@ def decompress_stream(
     if _read_upto(src, 1)[0]:
         raise ContainerError("damaged container: unexpected data after the end of the container")
     return meter.bytes
+
+
+def original_length(src: BinaryIO) -> int | None:
+    """The original length a seekable container's trailer states (None if unknown); the stream is
+    left at its start. For progress bars: nothing here is verified."""
+    try:
+        if not src.seekable():
+            return None
+        end = src.seek(0, os.SEEK_END)
+        tail = b""
+        if end >= _TRAILER.size:
+            src.seek(end - _TRAILER.size)
+            tail = src.read(_TRAILER.size)
+        src.seek(0)
+    except OSError:
+        return None
+    return int(_TRAILER.unpack(tail)[2]) if tail[:1] == b"E" else None
 
 
 def _detokenize(model: LanguageModel, ids: np.ndarray) -> bytes:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from entropykit.lm.adapters import LanguageModel
+from entropykit.lm.adapters import LanguageModel, resolve_model
 
 __all__ = ["generate_passages"]
 
@@ -83,9 +83,7 @@ def generate_passages(
     [20, 20]
     """
     _check(prompts, length, seed, batch_size, temperature)
-    from entropykit.lm.adapters import load_model
-
-    lm = model if isinstance(model, LanguageModel) else load_model(model)
+    lm = resolve_model(model)
     g = torch.Generator().manual_seed(seed)
     encoded = [list(lm.encode(p).ids) for p in prompts]
     if not lm.prefix_ids and any(not e for e in encoded):

@@ -134,9 +134,9 @@ class FrequencyTable:
     @classmethod
     def from_texts(cls, texts: Iterable[str | bytes], model: LanguageModel | None = None) -> FrequencyTable:
         """Count the tokens of ``texts`` under ``model``'s tokenizer (default: the bundled model)."""
-        from entropykit.lm.adapters import load_model
+        from entropykit.lm.adapters import resolve_model
 
-        lm = model if model is not None else load_model()
+        lm = resolve_model(model)
         counts = np.zeros(lm.vocab_size, dtype=np.int64)
         for i, text in enumerate(texts):
             if not isinstance(text, (str, bytes)):

@@ -86,14 +86,14 @@ def _position_stats(
     """float64 per-position columns for logits (T, V) predicting target (T,)."""
     z = logits.double()
     lq = torch.log_softmax(z, -1)
-    logprob = -measures.surprisal(z, target)
-    finite = torch.isfinite(lq)
     if ref_logits is None:
-        expected = -measures.entropy(z)
-        variance = measures.varentropy(z)
-        support = finite
+        st = measures.token_stats(z, target)  # surprisal, entropy, varentropy in one pass
+        assert st.surprisal is not None
+        logprob, expected, variance = -st.surprisal, -st.entropy, st.varentropy
+        support = torch.isfinite(lq)
         ref_logprob = None
     else:
+        logprob = -measures.surprisal(z, target)
         zp = ref_logits.double()
         p = torch.softmax(zp, -1)
         expected = -measures.cross_entropy(z, p, reduction="none")
@@ -213,6 +213,7 @@ def token_statistics(
     jobs.sort(key=lambda w: -len(w.inputs))
     parts: list[list[tuple[int, dict[str, torch.Tensor | None]]]] = [[] for _ in texts]
     pad = prefix[0] if prefix else 0
+    step = max(1, _CHUNK_ELEMENTS // model.vocab_size)  # float64 (positions, V) temporaries <= ~128 MB
     bar = tqdm(
         total=len(jobs),
         desc="scoring",
@@ -229,8 +230,6 @@ def token_statistics(
             n_in, n_t = len(w.inputs), w.end - w.start
             rows = slice(n_in - n_t, n_in)
             target = torch.tensor(all_ids[w.text][w.start : w.end], dtype=torch.long)
-            # float64 temporaries of (positions, V): bounded to ~128 MB each for large vocabularies
-            step = max(1, _CHUNK_ELEMENTS // model.vocab_size)
             for c in range(0, n_t, step):
                 pos = slice(rows.start + c, min(rows.stop, rows.start + c + step))
                 p_rows = None if p_logits is None else p_logits[r, pos]

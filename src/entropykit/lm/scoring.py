@@ -423,16 +423,14 @@ def score(
             (b, e, _), past = batch[0], None
             for c0 in range(b, e, rows_budget):
                 c1 = min(c0 + rows_budget, e)
-                with autocast:
+                with autocast:  # forward returns float32 logits (the adapter contract)
                     logits, past = lm.forward(seq[c0:c1].long()[None], past)
-                logits = logits.float()
                 a, z1 = max(t0 - 1, c0), min(t1 - 1, c1)  # logit rows this chunk contributes
                 if a < z1:
                     consume(logits[0, a - c0 : z1 - c0], a + 1, z1 + 1)
             return t1 - t0
         with autocast:
             logits, _ = lm.forward(torch.stack([seq[b:e] for b, e, _ in batch]).long())
-        logits = logits.float()
         spans = [(max(lo, first) - 1 - b, e - 1 - b) for b, e, lo in batch]
         if len(set(spans)) == 1:  # same rows in every window (all but the first): a view, no copy
             consume(logits[:, spans[0][0] : spans[0][1]], t0, t1)

@@ -22,10 +22,10 @@ from entropykit.losses._common import (
     check_reduction,
     reduce,
 )
+from entropykit.ops.linear import DIVERGENCES
 
 __all__ = ["DIVERGENCES", "DistillationLoss", "distill_loss"]
 
-DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_rkl", "tvd")
 
 
 def _kl(lp: Tensor, lq: Tensor) -> Tensor:

@@ -46,8 +46,7 @@ _MAX_CHUNK_BYTES = 512 * 2**20  # cap of the (V D / 2)-sized chunk budget
 _SUB_BYTES = 4 * 2**20  # logits_dtype=bf16: cache-sized fp32 sub-blocks of the bf16 chunk
 _ADD_BLOCK = 4096  # vocabulary rows per block when adding a bf16 dW chunk into the fp32 dW
 _FILTER_BLOCK = 1024  # vocabulary block size for gradient filtering
-_BF16_NATIVE_DH = True  # bf16 inputs: dh = bf16(dz) @ W natively (no per-chunk fp32->bf16 copy of W)
-_DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_rkl", "tvd")
+DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_rkl", "tvd")
 _softmax_out = torch.ops.aten._softmax.out  # in-place row softmax (one cached pass per row)
 _log_softmax_out = torch.ops.aten._log_softmax.out
 
@@ -279,7 +278,7 @@ def _ce_pass(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEConfig, 
     wsum = w.sum(0, dtype=acc) if want and eps and not dense else None
     buf = torch.empty(rows, v, dtype=acc, device=dev)
     tbuf = torch.empty(rows, v, dtype=acc, device=dev) if cap is not None else None
-    lowdh = want and need_h and not dense and w_low is not None and _BF16_NATIVE_DH
+    lowdh = want and need_h and not dense and w_low is not None  # dh = bf16(dz) @ W natively
     lowbuf = torch.empty(rows, v, dtype=torch.bfloat16, device=dev) if lowdh else None
 
     def logits(hc: Tensor, out: Tensor, t: Tensor | None) -> Tensor:
@@ -501,6 +500,21 @@ def _ce_pass_native(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEC
     return loss, lse, dh, dw, db
 
 
+def _run_ce(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, valid: Tensor | None, cfg: _CEConfig,
+            g: Tensor | None, need_h: bool, need_w: bool
+            ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """One CE pass (forward, or recomputed in backward) over the rows ``valid`` selects (None = all):
+    the bf16-logits pass when ``cfg.native``, else the exact pass on accumulation-dtype operands (a
+    bf16 weight also goes along as is, for the native dh matmul)."""
+    idx = None if valid is None else valid.nonzero().squeeze(1)
+    yv = y if valid is None else y[valid]
+    if cfg.native:
+        return _ce_pass_native(h, w, b, yv, cfg, g, need_h, need_w, None, idx)
+    acc = _acc_dtype(h.dtype)
+    return _ce_pass(h, w.to(acc), None if b is None else b.to(acc), yv, cfg, g, need_h, need_w,
+                    w if w.dtype == torch.bfloat16 else None, idx)
+
+
 def _scatter_rows(x: Tensor, valid: Tensor | None, n: int) -> Tensor:
     if valid is None:
         return x
@@ -518,9 +532,7 @@ class _LinearCE(torch.autograd.Function):
         mask = y != ignore_index
         all_valid = bool(mask.all())
         valid = None if all_valid else mask
-        idx = None if valid is None else valid.nonzero().squeeze(1)
-        yv = y if valid is None else y[valid]
-        count = yv.shape[0]
+        count = n if valid is None else int(valid.sum())
         # needs_input_grad is True even under torch.no_grad(): the caller's grad mode decides
         need = grad_mode and any(ctx.needs_input_grad[:3])
         precompute = need and reduction != "none"
@@ -528,12 +540,8 @@ class _LinearCE(torch.autograd.Function):
         if precompute:
             scale = 1.0 / count if reduction == "mean" and count else 1.0
             g = torch.full((count,), scale, dtype=acc, device=h.device)
-        wa, ba = (w, b) if cfg.native else (w.to(acc), None if b is None else b.to(acc))
         need_h, need_w = need and bool(ctx.needs_input_grad[0]), need and bool(ctx.needs_input_grad[1])
-        low = w if w.dtype == torch.bfloat16 else None
-        ce_pass = _ce_pass_native if cfg.native else _ce_pass
-        loss_v, lse_v, dh, dw, db = ce_pass(h, wa, ba, yv, cfg, g, need_h, need_w, low, idx)
-        del wa, ba  # free the fp32 copy of a low-precision weight before the gradients are cast
+        loss_v, lse_v, dh, dw, db = _run_ce(h, w, b, y, valid, cfg, g, need_h, need_w)
         loss_rows = _scatter_rows(loss_v, valid, n)
         lse = _scatter_rows(lse_v, valid, n)
         if reduction == "none":
@@ -565,15 +573,11 @@ class _LinearCE(torch.autograd.Function):
                               for x in (dh, dw, db))
             return dh, dw, db, *nones
         h, w, b, y, mask = ctx.saved_tensors
-        acc = _acc_dtype(h.dtype)
-        g = grad_out.to(acc)[mask]
-        idx = mask.nonzero().squeeze(1)
-        cfg = ctx.cfg
-        wa, ba = (w, b) if cfg.native else (w.to(acc), None if b is None else b.to(acc))
-        ce_pass = _ce_pass_native if cfg.native else _ce_pass
-        _, _, dh, dw, db = ce_pass(h, wa, ba, y[mask], cfg, g, bool(ctx.needs_input_grad[0]),
-                                    bool(ctx.needs_input_grad[1]), w if w.dtype == torch.bfloat16 else None,
-                                    idx)
+        valid = None if bool(mask.all()) else mask
+        g = grad_out.to(_acc_dtype(h.dtype))
+        g = g if valid is None else g[valid]
+        _, _, dh, dw, db = _run_ce(h, w, b, y, valid, ctx.cfg, g, bool(ctx.needs_input_grad[0]),
+                                   bool(ctx.needs_input_grad[1]))
         return (None if dh is None else dh.to(h.dtype), None if dw is None else dw.to(w.dtype),
                 None if db is None else db.to(w.dtype), *nones)
 
@@ -727,7 +731,7 @@ def _stats_pass(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, softcap: floa
         p = pbuf[:c]
         _softmax_out(z, 1, False, out=p)
         lse0 = -p.gather(1, am[:, None]).squeeze(1).log()  # lse - m, from p at the argmax (>= 1/V)
-        h_c = lse0 - torch.bmm(p[:, None, :], z[:, :, None]).view(c)  # H = lse - sum p z
+        h_c = lse0 - _rowdot(p, z)  # H = lse - sum p z
         if not backward:
             logprob[s:e] = z.gather(1, yc[:, None]).squeeze(1) - lse0
             ent[s:e] = h_c
@@ -986,8 +990,8 @@ def linear_distill(
     if teacher_hidden.dtype != student_hidden.dtype:
         raise TypeError(f"teacher_hidden dtype {teacher_hidden.dtype} must match student_hidden dtype "
                         f"{student_hidden.dtype}")
-    if divergence not in _DIVERGENCES:
-        raise ValueError(f"divergence must be one of {_DIVERGENCES}, got {divergence!r}")
+    if divergence not in DIVERGENCES:
+        raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
     if not 0.0 <= float(beta) <= 1.0:
         raise ValueError(f"beta must be in [0, 1], got {beta!r}")
     if divergence == "skew_kl" and beta == 0.0:
