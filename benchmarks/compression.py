@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from entropykit.lm import compress, decompress, load_model  # noqa: E402
-from entropykit.lm.compression import DEFAULT_CHUNK_SIZE, native_bf16  # noqa: E402
+from entropykit.lm.compression import DEFAULT_CHUNK_SIZE, PRECISIONS, native_bf16  # noqa: E402
 
 
 def csv_text(n_rows: int = 600) -> bytes:
@@ -102,8 +102,8 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="model name or path (default: bundled bytegpt-6l)")
     ap.add_argument("--quick", action="store_true", help="4 KB slices, no RESULTS.md record")
     ap.add_argument("--workers", type=int, default=None, help="compression workers (default: CPU count)")
-    ap.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
-                    help="model arithmetic during coding (default: auto = bf16 where the CPU has it)")
+    ap.add_argument("--precision", default="auto", choices=PRECISIONS,
+                    help="model arithmetic while coding (default: auto = int8kv/bf16 where the CPU has bf16)")
     ap.add_argument("--no-record", action="store_true", help="do not update benchmarks/RESULTS.md")
     ap.add_argument("--other-bytes", type=int, default=None,
                     help="cut the code/CSV/binary inputs to this many bytes and skip the second held-out "

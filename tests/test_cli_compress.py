@@ -165,3 +165,16 @@ def test_help_has_examples(capsys) -> None:
             main([cmd, "--help"])
         out = capsys.readouterr().out
         assert "examples:" in out and f"entropykit {cmd}" in out and "--force" in out
+
+
+def test_precision_choices_match_the_library(files, capsys) -> None:
+    from entropykit.cli.cmd_compress import PRECISIONS
+    from entropykit.lm.compression import PRECISIONS as LIBRARY
+
+    assert PRECISIONS == LIBRARY
+    src, model = files
+    for precision in ("int8kv", "float32"):
+        out = src.with_suffix(f".{precision}.ekz")
+        assert main(["compress", str(src), "-o", str(out), "--model", model, "--precision", precision]) == 0
+        assert main(["decompress", str(out), "-o", str(out) + ".back", "--model", model]) == 0
+        assert Path(str(out) + ".back").read_bytes() == src.read_bytes()

@@ -18,7 +18,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from entropykit.lm import compress, compress_stream, decompress, decompress_stream
+from entropykit.lm import compress, compress_stream, decode_attention, decompress, decompress_stream
 from entropykit.lm.compression import (
     LOGIT_SCALE,
     MAGIC,
@@ -265,15 +265,20 @@ def test_bf16_stepper_is_close_to_float32(model) -> None:
     fresh = _ByteGPTStepper(model, 3, bf16=True)
     primed = fresh.prime(np.concatenate([np.full((3, 1), BOS), ids[:, :44]], axis=1))
     np.testing.assert_allclose(primed, a[-1], atol=0.1)  # one forward pass vs 44 cached steps
+    # the int8 KV cache (fused kernel) stays as close to the fp32 logits as the bf16 cache does
+    i8 = _ByteGPTStepper(model, 3, bf16=True, int8_kv=True)
+    c = [i8.prime(np.full((3, 1), BOS))] + [i8.step(ids[:, i]) for i in range(44)]
+    assert np.abs(np.stack(c) - b).max() < 0.15
+    assert not np.array_equal(np.stack(c), a)  # it is another computation
 
 
-@pytest.mark.parametrize("bf16", [False, True])
-def test_row_results_do_not_depend_on_other_rows(model, bf16: bool) -> None:
+@pytest.mark.parametrize(("bf16", "int8_kv"), [(False, False), (True, False), (True, True)])
+def test_row_results_do_not_depend_on_other_rows(model, bf16: bool, int8_kv: bool) -> None:
     """Kernels give a row the same bits whatever the other rows of the batch hold (same shape)."""
     rng = np.random.default_rng(2)
     x, y = rng.integers(0, 256, (4, 50)), rng.integers(0, 256, (4, 50))
     y[1] = x[1]
-    sx, sy = _ByteGPTStepper(model, 4, bf16), _ByteGPTStepper(model, 4, bf16)
+    sx, sy = _ByteGPTStepper(model, 4, bf16, int8_kv), _ByteGPTStepper(model, 4, bf16, int8_kv)
     for s in (sx, sy):
         s.prime(np.full((4, 1), BOS))
     for i in range(50):
@@ -328,7 +333,7 @@ def run_child(tmp_path: Path, threads: int, model_dir: Path, mode: str, src: Pat
     )
 
 
-@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+@pytest.mark.parametrize("precision", ["float32", "bfloat16", "int8kv"])
 def test_same_bits_across_processes_and_thread_counts(tmp_path: Path, model, precision: str) -> None:
     data = sample_text(4000, 9999) + UTF8 + b"\x00\xff\x80"
     src = tmp_path / "in.bin"
@@ -337,7 +342,8 @@ def test_same_bits_across_processes_and_thread_counts(tmp_path: Path, model, pre
     run_child(tmp_path, 2, d, "c", src, tmp_path / "a.ekz", precision)
     run_child(tmp_path, 1, d, "c", src, tmp_path / "b.ekz", precision)
     a, b = (tmp_path / "a.ekz").read_bytes(), (tmp_path / "b.ekz").read_bytes()
-    assert parse(a)["flags"] == (precision == "bfloat16")  # the decoder learns the arithmetic here
+    # the decoder learns the arithmetic here
+    assert parse(a)["flags"] == {"float32": 0, "bfloat16": 1, "int8kv": 3}[precision]
     torch.set_num_threads(2)
     here = compress(data, model, chunk_size=1500, group=3, precision=precision)
     assert a == b == here  # the encoder's output does not depend on the process or thread count
@@ -494,9 +500,11 @@ def test_header_records_parameters_and_identity(model) -> None:
     blob = compress(b"hello", model, chunk_size=777, group=5, window=40, prime=13)
     info = parse(blob)
     assert (info["magic"], info["version"], info["scale"]) == (MAGIC, 2, LOGIT_SCALE)
-    assert info["flags"] == (1 if native_bf16() else 0)  # "auto": bf16 where the CPU has it
+    # "auto": bf16 where the CPU has it, with the int8-KV kernel where it builds
+    assert info["flags"] == ((3 if decode_attention.available() else 1) if native_bf16() else 0)
     assert parse(compress(b"hello", model, precision="float32"))["flags"] == 0
     assert parse(compress(b"hello", model, precision="bfloat16"))["flags"] == 1
+    assert parse(compress(b"hello", model, precision="int8kv"))["flags"] == 3
     assert (info["chunk_size"], info["group"], info["window"], info["prime"]) == (777, 5, 40, 13)
     assert info["identity"] == model.identity and info["n_chunks"] == 1
     import hashlib
@@ -544,3 +552,21 @@ def test_hf_model_round_trip(tmp_path: Path) -> None:
     assert info["flags"] == 0  # "auto" leaves other models' arithmetic alone
     with pytest.raises(ValueError, match="precision"):
         compress(b"abc", hf, precision="bfloat16")
+
+
+def test_int8kv_without_a_compiler_fails_loudly(model, monkeypatch, tmp_path: Path) -> None:
+    """No C compiler: 'auto' falls back to bf16, 'int8kv' is refused, and an int8kv container is a
+    clear error on decoding (never a silent fallback to other arithmetic)."""
+    blob = compress(b"some text " * 20, model, precision="int8kv")
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    decode_attention._build.cache_clear()
+    try:
+        with pytest.raises(ValueError, match=r"'int8kv' is not available here.*no-such-cc"):
+            compress(b"abc", model, precision="int8kv")
+        assert parse(compress(b"abc", model))["flags"] == (1 if native_bf16() else 0)
+        with pytest.raises(ContainerError, match="int8-KV attention kernel, which cannot run here"):
+            decompress(blob, model)
+    finally:
+        monkeypatch.undo()
+        decode_attention._build.cache_clear()
+    assert decompress(blob, model) == b"some text " * 20

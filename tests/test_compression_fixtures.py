@@ -55,14 +55,15 @@ def _train(cfg: ByteGPTConfig, steps: int, seed: int) -> ByteGPT:
 
 
 def tiny_model_dir() -> Path:
-    """Directory of the tiny trained ByteGPT (block_size 64, 1 layer, 2 heads, 32 dims)."""
+    """Directory of the tiny trained ByteGPT (block_size 64, 1 layer, 1 head of 32 dims: the head
+    size of the int8-KV attention kernel, so "auto" and "int8kv" run it)."""
     global _DIR
     if _DIR is None or not (_DIR / "model.safetensors").exists():
         d = Path(tempfile.mkdtemp(prefix="entropykit-compress-")) / "tiny-bytegpt"
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # tiny ops: one thread is fastest, and immune to a busy machine
         try:
-            _train(ByteGPTConfig(block_size=64, n_layer=1, n_head=2, n_embd=32), steps=100, seed=7).save(d)
+            _train(ByteGPTConfig(block_size=64, n_layer=1, n_head=1, n_embd=32), steps=100, seed=7).save(d)
         finally:
             torch.set_num_threads(threads)
         _DIR = d
@@ -79,5 +80,5 @@ def other_model() -> ByteModel:
     """Same architecture and name as ``tiny_model`` but other weights (a 'wrong model')."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(99)
-        gpt = ByteGPT(ByteGPTConfig(block_size=64, n_layer=1, n_head=2, n_embd=32)).eval()
+        gpt = ByteGPT(ByteGPTConfig(block_size=64, n_layer=1, n_head=1, n_embd=32)).eval()
     return ByteModel(gpt, "tiny-bytegpt")

@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 from entropykit._io import atomic_output, open_input
 
 SUFFIX = ".ekz"
+PRECISIONS = ("auto", "float32", "bfloat16", "int8kv")  # compression.PRECISIONS, without importing torch
 
 COMPRESS_EXAMPLES = """examples:
   entropykit compress notes.txt                      # -> notes.txt.ekz (bundled bytegpt-6l)
@@ -59,9 +60,11 @@ def register(subparsers: Any) -> None:
                    help="chunks coded together in one batch (default: up to 32)")
     c.add_argument("--window", type=int, default=None, metavar="TOKENS",
                    help="context window in tokens (default: min(512, the model's context))")
-    c.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
-                   help="arithmetic of the bundled ByteGPT models while coding (recorded in the file); "
-                        "auto = bfloat16 where the CPU multiplies bf16 in hardware (faster), else float32")
+    c.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="arithmetic of the bundled ByteGPT models while coding (recorded in the file): "
+                        "int8kv = bfloat16 with an 8-bit KV cache read by a fused C kernel (fastest; "
+                        "needs a C compiler on first use), bfloat16, float32; auto = int8kv, else "
+                        "bfloat16, where the CPU multiplies bf16 in hardware, else float32")
     c.set_defaults(func=run_compress)
 
     d = subparsers.add_parser(
