@@ -201,3 +201,23 @@ def test_missing_compiler_is_reported(monkeypatch, tmp_path) -> None:
         monkeypatch.undo()
         decode_attention._build.cache_clear()
     assert decode_attention.available()
+
+
+@pytest.mark.parametrize("position", [0, 63, 64, 300])
+def test_step_is_store_then_attend(position: int) -> None:
+    a, b = Int8KVCache(2, 3, 2, 512), Int8KVCache(2, 3, 2, 512)
+    if position:
+        k, v = bf16((3, 2, position, HEAD_DIM), 1), bf16((3, 2, position, HEAD_DIM), 2)
+        a.store(1, 0, k, v)
+        b.store(1, 0, k, v)
+    qkv = bf16((3, 3 * 64), 3, 2.0)
+    got = a.step(1, position, qkv)
+    rows = qkv.view(3, 3, 2, 1, HEAD_DIM)  # (batch, q|k|v, heads, 1, 32)
+    b.store(1, position, rows[:, 1], rows[:, 2])
+    want = b.attend(1, position, qkv[:, :64])
+    assert torch.equal(got.view(torch.int16), want.view(torch.int16))
+    assert torch.equal(a.k, b.k) and torch.equal(a.v, b.v) and torch.equal(a.k_scale, b.k_scale)
+    with pytest.raises(ValueError, match="position"):
+        a.step(1, 512, qkv)
+    with pytest.raises(ValueError, match="qkv: expected shape"):
+        a.step(1, 0, qkv[:, :64])

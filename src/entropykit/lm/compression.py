@@ -271,9 +271,7 @@ class _ByteGPTStepper(_Stepper):
         for i, (ln1, qkv, proj, ln2, fc_gelu, out) in enumerate(self.layers):
             qkv_x = qkv(F.layer_norm(x, (c,), *ln1))
             if cache8 is not None:
-                k, v = (qkv_x[:, j * c : (j + 1) * c].unflatten(1, (heads, 1, -1)) for j in (1, 2))
-                cache8.store(i, t, k, v)
-                y = cache8.attend(i, t, qkv_x[:, :c])
+                y = cache8.step(i, t, qkv_x)
             else:
                 q, k, v = qkv_x.split(c, dim=1)
                 self.k[i, :, :, t] = k.view(b, heads, -1)

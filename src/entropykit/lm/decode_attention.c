@@ -85,17 +85,22 @@ static inline void store_bf16(uint16_t *dst, v16f x) {
      scales: (L,) float per cached vector, for keys and values.
    Quantise tokens [t0, t0+n) of B rows into the cache; k, v: bf16, element (b, h, i, c) at
    b*bstride + h*hstride + i*istride + c. */
+static void store_one(int L, long bh, long t, const uint16_t *kx, const uint16_t *vx, uint8_t *kc, float *ks,
+                      int8_t *vc, float *vs) {
+    int8_t tmp[HD];
+    ks[bh * L + t] = quantize(kx, tmp, 1);
+    uint8_t *kb = kc + bh * L * HD + (t / BLK) * BLK * HD + (t % BLK) * 4;
+    for (int c = 0; c < HD; c++) kb[(c / 4) * BLK * 4 + c % 4] = (uint8_t)(tmp[c] + 128);
+    vs[bh * L + t] = quantize(vx, vc + bh * L * HD + (t / 2) * HD * 2 + t % 2, 2);
+}
+
 void ek_store_kv(int B, int H, int L, int t0, int n, const uint16_t *k, const uint16_t *v,
                  long bstride, long hstride, long istride, uint8_t *kc, float *ks, int8_t *vc, float *vs) {
-    int8_t tmp[HD];
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++)
             for (int i = 0; i < n; i++) {
-                const long bh = (long)b * H + h, t = t0 + i, off = b * bstride + h * hstride + i * istride;
-                ks[bh * L + t] = quantize(k + off, tmp, 1);
-                uint8_t *kb = kc + bh * L * HD + (t / BLK) * BLK * HD + (t % BLK) * 4;
-                for (int c = 0; c < HD; c++) kb[(c / 4) * BLK * 4 + c % 4] = (uint8_t)(tmp[c] + 128);
-                vs[bh * L + t] = quantize(v + off, vc + bh * L * HD + (t / 2) * HD * 2 + t % 2, 2);
+                const long off = b * bstride + h * hstride + i * istride;
+                store_one(L, (long)b * H + h, t0 + i, k + off, v + off, kc, ks, vc, vs);
             }
 }
 
@@ -156,11 +161,10 @@ static inline void weighted_values(const int8_t *vb, const int16_t *w, int pairs
 #endif
 }
 
-/* softmax(q k / sqrt(HD)) v over cache slots [0, T] for every row b and head h. q: bf16 (b, h*HD+c)
-   at b*qstride + h*HD + c; out: (B, H*HD) bf16. Scores run over whole blocks of BLK slots; slots
-   past T are masked to weight 0. L must be a multiple of BLK, at most MAXL. */
-void ek_attend(int B, int H, int L, int T, const uint16_t *q, long qstride, const uint8_t *kc,
-               const float *ks, const int8_t *vc, const float *vs, uint16_t *out) {
+/* softmax(q k / sqrt(HD)) v over cache slots [0, T] of row-and-head bh; q: HD bf16, dst: HD bf16.
+   Scores run over whole blocks of BLK slots; slots past T are masked to weight 0. */
+static void attend_one(int L, int T, long bh, const uint16_t *qx, const uint8_t *kc, const float *ks,
+                       const int8_t *vc, const float *vs, uint16_t *dst) {
     float s[MAXL] __attribute__((aligned(64)));
     int16_t w[MAXL] __attribute__((aligned(64)));
     int32_t acc[BLK] __attribute__((aligned(64)));
@@ -168,56 +172,75 @@ void ek_attend(int B, int H, int L, int T, const uint16_t *q, long qstride, cons
     /* integer weights: sum_j w_j |v_jc| <= 127 * n * wmax stays below 2^31 */
     const float wmax = (float)(n <= 516 ? 32767 : 16909320 / n);
     const v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    const uint8_t *K = kc + bh * L * HD;
+    const int8_t *V = vc + bh * L * HD;
+    const float *kscale = ks + bh * L, *vscale = vs + bh * L;
+    int8_t qi[HD];
+    const float qscale = quantize(qx, qi, 1);
+    int32_t qsum = 0;
+    for (int c = 0; c < HD; c++) qsum += qi[c];
+    const v16i offset = (v16i){0} + 128 * qsum;  /* keys are stored + 128 */
+    const v16f factor = splat(qscale * 0.17677669529663687f);  /* qscale / sqrt(32) */
+    v16f mx = splat(-__builtin_inff());
+    for (int j0 = 0; j0 < nb; j0 += BLK) {
+        block_scores(K + (long)j0 * HD, qi, acc);
+        for (int u = 0; u < BLK / 16; u++) {
+            const int j = j0 + 16 * u;
+            v16i a; memcpy(&a, acc + 16 * u, 64);
+            v16f ksc; memcpy(&ksc, kscale + j, 64);
+            v16f x = (__builtin_convertvector(a - offset, v16f) * ksc) * factor;
+            x = sel((lane + j) < n, x, splat(-__builtin_inff()));
+            memcpy(s + j, &x, 64);
+            mx = sel(x > mx, x, mx);
+        }
+    }
+    float m = mx[0];
+    for (int l = 1; l < 16; l++) m = mx[l] > m ? mx[l] : m;
+    v16f sum = splat(0.0f), top = splat(0.0f);
+    for (int j = 0; j < nb; j += 16) {  /* p_j, then the value weights p_j * sv_j */
+        v16f x; memcpy(&x, s + j, 64);
+        v16f p = sel((lane + j) < n, exp16(x - splat(m)), splat(0.0f));
+        sum = sum + p;
+        v16f vsc; memcpy(&vsc, vscale + j, 64);
+        p = p * vsc;
+        top = sel(p > top, p, top);
+        memcpy(s + j, &p, 64);
+    }
+    for (int l = 8; l > 0; l /= 2)
+        for (int e = 0; e < l; e++) { sum[e] = sum[e] + sum[e + l]; top[e] = top[e] > top[e + l] ? top[e] : top[e + l]; }
+    const float to_int = top[0] > 0.0f ? wmax / top[0] : 0.0f;
+    for (int j = 0; j < nb; j += 16) {
+        v16f x; memcpy(&x, s + j, 64);
+        v16i r = __builtin_convertvector(round_even_v(x * splat(to_int)), v16i);
+        for (int l = 0; l < 16; l++) w[j + l] = (int16_t)r[l];
+    }
+    v16i o[2];
+    weighted_values(V, w, pairs, (int32_t *)o);
+    const v16f back = splat(top[0] > 0.0f ? (top[0] / wmax) / sum[0] : 0.0f);
+    store_bf16(dst, __builtin_convertvector(o[0], v16f) * back);
+    store_bf16(dst + 16, __builtin_convertvector(o[1], v16f) * back);
+}
+
+/* Attention of one query per row b and head h over cache slots [0, T]. q: bf16 (b, h*HD + c) at
+   b*qstride + h*HD + c; out: (B, H*HD) bf16. L must be a multiple of BLK, at most MAXL. */
+void ek_attend(int B, int H, int L, int T, const uint16_t *q, long qstride, const uint8_t *kc,
+               const float *ks, const int8_t *vc, const float *vs, uint16_t *out) {
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            attend_one(L, T, (long)b * H + h, q + b * qstride + h * HD, kc, ks, vc, vs, out + ((long)b * H + h) * HD);
+}
+
+/* One decoding step: store the new token's key and value in slot T, then attend over [0, T], per
+   row and head in one pass (the slot just written is still in cache when it is read). qkv: bf16
+   rows of q | k | v (3*H*HD each) with row stride qstride. */
+void ek_step(int B, int H, int L, int T, const uint16_t *qkv, long qstride, uint8_t *kc, float *ks,
+             int8_t *vc, float *vs, uint16_t *out) {
+    const long C = (long)H * HD;
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
             const long bh = (long)b * H + h;
-            const uint8_t *K = kc + bh * L * HD;
-            const int8_t *V = vc + bh * L * HD;
-            const float *kscale = ks + bh * L, *vscale = vs + bh * L;
-            int8_t qi[HD];
-            const float qscale = quantize(q + b * qstride + h * HD, qi, 1);
-            int32_t qsum = 0;
-            for (int c = 0; c < HD; c++) qsum += qi[c];
-            const v16i offset = (v16i){0} + 128 * qsum;  /* keys are stored + 128 */
-            const v16f factor = splat(qscale * 0.17677669529663687f);  /* qscale / sqrt(32) */
-            v16f mx = splat(-__builtin_inff());
-            for (int j0 = 0; j0 < nb; j0 += BLK) {
-                block_scores(K + (long)j0 * HD, qi, acc);
-                for (int u = 0; u < BLK / 16; u++) {
-                    const int j = j0 + 16 * u;
-                    v16i a; memcpy(&a, acc + 16 * u, 64);
-                    v16f ksc; memcpy(&ksc, kscale + j, 64);
-                    v16f x = (__builtin_convertvector(a - offset, v16f) * ksc) * factor;
-                    x = sel((lane + j) < n, x, splat(-__builtin_inff()));
-                    memcpy(s + j, &x, 64);
-                    mx = sel(x > mx, x, mx);
-                }
-            }
-            float m = mx[0];
-            for (int l = 1; l < 16; l++) m = mx[l] > m ? mx[l] : m;
-            v16f sum = splat(0.0f), top = splat(0.0f);
-            for (int j = 0; j < nb; j += 16) {  /* p_j, then the value weights p_j * sv_j */
-                v16f x; memcpy(&x, s + j, 64);
-                v16f p = sel((lane + j) < n, exp16(x - splat(m)), splat(0.0f));
-                sum = sum + p;
-                v16f vsc; memcpy(&vsc, vscale + j, 64);
-                p = p * vsc;
-                top = sel(p > top, p, top);
-                memcpy(s + j, &p, 64);
-            }
-            for (int l = 8; l > 0; l /= 2)
-                for (int e = 0; e < l; e++) { sum[e] = sum[e] + sum[e + l]; top[e] = top[e] > top[e + l] ? top[e] : top[e + l]; }
-            const float to_int = top[0] > 0.0f ? wmax / top[0] : 0.0f;
-            for (int j = 0; j < nb; j += 16) {
-                v16f x; memcpy(&x, s + j, 64);
-                v16i r = __builtin_convertvector(round_even_v(x * splat(to_int)), v16i);
-                for (int l = 0; l < 16; l++) w[j + l] = (int16_t)r[l];
-            }
-            v16i o[2];
-            weighted_values(V, w, pairs, (int32_t *)o);
-            const v16f back = splat(top[0] > 0.0f ? (top[0] / wmax) / sum[0] : 0.0f);
-            uint16_t *dst = out + b * (long)H * HD + h * HD;
-            store_bf16(dst, __builtin_convertvector(o[0], v16f) * back);
-            store_bf16(dst + 16, __builtin_convertvector(o[1], v16f) * back);
+            const uint16_t *x = qkv + b * qstride + h * HD;
+            store_one(L, bh, T, x + C, x + 2 * C, kc, ks, vc, vs);
+            attend_one(L, T, bh, x, kc, ks, vc, vs, out + bh * HD);
         }
 }

@@ -120,8 +120,9 @@ def _build(march: str = "native") -> tuple[ctypes.CDLL | None, str]:
     lib = ctypes.CDLL(str(target))
     lib.ek_store_kv.argtypes = [_I, _I, _I, _I, _I, _P, _P, _L, _L, _L, _P, _P, _P, _P]
     lib.ek_store_kv.restype = None
-    lib.ek_attend.argtypes = [_I, _I, _I, _I, _P, _L, _P, _P, _P, _P, _P]
-    lib.ek_attend.restype = None
+    for fn in (lib.ek_attend, lib.ek_step):
+        fn.argtypes = [_I, _I, _I, _I, _P, _L, _P, _P, _P, _P, _P]
+        fn.restype = None
     return lib, ""
 
 
@@ -198,6 +199,21 @@ class Int8KVCache:
         out = torch.empty(self.batch, self.heads * HEAD_DIM, dtype=torch.bfloat16)
         self.lib.ek_attend(
             self.batch, self.heads, self.length, last, q.data_ptr(), q.stride(0),
+            self.k[layer].data_ptr(), self.k_scale[layer].data_ptr(),
+            self.v[layer].data_ptr(), self.v_scale[layer].data_ptr(), out.data_ptr(),
+        )
+        return out
+
+    def step(self, layer: int, position: int, qkv: torch.Tensor) -> torch.Tensor:
+        """One decoding step: store the keys and values of ``qkv`` (batch, 3 * heads * 32) bf16, rows
+        ``q | k | v``, in slot ``position``, then :meth:`attend` with its queries over slots
+        ``0..position``. The same bits as ``store`` followed by ``attend``, in one pass."""
+        _check_bf16("qkv", qkv, (self.batch, 3 * self.heads * HEAD_DIM))
+        if not 0 <= position < self.length:
+            raise ValueError(f"position: expected 0..{self.length - 1}, got {position}")
+        out = torch.empty(self.batch, self.heads * HEAD_DIM, dtype=torch.bfloat16)
+        self.lib.ek_step(
+            self.batch, self.heads, self.length, position, qkv.data_ptr(), qkv.stride(0),
             self.k[layer].data_ptr(), self.k_scale[layer].data_ptr(),
             self.v[layer].data_ptr(), self.v_scale[layer].data_ptr(), out.data_ptr(),
         )
