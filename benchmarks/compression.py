@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from entropykit.lm import compress, decompress, load_model  # noqa: E402
-from entropykit.lm.compression import DEFAULT_CHUNK_SIZE, PRECISIONS, native_bf16  # noqa: E402
+from entropykit.lm.compression import DEFAULT_CHUNK_SIZE, PRECISIONS  # noqa: E402
 
 
 def csv_text(n_rows: int = 600) -> bytes:
@@ -149,6 +149,8 @@ def main() -> None:
         print(f"{name}: ours {ours:.3f} bits/byte, xz {bpb['xz']:.3f}, score {ce:.3f}; "
               f"{n / tc / 1000:.2f} / {n / td / 1000:.2f} KB/s", flush=True)
 
+    flags = compress(b"x", model, precision=args.precision)[9]
+    used = {0: "float32", 1: "bfloat16", 3: "int8kv"}.get(flags, "?")
     table = markdown_table(header, rows)
     comp_kbs, decomp_kbs = total_bytes / total_c / 1000, total_bytes / total_d / 1000
     heldout_ratio = goal_rows[0][1]
@@ -159,7 +161,7 @@ def main() -> None:
         f"text); ours codes {DEFAULT_CHUNK_SIZE // 1024} KiB chunks, each with BOS-primed windows (512 "
         "tokens, re-primed with the last 255), so the two differ by the chunk resets and the window "
         f"policy. Model arithmetic: precision={args.precision}"
-        f"{' (bf16 here: the CPU has AVX512-BF16/AMX)' if args.precision == 'auto' and native_bf16() else ''}"
+        f"{f' (= {used}: header flags {flags})' if args.precision == 'auto' else ''}"
         ". "
         "`peak MB` = extra resident memory of this process; `worker peak MB` = the largest worker "
         f"process (groups run in worker processes, one per core, when there are several). zstd: {zstd_note}.",
@@ -177,8 +179,16 @@ def main() -> None:
         lines.append("- English outside the training domain <= 0.85x xz: "
                      + ", ".join(f"{r:.3f}x" for r in english)
                      + f" -> {'met' if max(english) <= 0.85 else 'NOT met'}")
-    lines.append(f"- throughput >= 5 KB/s: compress {comp_kbs:.2f}, decompress {decomp_kbs:.2f} -> "
-                 f"{'met' if min(comp_kbs, decomp_kbs) >= 5 else 'NOT met'}")
+    big = [r for r in rows if r[1] >= 100_000]  # the ~100 KB held-out inputs: enough chunks to batch
+    if big:
+        slowest = min(min(r[9], r[10]) for r in big)
+        lines.append(
+            "- throughput >= 5 KB/s on the ~100 KB held-out inputs: "
+            + ", ".join(f"{r[9]:.2f} / {r[10]:.2f}" for r in big)
+            + f" KB/s (compress / decompress) -> {'met' if slowest >= 5 else 'NOT met'}")
+    lines.append(f"- throughput >= 5 KB/s over all inputs together: compress {comp_kbs:.2f}, decompress "
+                 f"{decomp_kbs:.2f} -> {'met' if min(comp_kbs, decomp_kbs) >= 5 else 'NOT met'} (files of a "
+                 "few chunks code in small lockstep batches: each step reads all the weights for few rows)")
     busy = subprocess.run(["pgrep", "-f", "train_model.py"], capture_output=True).stdout.strip()
     if busy:
         lines.append("- NOTE: a model-training job shared the CPU during this run; timings are pessimistic.")

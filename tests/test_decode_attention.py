@@ -221,3 +221,17 @@ def test_step_is_store_then_attend(position: int) -> None:
         a.step(1, 512, qkv)
     with pytest.raises(ValueError, match="qkv: expected shape"):
         a.step(1, 0, qkv[:, :64])
+
+
+def test_unwritable_cache_is_reported(monkeypatch, tmp_path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("ENTROPYKIT_CACHE_DIR", str(blocker))
+    decode_attention._build.cache_clear()
+    try:
+        assert not decode_attention.available()
+        assert "ENTROPYKIT_CACHE_DIR" in decode_attention.unavailable_reason()
+    finally:
+        monkeypatch.undo()
+        decode_attention._build.cache_clear()
+    assert decode_attention.available()
