@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from entropykit.lm import compress, compress_stream, decode_attention, decompress, decompress_stream
+from entropykit.lm.adapters import ByteModel
 from entropykit.lm.compression import (
     LOGIT_SCALE,
     MAGIC,
@@ -28,7 +29,7 @@ from entropykit.lm.compression import (
     native_bf16,
     quantized_probabilities,
 )
-from entropykit.lm.models.bytegpt import BOS
+from entropykit.lm.models.bytegpt import BOS, ByteGPT, ByteGPTConfig
 from test_compression_fixtures import ROOT, other_model, sample_text, tiny_model, tiny_model_dir
 
 UTF8 = "Grüße aus Köln — naïve café, 日本語のテキスト, emoji 🎉🚀, ελληνικά, русский текст.\n".encode()
@@ -570,3 +571,16 @@ def test_int8kv_without_a_compiler_fails_loudly(model, monkeypatch, tmp_path: Pa
         monkeypatch.undo()
         decode_attention._build.cache_clear()
     assert decompress(blob, model) == b"some text " * 20
+
+
+def test_int8kv_stepper_with_a_context_that_is_not_a_whole_kernel_block() -> None:
+    """The int8 cache rounds its slots up to whole 64-slot blocks: a 40-token model steps to its end."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        gpt = ByteGPT(ByteGPTConfig(block_size=40, n_layer=1, n_head=1, n_embd=32)).eval()
+    lm = ByteModel(gpt, "tiny-40")
+    ids = np.random.default_rng(4).integers(0, 256, (2, 39))
+    i8, b16 = _ByteGPTStepper(lm, 2, True, True), _ByteGPTStepper(lm, 2, True)
+    a = [i8.prime(np.full((2, 1), BOS))] + [i8.step(ids[:, i]) for i in range(39)]
+    b = [b16.prime(np.full((2, 1), BOS))] + [b16.step(ids[:, i]) for i in range(39)]
+    assert i8.length == 40 and np.abs(np.stack(a) - np.stack(b)).max() < 0.05

@@ -233,7 +233,8 @@ class _ByteGPTStepper(_Stepper):
         cfg = gpt.config
         self.gpt, self.heads = gpt, cfg.n_head
         dtype = gpt.wte.weight.dtype
-        self.cache8 = Int8KVCache(cfg.n_layer, batch, cfg.n_head, cfg.block_size) if int8_kv else None
+        slots = -(-cfg.block_size // decode_attention.BLOCK) * decode_attention.BLOCK  # whole kernel blocks
+        self.cache8 = Int8KVCache(cfg.n_layer, batch, cfg.n_head, slots) if int8_kv else None
         shape = (cfg.n_layer, batch, cfg.n_head, 0 if int8_kv else cfg.block_size, cfg.n_embd // cfg.n_head)
         self.k = torch.zeros(shape, dtype=dtype)
         self.v = torch.zeros(shape, dtype=dtype)
@@ -425,8 +426,8 @@ def _int8_kv_unavailable(model: LanguageModel) -> str:
     head = cfg.n_embd // cfg.n_head
     if head != decode_attention.HEAD_DIM:
         return f"the kernel needs a head size of {decode_attention.HEAD_DIM}, the model has {head}"
-    if cfg.block_size % decode_attention.BLOCK or cfg.block_size > decode_attention.MAX_LENGTH:
-        return f"the kernel needs a context that is a multiple of {decode_attention.BLOCK}"
+    if cfg.block_size > decode_attention.MAX_LENGTH:
+        return f"the kernel holds at most {decode_attention.MAX_LENGTH} tokens, the model {cfg.block_size}"
     return decode_attention.unavailable_reason()
 
 
