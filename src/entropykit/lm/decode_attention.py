@@ -49,6 +49,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -202,27 +203,24 @@ class Int8KVCache:
     def attend(self, layer: int, last: int, q: torch.Tensor) -> torch.Tensor:
         """``softmax(q k / sqrt(32)) v`` over slots ``0..last`` for q (batch, heads * 32) bf16 (row
         stride free, unit last stride); returns (batch, heads * 32) bf16."""
-        _check_bf16("q", q, (self.batch, self.heads * HEAD_DIM))
-        if not 0 <= last < self.length:
-            raise ValueError(f"last: expected 0..{self.length - 1}, got {last}")
-        out = torch.empty(self.batch, self.heads * HEAD_DIM, dtype=torch.bfloat16)
-        self.lib.ek_attend(
-            self.batch, self.heads, self.length, last, q.data_ptr(), q.stride(0),
-            self.k[layer].data_ptr(), self.k_scale[layer].data_ptr(),
-            self.v[layer].data_ptr(), self.v_scale[layer].data_ptr(), out.data_ptr(),
-        )
-        return out
+        return self._query(self.lib.ek_attend, layer, ("last", last), ("q", q, 1))
 
     def step(self, layer: int, position: int, qkv: torch.Tensor) -> torch.Tensor:
         """One decoding step: store the keys and values of ``qkv`` (batch, 3 * heads * 32) bf16, rows
         ``q | k | v``, in slot ``position``, then :meth:`attend` with its queries over slots
         ``0..position``. The same bits as ``store`` followed by ``attend``, in one pass."""
-        _check_bf16("qkv", qkv, (self.batch, 3 * self.heads * HEAD_DIM))
-        if not 0 <= position < self.length:
-            raise ValueError(f"position: expected 0..{self.length - 1}, got {position}")
+        return self._query(self.lib.ek_step, layer, ("position", position), ("qkv", qkv, 3))
+
+    def _query(
+        self, kernel: Any, layer: int, slot: tuple[str, int], rows: tuple[str, torch.Tensor, int]
+    ) -> torch.Tensor:
+        (slot_name, last), (name, x, parts) = slot, rows
+        _check_bf16(name, x, (self.batch, parts * self.heads * HEAD_DIM))
+        if not 0 <= last < self.length:
+            raise ValueError(f"{slot_name}: expected 0..{self.length - 1}, got {last}")
         out = torch.empty(self.batch, self.heads * HEAD_DIM, dtype=torch.bfloat16)
-        self.lib.ek_step(
-            self.batch, self.heads, self.length, position, qkv.data_ptr(), qkv.stride(0),
+        kernel(
+            self.batch, self.heads, self.length, last, x.data_ptr(), x.stride(0),
             self.k[layer].data_ptr(), self.k_scale[layer].data_ptr(),
             self.v[layer].data_ptr(), self.v_scale[layer].data_ptr(), out.data_ptr(),
         )
