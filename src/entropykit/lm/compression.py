@@ -219,11 +219,12 @@ def _linear(
 class _ByteGPTStepper(_Stepper):
     """ByteGPT stepping with a preallocated KV cache (a concatenating cache copies the whole cache of
     every layer at every step) and functional calls on (B, C) rows (the module call overhead
-    dominates a one-token step). ``prime`` is ByteGPT's own forward pass; ``step`` does the same
-    operations in the same order. With ``bf16`` a bfloat16 copy of the model does both (weights,
-    activations and KV cache in bf16, fp32 accumulation in the matmuls); with ``int8_kv`` as well,
-    the steps keep keys and values in an int8 cache read by the fused kernel of
-    ``decode_attention`` (half the bytes per step, about twice the speed)."""
+    dominates a one-token step). ``prime`` (all positions at once, causal attention) and ``step``
+    (one position against the cache) restate ByteGPT's forward pass functionally, with the same
+    operations in the same order (tested against the module). With ``bf16`` a bfloat16 copy of
+    the model does both (weights, activations and KV cache in bf16, fp32 accumulation in the
+    matmuls, GELU fused into the first MLP matmul); with ``int8_kv`` as well, keys and values live
+    in an int8 cache read by the fused kernel of ``decode_attention`` (half the bytes per step)."""
 
     def __init__(self, model: LanguageModel, batch: int, bf16: bool = False, int8_kv: bool = False) -> None:
         super().__init__(model, batch)
@@ -253,16 +254,24 @@ class _ByteGPTStepper(_Stepper):
 
     @torch.inference_mode()
     def prime(self, ids: np.ndarray) -> np.ndarray:
-        h, present = self.gpt.hidden_states(torch.as_tensor(ids, dtype=torch.long))
-        t = ids.shape[1]
-        for i, (k, v) in enumerate(present):
-            if self.cache8 is not None:
-                self.cache8.store(i, 0, k, v)
+        gpt, heads, cache8 = self.gpt, self.heads, self.cache8
+        b, t = ids.shape
+        x = F.embedding(torch.as_tensor(ids, dtype=torch.long), gpt.wte.weight) + gpt.wpe.weight[:t]
+        c = x.shape[-1]
+        x = x.reshape(b * t, c)  # rows of all positions: the packed matmuls take any row count
+        for i, (ln1, qkv, proj, ln2, fc_gelu, out) in enumerate(self.layers):
+            rows = qkv(F.layer_norm(x, (c,), *ln1)).split(c, dim=1)
+            q, k, v = (y.view(b, t, heads, -1).transpose(1, 2) for y in rows)
+            if cache8 is not None:
+                cache8.store(i, 0, k, v)
             else:
                 self.k[i, :, :, :t] = k
                 self.v[i, :, :, :t] = v
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            x = x + proj(y.transpose(1, 2).reshape(b * t, c))
+            x = x + out(fc_gelu(F.layer_norm(x, (c,), *ln2)))
         self.length = t
-        return F.linear(h[:, -1], self.gpt.wte.weight).float().numpy()
+        return self.head(F.layer_norm(x.view(b, t, c)[:, -1], (c,), *self.ln_f)).float().numpy()
 
     @torch.inference_mode()
     def step(self, ids: np.ndarray) -> np.ndarray:
