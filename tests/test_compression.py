@@ -237,7 +237,7 @@ def test_coded_size_matches_cross_entropy(model, window: int, prime: int) -> Non
 
 def test_fast_stepper_matches_model_forward(model) -> None:
     ids = np.random.default_rng(1).integers(0, 256, (3, 60))
-    fast, slow = _ByteGPTStepper(model, 3), _Stepper(model, 3)
+    fast, slow = _ByteGPTStepper(model, 3), _Stepper(model)
     a = [fast.prime(np.full((3, 1), BOS))]
     b = [slow.prime(np.full((3, 1), BOS))]
     for i in range(40):

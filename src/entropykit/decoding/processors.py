@@ -276,7 +276,7 @@ def epsilon_cutoff(scores: Tensor, epsilon: float, *, min_tokens_to_keep: int = 
     """
     _check_scores(scores)
     epsilon = _check_open01("epsilon", epsilon)
-    return _cutoff(scores, epsilon, _check_min_keep(min_tokens_to_keep))
+    return _cutoff(scores, _work(scores), epsilon, _check_min_keep(min_tokens_to_keep))
 
 
 def eta_cutoff(scores: Tensor, epsilon: float, *, min_tokens_to_keep: int = 1) -> Tensor:
@@ -296,11 +296,11 @@ def eta_cutoff(scores: Tensor, epsilon: float, *, min_tokens_to_keep: int = 1) -
     h = -(ln.clamp(min=torch.finfo(ln.dtype).min) * torch.softmax(ln, dim=-1)).sum(-1)
     eps = torch.tensor(epsilon, dtype=torch.float32)
     eta = torch.minimum(eps, torch.sqrt(eps) * torch.exp(-h))[..., None]
-    return _cutoff(scores, eta, keep_min)
+    return _cutoff(scores, x, eta, keep_min)
 
 
-def _cutoff(scores: Tensor, bound: float | Tensor, keep_min: int) -> Tensor:
-    x = _work(scores)
+def _cutoff(scores: Tensor, x: Tensor, bound: float | Tensor, keep_min: int) -> Tensor:
+    """Drop the tokens of ``scores`` whose probability (from ``x = _work(scores)``) is below ``bound``."""
     probs = torch.softmax(x, dim=-1)
     # Only rows whose best token falls below the bound need the "keep the best" rule.
     if keep_min == 1 and not bool((probs.amax(dim=-1, keepdim=True) < bound).any()):

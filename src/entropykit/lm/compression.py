@@ -156,8 +156,8 @@ def _pinned_threads(n: int = 1) -> Iterator[None]:
 class _Stepper:
     """Generic incremental forward through ``LanguageModel.forward`` and its opaque cache."""
 
-    def __init__(self, model: LanguageModel, batch: int) -> None:
-        self.model, self.batch, self.length = model, batch, 0
+    def __init__(self, model: LanguageModel) -> None:
+        self.model, self.length = model, 0
         self.past: Any = None
 
     def prime(self, ids: np.ndarray) -> np.ndarray:
@@ -227,7 +227,7 @@ class _ByteGPTStepper(_Stepper):
     in an int8 cache read by the fused kernel of ``decode_attention`` (half the bytes per step)."""
 
     def __init__(self, model: LanguageModel, batch: int, bf16: bool = False, int8_kv: bool = False) -> None:
-        super().__init__(model, batch)
+        super().__init__(model)
         gpt: ByteGPT = model.module  # type: ignore[assignment]
         if bf16 or int8_kv:
             gpt = _bf16_copy(gpt)
@@ -298,7 +298,7 @@ class _ByteGPTStepper(_Stepper):
 def _stepper(model: LanguageModel, batch: int, bf16: bool = False, int8_kv: bool = False) -> _Stepper:
     if isinstance(model, ByteModel) and isinstance(model.module, ByteGPT):
         return _ByteGPTStepper(model, batch, bf16, int8_kv)
-    return _Stepper(model, batch)
+    return _Stepper(model)
 
 
 @dataclass(frozen=True)

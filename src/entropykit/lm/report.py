@@ -78,10 +78,8 @@ def _groups(result: ScoreResult) -> tuple[list[tuple[int, int, int, int]], list[
     return groups, gaps
 
 
-def _bucket(values: np.ndarray, edges: list[float] | list[int], *, right: bool = False) -> np.ndarray:
-    return np.searchsorted(
-        np.asarray(edges, dtype=np.float64), values.astype(np.float64), side="right" if right else "left"
-    )
+def _bucket(values: np.ndarray, edges: list[float] | list[int]) -> np.ndarray:
+    return np.searchsorted(np.asarray(edges, dtype=np.float64), values.astype(np.float64))
 
 
 def _fmt(x: float) -> str:
