@@ -298,14 +298,19 @@ def _plog_ratio(lp: Tensor, lr: Tensor) -> Tensor:
     return terms.sum(-1)
 
 
+def _p_expm1(fp: Tensor, lp0: Tensor, x: Tensor) -> Tensor:
+    """p (e^x - 1) with p = e^lp0 where ``fp``, else 0; accurate for small |x| (expm1)."""
+    small = x.abs() < 1
+    near = torch.exp(lp0) * torch.expm1(_where0(small, x))
+    far = torch.exp(lp0 + _where0(~small, x)) - torch.exp(lp0)
+    return _where0(fp, torch.where(small, near, far))
+
+
 def _pow_minus(lp: Tensor, t: float) -> Tensor:
     """p^(1+t) - p elementwise (t > -1), accurate for small |t| (expm1), 0 where p = 0."""
     fp = _finite(lp)
-    x = _where0(fp, lp) * t
-    small = x.abs() < 1
-    near = torch.exp(_where0(fp, lp)) * torch.expm1(_where0(small, x))
-    far = torch.exp(_where0(fp, lp) + _where0(~small, x)) - torch.exp(_where0(fp, lp))
-    return _where0(fp, torch.where(small, near, far))
+    lp0 = _where0(fp, lp)
+    return _p_expm1(fp, lp0, lp0 * t)
 
 
 def _log_mix(la: Tensor, lb: Tensor, w: float) -> Tensor:
@@ -1016,10 +1021,7 @@ def alpha_div(p_logits: Tensor, q_logits: Tensor, alpha: float, *, reduction: st
         fp = _finite(lp)
         lp0 = _where0(fp, lp)
         x = _where0(fp, (1 - a) * (lq - lp0))  # -inf where q = 0 (a < 1), +inf (a > 1)
-        small = x.abs() < 1
-        near = torch.exp(lp0) * torch.expm1(_where0(small, x))
-        far = torch.exp(lp0 + _where0(~small, x)) - torch.exp(lp0)
-        terms = _where0(fp, torch.where(small, near, far))  # p^a q^(1-a) - p
+        terms = _p_expm1(fp, lp0, x)  # p^a q^(1-a) - p
         return -terms.sum(-1) / (a * (1 - a))
 
     return reduce(_pair_measure(kernel, p_logits, q_logits, buffers=12), reduction)
