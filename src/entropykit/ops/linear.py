@@ -102,6 +102,12 @@ def _check_target(target: Tensor, lead: torch.Size, vocab: int, ignore_index: in
         raise ValueError(f"target values must lie in [0, {vocab}){extra}, got {bad}")
 
 
+def _check_softcap(softcap: float | None) -> float | None:
+    if softcap is not None and not float(softcap) > 0.0:
+        raise ValueError(f"softcap must be a positive float or None, got {softcap!r}")
+    return None if softcap is None else float(softcap)
+
+
 def _check_chunk(chunk_size: int | None) -> None:
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
                                    or chunk_size < 1):
@@ -160,11 +166,21 @@ def _logits(hc: Tensor, w: Tensor, b: Tensor | None, out: Tensor, softcap: float
             torch.addmm(b, hc, w.t(), out=out)
     if softcap is not None:
         assert tanh_out is not None
-        torch.div(out, softcap, out=tanh_out).tanh_()
-        torch.mul(tanh_out, softcap, out=out)
+        _softcap(out, softcap, tanh_out)
     if temperature != 1.0:
         out.div_(temperature)
     return out
+
+
+def _softcap(z: Tensor, cap: float, t: Tensor) -> None:
+    """z <- cap tanh(z / cap) in place; tanh(z / cap) kept in ``t`` for the backward chain."""
+    torch.div(z, cap, out=t).tanh_()
+    torch.mul(t, cap, out=z)
+
+
+def _kept_spans(keep: Tensor, v: int) -> list[tuple[int, int]]:
+    """Vocabulary spans [b0, b1) of the blocks of ``_FILTER_BLOCK`` entries that ``keep`` marks."""
+    return [(k * _FILTER_BLOCK, min((k + 1) * _FILTER_BLOCK, v)) for k in keep.nonzero().flatten().tolist()]
 
 
 def _softcap_chain(dz: Tensor, t: Tensor) -> None:
@@ -188,8 +204,7 @@ def _accumulate(dz: Tensor, hc: Tensor, w: Tensor, dh: Tensor | None, dw: Tensor
             return
         if dh is not None:
             dh.zero_()
-        for blk in keep.nonzero().flatten().tolist():
-            s, e = blk * _FILTER_BLOCK, min((blk + 1) * _FILTER_BLOCK, w.shape[0])
+        for s, e in _kept_spans(keep, w.shape[0]):
             if dh is not None:
                 dh.addmm_(dz[:, s:e], w[s:e])
             if dw is not None:
@@ -400,8 +415,7 @@ def _ce_pass_native(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEC
     def capped(z: Tensor, t: Tensor | None) -> None:
         if cap is not None:
             assert t is not None
-            torch.div(z, cap, out=t).tanh_()
-            torch.mul(t, cap, out=z)
+            _softcap(z, cap, t)
 
     for s in range(0, n, rows):
         e = min(n, s + rows)
@@ -460,8 +474,7 @@ def _ce_pass_native(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEC
                 dhc = torch.mm(zlow, w).float()
             else:
                 dhc = torch.zeros(c, d_model, dtype=acc, device=dev)
-                for blk in keep.nonzero().flatten().tolist():
-                    b0, b1 = blk * _FILTER_BLOCK, min((blk + 1) * _FILTER_BLOCK, v)
+                for b0, b1 in _kept_spans(keep, v):
                     dhc.add_(torch.mm(zlow[:, b0:b1], w[b0:b1]))
             if row_scale is not None:
                 dhc.mul_(row_scale[:, None])
@@ -484,11 +497,9 @@ def _ce_pass_native(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEC
                 torch.mm(zlow.t(), hs, out=dw_low)
                 spans = [(b0, min(v, b0 + _ADD_BLOCK)) for b0 in range(0, v, _ADD_BLOCK)]
             else:
-                spans = []
-                for blk in keep.nonzero().flatten().tolist():
-                    b0, b1 = blk * _FILTER_BLOCK, min((blk + 1) * _FILTER_BLOCK, v)
+                spans = _kept_spans(keep, v)
+                for b0, b1 in spans:
                     torch.mm(zlow[:, b0:b1].t(), hs, out=dw_low[b0:b1])
-                    spans.append((b0, b1))
             for b0, b1 in spans:  # a mixed-dtype add_ is ~3x slower than copy + add via a small buffer
                 part = tmp[: b1 - b0].copy_(dw_low[b0:b1])
                 if dw_fresh and s == 0:
@@ -662,8 +673,7 @@ def linear_cross_entropy(
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
     if not float(z_loss) >= 0.0:
         raise ValueError(f"z_loss must be >= 0, got {z_loss!r}")
-    if softcap is not None and not float(softcap) > 0.0:
-        raise ValueError(f"softcap must be a positive float or None, got {softcap!r}")
+    cap = _check_softcap(softcap)
     _check_chunk(chunk_size)
     if isinstance(grad_filter, bool):
         filter_eps = torch.finfo(hidden.dtype).eps / 32 if grad_filter else None
@@ -684,8 +694,7 @@ def linear_cross_entropy(
         pad = torch.full_like(target[..., :1], ignore_index)
         target = torch.cat([target[..., 1:], pad], dim=-1)
     lead = target.shape
-    cfg = _CEConfig(float(label_smoothing), float(z_loss), None if softcap is None else float(softcap),
-                    filter_eps, chunk_size, native)
+    cfg = _CEConfig(float(label_smoothing), float(z_loss), cap, filter_eps, chunk_size, native)
     h2 = hidden.reshape(-1, hidden.shape[-1])
     out, lse = _LinearCE.apply(h2, weight, bias, target.reshape(-1), cfg, ignore_index, reduction,
                                torch.is_grad_enabled())
@@ -828,13 +837,11 @@ def linear_token_stats(
     _check_target(target, hidden.shape[:-1], weight.shape[0], None)
     if not float(temperature) > 0.0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    if softcap is not None and not float(softcap) > 0.0:
-        raise ValueError(f"softcap must be a positive float or None, got {softcap!r}")
+    cap = _check_softcap(softcap)
     _check_chunk(chunk_size)
     lead = target.shape
     h2 = hidden.reshape(-1, hidden.shape[-1])
-    lp, ent, lse = _TokenStats.apply(h2, weight, bias, target.reshape(-1),
-                                     None if softcap is None else float(softcap), float(temperature),
+    lp, ent, lse = _TokenStats.apply(h2, weight, bias, target.reshape(-1), cap, float(temperature),
                                      chunk_size)
     return {"logprob": lp.view(lead), "entropy": ent.view(lead), "lse": lse.view(lead)}
 
