@@ -43,6 +43,8 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx
 from torch.utils.checkpoint import checkpoint
 
+from entropykit._validate import check_class_index
+
 __all__ = [
     "TokenStats",
     "alpha_div",
@@ -151,25 +153,9 @@ def _positive(x: Any, name: str, *, allow_inf: bool = False) -> float:
 
 
 def _check_index_target(target: Any, logits: Tensor, ignore_index: int, name: str = "target") -> Tensor:
-    if not isinstance(target, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(target).__name__}")
-    if target.is_floating_point() or target.dtype.is_complex or target.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer class indices, got dtype {target.dtype}")
-    if target.shape != logits.shape[:-1]:
-        raise ValueError(
-            f"{name} must have the logits' leading shape {tuple(logits.shape[:-1])}, "
-            f"got {tuple(target.shape)}"
-        )
-    if target.device != logits.device:
+    if isinstance(target, Tensor) and target.device != logits.device:
         raise ValueError(f"{name} must be on the logits' device {logits.device}, got {target.device}")
-    v = logits.shape[-1]
-    bad = ((target < 0) | (target >= v)) & (target != ignore_index)
-    if bool(bad.any()):
-        value = int(target[bad].flatten()[0])
-        raise ValueError(
-            f"{name} holds index {value}, outside [0, {v}) (vocabulary size {v}; ignore_index={ignore_index})"
-        )
-    return target.long()
+    return check_class_index(target, tuple(logits.shape[:-1]), logits.shape[-1], ignore_index, name=name)
 
 
 def _check_mask(mask: Any, x: Tensor) -> Tensor:

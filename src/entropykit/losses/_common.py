@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from entropykit._validate import check_class_index
+
 REDUCTIONS = ("none", "mean", "sum")
 
 
@@ -23,21 +25,8 @@ def check_logits(x: Any, name: str = "logits") -> Tensor:
 
 
 def check_index(target: Any, logits: Tensor, ignore_index: int | None, name: str = "target") -> Tensor:
-    if not isinstance(target, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(target).__name__}")
-    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer class indices, got dtype {target.dtype}")
-    if target.shape != logits.shape[:-1]:
-        raise ValueError(f"{name} must have shape {tuple(logits.shape[:-1])} (logits without the class "
-                         f"axis), got {tuple(target.shape)}")
-    c = logits.shape[-1]
-    bad = (target < 0) | (target >= c)
-    if ignore_index is not None:
-        bad &= target != ignore_index
-    if bool(bad.any()):
-        raise ValueError(f"{name} values must lie in [0, {c}) or equal ignore_index={ignore_index}, "
-                         f"got {int(target[bad].flatten()[0])}")
-    return target.long()
+    return check_class_index(target, tuple(logits.shape[:-1]), logits.shape[-1], ignore_index, name=name,
+                             lead_what="the logits' shape without the class axis")
 
 
 def check_reduction(reduction: Any) -> str:

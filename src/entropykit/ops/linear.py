@@ -39,6 +39,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from entropykit._validate import check_class_index
+
 __all__ = ["linear_cross_entropy", "linear_distill", "linear_token_stats"]
 
 _CHUNK_BYTES = 64 * 2**20  # minimum size of one chunk of fp32 logits
@@ -88,18 +90,8 @@ def _check_head(hidden: Tensor, weight: Tensor, bias: Tensor | None, hname: str 
 
 
 def _check_target(target: Tensor, lead: torch.Size, vocab: int, ignore_index: int | None) -> None:
-    if not isinstance(target, Tensor):
-        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
-    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
-    if target.shape != lead:
-        raise ValueError(f"target must have shape {tuple(lead)} (hidden without its last axis), "
-                         f"got {tuple(target.shape)}")
-    t = target if ignore_index is None else target[target != ignore_index]
-    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= vocab):
-        bad = int(t.min()) if int(t.min()) < 0 else int(t.max())
-        extra = "" if ignore_index is None else f" or ignore_index={ignore_index}"
-        raise ValueError(f"target values must lie in [0, {vocab}){extra}, got {bad}")
+    check_class_index(target, tuple(lead), vocab, ignore_index,
+                      lead_what="the shape of hidden without its last axis")
 
 
 def _check_softcap(softcap: float | None) -> float | None:
