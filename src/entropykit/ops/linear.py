@@ -702,8 +702,8 @@ def linear_cross_entropy(
 
 def _stats_pass(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, softcap: float | None,
                 temperature: float, chunk_size: int | None, g_lp: Tensor | None = None,
-                g_ent: Tensor | None = None) -> tuple[Tensor, ...]:
-    """Forward (no row grads): (logprob, entropy, lse). Backward: (dh, dW, db|None)."""
+                g_ent: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Forward (no row grads): (logprob, entropy, lse). Backward: (dh, dW, db or None)."""
     n, d_model = h.shape
     v = w.shape[0]
     acc = w.dtype
@@ -757,7 +757,7 @@ def _stats_pass(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, softcap: floa
             _softcap_chain(z, t)
         _accumulate(z, hc, w, dh[s:e], dw, db, None, h.dtype)
     if backward:
-        return (dh, dw) if db is None else (dh, dw, db)
+        return dh, dw, db
     return logprob, ent, lse
 
 
@@ -769,6 +769,7 @@ class _TokenStats(torch.autograd.Function):
         wa = w.to(acc)
         ba = b.to(acc) if b is not None else None
         logprob, ent, lse = _stats_pass(h, wa, ba, y, softcap, temperature, chunk_size)
+        assert lse is not None
         ctx.args = (softcap, temperature, chunk_size)
         ctx.mark_non_differentiable(lse)
         ctx.save_for_backward(h, w, b, y)
@@ -785,8 +786,9 @@ class _TokenStats(torch.autograd.Function):
         grads = _stats_pass(h, wa, ba, y, softcap, temperature, chunk_size,
                             g_lp=None if g_lp is None else g_lp.to(acc),
                             g_ent=None if g_ent is None else g_ent.to(acc))
-        db = grads[2].to(w.dtype) if b is not None else None
-        return grads[0].to(h.dtype), grads[1].to(w.dtype), db, None, None, None, None
+        dh, dw, db = grads
+        return (dh.to(h.dtype), dw.to(w.dtype), None if db is None else db.to(w.dtype),
+                None, None, None, None)
 
 
 def linear_token_stats(
