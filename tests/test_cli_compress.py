@@ -46,9 +46,13 @@ def test_json_summary(files, capsys) -> None:
     assert s["input_bytes"] == len(DATA) and s["output_bytes"] == out.stat().st_size
     assert s["bits_per_byte"] == pytest.approx(8 * out.stat().st_size / len(DATA))
     assert s["model"].startswith("tiny-bytegpt@")
+    from entropykit.lm.compression import resolve_precision
+
+    assert s["precision"] == resolve_precision(model)  # "auto" as it resolved on this machine
     back = src.parent / "back.txt"
     assert main(["decompress", str(out), "-o", str(back), "--model", model, "--format", "json"]) == 0
-    assert json.loads(capsys.readouterr().out)["output_bytes"] == len(DATA)
+    d = json.loads(capsys.readouterr().out)
+    assert d["output_bytes"] == len(DATA) and (d["model"], d["precision"]) == (s["model"], s["precision"])
     assert back.read_bytes() == DATA
 
 

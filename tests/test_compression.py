@@ -26,8 +26,10 @@ from entropykit.lm.compression import (
     ContainerError,
     _ByteGPTStepper,
     _Stepper,
+    container_info,
     native_bf16,
     quantized_probabilities,
+    resolve_precision,
 )
 from entropykit.lm.models.bytegpt import BOS, ByteGPT, ByteGPTConfig
 from test_compression_fixtures import ROOT, other_model, sample_text, tiny_model, tiny_model_dir
@@ -584,3 +586,20 @@ def test_int8kv_stepper_with_a_context_that_is_not_a_whole_kernel_block() -> Non
     a = [i8.prime(np.full((2, 1), BOS))] + [i8.step(ids[:, i]) for i in range(39)]
     b = [b16.prime(np.full((2, 1), BOS))] + [b16.step(ids[:, i]) for i in range(39)]
     assert i8.length == 40 and np.abs(np.stack(a) - np.stack(b)).max() < 0.05
+
+
+def test_container_info_and_resolve_precision(model) -> None:
+    blob = compress(sample_text(3000), model, chunk_size=1000, group=2, precision="bfloat16")
+    src = io.BytesIO(blob)
+    info = container_info(src)
+    assert info == {"model": model.identity, "precision": "bfloat16", "window": 64, "prime": 31,
+                    "chunk_size": 1000, "group": 2, "original_length": 3000}
+    assert src.tell() == 0 and decompress_stream(src, io.BytesIO(), model) == 3000  # left at the start
+    assert resolve_precision(model, "float32") == "float32"
+    assert resolve_precision(model) == ("int8kv" if native_bf16() and decode_attention.available()
+                                        else "bfloat16" if native_bf16() else "float32")
+    assert container_info(io.BytesIO(compress(b"x", model)))["precision"] == resolve_precision(model)
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision(model, "fp8")
+    with pytest.raises(ContainerError, match="bad magic"):
+        container_info(io.BytesIO(b"not a container at all"))

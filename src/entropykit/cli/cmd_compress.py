@@ -7,6 +7,7 @@ progress bar (bytes/s and the running bits/byte) and writes the output atomicall
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -132,7 +133,7 @@ def _report(args: argparse.Namespace, summary: dict[str, Any], line: str) -> Non
 
 def run_compress(args: argparse.Namespace) -> int:
     from entropykit.lm import load_model
-    from entropykit.lm.compression import DEFAULT_CHUNK_SIZE, compress_stream
+    from entropykit.lm.compression import DEFAULT_CHUNK_SIZE, compress_stream, resolve_precision
 
     output = args.output or ("-" if args.file == "-" else args.file + SUFFIX)
     if output != "-" and Path(output).exists() and not args.force:  # fail before the slow part
@@ -140,6 +141,7 @@ def run_compress(args: argparse.Namespace) -> int:
     size = None if args.file == "-" else Path(args.file).stat().st_size if Path(args.file).is_file() else None
     with open_input(args.file) as src:
         model = load_model(args.model)
+        precision = resolve_precision(model, args.precision)
         t0 = time.perf_counter()
         with _atomic_output(output, args.force) as dst, _bar(args, "compress", size) as bar:
             progress = _Progress(bar)
@@ -151,19 +153,20 @@ def run_compress(args: argparse.Namespace) -> int:
             n = progress.done
         seconds = time.perf_counter() - t0
     summary = {
-        "input": args.file, "output": output, "model": model.identity, "input_bytes": n,
+        "input": args.file, "output": output, "model": model.identity, "precision": precision,
+        "input_bytes": n,
         "output_bytes": written, "bits_per_byte": 8 * written / n if n else None,
         "ratio": written / n if n else None, "seconds": round(seconds, 3),
         "bytes_per_second": n / seconds if seconds > 0 else None,
     }
     bpb = f"{8 * written / n:.3f} bits/byte" if n else "empty input"
     _report(args, summary, f"{args.file} ({n} bytes) -> {output} ({written} bytes, {bpb}) "
-                           f"in {seconds:.1f} s with {model.identity}")
+                           f"in {seconds:.1f} s with {model.identity} ({precision})")
     return 0
 
 
 def run_decompress(args: argparse.Namespace) -> int:
-    from entropykit.lm.compression import decompress_stream, original_length
+    from entropykit.lm.compression import ContainerError, container_info, decompress_stream
 
     if args.output:
         output = args.output
@@ -175,15 +178,22 @@ def run_decompress(args: argparse.Namespace) -> int:
     if output != "-" and Path(output).exists() and not args.force:
         raise FileExistsError(f"{output} exists (use --force to overwrite)")
     with open_input(args.file) as src:
-        total = original_length(src)
+        info: dict[str, Any] = {}
+        if src.seekable():  # a damaged header is reported by decompress_stream itself
+            with contextlib.suppress(ContainerError):
+                info = container_info(src)
+            src.seek(0)
         t0 = time.perf_counter()
+        total = info.get("original_length")
         with _atomic_output(output, args.force) as dst, _bar(args, "decompress", total) as bar:
             n = decompress_stream(src, dst, args.model, workers=args.workers, progress=_Progress(bar))
         seconds = time.perf_counter() - t0
     in_bytes = None if args.file == "-" else Path(args.file).stat().st_size
     summary = {
-        "input": args.file, "output": output, "input_bytes": in_bytes, "output_bytes": n,
+        "input": args.file, "output": output, "model": info.get("model"), "precision": info.get("precision"),
+        "input_bytes": in_bytes, "output_bytes": n,
         "seconds": round(seconds, 3), "bytes_per_second": n / seconds if seconds > 0 else None,
     }
-    _report(args, summary, f"{args.file} -> {output} ({n} bytes) in {seconds:.1f} s")
+    how = f" with {info['model']} ({info['precision']})" if info else ""
+    _report(args, summary, f"{args.file} -> {output} ({n} bytes) in {seconds:.1f} s{how}")
     return 0

@@ -27,6 +27,8 @@ _LAZY = {
     "compress_stream": "entropykit.lm.compression",
     "decompress_stream": "entropykit.lm.compression",
     "ContainerError": "entropykit.lm.compression",
+    "container_info": "entropykit.lm.compression",
+    "resolve_precision": "entropykit.lm.compression",
     "detect": "entropykit.lm.detect",
     "score_texts": "entropykit.lm.detect",
 }
