@@ -14,6 +14,7 @@
 
 typedef float v16f __attribute__((vector_size(64)));
 typedef int32_t v16i __attribute__((vector_size(64)));
+typedef uint32_t v16u __attribute__((vector_size(64)));
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
 #include <immintrin.h>
@@ -70,11 +71,11 @@ static inline float quantize(const uint16_t *x, int8_t *q, long stride) {
     return amax / 127.0f;
 }
 
-/* 16 floats -> bf16, round to nearest even (NaN stays NaN) */
+/* 16 floats -> bf16, round to nearest even (NaN stays NaN); unsigned, so nothing overflows */
 static inline void store_bf16(uint16_t *dst, v16f x) {
-    const v16i u = (v16i)x, nan = (u & 0x7fffffff) > 0x7f800000;
-    const v16i r = (u + (0x7fff + ((u >> 16) & 1))) >> 16;
-    const v16i h = (nan & ((u >> 16) | 0x40)) | (~nan & r);
+    const v16u u = (v16u)x, nan = (v16u)((u & 0x7fffffffu) > 0x7f800000u);
+    const v16u r = (u + (0x7fffu + ((u >> 16) & 1u))) >> 16;
+    const v16u h = (nan & ((u >> 16) | 0x40u)) | (~nan & r);
     for (int l = 0; l < 16; l++) dst[l] = (uint16_t)h[l];
 }
 
@@ -83,8 +84,7 @@ static inline void store_bf16(uint16_t *dst, v16f x) {
              16 keys of a channel quad form one 64-byte line: a VNNI dot product);
      values: (L/2, HD, 2) int8 (2 slots of one channel are adjacent: an int16 pair dot product);
      scales: (L,) float per cached vector, for keys and values.
-   Quantise tokens [t0, t0+n) of B rows into the cache; k, v: bf16, element (b, h, i, c) at
-   b*bstride + h*hstride + i*istride + c. */
+   store_one quantises the key and value of row-and-head bh into slot t. */
 static void store_one(int L, long bh, long t, const uint16_t *kx, const uint16_t *vx, uint8_t *kc, float *ks,
                       int8_t *vc, float *vs) {
     int8_t tmp[HD];
@@ -94,6 +94,8 @@ static void store_one(int L, long bh, long t, const uint16_t *kx, const uint16_t
     vs[bh * L + t] = quantize(vx, vc + bh * L * HD + (t / 2) * HD * 2 + t % 2, 2);
 }
 
+/* Quantise tokens [t0, t0+n) of B rows into the cache; k, v: bf16, element (b, h, i, c) at
+   b*bstride + h*hstride + i*istride + c. */
 void ek_store_kv(int B, int H, int L, int t0, int n, const uint16_t *k, const uint16_t *v,
                  long bstride, long hstride, long istride, uint8_t *kc, float *ks, int8_t *vc, float *vs) {
     for (int b = 0; b < B; b++)
@@ -112,8 +114,6 @@ static inline void block_scores(const uint8_t *kb, const int8_t *q, int32_t *acc
         int32_t quad; memcpy(&quad, q + 4 * g, 4);
         const __m512i qg = _mm512_set1_epi32(quad);
         const uint8_t *row = kb + g * BLK * 4;
-        _mm_prefetch((const char *)row + BLK * HD, _MM_HINT_T0);
-        _mm_prefetch((const char *)row + BLK * HD + 128, _MM_HINT_T0);
         a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512(row), qg);
         a1 = _mm512_dpbusd_epi32(a1, _mm512_loadu_si512(row + 64), qg);
         a2 = _mm512_dpbusd_epi32(a2, _mm512_loadu_si512(row + 128), qg);
@@ -138,7 +138,6 @@ static inline void weighted_values(const int8_t *vb, const int16_t *w, int pairs
         int32_t w0, w1; memcpy(&w0, w + 2 * p, 4); memcpy(&w1, w + 2 * p + 2, 4);
         const __m512i b0 = _mm512_set1_epi32(w0), b1 = _mm512_set1_epi32(w1);
         const int8_t *r0 = vb + (long)p * HD * 2, *r1 = r0 + HD * 2;
-        _mm_prefetch((const char *)r0 + 1024, _MM_HINT_T0);
         o0 = _mm512_dpwssd_epi32(o0, _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)r0)), b0);
         o1 = _mm512_dpwssd_epi32(o1, _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(r0 + 32))), b0);
         o2 = _mm512_dpwssd_epi32(o2, _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)r1)), b1);
