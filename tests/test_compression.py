@@ -36,7 +36,8 @@ from test_compression_fixtures import ROOT, other_model, sample_text, tiny_model
 
 # the int8-KV kernel needs a C compiler; without one those tests are skipped (the rest still run)
 needs_kernel = pytest.mark.skipif(
-    not decode_attention.available(), reason=f"int8-KV kernel unavailable: {decode_attention.unavailable_reason()}"
+    not decode_attention.available(),
+    reason=f"int8-KV kernel unavailable: {decode_attention.unavailable_reason()}",
 )
 
 UTF8 = "Grüße aus Köln — naïve café, 日本語のテキスト, emoji 🎉🚀, ελληνικά, русский текст.\n".encode()
