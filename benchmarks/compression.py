@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from entropykit.lm import compress, decompress, load_model  # noqa: E402
-from entropykit.lm.compression import DEFAULT_CHUNK_SIZE, PRECISIONS  # noqa: E402
+from entropykit.lm.compression import DEFAULT_CHUNK_SIZE, PRECISIONS, resolve_precision  # noqa: E402
 
 
 def csv_text(n_rows: int = 600) -> bytes:
@@ -149,8 +149,7 @@ def main() -> None:
         print(f"{name}: ours {ours:.3f} bits/byte, xz {bpb['xz']:.3f}, score {ce:.3f}; "
               f"{n / tc / 1000:.2f} / {n / td / 1000:.2f} KB/s", flush=True)
 
-    flags = compress(b"x", model, precision=args.precision)[9]
-    used = {0: "float32", 1: "bfloat16", 3: "int8kv"}.get(flags, "?")
+    used = resolve_precision(model, args.precision)
     table = markdown_table(header, rows)
     comp_kbs, decomp_kbs = total_bytes / total_c / 1000, total_bytes / total_d / 1000
     heldout_ratio = goal_rows[0][1]
@@ -161,10 +160,11 @@ def main() -> None:
         f"text); ours codes {DEFAULT_CHUNK_SIZE // 1024} KiB chunks, each with BOS-primed windows (512 "
         "tokens, re-primed with the last 255), so the two differ by the chunk resets and the window "
         f"policy. Model arithmetic: precision={args.precision}"
-        f"{f' (= {used}: header flags {flags})' if args.precision == 'auto' else ''}"
+        f"{f' (= {used} here)' if args.precision == 'auto' else ''}"
         ". "
         "`peak MB` = extra resident memory of this process; `worker peak MB` = the largest worker "
-        f"process (groups run in worker processes, one per core, when there are several). zstd: {zstd_note}.",
+        "process so far in this run, a running maximum (groups run in worker processes, one per core, "
+        f"when there are several). zstd: {zstd_note}.",
         "",
         table,
         "",

@@ -549,6 +549,9 @@ def test_progress_is_cumulative_and_complete(model) -> None:
     back: list[tuple[int, float]] = []
     decompress(blob, model, progress=lambda d, b: back.append((d, b)))
     assert back[-1][0] == len(data) and all(0 <= d <= len(data) for d, _ in back)
+    back.clear()  # in worker processes the totals come with each group's result, not a late report
+    decompress(blob, model, workers=2, progress=lambda d, b: back.append((d, b)))
+    assert back[-1] == (len(data), pytest.approx(calls[-1][1]))
 
 
 def test_hf_model_round_trip(tmp_path: Path) -> None:

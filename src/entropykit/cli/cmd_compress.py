@@ -148,7 +148,7 @@ def run_compress(args: argparse.Namespace) -> int:
             written = compress_stream(
                 src, dst, model,
                 chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE, group=args.group, window=args.window,
-                precision=args.precision, workers=args.workers, progress=progress,
+                precision=precision, workers=args.workers, progress=progress,
             )
             n = progress.done
         seconds = time.perf_counter() - t0

@@ -298,8 +298,13 @@ class _ByteGPTStepper(_Stepper):
         return self.head(F.layer_norm(x, (c,), *self.ln_f)).float().numpy()
 
 
+def _is_bytegpt(model: LanguageModel) -> bool:
+    """A bundled-style ByteGPT: the stepper, bf16 and int8kv arithmetic apply to it."""
+    return isinstance(model, ByteModel) and isinstance(model.module, ByteGPT)
+
+
 def _stepper(model: LanguageModel, batch: int, bf16: bool = False, int8_kv: bool = False) -> _Stepper:
-    if isinstance(model, ByteModel) and isinstance(model.module, ByteGPT):
+    if _is_bytegpt(model):
         return _ByteGPTStepper(model, batch, bf16, int8_kv)
     return _Stepper(model)
 
@@ -310,8 +315,15 @@ class _Params:
     prime: int
     chunk_size: int
     group: int
-    bf16: bool = False
-    int8_kv: bool = False
+    flags: int = 0  # the header's FLAG_* bits: the arithmetic
+
+    @property
+    def bf16(self) -> bool:
+        return bool(self.flags & FLAG_BF16)
+
+    @property
+    def int8_kv(self) -> bool:
+        return bool(self.flags & FLAG_INT8_KV)
 
     @property
     def precision(self) -> str:
@@ -407,8 +419,7 @@ def _cut(buf: bytes, start: int, size: int) -> int:
 
 
 def _params(
-    model: LanguageModel, chunk_size: int, group: int, window: int | None, prime: int | None,
-    precision: str = "float32",
+    model: LanguageModel, chunk_size: int, group: int, window: int | None, prime: int | None, precision: str
 ) -> _Params:
     for name, value in (("chunk_size", chunk_size), ("group", group)):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -424,8 +435,8 @@ def _params(
     k = (w - n_prefix) // 2 if prime is None else prime
     if not 1 <= k <= w - n_prefix - 1:
         raise ValueError(f"prime: expected 1..{w - n_prefix - 1} tokens, got {k}")
-    precision = resolve_precision(model, precision)
-    return _Params(w, k, chunk_size, group, precision in ("bfloat16", "int8kv"), precision == "int8kv")
+    flags = {"float32": 0, "bfloat16": FLAG_BF16, "int8kv": FLAG_BF16 | FLAG_INT8_KV}
+    return _Params(w, k, chunk_size, group, flags[resolve_precision(model, precision)])
 
 
 def resolve_precision(model: LanguageModel | str | None, precision: str = "auto") -> str:
@@ -440,15 +451,15 @@ def resolve_precision(model: LanguageModel | str | None, precision: str = "auto"
     lm = resolve_model(model)
     if precision not in PRECISIONS:
         raise ValueError(f"precision: expected one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
-    bytegpt = isinstance(lm, ByteModel) and isinstance(lm.module, ByteGPT)
+    bytegpt = _is_bytegpt(lm)
     if precision in ("bfloat16", "int8kv") and not bytegpt:
         raise ValueError(f"precision: {precision!r} is available for the bundled ByteGPT models only")
-    if precision == "int8kv" and not _int8_kv_fits(lm):
-        raise ValueError(f"precision: 'int8kv' is not available here: {_int8_kv_unavailable(lm)}")
+    if precision == "int8kv" and (reason := _int8_kv_unavailable(lm)):
+        raise ValueError(f"precision: 'int8kv' is not available here: {reason}")
     if precision == "auto":
         if not (bytegpt and native_bf16()):
             return "float32"
-        return "int8kv" if _int8_kv_fits(lm) else "bfloat16"
+        return "bfloat16" if _int8_kv_unavailable(lm) else "int8kv"
     return precision
 
 
@@ -463,14 +474,9 @@ def _int8_kv_unavailable(model: LanguageModel) -> str:
     return decode_attention.unavailable_reason()
 
 
-def _int8_kv_fits(model: LanguageModel) -> bool:
-    return not _int8_kv_unavailable(model)
-
-
 def _header(identity: str, p: _Params) -> bytes:
     ident = identity.encode("utf-8")
-    flags = (FLAG_BF16 if p.bf16 else 0) | (FLAG_INT8_KV if p.int8_kv else 0)
-    body = _HEADER.pack(MAGIC, VERSION, flags, LOGIT_SCALE, p.window, p.prime, p.chunk_size, p.group)
+    body = _HEADER.pack(MAGIC, VERSION, p.flags, LOGIT_SCALE, p.window, p.prime, p.chunk_size, p.group)
     body += bytes([len(ident)]) + ident
     return body + struct.pack("<I", zlib.crc32(body))
 
@@ -511,8 +517,7 @@ def _read_header(src: BinaryIO) -> tuple[str, _Params]:
     (crc,) = struct.unpack("<I", _read_exact(src, 4, "the header"))
     if zlib.crc32(head + n + ident) != crc:
         raise ContainerError("damaged container: header checksum mismatch")
-    known, int8_kv = FLAG_BF16 | FLAG_INT8_KV, bool(flags & FLAG_INT8_KV)
-    if flags & ~known or (int8_kv and not flags & FLAG_BF16) or scale != LOGIT_SCALE or not (
+    if flags not in (0, FLAG_BF16, FLAG_BF16 | FLAG_INT8_KV) or scale != LOGIT_SCALE or not (
         chunk_size and group and 0 < prime < window
     ):
         raise ContainerError("damaged container: invalid coding parameters in the header")
@@ -520,7 +525,7 @@ def _read_header(src: BinaryIO) -> tuple[str, _Params]:
         identity = ident.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ContainerError("damaged container: the model identity is not UTF-8") from exc
-    return identity, _Params(window, prime, chunk_size, group, bool(flags & FLAG_BF16), int8_kv)
+    return identity, _Params(window, prime, chunk_size, group, flags)
 
 
 def _check_model(model: LanguageModel | str | None, identity: str, params: _Params) -> LanguageModel:
@@ -541,13 +546,11 @@ def _check_model(model: LanguageModel | str | None, identity: str, params: _Para
         )
     if params.window > lm.max_context or params.prime > params.window - len(lm.prefix_ids) - 1:
         raise ContainerError("damaged container: window/prime do not fit the model's context")
-    bytegpt = isinstance(lm, ByteModel) and isinstance(lm.module, ByteGPT)
-    if (params.bf16 or params.int8_kv) and not bytegpt:
+    if params.flags and not _is_bytegpt(lm):
         raise ContainerError("damaged container: a precision flag is set for a model that has none")
-    if params.int8_kv and not _int8_kv_fits(lm):
+    if params.int8_kv and (reason := _int8_kv_unavailable(lm)):
         raise ContainerError(
-            f"this file was coded with the int8-KV attention kernel, which cannot run here: "
-            f"{_int8_kv_unavailable(lm)}"
+            f"this file was coded with the int8-KV attention kernel, which cannot run here: {reason}"
         )
     return lm
 
@@ -599,7 +602,8 @@ def _encode_group(lm: LanguageModel, p: _Params, key: int, chunks: list[bytes], 
     for b, t in enumerate(ids):
         tokens[b, : lengths[b]] = t or []
     coders: list[Any] = [None if t is None else constriction.stream.queue.RangeEncoder() for t in ids]
-    tick = meter.group(key, lengths, sum(map(len, chunks)), lambda _: sum(c.num_bits() for c in coders if c))
+    n_bytes = sum(map(len, chunks))
+    tick = meter.group(key, lengths, n_bytes, lambda _: sum(c.num_bits() for c in coders if c))
     _run_group(lm, p, tokens, lengths, coders, decode=False, on_step=tick)
     records, bits = [], 0.0
     for raw, coder, n_sym in zip(chunks, coders, lengths):
@@ -611,7 +615,7 @@ def _encode_group(lm: LanguageModel, p: _Params, key: int, chunks: list[bytes], 
         head += struct.pack("<I", zlib.crc32(raw))
         records.append(head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload)
         bits += 8.0 * len(payload)
-    meter.finish(key, sum(map(len, chunks)), bits)
+    meter.finish(key, n_bytes, bits)
     return records
 
 
@@ -664,8 +668,9 @@ def _read_record(src: BinaryIO, p: _Params, index: int) -> _Record | bytes:
         raise ContainerError(f"damaged container: invalid sizes in chunk {index}")
     if mode == MODE_CODED and n_pay % 4:
         raise ContainerError(f"damaged container: invalid payload size in chunk {index}")
-    head += _read_exact(src, 4, "a chunk record")
-    raw_crc, crc = _CRCS.unpack(head[-4:] + _read_exact(src, 4, "a chunk record"))
+    crcs = _read_exact(src, _CRCS.size, "a chunk record")
+    head += crcs[:4]  # the record CRC covers the head up to and including the raw CRC
+    raw_crc, crc = _CRCS.unpack(crcs)
     payload = _read_exact(src, n_pay, "a chunk payload")
     if zlib.crc32(payload, zlib.crc32(head)) != crc:
         raise ContainerError(f"damaged container: checksum mismatch in chunk {index}")
@@ -721,9 +726,14 @@ def _init_worker(lm: LanguageModel, ticks: Any) -> None:
     _WORKER.update(lm=lm, ticks=ticks)
 
 
-def _in_worker(fn: Callable[..., list[bytes]], p: _Params, key: int, items: list[Any]) -> list[bytes]:
+def _in_worker(
+    fn: Callable[..., list[bytes]], p: _Params, key: int, items: list[Any]
+) -> tuple[list[bytes], int, float]:
+    """``fn`` on one group in a worker; returns its result and its final (bytes, bits): the queued
+    progress reports may arrive after the result."""
     ticks = _WORKER["ticks"]
-    return fn(_WORKER["lm"], p, key, items, _Meter(lambda done, bits: ticks.put((key, done, bits))))
+    meter = _Meter(lambda done, bits: ticks.put((key, done, bits)))
+    return fn(_WORKER["lm"], p, key, items, meter), meter.bytes, meter.bits
 
 
 class _Groups:
@@ -737,11 +747,11 @@ class _Groups:
         self.ticks: Any = None
 
     def run(
-        self, fn: Callable[..., list[bytes]], p: _Params, groups: list[tuple[int, Any, int]]
+        self, fn: Callable[..., list[bytes]], p: _Params, groups: list[tuple[int, Any]]
     ) -> list[list[bytes]]:
-        """``groups``: (key, items, n_bytes) per group; returns ``fn``'s records/chunks per group."""
+        """``groups``: (key, items) per group; returns ``fn``'s records/chunks per group."""
         if self.workers == 1 or (len(groups) == 1 and self.pool is None):
-            return [fn(self.lm, p, key, items, self.meter) for key, items, _ in groups]
+            return [fn(self.lm, p, key, items, self.meter) for key, items in groups]
         if self.pool is None:
             # fork: the workers inherit the model (nothing to pickle, no re-import of the caller's
             # __main__ as spawn needs); each pins one thread before any torch work, as DataLoader's do
@@ -749,19 +759,18 @@ class _Groups:
             ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
             self.ticks = ctx.Queue()
             self.pool = ProcessPoolExecutor(self.workers, ctx, _init_worker, (self.lm, self.ticks))
-        futures: dict[Future[list[bytes]], tuple[int, int]] = {
-            self.pool.submit(_in_worker, fn, p, key, items): (key, n) for key, items, n in groups
+        futures: dict[Future[tuple[list[bytes], int, float]], int] = {
+            self.pool.submit(_in_worker, fn, p, key, items): key for key, items in groups
         }
         pending, finished = set(futures), set[int]()
         while pending:
             done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
             self._drain(finished)
             for f in done:
-                key, n = futures[f]
-                f.result()  # raise a worker's error here, in order of completion
-                finished.add(key)  # its last report carries its coded bits
-                self.meter.finish(key, n, self.meter.partial.get(key, (0, 0.0))[1])
-        return [f.result() for f in futures]
+                _, n_bytes, bits = f.result()  # raise a worker's error here, in order of completion
+                finished.add(futures[f])  # reports still queued for it are stale
+                self.meter.finish(futures[f], n_bytes, bits)
+        return [f.result()[0] for f in futures]
 
     def _drain(self, finished: set[int]) -> None:
         while True:
@@ -853,7 +862,7 @@ def compress_stream(
     groups = _Groups(lm, n_workers, meter)
     with _pinned_threads(), _closing(groups):
         while True:
-            batch: list[tuple[int, list[bytes], int]] = []  # (first chunk's index, chunks, bytes) per group
+            batch: list[tuple[int, list[bytes]]] = []  # (first chunk's index, chunks) per group
             for _ in range(n_workers):
                 # 4 bytes of look-ahead beyond the group let the last cut see the byte after it
                 more, eof = (b"", True) if eof else _read_upto(src, p.group * p.chunk_size + 4 - len(carry))
@@ -866,12 +875,12 @@ def compress_stream(
                 carry = buf[start:]
                 if not chunks:
                     break
-                batch.append((n_chunks, chunks, sum(map(len, chunks))))
+                batch.append((n_chunks, chunks))
                 n_chunks += len(chunks)
             if not batch:
                 break
             coded = groups.run(_encode_group, p, batch)
-            for (_, chunks, _), records in zip(batch, coded):
+            for (_, chunks), records in zip(batch, coded):
                 for raw, record in zip(chunks, records):
                     dst.write(record)
                     digest.update(raw)
@@ -935,7 +944,7 @@ def decompress_stream(
     groups = _Groups(lm, n_workers, meter)
     with _pinned_threads(), _closing(groups):
         while trailer is None:
-            batch: list[tuple[int, list[_Record], int]] = []
+            batch: list[tuple[int, list[_Record]]] = []
             while trailer is None and len(batch) < n_workers:
                 records: list[_Record] = []
                 while len(records) < p.group:
@@ -946,7 +955,7 @@ def decompress_stream(
                     records.append(item)
                     n_chunks += 1
                 if records:
-                    batch.append((records[0].index, records, sum(r.raw_len for r in records)))
+                    batch.append((records[0].index, records))
             for chunks in groups.run(_decode_group, p, batch) if batch else []:
                 for raw in chunks:
                     dst.write(raw)

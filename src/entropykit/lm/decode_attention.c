@@ -167,7 +167,8 @@ static void attend_one(int L, int T, long bh, const uint16_t *qx, const uint8_t 
     float s[MAXL] __attribute__((aligned(64)));
     int16_t w[MAXL] __attribute__((aligned(64)));
     int32_t acc[BLK] __attribute__((aligned(64)));
-    const int n = T + 1, nb = (n + BLK - 1) / BLK * BLK, pairs = (n + 1) / 2;
+    /* scores run over whole blocks (nb); softmax and weights over whole vectors (n16) only */
+    const int n = T + 1, nb = (n + BLK - 1) / BLK * BLK, n16 = (n + 15) / 16 * 16, pairs = (n + 1) / 2;
     /* integer weights: sum_j w_j |v_jc| <= 127 * n * wmax stays below 2^31 */
     const float wmax = (float)(n <= 516 ? 32767 : 16909320 / n);
     const v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
@@ -196,7 +197,7 @@ static void attend_one(int L, int T, long bh, const uint16_t *qx, const uint8_t 
     float m = mx[0];
     for (int l = 1; l < 16; l++) m = mx[l] > m ? mx[l] : m;
     v16f sum = splat(0.0f), top = splat(0.0f);
-    for (int j = 0; j < nb; j += 16) {  /* p_j, then the value weights p_j * sv_j */
+    for (int j = 0; j < n16; j += 16) {  /* p_j, then the value weights p_j * sv_j */
         v16f x; memcpy(&x, s + j, 64);
         v16f p = sel((lane + j) < n, exp16(x - splat(m)), splat(0.0f));
         sum = sum + p;
@@ -208,7 +209,7 @@ static void attend_one(int L, int T, long bh, const uint16_t *qx, const uint8_t 
     for (int l = 8; l > 0; l /= 2)
         for (int e = 0; e < l; e++) { sum[e] = sum[e] + sum[e + l]; top[e] = top[e] > top[e + l] ? top[e] : top[e + l]; }
     const float to_int = top[0] > 0.0f ? wmax / top[0] : 0.0f;
-    for (int j = 0; j < nb; j += 16) {
+    for (int j = 0; j < n16; j += 16) {  /* w up to n16 >= 2 * pairs: slot n of an odd n gets 0 */
         v16f x; memcpy(&x, s + j, 64);
         v16i r = __builtin_convertvector(round_even_v(x * splat(to_int)), v16i);
         for (int l = 0; l < 16; l++) w[j + l] = (int16_t)r[l];

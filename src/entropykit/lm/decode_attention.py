@@ -182,6 +182,9 @@ class Int8KVCache:
         self.v = torch.zeros(layers, batch, heads, length // 2, HEAD_DIM, 2, dtype=torch.int8)
         self.k_scale = torch.zeros(layers, batch, heads, length)
         self.v_scale = torch.zeros(layers, batch, heads, length)
+        # the kernel's per-layer cache arguments, taken once (indexing per call costs on the hot path)
+        caches = (self.k, self.k_scale, self.v, self.v_scale)
+        self._layers = [tuple(t[i].data_ptr() for t in caches) for i in range(layers)]
 
     def store(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> None:
         """Quantise ``k``, ``v`` (batch, heads, n, 32) bf16 (any strides but a unit last one) into
@@ -196,33 +199,28 @@ class Int8KVCache:
             raise ValueError(f"start: slots {start}..{start + n - 1} do not fit {self.length}")
         self.lib.ek_store_kv(
             self.batch, self.heads, self.length, start, n, k.data_ptr(), v.data_ptr(),
-            k.stride(0), k.stride(1), k.stride(2),
-            self.k[layer].data_ptr(), self.k_scale[layer].data_ptr(),
-            self.v[layer].data_ptr(), self.v_scale[layer].data_ptr(),
+            k.stride(0), k.stride(1), k.stride(2), *self._layers[layer],
         )
 
     def attend(self, layer: int, last: int, q: torch.Tensor) -> torch.Tensor:
         """``softmax(q k / sqrt(32)) v`` over slots ``0..last`` for q (batch, heads * 32) bf16 (row
         stride free, unit last stride); returns (batch, heads * 32) bf16."""
-        return self._query(self.lib.ek_attend, layer, ("last", last), ("q", q, 1))
+        return self._query(self.lib.ek_attend, layer, "last", last, "q", q, 1)
 
     def step(self, layer: int, position: int, qkv: torch.Tensor) -> torch.Tensor:
         """One decoding step: store the keys and values of ``qkv`` (batch, 3 * heads * 32) bf16, rows
         ``q | k | v``, in slot ``position``, then :meth:`attend` with its queries over slots
         ``0..position``. The same bits as ``store`` followed by ``attend``, in one pass."""
-        return self._query(self.lib.ek_step, layer, ("position", position), ("qkv", qkv, 3))
+        return self._query(self.lib.ek_step, layer, "position", position, "qkv", qkv, 3)
 
     def _query(
-        self, kernel: Any, layer: int, slot: tuple[str, int], rows: tuple[str, torch.Tensor, int]
+        self, kernel: Any, layer: int, slot_name: str, last: int, name: str, x: torch.Tensor, parts: int
     ) -> torch.Tensor:
-        (slot_name, last), (name, x, parts) = slot, rows
+        """``kernel`` (ek_attend or ek_step) on ``x``: (batch, ``parts`` * heads * 32) bf16 rows."""
         _check_bf16(name, x, (self.batch, parts * self.heads * HEAD_DIM))
         if not 0 <= last < self.length:
             raise ValueError(f"{slot_name}: expected 0..{self.length - 1}, got {last}")
         out = torch.empty(self.batch, self.heads * HEAD_DIM, dtype=torch.bfloat16)
-        kernel(
-            self.batch, self.heads, self.length, last, x.data_ptr(), x.stride(0),
-            self.k[layer].data_ptr(), self.k_scale[layer].data_ptr(),
-            self.v[layer].data_ptr(), self.v_scale[layer].data_ptr(), out.data_ptr(),
-        )
+        kernel(self.batch, self.heads, self.length, last, x.data_ptr(), x.stride(0), *self._layers[layer],
+               out.data_ptr())
         return out
