@@ -361,6 +361,10 @@ def test_underflowing_target_probability():
     ref = naive_ce(h.double(), w.double(), y, reduction="none")
     torch.testing.assert_close(got.double(), ref, rtol=1e-6, atol=1e-4)
     assert got[0].item() == pytest.approx(300.0, rel=1e-6)
+    # the bf16-logits mode takes the same fallback from its own bf16 logits (exact here)
+    native = linear_cross_entropy(h.bfloat16(), w.bfloat16(), y, reduction="none",
+                                  logits_dtype=torch.bfloat16)
+    torch.testing.assert_close(native.double(), ref, rtol=1e-6, atol=1e-4)
 
 
 @pytest.mark.parametrize("which", ["hidden", "weight"])

@@ -153,9 +153,8 @@ def _positive(x: Any, name: str, *, allow_inf: bool = False) -> float:
 
 
 def _check_index_target(target: Any, logits: Tensor, ignore_index: int, name: str = "target") -> Tensor:
-    if isinstance(target, Tensor) and target.device != logits.device:
-        raise ValueError(f"{name} must be on the logits' device {logits.device}, got {target.device}")
-    return check_class_index(target, tuple(logits.shape[:-1]), logits.shape[-1], ignore_index, name=name)
+    return check_class_index(target, tuple(logits.shape[:-1]), logits.shape[-1], ignore_index, name=name,
+                             device=logits.device)
 
 
 def _check_mask(mask: Any, x: Tensor) -> Tensor:
@@ -287,8 +286,9 @@ def _plog_ratio(lp: Tensor, lr: Tensor) -> Tensor:
 def _p_expm1(fp: Tensor, lp0: Tensor, x: Tensor) -> Tensor:
     """p (e^x - 1) with p = e^lp0 where ``fp``, else 0; accurate for small |x| (expm1)."""
     small = x.abs() < 1
-    near = torch.exp(lp0) * torch.expm1(_where0(small, x))
-    far = torch.exp(lp0 + _where0(~small, x)) - torch.exp(lp0)
+    p = torch.exp(lp0)
+    near = p * torch.expm1(_where0(small, x))
+    far = torch.exp(lp0 + _where0(~small, x)) - p
     return _where0(fp, torch.where(small, near, far))
 
 

@@ -356,8 +356,7 @@ def _ce_pass(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEConfig, 
 
 
 def _ce_pass_native(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEConfig, g: Tensor | None,
-                    need_h: bool = True, need_w: bool = True, w_low: Tensor | None = None,
-                    idx: Tensor | None = None,
+                    need_h: bool, need_w: bool, idx: Tensor | None = None,
                     ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None]:
     """``_ce_pass`` for ``logits_dtype=torch.bfloat16`` (``w``, ``b`` and ``h`` stay bf16).
 
@@ -366,7 +365,6 @@ def _ce_pass_native(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEC
     row count). The buffer is processed in cache-sized fp32 sub-blocks (upcast, softmax statistics,
     logit gradient), which write the bf16 logit gradient back in place for the two backward matmuls.
     """
-    del w_low
     n = y.shape[0]
     d_model = h.shape[1]
     v = w.shape[0]
@@ -428,8 +426,8 @@ def _ce_pass_native(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEC
             py = z.gather(1, yc[:, None]).squeeze(1)
             lse_c = zy - py.log()
             bad = py < tiny
-            if bool(bad.any()):
-                zb = logits(hc[a:a2][bad], torch.empty(int(bad.sum()), v, dtype=w.dtype, device=dev)).float()
+            if bool(bad.any()):  # p_y underflowed: lse from the chunk's own bf16 logits, still in zlow
+                zb = zlow[a:a2][bad].float()
                 capped(zb, None if cap is None else torch.empty_like(zb))
                 lse_c[bad] = torch.logsumexp(zb, 1)
             loss[s + a:s + a2] = _row_loss(lse_c, zy, zmean, eps, zl)
@@ -512,7 +510,7 @@ def _run_ce(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, valid: Tensor | N
     idx = None if valid is None else valid.nonzero().squeeze(1)
     yv = y if valid is None else y[valid]
     if cfg.native:
-        return _ce_pass_native(h, w, b, yv, cfg, g, need_h, need_w, None, idx)
+        return _ce_pass_native(h, w, b, yv, cfg, g, need_h, need_w, idx)
     acc = _acc_dtype(h.dtype)
     return _ce_pass(h, w.to(acc), None if b is None else b.to(acc), yv, cfg, g, need_h, need_w,
                     w if w.dtype == torch.bfloat16 else None, idx)
@@ -902,7 +900,7 @@ class _LinearDistill(torch.autograd.Function):
         acc = _acc_dtype(hs.dtype)
         want = grad_mode and any(ctx.needs_input_grad[:2])
         wsa, wta = ws.to(acc), wt.to(acc)
-        rows = _rows_per_chunk(max(n, 1), v, d_model, chunk_size, 4)
+        rows = _rows_per_chunk(n, v, d_model, chunk_size, 4)
         bufs = [torch.empty(rows, v, dtype=acc, device=hs.device) for _ in range(4)]
         total = torch.zeros((), dtype=acc, device=hs.device)
         scale = 1.0 / n if reduction == "mean" and n else 1.0
