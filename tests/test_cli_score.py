@@ -161,3 +161,10 @@ def test_readme_main_job(tmp_path: Path) -> None:
     assert "bits per byte" in proc.stdout and "most surprising spans" in proc.stdout
     assert len(proc.stdout.splitlines()) < 25  # short: summary + spans, no per-token table
     assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+def test_precision_choices_match_the_library() -> None:
+    from entropykit.cli.cmd_score import PRECISIONS
+    from entropykit.lm.scoring import PRECISIONS as LIBRARY
+
+    assert PRECISIONS == LIBRARY

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+PRECISIONS = ("float32", "bfloat16")  # scoring.PRECISIONS, without importing torch
+
 EXAMPLES = """examples:
   entropykit score README.md --html readme-score.html   # summary + most surprising spans, HTML report
   entropykit score notes.txt --all                      # every token in the table
@@ -74,7 +76,7 @@ def register(subparsers: Any) -> None:
         help="high-window-entropy threshold in bits (default: 0.5*log2(vocabulary size))",
     )
     p.add_argument("--top-k", type=int, default=0, metavar="K", help="also report the K most likely tokens")
-    p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+    p.add_argument("--precision", choices=PRECISIONS, default="float32",
                    help="model arithmetic: float32 (exact, default) or bfloat16 (CPU autocast: several "
                         "times faster with AMX/AVX512-BF16, bits/byte within ~2e-4 relative)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on standard error")

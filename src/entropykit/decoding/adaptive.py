@@ -178,13 +178,13 @@ class EntropixSampler:
         min_p = torch.where(br == 4, (self.min_p * (1 - 0.5 * u)).clamp(0.01, 0.5), min_p)
 
         filtered = _filter(x / temp[:, None], top_k, top_p, min_p)
-        logp = torch.log_softmax(x, dim=-1)
-        draws = [sample_from_logits(filtered, generator)]
-        if bool((br == 4).any()):
-            draws += [sample_from_logits(filtered, generator) for _ in range(self.n_samples - 1)]
-        cand = torch.stack(draws, 1)  # (B, n)
-        best = cand.gather(1, logp.gather(1, cand).argmax(1, keepdim=True)).squeeze(1)
-        tokens = torch.where(br == 4, best, cand[:, 0])
+        tokens = sample_from_logits(filtered, generator)
+        if bool((br == 4).any()):  # adaptive rows: the most likely of n_samples draws
+            draws = [tokens] + [sample_from_logits(filtered, generator) for _ in range(self.n_samples - 1)]
+            cand = torch.stack(draws, 1)  # (B, n)
+            logp = torch.log_softmax(x, dim=-1)
+            best = cand.gather(1, logp.gather(1, cand).argmax(1, keepdim=True)).squeeze(1)
+            tokens = torch.where(br == 4, best, tokens)
         tokens = torch.where(br == 0, x.argmax(-1), tokens)
         kept = _kept(filtered)
         kept = torch.where(br == 0, 1, kept)

@@ -53,6 +53,7 @@ from entropykit.lm.adapters import ByteModel, LanguageModel, resolve_model
 
 __all__ = ["ScoreResult", "default_hwe_threshold", "score"]
 
+PRECISIONS = ("float32", "bfloat16")  # the model's arithmetic: exact, or CPU autocast
 N_SPANS = 5  # how many "most surprising spans" the summary lists
 _BATCH_TOKENS = 4096  # tokens per batched forward pass (several windows at once)
 _BATCH_LOGIT_BYTES = 1 << 26  # ... but at most 64 MiB of float32 logits per pass (large vocabularies)
@@ -359,8 +360,8 @@ def score(
         if value < lo or (hi is not None and value > hi):
             rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
             raise ValueError(f"{name}: must be {rng} for model {lm.name!r}, got {value}")
-    if precision not in ("float32", "bfloat16"):
-        raise ValueError(f"precision: expected 'float32' or 'bfloat16', got {precision!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16")
     if hwe_threshold is None:
         hwe_threshold = default_hwe_threshold(lm.vocab_size)
