@@ -34,8 +34,8 @@ from _common import markdown_table, peak_extra_mb, record
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from entropykit.codec.compression import DEFAULT_CHUNK_SIZE, PRECISIONS, resolve_precision  # noqa: E402
 from entropykit.lm import compress, decompress, load_model  # noqa: E402
-from entropykit.lm.compression import DEFAULT_CHUNK_SIZE, PRECISIONS, resolve_precision  # noqa: E402
 
 
 def csv_text(n_rows: int = 600) -> bytes:

@@ -33,9 +33,9 @@ from _common import markdown_table, record, timeit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from entropykit.codec.compression import _ByteGPTStepper  # noqa: E402
 from entropykit.lm import compress, decompress, load_model  # noqa: E402
-from entropykit.lm.compression import _ByteGPTStepper  # noqa: E402
-from entropykit.lm.decode_attention import Int8KVCache, available, unavailable_reason  # noqa: E402
+from entropykit.models.kernels.decode_attention import Int8KVCache, available, unavailable_reason  # noqa: E402
 
 LAYERS, HEADS, D, SLOTS = 6, 8, 32, 512
 
@@ -139,7 +139,7 @@ def main() -> None:
     body = "\n".join(lines)
     print(body)
     if not args.quick:
-        record("decode_attention", "Decode attention over an int8 KV cache (entropykit.lm.decode_attention)",
+        record("decode_attention", "Decode attention over an int8 KV cache (models.kernels.decode_attention)",
                "python benchmarks/decode_attention.py", body)
 
 

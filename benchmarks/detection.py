@@ -42,9 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from _common import markdown_table, peak_extra_mb, record
-from entropykit.lm import load_model
-from entropykit.lm.adapters import BUNDLED_DIR, LanguageModel
-from entropykit.lm.detect import (
+from entropykit.detect import (
     METHODS,
     FrequencyTable,
     evaluate,
@@ -53,7 +51,9 @@ from entropykit.lm.detect import (
     score_texts,
     token_statistics,
 )
-from entropykit.lm.detect_scores import entropy_gap_pvalue, log_ppl_gap
+from entropykit.detect.scores import entropy_gap_pvalue, log_ppl_gap
+from entropykit.lm import load_model
+from entropykit.models import BUNDLED_DIR, LanguageModel
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import markdown_table, peak_extra_mb, record
 from entropykit.lm import load_model, score
-from entropykit.lm.adapters import LanguageModel
+from entropykit.models import LanguageModel
 
 ROOT = Path(__file__).resolve().parents[1]
 HELDOUT = ROOT / "data" / "corpus" / "heldout.bin"

@@ -23,8 +23,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from entropykit.lm.models.bytegpt import ByteGPT, ByteGPTConfig  # noqa: E402
 from entropykit.losses import LinearCrossEntropy  # noqa: E402
+from entropykit.models.bytegpt import ByteGPT, ByteGPTConfig  # noqa: E402
 
 
 def main() -> int:

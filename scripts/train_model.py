@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from entropykit.lm.models.bytegpt import BOS, ByteGPT, ByteGPTConfig
+from entropykit.models.bytegpt import BOS, ByteGPT, ByteGPTConfig
 
 
 def batch(data: np.ndarray, t: int, b: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,7 +15,7 @@ Usage::
     def test_something(tmp_path):
         model = load_model(tiny_hf_model_dir(tmp_path))
 
-(``tests`` is on ``sys.path`` under pytest's default rootdir-based import mode, so a plain
+(``tests/conftest.py`` puts ``tests`` on ``sys.path``, so a plain
 ``from hf_fixtures import ...`` works from any test module.)
 """
 

@@ -31,7 +31,7 @@ EVAL_EXAMPLES = """examples:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    from entropykit.lm.detect import METHODS
+    from entropykit.detect import METHODS
 
     p.add_argument(
         "--method",
@@ -99,7 +99,7 @@ def register(subparsers: Any) -> None:
 
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
-    from entropykit.lm.detect import METHODS, FrequencyTable
+    from entropykit.detect import METHODS, FrequencyTable
 
     accepted = METHODS[args.method].params
     given = {"k": args.k, "a": args.a}
@@ -123,7 +123,7 @@ _MODELS: dict[str | None, Any] = {}
 
 
 def _load(name: str | None) -> Any:
-    from entropykit.lm import load_model
+    from entropykit.models import load_model
 
     if name not in _MODELS:
         _MODELS[name] = load_model(name)
@@ -133,7 +133,7 @@ def _load(name: str | None) -> Any:
 def _score(args: argparse.Namespace, texts: list[bytes]) -> tuple[Any, dict[str, Any]]:
     """Scores of ``texts`` under the arguments' method and models, plus extra per-text columns
     (entropy_gap: the signed log-perplexity gap and the zero-shot test's p-value)."""
-    from entropykit.lm.detect import entropy_gap_test, score_texts
+    from entropykit.detect import entropy_gap_test, score_texts
 
     params = _params(args)
     model = _load(args.model)
@@ -157,7 +157,7 @@ def _score(args: argparse.Namespace, texts: list[bytes]) -> tuple[Any, dict[str,
 
 
 def _describe(args: argparse.Namespace) -> dict[str, Any]:
-    from entropykit.lm.detect import METHODS
+    from entropykit.detect import METHODS
 
     m = METHODS[args.method]
     what = "a training member" if m.kind == "membership" else "machine-generated"
@@ -231,7 +231,7 @@ def _roc_png(curves: tuple[Any, Any], auc: float, title: str) -> bytes:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from entropykit.lm.detect import calibrate, evaluate, roc_curve
+    from entropykit.detect import calibrate, evaluate, roc_curve
 
     pos_files, pos = _folder(args.positives, "--positives")
     neg_files, neg = _folder(args.negatives, "--negatives")

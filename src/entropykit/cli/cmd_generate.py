@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
 
     from entropykit import decoding as d
     from entropykit._io import read_input
-    from entropykit.lm import load_model
+    from entropykit.models import load_model
 
     prompt = read_input("-").decode("utf-8", errors="replace") if args.prompt == "-" else args.prompt
     if args.max_new_tokens < 0:

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from entropykit.decoding.processors import Chain
-from entropykit.lm.adapters import LanguageModel
+from entropykit.models import LanguageModel
 
 __all__ = [
     "ContextStream",
@@ -344,7 +344,7 @@ def generate(
     sum p (log2 p + H)^2 of the model's raw distribution, surprisal -log2 p(x) of the chosen token
     under it, kept-set size and temperature (see :class:`StepStats`).
 
-    >>> from entropykit.lm import load_model
+    >>> from entropykit.models import load_model
     >>> out = generate(load_model("bytegpt-small"), "Hello", max_new_tokens=4,
     ...                generator=torch.Generator().manual_seed(0))
     >>> out.stats.entropy_bits.shape

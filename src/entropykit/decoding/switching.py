@@ -93,7 +93,7 @@ class EntropySwitch:
     ``window`` (tokens) for the rolling mean, ``threshold`` and ``hysteresis`` in bits (see module
     docstring). ``processors``/``sampler`` are applied to whichever model produces the token.
 
-    >>> from entropykit.lm import load_model
+    >>> from entropykit.models import load_model
     >>> small, large = load_model("bytegpt-small"), load_model("bytegpt-6l")
     >>> sw = EntropySwitch(small, large, threshold=2.0, hysteresis=0.5)
     >>> out = sw.generate("The ", max_new_tokens=8, generator=torch.Generator().manual_seed(0))

@@ -1,14 +1,18 @@
-"""Language-model tools: model loading, scoring, compression and detection.
+"""Language-model tools: scoring texts (per-token surprisal, entropy, reports).
 
-``load_model`` and the adapter protocol are imported eagerly; the heavier parts on first use.
+``entropykit.lm`` is also the front door users already know: ``load_model`` and the adapters (from
+``entropykit.models``) are imported eagerly; ``score`` and the re-exports of the sibling parts
+(``compress``... from ``entropykit.codec``, ``detect``/``score_texts`` from ``entropykit.detect``) are
+imported on first use, so ``import entropykit.lm`` stays light. The ``TYPE_CHECKING`` imports give
+type checkers and IDEs the real signatures.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from entropykit.lm.adapters import (
+from entropykit.models import (
     ByteModel,
     Encoding,
     HFModel,
@@ -18,19 +22,32 @@ from entropykit.lm.adapters import (
     resolve_model,
 )
 
+if TYPE_CHECKING:
+    from entropykit import detect as detect
+    from entropykit.codec import ContainerError as ContainerError
+    from entropykit.codec import compress as compress
+    from entropykit.codec import compress_stream as compress_stream
+    from entropykit.codec import container_info as container_info
+    from entropykit.codec import decompress as decompress
+    from entropykit.codec import decompress_stream as decompress_stream
+    from entropykit.codec import resolve_precision as resolve_precision
+    from entropykit.detect import score_texts as score_texts
+    from entropykit.lm.scoring import ScoreResult as ScoreResult
+    from entropykit.lm.scoring import score as score
+
 # public name -> module that defines it (imported lazily)
 _LAZY = {
     "score": "entropykit.lm.scoring",
     "ScoreResult": "entropykit.lm.scoring",
-    "compress": "entropykit.lm.compression",
-    "decompress": "entropykit.lm.compression",
-    "compress_stream": "entropykit.lm.compression",
-    "decompress_stream": "entropykit.lm.compression",
-    "ContainerError": "entropykit.lm.compression",
-    "container_info": "entropykit.lm.compression",
-    "resolve_precision": "entropykit.lm.compression",
-    "detect": "entropykit.lm.detect",
-    "score_texts": "entropykit.lm.detect",
+    "compress": "entropykit.codec",
+    "decompress": "entropykit.codec",
+    "compress_stream": "entropykit.codec",
+    "decompress_stream": "entropykit.codec",
+    "ContainerError": "entropykit.codec",
+    "container_info": "entropykit.codec",
+    "resolve_precision": "entropykit.codec",
+    "detect": "entropykit.detect",
+    "score_texts": "entropykit.detect",
 }
 
 __all__ = [

@@ -92,7 +92,7 @@ def render_html(result: ScoreResult, *, title: str | None = None, mode: str = "s
     ``mode`` is the initial colouring: ``"surprisal"``, ``"entropy"`` or ``"rank"``.
 
     >>> from entropykit.lm import ByteModel, score
-    >>> from entropykit.lm.models.bytegpt import ByteGPT, ByteGPTConfig
+    >>> from entropykit.models.bytegpt import ByteGPT, ByteGPTConfig
     >>> lm = ByteModel(ByteGPT(ByteGPTConfig(block_size=32, n_layer=1, n_head=2, n_embd=16)))
     >>> page = render_html(score("hi there", lm), mode="rank")
     >>> page.startswith("<!DOCTYPE html>"), page.count('<span class="g ')
@@ -198,7 +198,7 @@ def plot_png(
     Needs matplotlib (``pip install 'entropykit[plot]'``).
 
     >>> from entropykit.lm import ByteModel, score
-    >>> from entropykit.lm.models.bytegpt import ByteGPT, ByteGPTConfig
+    >>> from entropykit.models.bytegpt import ByteGPT, ByteGPTConfig
     >>> lm = ByteModel(ByteGPT(ByteGPTConfig(block_size=32, n_layer=1, n_head=2, n_embd=16)))
     >>> plot_png(score("hi there", lm), width=4, dpi=40)[:4]
     b'\x89PNG'

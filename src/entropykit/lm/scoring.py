@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from entropykit import measures
-from entropykit.lm.adapters import ByteModel, LanguageModel, resolve_model
+from entropykit.models import ByteModel, LanguageModel, resolve_model
 
 __all__ = ["ScoreResult", "default_hwe_threshold", "score"]
 
@@ -329,7 +329,7 @@ def score(
     Sources: GLTR (Gehrmann et al., 2019); Hugging Face "Perplexity of fixed-length models".
 
     >>> from entropykit.lm import ByteModel
-    >>> from entropykit.lm.models.bytegpt import ByteGPT, ByteGPTConfig
+    >>> from entropykit.models.bytegpt import ByteGPT, ByteGPTConfig
     >>> m = ByteModel(ByteGPT(ByteGPTConfig(block_size=32, n_layer=1, n_head=2, n_embd=16)))
     >>> r = score("hello world", m)
     >>> len(r), r.summary["bytes"]

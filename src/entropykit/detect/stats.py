@@ -1,0 +1,261 @@
+"""Per-token statistics of a text under a scoring model (and optionally a second model), streamed.
+
+Every detection score in ``entropykit.detect`` is a function of a few float64 numbers per token
+position t of a text x (q = the scoring model's next-token distribution, p = the distribution whose
+expectation is taken: the reference/observer model when one is given, else q itself):
+
+- ``logprob[t]``          log q(x_t | x_<t)                                      (nats)
+- ``expected[t]``         mu_t = sum_v p_t(v) log q_t(v)     (= -H(q_t) when p = q; = -CE(p_t, q_t))
+- ``variance[t]``         sigma_t^2 = sum_v p_t(v) (log q_t(v))^2 - mu_t^2  (= varentropy when p = q)
+- ``logprob_range[t]``    max_v log q_t(v) - min_v log q_t(v) over the support of p_t (Azuma range)
+- ``ref_logprob[t]``      log p(x_t | x_<t) under the second model (only when one is given)
+
+Long texts are streamed through windows of the model's ``max_context`` (see ``windows``); every
+window starts with the model's prefix (BOS) tokens, as the bundled ByteGPTs saw in training (each
+training window began with BOS), so a later window is an in-distribution input. Windows of
+several texts are batched (right-padded: the models are causal, so padding after a row's last real
+token cannot change its logits). Logits are upcast to float64 before any log-softmax so sums over
+thousands of positions keep their precision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from entropykit import measures
+from entropykit.models import LanguageModel
+
+__all__ = ["TokenStats", "token_statistics", "windows"]
+
+_CHUNK_ELEMENTS = 1 << 24
+
+
+@dataclass(frozen=True)
+class TokenStats:
+    """Per-position float64 statistics of one text (see the module docstring for the formulas)."""
+
+    ids: np.ndarray  # int64 token ids of the scored positions (x_t)
+    logprob: np.ndarray
+    expected: np.ndarray
+    variance: np.ndarray
+    logprob_range: np.ndarray
+    ref_logprob: np.ndarray | None
+    data: bytes  # the text's bytes (zlib needs them)
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    @classmethod
+    def from_logits(
+        cls,
+        logits: torch.Tensor,
+        ids: Sequence[int],
+        ref_logits: torch.Tensor | None = None,
+        data: bytes = b"",
+    ) -> TokenStats:
+        """Statistics from explicit next-token logits: row t of ``logits`` (T, V) predicts ``ids[t]``.
+
+        ``ref_logits`` (T, V), when given, is the second model's p (the expectation distribution).
+
+        >>> s = TokenStats.from_logits(torch.zeros(2, 4), [1, 2])
+        >>> [round(float(v), 4) for v in s.logprob], round(float(s.expected[0]), 4)
+        ([-1.3863, -1.3863], -1.3863)
+        """
+        target = torch.as_tensor(list(ids), dtype=torch.long)
+        cols = _position_stats(logits, target, ref_logits)
+        ref = cols["ref_logprob"]
+        return cls(
+            ids=target.numpy().astype(np.int64),
+            data=data,
+            logprob=_cat([cols["logprob"]]),
+            expected=_cat([cols["expected"]]),
+            variance=_cat([cols["variance"]]),
+            logprob_range=_cat([cols["logprob_range"]]),
+            ref_logprob=None if ref is None else ref.numpy(),
+        )
+
+
+def _position_stats(
+    logits: torch.Tensor, target: torch.Tensor, ref_logits: torch.Tensor | None
+) -> dict[str, torch.Tensor | None]:
+    """float64 per-position columns for logits (T, V) predicting target (T,)."""
+    z = logits.double()
+    lq = torch.log_softmax(z, -1)
+    if ref_logits is None:
+        st = measures.token_stats(z, target)  # surprisal, entropy, varentropy in one pass
+        assert st.surprisal is not None
+        logprob, expected, variance = -st.surprisal, -st.entropy, st.varentropy
+        support = torch.isfinite(lq)
+        ref_logprob = None
+    else:
+        logprob = -measures.surprisal(z, target)
+        zp = ref_logits.double()
+        p = torch.softmax(zp, -1)
+        expected = -measures.cross_entropy(z, p, reduction="none")
+        # Var_p(log q): centred form (no cancellation); 0 * inf terms (p_v = 0) dropped.
+        dev = torch.where(p > 0, lq - expected.unsqueeze(-1), torch.zeros_like(lq))
+        variance = (p * dev * dev).sum(-1)
+        support = p > 0
+        ref_logprob = -measures.surprisal(zp, target)
+    hi = torch.where(support, lq, torch.full_like(lq, -torch.inf)).amax(-1)
+    lo = torch.where(support, lq, torch.full_like(lq, torch.inf)).amin(-1)
+    return {
+        "logprob": logprob,
+        "expected": expected,
+        "variance": variance.clamp(min=0.0),
+        "logprob_range": hi - lo,
+        "ref_logprob": ref_logprob,
+    }
+
+
+@dataclass(frozen=True)
+class _Window:
+    text: int  # index of the text
+    start: int  # first target index (into the text's ids)
+    end: int  # one past the last target index
+    inputs: list[int]  # prefix + context + targets[:-1]
+
+
+def windows(
+    n_ids: int, max_context: int, n_prefix: int, stride: int | None = None
+) -> list[tuple[int, int, int]]:
+    """Split the targets ``ids[s0:n_ids]`` into chunks ``(a, s, e)``: targets ``ids[s:e]`` are scored
+    from the input ``prefix + ids[a:e-1]`` (so ``ids[a:s]`` is their extra context).
+
+    With W = max_context - n_prefix: the first chunk has a = 0 and up to W + 1 targets (s0 = 0 when
+    there is a prefix, else 1: nothing predicts a first token without one); each later chunk has
+    ``stride`` targets (default W // 2) and a = e - 1 - W, so every later target sees at least
+    W + 1 - stride tokens of context -- the strided evaluation of the transformers docs.
+
+    >>> windows(10, 5, 1, 2)
+    [(0, 0, 5), (2, 5, 7), (4, 7, 9), (5, 9, 10)]
+    """
+    width = max_context - n_prefix
+    if width < 1:
+        raise ValueError(f"max_context={max_context} leaves no room beside {n_prefix} prefix tokens")
+    step = max(1, width // 2) if stride is None else stride
+    if not 1 <= step <= width:
+        raise ValueError(f"stride must be in [1, {width}], got {stride}")
+    s = 0 if n_prefix else 1
+    e = min(n_ids, s + width + (1 if n_prefix else 0))
+    out = [(0, s, e)]
+    while e < n_ids:
+        s, e = e, min(n_ids, e + step)
+        out.append((max(0, e - 1 - width), s, e))
+    return out
+
+
+def _check_pair(model: LanguageModel, reference: LanguageModel | None) -> None:
+    if reference is None:
+        return
+    if reference.vocab_size != model.vocab_size or list(reference.prefix_ids) != list(model.prefix_ids):
+        raise ValueError(
+            f"reference: {reference.name!r} must share the tokenizer of {model.name!r} "
+            f"(vocab {reference.vocab_size} vs {model.vocab_size}, "
+            f"prefix {reference.prefix_ids} vs {model.prefix_ids})"
+        )
+
+
+def _encode_all(
+    texts: Sequence[str | bytes], model: LanguageModel, reference: LanguageModel | None
+) -> list[list[int]]:
+    out = []
+    for i, text in enumerate(texts):
+        if not isinstance(text, (str, bytes)):
+            raise TypeError(f"texts[{i}]: expected str or bytes, got {type(text).__name__}")
+        ids = list(model.encode(text).ids)
+        if len(ids) < 2:
+            raise ValueError(
+                f"texts[{i}]: {len(ids)} token(s); detection scores need a text of at least 2 tokens"
+            )
+        if reference is not None and list(reference.encode(text).ids) != ids:
+            raise ValueError(
+                f"reference: {reference.name!r} tokenizes texts[{i}] differently from {model.name!r}"
+            )
+        out.append(ids)
+    return out
+
+
+def _forward(model: LanguageModel, batch: torch.Tensor) -> torch.Tensor:
+    logits, _ = model.forward(batch)
+    return logits
+
+
+def token_statistics(
+    texts: Sequence[str | bytes],
+    model: LanguageModel,
+    reference: LanguageModel | None = None,
+    *,
+    batch_size: int = 8,
+    stride: int | None = None,
+    progress: bool | None = None,
+) -> list[TokenStats]:
+    """Stream every text through ``model`` (and ``reference``) and return its ``TokenStats``.
+
+    Windows follow ``windows(...)`` with the smaller of the two models' contexts; windows of different
+    texts are batched ``batch_size`` at a time (longest first). ``progress=None`` shows a tqdm bar
+    only on a terminal. Texts of fewer than 2 tokens raise ``ValueError``.
+    """
+    _check_pair(model, reference)
+    all_ids = _encode_all(texts, model, reference)
+    prefix = list(model.prefix_ids)
+    ctx = model.max_context if reference is None else min(model.max_context, reference.max_context)
+    jobs = [
+        _Window(i, s, e, prefix + ids[a : e - 1])
+        for i, ids in enumerate(all_ids)
+        for a, s, e in windows(len(ids), ctx, len(prefix), stride)
+    ]
+    jobs.sort(key=lambda w: -len(w.inputs))
+    parts: list[list[tuple[int, dict[str, torch.Tensor | None]]]] = [[] for _ in texts]
+    pad = prefix[0] if prefix else 0
+    step = max(1, _CHUNK_ELEMENTS // model.vocab_size)  # float64 (positions, V) temporaries <= ~128 MB
+    bar = tqdm(
+        total=len(jobs),
+        desc="scoring",
+        unit="window",
+        disable=(not progress) if progress is not None else None,
+    )
+    for b in range(0, len(jobs), batch_size):
+        group = jobs[b : b + batch_size]
+        width = len(group[0].inputs)
+        batch = torch.tensor([w.inputs + [pad] * (width - len(w.inputs)) for w in group], dtype=torch.long)
+        q_logits = _forward(model, batch)
+        p_logits = None if reference is None else _forward(reference, batch)
+        for r, w in enumerate(group):
+            n_in, n_t = len(w.inputs), w.end - w.start
+            rows = slice(n_in - n_t, n_in)
+            target = torch.tensor(all_ids[w.text][w.start : w.end], dtype=torch.long)
+            for c in range(0, n_t, step):
+                pos = slice(rows.start + c, min(rows.stop, rows.start + c + step))
+                p_rows = None if p_logits is None else p_logits[r, pos]
+                cols = _position_stats(q_logits[r, pos], target[c : c + step], p_rows)
+                parts[w.text].append((w.start + c, cols))
+        bar.update(len(group))
+    bar.close()
+    out = []
+    for i, text in enumerate(texts):
+        chunks = [c for _, c in sorted(parts[i], key=lambda x: x[0])]
+        first = 0 if prefix else 1
+        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        ref = [c["ref_logprob"] for c in chunks]
+        out.append(
+            TokenStats(
+                ids=np.asarray(all_ids[i][first:], dtype=np.int64),
+                data=data,
+                logprob=_cat([c["logprob"] for c in chunks]),
+                expected=_cat([c["expected"] for c in chunks]),
+                variance=_cat([c["variance"] for c in chunks]),
+                logprob_range=_cat([c["logprob_range"] for c in chunks]),
+                ref_logprob=None if reference is None else _cat(ref),
+            )
+        )
+    return out
+
+
+def _cat(columns: list[torch.Tensor | None]) -> np.ndarray:
+    return torch.cat([c for c in columns if c is not None]).numpy()

@@ -1,1 +1,0 @@
-"""Bundled model files (ByteGPT) and their weights."""

@@ -1,0 +1,1 @@
+"""Compiled kernels of the models' fast paths (built on first use with the system C compiler)."""

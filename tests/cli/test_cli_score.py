@@ -1,0 +1,170 @@
+"""`entropykit score` end to end: formats, reports, truncation, and clean errors (exit 2, one line)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from entropykit.cli.main import main
+from entropykit.lm import load_model, score
+from entropykit.models.bytegpt import ByteGPT, ByteGPTConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small ByteGPT saved to disk, loaded by the CLI with --model DIR (fast)."""
+    g = torch.Generator().manual_seed(0)
+    m = ByteGPT(ByteGPTConfig(block_size=64, n_layer=1, n_head=2, n_embd=16))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    d = tmp_path_factory.mktemp("models") / "tiny-bytegpt"
+    m.save(d)
+    return d
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["score", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_table_short_text_lists_every_token(tmp_path: Path, model_dir: Path, capsys) -> None:
+    f = tmp_path / "a.txt"
+    f.write_text("hi\tthere\n")
+    code, out, err = run(capsys, str(f), "--model", str(model_dir), "--no-progress")
+    assert code == 0 and err == ""
+    assert "bits per byte" in out and "most surprising spans" in out
+    r = score("hi\tthere\n", load_model(model_dir))
+    assert f"{r.summary['bits_per_byte']:8.4f}" in out
+    rows = [line for line in out.splitlines() if line.strip().split(" ")[0].isdigit()]
+    assert len(rows) == 9 and "\\t" in rows[2] and "\\n" in rows[8]
+
+
+def test_table_long_text_is_truncated_unless_all(tmp_path: Path, model_dir: Path, capsys) -> None:
+    f = tmp_path / "long.txt"
+    f.write_text("entropy and surprise, " * 20)  # 440 bytes > 60 tokens, > context 64
+    code, out, _ = run(capsys, str(f), "--model", str(model_dir))
+    assert code == 0
+    assert "per-token table omitted" in out and len(out.splitlines()) < 20
+    assert "windows of 64 tokens every 32 tokens" in out
+    code, out, _ = run(capsys, str(f), "--model", str(model_dir), "--all")
+    assert code == 0 and len(out.splitlines()) > 440
+
+
+def test_json_and_csv(tmp_path: Path, model_dir: Path, capsys) -> None:
+    f = tmp_path / "t.txt"
+    f.write_bytes("naïve text".encode())
+    ref = score(f.read_bytes(), load_model(model_dir), top_k=2)
+    code, out, _ = run(capsys, str(f), "--model", str(model_dir), "--format", "json", "--top-k", "2")
+    assert code == 0
+    d = json.loads(out)
+    assert d["summary"]["bits_per_byte"] == pytest.approx(ref.summary["bits_per_byte"])
+    np.testing.assert_allclose([t["surprisal_bits"] for t in d["tokens"]], ref.surprisal_bits, rtol=1e-6)
+    assert len(d["tokens"][0]["top_k"]) == 2
+    code, out, _ = run(capsys, str(f), "--model", str(model_dir), "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and len(rows) == len(ref) == 11
+    assert [int(r["rank"]) for r in rows] == ref.rank.tolist()
+
+
+def test_stdin(monkeypatch: pytest.MonkeyPatch, model_dir: Path, capsys) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"from stdin")))
+    code, out, _ = run(capsys, "-", "--model", str(model_dir), "--format", "json")
+    assert code == 0 and json.loads(out)["summary"]["bytes"] == 10
+
+
+def test_html_and_plot(tmp_path: Path, model_dir: Path, capsys) -> None:
+    f = tmp_path / "t.txt"
+    f.write_text("a report, please")
+    html, png = tmp_path / "out.html", tmp_path / "out.png"
+    code, _, err = run(
+        capsys,
+        str(f),
+        "--model",
+        str(model_dir),
+        "--html",
+        str(html),
+        "--plot",
+        str(png),
+        "--color-by",
+        "rank",
+    )
+    assert code == 0 and "wrote" in err
+    page = html.read_text(encoding="utf-8")
+    assert '"initial":"rank"' in page and page.count('class="g ') == 16
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_invalid_utf8(tmp_path: Path, model_dir: Path, capsys) -> None:
+    f = tmp_path / "bin.dat"
+    f.write_bytes(b"\xff\xfe binary \x80\x00")
+    code, out, err = run(capsys, str(f), "--model", str(model_dir))
+    assert code == 0 and err == "" and "12 bytes" in out  # the byte model scores any bytes
+    pytest.importorskip("transformers")
+    from hf_fixtures import tiny_hf_model_dir
+
+    code, out, err = run(capsys, str(f), "--model", str(tiny_hf_model_dir(tmp_path)))
+    assert code == 0 and "not valid UTF-8" in err and "replacement" in err
+
+
+@pytest.mark.parametrize(
+    ("make", "extra", "message"),
+    [
+        (lambda d: d / "missing.txt", [], "no such file"),
+        (lambda d: d, [], "is a directory"),
+        (lambda d: (d / "empty.txt", (d / "empty.txt").write_bytes(b""))[0], [], "empty input"),
+        (lambda d: (d / "x.txt", (d / "x.txt").write_text("abc"))[0], ["--stride", "0"], "stride"),
+        (lambda d: (d / "x.txt", (d / "x.txt").write_text("abc"))[0], ["--window", "0"], "window"),
+        (
+            lambda d: (d / "x.txt", (d / "x.txt").write_text("abc"))[0],
+            ["--html", "/no/such/dir/r.html"],
+            "does not exist",
+        ),
+    ],
+)
+def test_errors_are_one_line_exit_2(tmp_path: Path, model_dir: Path, capsys, make, extra, message) -> None:
+    path = make(tmp_path)
+    code, out, err = run(capsys, str(path), "--model", str(model_dir), *extra)
+    assert code == 2 and out == ""
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_unknown_model_is_one_line(tmp_path: Path, capsys) -> None:
+    f = tmp_path / "x.txt"
+    f.write_text("abc")
+    code, _, err = run(capsys, str(f), "--model", str(tmp_path / "no-model-here"))
+    assert code == 2 and "no-model-here" in err and err.count("\n") == 1
+
+
+def test_readme_main_job(tmp_path: Path) -> None:
+    """The README's main command, as a real process on the bundled model."""
+    out = tmp_path / "readme-score.html"
+    proc = subprocess.run(
+        [sys.executable, "-m", "entropykit", "score", str(ROOT / "README.md"), "--html", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "bits per byte" in proc.stdout and "most surprising spans" in proc.stdout
+    assert len(proc.stdout.splitlines()) < 25  # short: summary + spans, no per-token table
+    assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+def test_precision_choices_match_the_library() -> None:
+    from entropykit.cli.cmd_score import PRECISIONS
+    from entropykit.lm.scoring import PRECISIONS as LIBRARY
+
+    assert PRECISIONS == LIBRARY
