@@ -54,19 +54,25 @@ def reference_stats(logits: torch.Tensor, target: torch.Tensor) -> dict[str, np.
 
 
 def naive_strided(lm, data: bytes | str, stride: int) -> dict[str, np.ndarray]:
-    """The transformers guide's loop: windows of C tokens every ``stride``; score only new targets."""
-    enc = lm.encode(data)
-    seq = torch.tensor(lm.prefix_ids + enc.ids)
-    ctx = lm.max_context
+    """The transformers guide's loop with the model's prefix (BOS) prepended to every window: windows
+    ids[begin:end] of C - P + 1 text tokens start every ``stride``; each is fed as prefix +
+    ids[begin:end-1] (C tokens; the last token's logits would be unused) and scores only the targets
+    the previous window did not reach."""
+    ids = list(lm.encode(data).ids)
+    prefix = list(lm.prefix_ids)
+    width = lm.max_context - len(prefix)
     parts: list[dict[str, np.ndarray]] = []
-    prev_end = 0
-    for begin in range(0, len(seq), stride):
-        end = min(begin + ctx, len(seq))
-        logits, _ = lm.forward(seq[begin:end][None])
-        lo = max(prev_end, len(lm.prefix_ids))
-        parts.append(reference_stats(logits[0, lo - 1 - begin : end - 1 - begin], seq[lo:end]))
+    prev_end = 0 if prefix else 1
+    for begin in range(0, len(ids), stride):
+        end = min(begin + width + 1, len(ids))
+        x = torch.tensor(prefix + ids[begin : end - 1])
+        assert len(x) <= lm.max_context
+        logits, _ = lm.forward(x[None])
+        # target ids[t] is predicted by input position len(prefix) + t - begin - 1
+        rows = logits[0, len(prefix) + prev_end - begin - 1 : len(prefix) + end - begin - 1]
+        parts.append(reference_stats(rows, torch.tensor(ids[prev_end:end])))
         prev_end = end
-        if end == len(seq):
+        if end == len(ids):
             break
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
