@@ -123,6 +123,23 @@ def test_bfloat16_precision_is_the_autocast_forward(byte_model: ByteModel) -> No
     assert fast.summary["bits_per_byte"] == pytest.approx(exact.summary["bits_per_byte"], rel=2e-2)
 
 
+def test_auto_precision_is_resolved_once_and_recorded(
+    byte_model: ByteModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "auto" is bfloat16 exactly where the CPU multiplies bf16 in hardware; the result records the
+    concrete precision, and its numbers are those of that precision."""
+    import entropykit.precision as precision
+
+    data = (TEXT * 2).encode()
+    for native, want in ((False, "float32"), (True, "bfloat16")):
+        monkeypatch.setattr(precision, "native_bf16", lambda native=native: native)
+        r = score(data, byte_model, stride=9, precision="auto")
+        assert r.precision == want and r.summary["precision"] == want
+        np.testing.assert_array_equal(
+            r.surprisal_bits, score(data, byte_model, stride=9, precision=want).surprisal_bits
+        )
+
+
 def test_totals_agree(byte_model: ByteModel) -> None:
     data = TEXT * 2
     r = score(data, byte_model, stride=9)
@@ -248,6 +265,7 @@ def test_bundled_default_model_runs() -> None:
         ({"model": 1.5}, TypeError, "model"),
         ({"model": "no-such-model-xyz"}, ValueError, "no-such-model-xyz"),
         ({"precision": "fp16"}, ValueError, "precision"),
+        ({"precision": "int8kv"}, ValueError, "precision must be one of 'auto', 'float32', 'bfloat16'"),
     ],
 )
 def test_bad_input(byte_model: ByteModel, kwargs: dict, exc: type, match: str) -> None:
