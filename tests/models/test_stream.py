@@ -30,7 +30,7 @@ def transformers_loop(n: int, context: int, n_prefix: int, stride: int) -> list[
 sizes = st.tuples(st.integers(0, 80), st.integers(1, 14), st.integers(0, 2))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(sizes, st.data())
 def test_windows_are_the_transformers_loop_with_a_prefix(
     size: tuple[int, int, int], data: st.DataObject
@@ -92,7 +92,7 @@ def simulate(schedule: Reprime, n: int) -> dict[int, list[int]]:
     return seen
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.integers(0, 70), st.integers(2, 14), st.integers(0, 2), st.data())
 def test_reprime_schedule_evaluates_the_strided_windows(
     n: int, window: int, p: int, data: st.DataObject
@@ -138,3 +138,34 @@ def test_default_stride_and_errors() -> None:
         Reprime(4, 4, 1)
     with pytest.raises(TypeError, match="prime"):
         Reprime(4, True, 1)
+
+
+@pytest.mark.parametrize("prime", [1, 6, 15])
+def test_kv_cached_reprime_stream_equals_strided_scoring(prime: int) -> None:
+    """A tiny ByteGPT driven one token at a time through its KV cache by ``Reprime`` (the codec's and
+    generation's loop) gives the surprisals ``lm.score`` computes with ``stride = Reprime.stride``."""
+    import numpy as np
+    import torch
+
+    from entropykit.lm import score
+    from entropykit.models import ByteModel
+    from entropykit.models.bytegpt import ByteGPT, ByteGPTConfig
+
+    torch.manual_seed(0)
+    lm = ByteModel(ByteGPT(ByteGPTConfig(block_size=16, n_layer=2, n_head=2, n_embd=16)), "tiny")
+    ids = list(b"a text of sixty-odd bytes, long enough for several windows.")
+    sched = Reprime(lm.max_context, prime, len(lm.prefix_ids))
+    bos = torch.tensor([lm.prefix_ids])
+    surprisal, past, cached = [], None, 0
+    for t in range(len(ids)):
+        f = sched.feed(cached, max(t - 1, 0), t)
+        if f.restart:
+            logits, past = lm.forward(torch.cat([bos, torch.tensor([ids[f.start : f.end]])], 1).long())
+            cached = 1 + f.end - f.start
+        else:
+            logits, past = lm.forward(torch.tensor([ids[f.start : f.end]]), past)
+            cached += f.end - f.start
+        lp = torch.log_softmax(logits[0, -1].double(), -1)
+        surprisal.append(-float(lp[ids[t]]) / np.log(2))
+    r = score(bytes(ids), lm, stride=sched.stride)
+    np.testing.assert_allclose(r.surprisal_bits, surprisal, rtol=1e-5, atol=1e-5)
