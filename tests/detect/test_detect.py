@@ -362,3 +362,20 @@ def test_errors_name_the_argument() -> None:
 def test_methods_registry_documents_kind_and_reference() -> None:
     assert {m.kind for m in METHODS.values()} == {"membership", "machine"}
     assert METHODS["binoculars"].reference == "required" and METHODS["loss"].reference == "none"
+
+
+def test_token_stats_from_logits_checks_its_arguments() -> None:
+    with pytest.raises(ValueError, match=r"ids holds index 5, outside \[0, 4\)"):
+        TokenStats.from_logits(torch.zeros(2, 4), [1, 5])
+    with pytest.raises(ValueError, match=r"ids must have one id per logit row: \(2,\), got \(1,\)"):
+        TokenStats.from_logits(torch.zeros(2, 4), [1])
+    with pytest.raises(ValueError, match=r"logits must have shape \(positions, vocab\), got \(4,\)"):
+        TokenStats.from_logits(torch.zeros(4), [1])
+    with pytest.raises(ValueError, match="logits and ref_logits must have the same shape"):
+        TokenStats.from_logits(torch.zeros(2, 4), [1, 2], torch.zeros(2, 3))
+    with pytest.raises(TypeError, match="logits must be a floating-point tensor"):
+        TokenStats.from_logits(torch.zeros(2, 4, dtype=torch.long), [1, 2])
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1, got 0"):
+        token_statistics(["abc"], make_bigram(1), batch_size=0)
+    with pytest.raises(ValueError, match=r"stride must be an int in \[1, 4\], got 5"):
+        token_statistics(["abcdefghijkl"], make_bigram(1, max_context=5), stride=5)

@@ -13,10 +13,9 @@ expectation is taken: the reference/observer model when one is given, else q its
 Long texts are streamed through the strided windows of ``entropykit.models.stream.windows`` (the one
 window rule of every part): every window starts with the model's prefix (BOS) tokens, as the bundled
 ByteGPTs saw in training (each training window began with BOS), so a later window is an
-in-distribution input. Windows of
-several texts are batched (right-padded: the models are causal, so padding after a row's last real
-token cannot change its logits). Logits are upcast to float64 before any log-softmax so sums over
-thousands of positions keep their precision.
+in-distribution input. Windows of several texts are batched (right-padded: the models are causal,
+so padding after a row's last real token cannot change its logits). Logits are upcast to float64
+before any log-softmax so sums over thousands of positions keep their precision.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from entropykit import measures
-from entropykit._validate import check_int
+from entropykit._validate import check_class_index, check_int, check_logits, check_same_shape
 from entropykit.models import LanguageModel, stream
 
 __all__ = ["TokenStats", "token_statistics"]
@@ -68,7 +67,19 @@ class TokenStats:
         >>> [round(float(v), 4) for v in s.logprob], round(float(s.expected[0]), 4)
         ([-1.3863, -1.3863], -1.3863)
         """
-        target = torch.as_tensor(list(ids), dtype=torch.long)
+        check_logits(logits, "logits")
+        if logits.dim() != 2:
+            raise ValueError(f"logits must have shape (positions, vocab), got {tuple(logits.shape)}")
+        target = check_class_index(
+            torch.as_tensor(list(ids)),
+            (logits.shape[0],),
+            logits.shape[1],
+            None,
+            name="ids",
+            lead_what="one id per logit row:",
+        )
+        if ref_logits is not None:
+            check_same_shape(logits, check_logits(ref_logits, "ref_logits"), "logits", "ref_logits")
         cols = _position_stats(logits, target, ref_logits)
         ref = cols["ref_logprob"]
         return cls(
