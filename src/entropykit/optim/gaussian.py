@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from entropykit._validate import check_choice, check_int, check_positive, check_real, check_tensor
+from entropykit._validate import check_choice, check_int, check_positive, check_real
 
 __all__ = [
     "CEM",
@@ -156,7 +156,9 @@ def _bounds(
     for t, name in ((lo, "lower"), (hi, "upper")):
         if t is not None:
             if t.dim() > 1 or (t.dim() == 1 and t.shape[0] not in (1, d)):
-                raise ValueError(f"{name} must be a number or a vector of length {d}, got shape {tuple(t.shape)}")
+                raise ValueError(
+                    f"{name} must be a number or a vector of length {d}, got shape {tuple(t.shape)}"
+                )
             if bool(torch.isnan(t).any()):
                 raise ValueError(f"{name} must not be NaN, got {t.tolist()}")
     if lo is not None and hi is not None and not bool((lo < hi).all()):
@@ -234,7 +236,9 @@ def cem_init(
     try:
         s = torch.broadcast_to(s, m.shape).clone()
     except RuntimeError:
-        raise ValueError(f"std must broadcast to mean's shape {tuple(m.shape)}, got shape {tuple(s.shape)}") from None
+        raise ValueError(
+            f"std must broadcast to mean's shape {tuple(m.shape)}, got shape {tuple(s.shape)}"
+        ) from None
     popsize = check_int(popsize, "popsize", 1)
     if isinstance(elite, bool) or not isinstance(elite, (int, float)):
         raise TypeError(f"elite must be a fraction (float) or a count (int), got {type(elite).__name__}")
@@ -244,7 +248,7 @@ def cem_init(
             raise ValueError(f"elite must be <= popsize ({popsize}), got {n_elites} elites")
     else:
         frac = check_real(elite, "elite", 0, 1, lo_open=True)
-        n_elites = max(1, int(round(frac * popsize)))
+        n_elites = max(1, round(frac * popsize))
     covariance = check_choice(covariance, ("diag", "full"), "covariance")
     if not isinstance(maximize, bool):
         raise TypeError(f"maximize must be a bool, got {type(maximize).__name__}")
@@ -259,11 +263,13 @@ def cem_init(
     bounds_mode = check_choice(bounds_mode, ("clip", "reflect"), "bounds_mode")
     variance_center = check_choice(variance_center, ("old", "new"), "variance_center")
     if isinstance(keep_elites, bool) or not isinstance(keep_elites, (int, float)):
-        raise TypeError(f"keep_elites must be a fraction (float) or a count (int), got {type(keep_elites).__name__}")
+        raise TypeError(
+            f"keep_elites must be a fraction (float) or a count (int), got {type(keep_elites).__name__}"
+        )
     if isinstance(keep_elites, int):
         keep = check_int(keep_elites, "keep_elites", 0, n_elites)
     else:
-        keep = int(round(check_real(keep_elites, "keep_elites", 0, 1) * n_elites))
+        keep = round(check_real(keep_elites, "keep_elites", 0, 1) * n_elites)
     lo, hi = _bounds(lower, upper, d, m.dtype, m.device)
     if lo is not None or hi is not None:
         m = _apply_bounds(m, lo, hi, "clip")
@@ -315,7 +321,9 @@ def _check_told(state: CEMState, x: Any, f: Any) -> tuple[Tensor, Tensor]:
     if xt.dim() != len(b) + 2 or tuple(xt.shape[:-2]) != b or xt.shape[-1] != d or xt.shape[-2] == 0:
         raise ValueError(f"x must have shape (*{b}, n, {d}) with n >= 1, got shape {tuple(xt.shape)}")
     if tuple(ft.shape) != tuple(xt.shape[:-1]):
-        raise ValueError(f"f must have shape {tuple(xt.shape[:-1])} (one value per row of x), got {tuple(ft.shape)}")
+        raise ValueError(
+            f"f must have shape {tuple(xt.shape[:-1])} (one value per row of x), got {tuple(ft.shape)}"
+        )
     if not bool(torch.isfinite(xt).all()):
         raise ValueError("x must be finite (the population cem_ask returned), got NaN or inf entries")
     return xt, ft
@@ -573,9 +581,9 @@ def minimize(
         if "tol_std" not in reasons or "target" in reasons or done_restarts >= restarts or used >= max_evals:
             break
         done_restarts += 1
-        options["popsize"] = int(round(s.popsize * factor))
+        options["popsize"] = round(s.popsize * factor)
         if isinstance(options.get("elite"), int):
-            options["elite"] = int(round(options["elite"] * factor))
+            options["elite"] = round(options["elite"] * factor)
         es = CEM(
             x0, std0, generator=generator, max_evals=max_evals - used, max_iters=max_iters, target=target,
             tol_std=tol_std, **options,
