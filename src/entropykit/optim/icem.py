@@ -43,7 +43,8 @@ def colored_noise(
     The spectral method of Timmer & König (1995), as the ``colorednoise`` package's
     ``powerlaw_psd_gaussian`` (used by iCEM): scale the rfft frequencies ``nu >= 1/T`` by
     ``nu^(-beta/2)``, draw complex Gaussian coefficients, inverse FFT, divide by the exact std
-    (including the DC term, which colorednoise leaves out of its normalisation).
+    (including the DC term, which colorednoise leaves out of its normalisation). Like every
+    spectral method the noise is periodic along the last axis (its two ends are correlated).
 
     >>> e = colored_noise(2.0, (4000, 16), torch.Generator().manual_seed(0))
     >>> abs(float(e.std()) - 1) < 0.05, float(torch.corrcoef(e[:, :2].T)[0, 1]) > 0.5
