@@ -50,7 +50,9 @@ def test_categorical_cem_finds_a_known_discrete_optimum() -> None:
         x = categorical_ask(s, g)
         s = categorical_tell(s, x, (x != target).sum(-1).float())  # Hamming distance, two problems
     assert s.best_f.tolist() == [0.0, 0.0]
-    assert torch.equal(s.best_x, target.expand(2, 12)) and torch.equal(s.probs.argmax(-1), target.expand(2, 12))
+    assert torch.equal(s.best_x, target.expand(2, 12)) and torch.equal(
+        s.probs.argmax(-1), target.expand(2, 12)
+    )
 
 
 def test_categorical_maximize_and_samples_follow_probs() -> None:
@@ -66,7 +68,9 @@ def test_categorical_maximize_and_samples_follow_probs() -> None:
 
 @SETTINGS
 @given(st.integers(1, 3), st.integers(2, 10), st.integers(1, 3), st.integers(2, 4), st.integers(0, 2**31 - 1))
-def test_categorical_batch_equals_loop_and_monotone_invariance(b: int, n: int, d: int, kc: int, seed: int) -> None:
+def test_categorical_batch_equals_loop_and_monotone_invariance(
+    b: int, n: int, d: int, kc: int, seed: int
+) -> None:
     g = torch.Generator().manual_seed(seed)
     probs = torch.rand(b, d, kc, generator=g, dtype=torch.float64) + 0.1
     x = torch.randint(0, kc, (b, n, d), generator=g)
@@ -103,7 +107,9 @@ def test_categorical_bad_input() -> None:
 def test_rare_event_gaussian_tail_within_its_standard_error(seed: int, dim: int, threshold: float) -> None:
     # P(sum of dim standard normals >= c) = norm.sf(c / sqrt(dim)); dim 1, c 5: 2.87e-7
     truth = norm.sf(threshold / math.sqrt(dim))
-    r = rare_event_probability(lambda x: x.sum(-1), threshold, dim, generator=torch.Generator().manual_seed(seed))
+    r = rare_event_probability(
+        lambda x: x.sum(-1), threshold, dim, generator=torch.Generator().manual_seed(seed)
+    )
     assert r.reached and r.levels[-1] == threshold
     assert abs(r.probability - truth) <= 3 * r.std_error
     assert 0 < r.relative_error < 0.15
@@ -115,8 +121,16 @@ def test_rare_event_with_a_given_nominal_density_and_adapted_std() -> None:
         return (-0.5 * (x / 2) ** 2 - math.log(2) - 0.5 * math.log(2 * math.pi)).sum(-1)
 
     truth = norm.sf(12 / (2 * math.sqrt(2)))
-    r = rare_event_probability(lambda x: x.sum(-1), 12.0, 2, log_density=log_density, std=2.0, adapt_std=True,
-                               n_samples=4000, generator=torch.Generator().manual_seed(0))
+    r = rare_event_probability(
+        lambda x: x.sum(-1),
+        12.0,
+        2,
+        log_density=log_density,
+        std=2.0,
+        adapt_std=True,
+        n_samples=4000,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert r.reached and abs(r.probability - truth) <= 3 * r.std_error and r.relative_error < 0.1
 
 

@@ -1,4 +1,4 @@
-"""iCEM: coloured noise (variance, spectrum), the planner's shift/elite rules, the Pendulum model vs gymnasium."""
+"""iCEM: coloured noise (variance, spectrum), the planner's shift/elite rules, Pendulum vs gymnasium."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_colored_noise_bad_input() -> None:
         colored_noise(1.0, (3, 0))
 
 
-def _tracking(target: torch.Tensor):  # noqa: ANN202
+def _tracking(target: torch.Tensor):
     return lambda u: (u - target).pow(2).sum((-1, -2))
 
 
@@ -46,8 +46,16 @@ def test_planner_tracks_a_reference_batched_and_nan_costs_never_win() -> None:
     targets = torch.stack([torch.linspace(-0.8, 0.8, h), torch.linspace(0.5, -0.5, h)]).unsqueeze(-1)
     # white noise here: the spectral method's noise is periodic in time, so a ramp (a jump at the wrap)
     # is hard for red noise
-    pl = ICEM(h, 1, lower=-1.0, upper=1.0, batch_shape=(2,), iterations=10, beta=0.0,
-              generator=torch.Generator().manual_seed(0))
+    pl = ICEM(
+        h,
+        1,
+        lower=-1.0,
+        upper=1.0,
+        batch_shape=(2,),
+        iterations=10,
+        beta=0.0,
+        generator=torch.Generator().manual_seed(0),
+    )
 
     def cost(u: torch.Tensor) -> torch.Tensor:
         c = (u - targets.unsqueeze(1)).pow(2).sum((-1, -2))
@@ -61,8 +69,17 @@ def test_planner_tracks_a_reference_batched_and_nan_costs_never_win() -> None:
 
 def test_shift_moves_the_mean_and_carries_elites_to_be_evaluated_again() -> None:
     h, a = 5, 2
-    pl = ICEM(h, a, lower=-1.0, upper=1.0, popsize=20, elite=4, keep_elites=2, iterations=2,
-              generator=torch.Generator().manual_seed(0))
+    pl = ICEM(
+        h,
+        a,
+        lower=-1.0,
+        upper=1.0,
+        popsize=20,
+        elite=4,
+        keep_elites=2,
+        iterations=2,
+        generator=torch.Generator().manual_seed(0),
+    )
     target = torch.full((h, a), 0.5)
     pl.plan(_tracking(target))
     m = pl.state.mean.reshape(h, a).clone()

@@ -359,8 +359,10 @@ def cem_tell(state: CEMState, x: Any, f: Any) -> CEMState:
     best_x = torch.where(better.unsqueeze(-1), gx, state.best_x)
     best_loss = torch.where(better, gen_best, cur_best)
     # elite memory competes with the new population
-    all_x = torch.cat([xt, state.elite_x], dim=-2)
-    all_l = torch.cat([loss, state.elite_f], dim=-1)
+    all_x, all_l = xt, loss
+    if state.elite_x.shape[-2] > 0:
+        all_x = torch.cat([xt, state.elite_x], dim=-2)
+        all_l = torch.cat([loss, state.elite_f], dim=-1)
     k = min(state.n_elites, all_l.shape[-1])
     order = torch.sort(all_l, dim=-1, stable=True).indices[..., :k]
     el = torch.gather(all_l, -1, order)
