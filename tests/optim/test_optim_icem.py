@@ -128,3 +128,28 @@ def test_pendulum_cost_matches_gymnasium_step() -> None:
     ours = pendulum_cost(state, torch.tensor(actions, dtype=torch.float64).reshape(1, 12, 1))
     assert float(ours) == pytest.approx(total, rel=1e-4)
     assert math.isfinite(total)
+
+
+class _Integrator:
+    """A gymnasium-style 1-D integrator: x <- x + u, reward -(x^2); episode of 10 steps."""
+
+    def reset(self, seed: int | None = None) -> tuple[np.ndarray, dict]:
+        self.x, self.t = 2.0, 0
+        return np.array([self.x]), {}
+
+    def step(self, u: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        self.x += float(np.clip(u[0], -1, 1))
+        self.t += 1
+        return np.array([self.x]), -(self.x**2), False, self.t >= 10, {}
+
+
+def test_run_mpc_drives_an_integrator_to_the_origin_and_resets_the_planner() -> None:
+    from entropykit.optim.control import run_mpc
+
+    def cost(obs: np.ndarray, plans: torch.Tensor) -> torch.Tensor:
+        x = float(obs[0]) + plans[..., 0].cumsum(-1)
+        return x.pow(2).sum(-1)
+
+    pl = ICEM(4, 1, lower=-1.0, upper=1.0, popsize=30, elite=5, generator=torch.Generator().manual_seed(0))
+    total = run_mpc(_Integrator(), pl, cost, steps=50)
+    assert -1.3 < total <= -1.0  # optimum: x 1, 0, 0, ... gives -1

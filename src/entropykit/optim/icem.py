@@ -148,6 +148,7 @@ class ICEM:
         self.state: CEMState = self._fresh(None)
         self._carry: Tensor | None = None  # shifted elites: fresh samples for the next plan
         self.last_cost: Tensor | None = None
+        self.evaluations = 0  # plans evaluated (per problem), over every plan() call
 
     def _fresh(self, mean: Tensor | None) -> CEMState:
         mid = (self.lower + self.upper) / 2
@@ -184,6 +185,7 @@ class ICEM:
             if i == 0 and self._carry is not None:
                 x = torch.cat([x, self._carry], dim=-3)
             f = _as_tensor(cost(x), "cost(x)", self.dtype)
+            self.evaluations += x.shape[-3]
             if tuple(f.shape) != tuple(x.shape[:-2]):
                 raise ValueError(f"cost(x) must have shape {tuple(x.shape[:-2])}, got {tuple(f.shape)}")
             self.state = cem_tell(self.state, x.reshape(*x.shape[:-2], h * a), f)
