@@ -73,6 +73,19 @@ def run_mpc(
 
     ``env`` follows the gymnasium API; ``planner`` is an ``ICEM`` (``reset()`` is called first, so no
     elite from an earlier episode survives); returns the episode's total reward.
+
+    >>> from entropykit.optim import ICEM
+    >>> class Env:  # a 1-D integrator: x <- x + u, reward -x^2
+    ...     def reset(self, seed=None):
+    ...         self.x = 1.0
+    ...         return [self.x], {}
+    ...     def step(self, u):
+    ...         self.x += float(u[0])
+    ...         return [self.x], -self.x**2, False, False, {}
+    >>> planner = ICEM(3, 1, lower=-1.0, upper=1.0, generator=torch.Generator().manual_seed(0))
+    >>> cost = lambda obs, u: (obs[0] + u[..., 0].cumsum(-1)).pow(2).sum(-1)
+    >>> run_mpc(Env(), planner, cost, steps=5) > -0.05
+    True
     """
     steps = check_int(steps, "steps", 1)
     obs, _ = env.reset(seed=seed)

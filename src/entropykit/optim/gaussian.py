@@ -310,7 +310,7 @@ def cem_ask(state: CEMState, generator: torch.Generator | None = None, popsize: 
     m = state.mean
     z = torch.randn((*m.shape[:-1], n, m.shape[-1]), generator=generator, dtype=m.dtype, device=m.device)
     if state.covariance == "diag":
-        x = m.unsqueeze(-2) + state.scale.unsqueeze(-2) * z
+        x = z.mul_(state.scale.unsqueeze(-2)).add_(m.unsqueeze(-2))
     else:
         x = m.unsqueeze(-2) + z @ state.scale.transpose(-1, -2)
     return _apply_bounds(x, state.lower, state.upper, state.bounds_mode)
@@ -545,7 +545,8 @@ def minimize(
     ``max_iters`` or std collapse (``tol_std``); after a collapse without the target, up to
     ``restarts`` new runs start from ``x0`` with the population multiplied by
     ``restart_popsize_factor`` (the IPOP rule of Auger & Hansen 2005), keeping the best point found.
-    ``options`` go to ``cem_init`` (``popsize``, ``elite``, ``covariance``, ...).
+    ``options`` go to ``cem_init`` (``popsize``, ``elite``, ``covariance``, ...). With a batch of
+    problems a restart restarts all of them (each keeps its best point) once every one has collapsed.
 
     >>> g = torch.Generator().manual_seed(1)
     >>> r = minimize(lambda x: ((x - 3.0) ** 2).sum(-1), torch.zeros(5), 2.0, generator=g, target=1e-10)
