@@ -327,8 +327,6 @@ def _check_told(state: CEMState, x: Any, f: Any) -> tuple[Tensor, Tensor]:
         raise ValueError(
             f"f must have shape {tuple(xt.shape[:-1])} (one value per row of x), got {tuple(ft.shape)}"
         )
-    if not bool(torch.isfinite(xt).all()):
-        raise ValueError("x must be finite (the population cem_ask returned), got NaN or inf entries")
     return xt, ft
 
 
@@ -371,23 +369,25 @@ def cem_tell(state: CEMState, x: Any, f: Any) -> CEMState:
     el = torch.gather(all_l, -1, order)
     ex = torch.gather(all_x, -2, order.unsqueeze(-1).expand(*order.shape, state.dim))
     valid = torch.isfinite(el)
+    if not bool(torch.isfinite(ex[valid]).all()):  # checked on the elites only: one pass over k rows
+        raise ValueError("x must be finite (the population cem_ask returned), got NaN or inf entries")
     count = valid.sum(-1, keepdim=True)
     w = valid.to(xt.dtype) / count.clamp(min=1).to(xt.dtype)  # (*B, k)
     has = (count > 0).squeeze(-1)
     m_old = state.mean
-    m_new = torch.einsum("...k,...kd->...d", w, ex)
+    m_new = (w.unsqueeze(-2) @ ex).squeeze(-2)
     center = m_old if state.variance_center == "old" else m_new
     diff = ex - center.unsqueeze(-2)
     a_m, a_v = state.old_weight_mean, state.old_weight_var
     z = float(state.noise(state.iteration)) if callable(state.noise) else float(state.noise)
     mean = torch.where(has.unsqueeze(-1), a_m * m_old + (1 - a_m) * m_new, m_old)
     if state.covariance == "diag":
-        v_new = torch.einsum("...k,...kd->...d", w, diff * diff)
+        v_new = (w.unsqueeze(-2) @ (diff * diff)).squeeze(-2)
         var = torch.where(has.unsqueeze(-1), a_v * state.cov + (1 - a_v) * v_new, state.cov) + z
         std = var.clamp(min=0).sqrt().clamp(min=state.std_min, max=state.std_max)
         cov, scale = std**2, std
     else:
-        c_new = torch.einsum("...k,...ki,...kj->...ij", w, diff, diff)
+        c_new = (diff * w.unsqueeze(-1)).transpose(-1, -2) @ diff
         c = torch.where(has[..., None, None], a_v * state.cov + (1 - a_v) * c_new, state.cov)
         c = c + z * torch.eye(state.dim, dtype=c.dtype, device=c.device)
         cov, scale = _factor(c, state.std_min, state.std_max)
