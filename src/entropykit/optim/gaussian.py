@@ -218,7 +218,9 @@ def cem_init(
     as iCEM). ``old_weight_mean``/``old_weight_var`` are the smoothing weights **of the old value**
     (0 = no smoothing). ``noise`` is a variance added at each iteration (a number or a schedule
     ``t -> z_t``, see ``linear_noise``). ``lower``/``upper`` bound the samples (``bounds_mode``
-    ``"clip"`` or ``"reflect"``). The module docstring has the update equations. With
+    ``"clip"`` or ``"reflect"``). ``variance_center``: ``"old"`` (the spread around the sampling
+    mean, default) or ``"new"`` (the plain ML refit around the elites' mean). The module docstring
+    has the update equations. With
     ``covariance="full"`` smooth the covariance (``old_weight_var=0.5``, ``elite=0.2``): the
     unsmoothed full estimate around the old mean overshoots and diverged on the 10-D ellipsoid,
     while the diagonal one needs no smoothing (``benchmarks/optim.py``).
