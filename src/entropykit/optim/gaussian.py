@@ -1,0 +1,607 @@
+"""Gaussian cross-entropy method (CEM): a functional ask/tell core, a thin optimizer, ``minimize``.
+
+One generation of CEM (Rubinstein 1999; de Boer et al. 2005, "A tutorial on the cross-entropy
+method") with a Gaussian search distribution ``N(m, C)`` (``C`` diagonal or full), written for
+minimisation of ``f`` (maximisation ranks ``-f``)::
+
+    x_1..x_n ~ N(m, C)                                     (ask; bounds clip or reflect the samples)
+    E = the k samples of lowest f; NaN/inf values are never in E       (tell)
+    m' = mean_{x in E} x
+    C' = mean_{x in E} (x - c)(x - c)^T,   c = m'  (``variance_center="new"``, the ML refit)
+                                           c = m   (``"old"``: the rank-mu estimate of CMA-ES)
+    m <- a_m m + (1 - a_m) m'          a_m = ``old_weight_mean``  (the weight of the OLD value,
+    C <- a_C C + (1 - a_C) C' + z_t I  a_C = ``old_weight_var``    as mbrl-lib's ``alpha``)
+    std = sqrt(diag C) clamped to [std_min, std_max]   (full C: eigenvalues clamped to std^2 bounds)
+
+``z_t`` is the added-noise schedule (Szita & Lőrincz 2006, "Learning Tetris using the noisy
+cross-entropy method": ``z_t = max(5 - t / 10, 0)``; ``linear_noise(5, 0.1)``). The covariance is
+the maximum-likelihood estimate (divide by the number of elites), so a single elite gives a zero
+variance (then the floor), never NaN. Every leading dimension of ``mean`` is a batch of independent
+problems (model-predictive control plans many at once): ``x`` has shape ``(*B, n, d)`` and ``f``
+``(*B, n)``.
+
+``variance_center="old"`` measures the elites' spread around the mean they were sampled from: when
+the elites lie on one side (the mean is still travelling), the variance along that direction grows
+instead of collapsing, which is why it is the default (Hansen 2016, "The CMA evolution strategy: a
+tutorial", section 3.2; the plain ML refit's early collapse is the failure the issue measured).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from entropykit._validate import check_choice, check_int, check_positive, check_real
+
+__all__ = [
+    "CEM",
+    "CEMState",
+    "OptimizeResult",
+    "cem_ask",
+    "cem_init",
+    "cem_tell",
+    "linear_noise",
+    "minimize",
+]
+
+NoiseSchedule = float | Callable[[int], float]
+
+
+def linear_noise(start: float, slope: float) -> Callable[[int], float]:
+    """The noisy-CEM schedule ``z_t = max(start - slope * t, 0)`` (variance added at iteration t).
+
+    Szita & Lőrincz (2006) use ``start=5, slope=0.1``.
+
+    >>> z = linear_noise(5.0, 0.1)
+    >>> z(0), z(10), z(100)
+    (5.0, 4.0, 0.0)
+    """
+    a = check_positive(start, "start", allow_zero=True)
+    b = check_positive(slope, "slope", allow_zero=True)
+    return lambda t: max(a - b * t, 0.0)
+
+
+def _as_tensor(x: Any, name: str, dtype: torch.dtype | None = None, device: Any = None) -> Tensor:
+    """A tensor from a tensor, NumPy array, sequence or number; TypeError naming ``name`` otherwise."""
+    if isinstance(x, Tensor):
+        t = x
+    elif isinstance(x, (np.ndarray, list, tuple, int, float, np.floating, np.integer)) and not isinstance(
+        x, bool
+    ):
+        try:
+            t = torch.as_tensor(np.asarray(x))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must be numeric (tensor, array or numbers), got {x!r}") from exc
+    else:
+        raise TypeError(f"{name} must be a tensor, array or number, got {type(x).__name__}")
+    if t.dtype == torch.bool or t.is_complex() or not (t.is_floating_point() or t.dtype in _INTS):
+        raise TypeError(f"{name} must hold real numbers, got dtype {t.dtype}")
+    if dtype is not None:
+        t = t.to(dtype=dtype, device=device)
+    elif not t.is_floating_point():
+        t = t.to(torch.get_default_dtype())
+    return t
+
+
+_INTS = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
+@dataclass(frozen=True)
+class CEMState:
+    """The state of a (batched) Gaussian CEM run: the search distribution plus its settings.
+
+    ``mean`` has shape ``(*B, d)``; ``cov`` holds the variances ``(*B, d)`` (``covariance="diag"``)
+    or the covariance matrices ``(*B, d, d)`` (``"full"``); ``scale`` is the matching sampling factor
+    (the standard deviations, or ``A`` with ``A A^T = cov``). ``elite_x``/``elite_f`` are the elites
+    carried to the next ``cem_tell`` (``keep_elites`` of them; ``elite_f`` in minimisation sign).
+    ``best_x``/``best_f`` are the best finite sample seen per problem (``f`` in the caller's sign);
+    ``evaluations`` counts the objective values told per problem, ``nonfinite`` the NaN/inf values
+    told (over the whole batch). Never mutated: ``cem_tell`` returns a new state.
+    """
+
+    mean: Tensor
+    cov: Tensor
+    scale: Tensor
+    covariance: str
+    popsize: int
+    n_elites: int
+    maximize: bool
+    old_weight_mean: float
+    old_weight_var: float
+    std_min: float
+    std_max: float
+    noise: NoiseSchedule
+    lower: Tensor | None
+    upper: Tensor | None
+    bounds_mode: str
+    variance_center: str
+    keep_elites: int
+    elite_x: Tensor
+    elite_f: Tensor
+    best_x: Tensor
+    best_f: Tensor
+    iteration: int = 0
+    evaluations: int = 0
+    nonfinite: int = 0
+    std0: Tensor | None = field(default=None, repr=False)
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        return tuple(self.mean.shape[:-1])
+
+    @property
+    def dim(self) -> int:
+        return int(self.mean.shape[-1])
+
+    @property
+    def std(self) -> Tensor:
+        """Per-coordinate standard deviations ``sqrt(diag C)``, shape ``(*B, d)``."""
+        if self.covariance == "diag":
+            return self.scale
+        return torch.diagonal(self.cov, dim1=-2, dim2=-1).clamp(min=0).sqrt()
+
+
+def _bounds(
+    lower: Any, upper: Any, d: int, dtype: torch.dtype, device: torch.device
+) -> tuple[Tensor | None, Tensor | None]:
+    lo = None if lower is None else _as_tensor(lower, "lower", dtype, device)
+    hi = None if upper is None else _as_tensor(upper, "upper", dtype, device)
+    for t, name in ((lo, "lower"), (hi, "upper")):
+        if t is not None:
+            if t.dim() > 1 or (t.dim() == 1 and t.shape[0] not in (1, d)):
+                raise ValueError(
+                    f"{name} must be a number or a vector of length {d}, got shape {tuple(t.shape)}"
+                )
+            if bool(torch.isnan(t).any()):
+                raise ValueError(f"{name} must not be NaN, got {t.tolist()}")
+    if lo is not None and hi is not None and not bool((lo < hi).all()):
+        raise ValueError(f"lower must be < upper everywhere, got lower={lo.tolist()} and upper={hi.tolist()}")
+    return lo, hi
+
+
+def _apply_bounds(x: Tensor, lo: Tensor | None, hi: Tensor | None, mode: str) -> Tensor:
+    if lo is None and hi is None:
+        return x
+    if mode == "reflect" and lo is not None and hi is not None and bool(torch.isfinite(hi - lo).all()):
+        w = hi - lo
+        y = torch.remainder(x - lo, 2 * w)
+        return lo + (w - (y - w).abs())
+    if mode == "reflect":  # one-sided: mirror at the finite bound
+        if lo is not None:
+            x = torch.where(x < lo, 2 * lo - x, x)
+        if hi is not None:
+            x = torch.where(x > hi, 2 * hi - x, x)
+    return x.clamp(min=lo, max=hi)
+
+
+def _factor(cov: Tensor, std_min: float, std_max: float) -> tuple[Tensor, Tensor]:
+    """Full covariance: clamp its eigenvalues to [std_min^2, std_max^2]; return (cov, A), A A^T = cov."""
+    sym = 0.5 * (cov + cov.transpose(-1, -2))
+    lam, vec = torch.linalg.eigh(sym)
+    lam = lam.clamp(min=max(std_min, 0.0) ** 2, max=std_max**2)
+    a = vec * lam.sqrt().unsqueeze(-2)
+    return (vec * lam.unsqueeze(-2)) @ vec.transpose(-1, -2), a
+
+
+def cem_init(
+    mean: Any,
+    std: Any = 1.0,
+    *,
+    popsize: int = 100,
+    elite: float | int = 0.1,
+    covariance: str = "diag",
+    maximize: bool = False,
+    old_weight_mean: float = 0.0,
+    old_weight_var: float = 0.0,
+    std_min: float = 0.0,
+    std_max: float = math.inf,
+    noise: NoiseSchedule = 0.0,
+    lower: Any = None,
+    upper: Any = None,
+    bounds_mode: str = "clip",
+    variance_center: str = "old",
+    keep_elites: int | float = 0,
+) -> CEMState:
+    """A fresh CEM state: search distribution ``N(mean, diag(std^2))`` and the update's settings.
+
+    ``mean`` (tensor, array or list) has shape ``(*B, d)``: every leading dimension is a batch of
+    independent problems. ``std`` is a positive number, a ``(d,)`` vector or a ``(*B, d)`` tensor.
+    ``elite`` is a fraction of ``popsize`` (float in (0, 1]) or a count (int >= 1); ``keep_elites``
+    likewise a fraction of the elites or a count, carried into the next ``cem_tell`` (elite memory,
+    as iCEM). ``old_weight_mean``/``old_weight_var`` are the smoothing weights **of the old value**
+    (0 = no smoothing). ``noise`` is a variance added at each iteration (a number or a schedule
+    ``t -> z_t``, see ``linear_noise``). ``lower``/``upper`` bound the samples (``bounds_mode``
+    ``"clip"`` or ``"reflect"``). ``variance_center``: ``"old"`` (the spread around the sampling
+    mean, default) or ``"new"`` (the plain ML refit around the elites' mean). The module docstring
+    has the update equations. With
+    ``covariance="full"`` smooth the covariance (``old_weight_var=0.5``, ``elite=0.2``): the
+    unsmoothed full estimate around the old mean overshoots and diverged on the 10-D ellipsoid,
+    while the diagonal one needs no smoothing (``benchmarks/optim.py``).
+
+    >>> s = cem_init(torch.zeros(3), 0.5, popsize=20, elite=0.25)
+    >>> s.n_elites, s.std.tolist(), s.batch_shape
+    (5, [0.5, 0.5, 0.5], ())
+    """
+    m = _as_tensor(mean, "mean")
+    if m.dim() < 1 or m.shape[-1] == 0:
+        raise ValueError(f"mean must have shape (*B, d) with d >= 1, got shape {tuple(m.shape)}")
+    if not bool(torch.isfinite(m).all()):
+        raise ValueError(f"mean must be finite, got {m.flatten()[~torch.isfinite(m.flatten())][0].item()}")
+    d = m.shape[-1]
+    s = _as_tensor(std, "std", m.dtype, m.device)
+    if not bool((s > 0).all()) or not bool(torch.isfinite(s).all()):
+        raise ValueError(f"std must be positive and finite, got {s.flatten()[:8].tolist()}")
+    try:
+        s = torch.broadcast_to(s, m.shape).clone()
+    except RuntimeError:
+        raise ValueError(
+            f"std must broadcast to mean's shape {tuple(m.shape)}, got shape {tuple(s.shape)}"
+        ) from None
+    popsize = check_int(popsize, "popsize", 1)
+    if isinstance(elite, bool) or not isinstance(elite, (int, float)):
+        raise TypeError(f"elite must be a fraction (float) or a count (int), got {type(elite).__name__}")
+    if isinstance(elite, int):
+        n_elites = check_int(elite, "elite", 1)
+        if n_elites > popsize:
+            raise ValueError(f"elite must be <= popsize ({popsize}), got {n_elites} elites")
+    else:
+        frac = check_real(elite, "elite", 0, 1, lo_open=True)
+        n_elites = max(1, round(frac * popsize))
+    covariance = check_choice(covariance, ("diag", "full"), "covariance")
+    if not isinstance(maximize, bool):
+        raise TypeError(f"maximize must be a bool, got {type(maximize).__name__}")
+    a_m = check_real(old_weight_mean, "old_weight_mean", 0, 1, hi_open=True)
+    a_v = check_real(old_weight_var, "old_weight_var", 0, 1, hi_open=True)
+    std_min = check_positive(std_min, "std_min", allow_zero=True)
+    std_max = check_positive(std_max, "std_max", allow_inf=True)
+    if std_max < std_min:
+        raise ValueError(f"std_max must be >= std_min ({std_min}), got {std_max}")
+    if not callable(noise):
+        noise = check_positive(noise, "noise", allow_zero=True)
+    bounds_mode = check_choice(bounds_mode, ("clip", "reflect"), "bounds_mode")
+    variance_center = check_choice(variance_center, ("old", "new"), "variance_center")
+    if isinstance(keep_elites, bool) or not isinstance(keep_elites, (int, float)):
+        raise TypeError(
+            f"keep_elites must be a fraction (float) or a count (int), got {type(keep_elites).__name__}"
+        )
+    if isinstance(keep_elites, int):
+        keep = check_int(keep_elites, "keep_elites", 0, n_elites)
+    else:
+        keep = round(check_real(keep_elites, "keep_elites", 0, 1) * n_elites)
+    lo, hi = _bounds(lower, upper, d, m.dtype, m.device)
+    if lo is not None or hi is not None:
+        m = _apply_bounds(m, lo, hi, "clip")
+    s = s.clamp(min=std_min, max=std_max)
+    batch = m.shape[:-1]
+    if covariance == "diag":
+        cov, scale = s**2, s
+    else:
+        cov = torch.diag_embed(s**2)
+        scale = torch.diag_embed(s)
+    return CEMState(
+        mean=m, cov=cov, scale=scale, covariance=covariance, popsize=popsize, n_elites=n_elites,
+        maximize=maximize, old_weight_mean=a_m, old_weight_var=a_v, std_min=std_min, std_max=std_max,
+        noise=noise, lower=lo, upper=hi, bounds_mode=bounds_mode, variance_center=variance_center,
+        keep_elites=keep, elite_x=m.new_zeros((*batch, 0, d)), elite_f=m.new_zeros((*batch, 0)),
+        best_x=m.clone(), best_f=m.new_full(batch, -math.inf if maximize else math.inf), std0=s,
+    )
+
+
+def cem_ask(state: CEMState, generator: torch.Generator | None = None, popsize: int | None = None) -> Tensor:
+    """Sample a population ``x`` of shape ``(*B, popsize, d)`` from the state's Gaussian.
+
+    ``x = m + A z`` with ``z ~ N(0, I)`` drawn from ``generator`` (``A = diag(std)`` or the full
+    factor), then clipped or reflected into the bounds. ``popsize`` overrides the state's.
+
+    >>> s = cem_init(torch.zeros(2, 3), popsize=8)   # two problems of dimension 3
+    >>> cem_ask(s, torch.Generator().manual_seed(0)).shape
+    torch.Size([2, 8, 3])
+    """
+    if not isinstance(state, CEMState):
+        raise TypeError(f"state must be a CEMState (from cem_init), got {type(state).__name__}")
+    n = state.popsize if popsize is None else check_int(popsize, "popsize", 1)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    m = state.mean
+    z = torch.randn((*m.shape[:-1], n, m.shape[-1]), generator=generator, dtype=m.dtype, device=m.device)
+    if state.covariance == "diag":
+        x = z.mul_(state.scale.unsqueeze(-2)).add_(m.unsqueeze(-2))
+    else:
+        x = m.unsqueeze(-2) + z @ state.scale.transpose(-1, -2)
+    return _apply_bounds(x, state.lower, state.upper, state.bounds_mode)
+
+
+def _check_told(state: CEMState, x: Any, f: Any) -> tuple[Tensor, Tensor]:
+    m = state.mean
+    xt = _as_tensor(x, "x", m.dtype, m.device)
+    ft = _as_tensor(f, "f", m.dtype, m.device)
+    b, d = state.batch_shape, state.dim
+    if xt.dim() != len(b) + 2 or tuple(xt.shape[:-2]) != b or xt.shape[-1] != d or xt.shape[-2] == 0:
+        raise ValueError(f"x must have shape (*{b}, n, {d}) with n >= 1, got shape {tuple(xt.shape)}")
+    if tuple(ft.shape) != tuple(xt.shape[:-1]):
+        raise ValueError(
+            f"f must have shape {tuple(xt.shape[:-1])} (one value per row of x), got {tuple(ft.shape)}"
+        )
+    return xt, ft
+
+
+def cem_tell(state: CEMState, x: Any, f: Any) -> CEMState:
+    """Refit the search distribution to the elites of ``(x, f)``; return the new state.
+
+    ``x`` is ``(*B, n, d)`` (normally from ``cem_ask``), ``f`` its objective values ``(*B, n)``
+    (tensor or NumPy). NaN and +-inf values are ranked last and never become elites; a problem
+    with fewer finite values than elites refits on the finite ones only, and one with none keeps
+    its distribution. The elites kept from the previous tell (``keep_elites``) compete with ``x``.
+    Ties are broken by position (stable sort), so the update depends on the ranks of ``f`` only.
+
+    >>> s = cem_init(torch.zeros(1), 1.0, popsize=4, elite=2, variance_center="new")
+    >>> x = torch.tensor([[-1.0], [0.5], [2.0], [3.0]])
+    >>> s = cem_tell(s, x, (x[:, 0] - 1.0) ** 2)    # elites: 0.5 and 2.0
+    >>> s.mean.tolist(), s.std.tolist()
+    ([1.25], [0.75])
+    """
+    if not isinstance(state, CEMState):
+        raise TypeError(f"state must be a CEMState (from cem_init), got {type(state).__name__}")
+    xt, ft = _check_told(state, x, f)
+    loss = -ft if state.maximize else ft
+    finite = torch.isfinite(loss)
+    n_bad = int((~finite).sum())
+    loss = torch.where(finite, loss, torch.full_like(loss, math.inf))
+    # best finite sample of this generation
+    gen_best, gen_idx = loss.min(dim=-1)
+    cur_best = -state.best_f if state.maximize else state.best_f
+    better = gen_best < cur_best
+    gx = torch.gather(xt, -2, gen_idx[..., None, None].expand(*gen_idx.shape, 1, state.dim)).squeeze(-2)
+    best_x = torch.where(better.unsqueeze(-1), gx, state.best_x)
+    best_loss = torch.where(better, gen_best, cur_best)
+    # elite memory competes with the new population
+    all_x, all_l = xt, loss
+    if state.elite_x.shape[-2] > 0:
+        all_x = torch.cat([xt, state.elite_x], dim=-2)
+        all_l = torch.cat([loss, state.elite_f], dim=-1)
+    k = min(state.n_elites, all_l.shape[-1])
+    order = torch.sort(all_l, dim=-1, stable=True).indices[..., :k]
+    el = torch.gather(all_l, -1, order)
+    ex = torch.gather(all_x, -2, order.unsqueeze(-1).expand(*order.shape, state.dim))
+    valid = torch.isfinite(el)
+    if not bool(torch.isfinite(ex[valid]).all()):  # checked on the elites only: one pass over k rows
+        raise ValueError("x must be finite (the population cem_ask returned), got NaN or inf entries")
+    count = valid.sum(-1, keepdim=True)
+    w = valid.to(xt.dtype) / count.clamp(min=1).to(xt.dtype)  # (*B, k)
+    has = (count > 0).squeeze(-1)
+    m_old = state.mean
+    m_new = (w.unsqueeze(-2) @ ex).squeeze(-2)
+    center = m_old if state.variance_center == "old" else m_new
+    diff = ex - center.unsqueeze(-2)
+    a_m, a_v = state.old_weight_mean, state.old_weight_var
+    z = float(state.noise(state.iteration)) if callable(state.noise) else float(state.noise)
+    mean = torch.where(has.unsqueeze(-1), a_m * m_old + (1 - a_m) * m_new, m_old)
+    if state.covariance == "diag":
+        v_new = (w.unsqueeze(-2) @ (diff * diff)).squeeze(-2)
+        var = torch.where(has.unsqueeze(-1), a_v * state.cov + (1 - a_v) * v_new, state.cov) + z
+        std = var.clamp(min=0).sqrt().clamp(min=state.std_min, max=state.std_max)
+        cov, scale = std**2, std
+    else:
+        c_new = (diff * w.unsqueeze(-1)).transpose(-1, -2) @ diff
+        c = torch.where(has[..., None, None], a_v * state.cov + (1 - a_v) * c_new, state.cov)
+        c = c + z * torch.eye(state.dim, dtype=c.dtype, device=c.device)
+        cov, scale = _factor(c, state.std_min, state.std_max)
+    if state.lower is not None or state.upper is not None:
+        mean = _apply_bounds(mean, state.lower, state.upper, "clip")
+    n_keep = min(state.keep_elites, k)
+    return replace(
+        state, mean=mean, cov=cov, scale=scale, elite_x=ex[..., :n_keep, :], elite_f=el[..., :n_keep],
+        best_x=best_x, best_f=-best_loss if state.maximize else best_loss, iteration=state.iteration + 1,
+        evaluations=state.evaluations + xt.shape[-2], nonfinite=state.nonfinite + n_bad,
+    )
+
+
+@dataclass
+class OptimizeResult:
+    """What ``minimize`` and ``CEM.result`` return.
+
+    ``x``/``f``: best finite sample per problem (``(*B, d)``, ``(*B,)``); ``mean``/``std``: the
+    final search distribution; ``evaluations`` per problem, ``iterations``, ``restarts``;
+    ``nonfinite``: NaN/inf values told; ``success``: per problem, the target reached (None without
+    a target); ``stop``: the reasons the run ended; ``history``: one dict per iteration
+    (``best_f``, ``std_max``, ``evaluations``, ``popsize``); ``seconds``: wall-clock time.
+    """
+
+    x: Tensor
+    f: Tensor
+    mean: Tensor
+    std: Tensor
+    evaluations: int
+    iterations: int
+    restarts: int = 0
+    nonfinite: int = 0
+    success: Tensor | None = None
+    stop: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class CEM:
+    """pycma-style ask/tell around the functional core: ``ask()``, ``tell(x, f)``, ``stop()``, ``result``.
+
+    Holds the ``CEMState`` (``self.state``), the ``generator`` and the stopping rules: ``max_evals``
+    (objective values per problem), ``max_iters``, ``target`` (stop when every problem's best is at
+    or below it; at or above when maximising) and ``tol_std`` (stop when every std is below it: the
+    distribution collapsed). Other keyword arguments go to ``cem_init``.
+
+    >>> es = CEM(torch.full((4,), 2.0), 1.0, generator=torch.Generator().manual_seed(0), target=1e-6)
+    >>> while not es.stop():
+    ...     x = es.ask()
+    ...     es.tell(x, (x**2).sum(-1))
+    >>> bool(es.result.f <= 1e-6), es.stop()
+    (True, {'target': 1e-06})
+    """
+
+    def __init__(
+        self,
+        x0: Any,
+        std0: Any = 1.0,
+        *,
+        generator: torch.Generator | None = None,
+        max_evals: int | None = None,
+        max_iters: int | None = None,
+        target: float | None = None,
+        tol_std: float = 1e-12,
+        **options: Any,
+    ) -> None:
+        self.state = cem_init(x0, std0, **options)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        self.generator = generator
+        self.max_evals = None if max_evals is None else check_int(max_evals, "max_evals", 1)
+        self.max_iters = None if max_iters is None else check_int(max_iters, "max_iters", 1)
+        self.target = None if target is None else check_real(target, "target", finite=True)
+        self.tol_std = check_positive(tol_std, "tol_std", allow_zero=True)
+        self.history: list[dict[str, Any]] = []
+        self._t0 = time.perf_counter()
+
+    def ask(self, popsize: int | None = None) -> Tensor:
+        """A population ``(*B, popsize, d)`` from the current distribution."""
+        return cem_ask(self.state, self.generator, popsize)
+
+    def tell(self, x: Any, f: Any) -> None:
+        """Update with the population and its objective values (``(*B, n)``)."""
+        self.state = cem_tell(self.state, x, f)
+        s = self.state
+        self.history.append(
+            {
+                "best_f": s.best_f.clone(),
+                "std_max": float(s.std.max()),
+                "evaluations": s.evaluations,
+                "popsize": int(torch.as_tensor(f).shape[-1]),
+            }
+        )
+
+    def reached(self) -> Tensor | None:
+        """Per problem, whether the target is reached (None without a target)."""
+        if self.target is None:
+            return None
+        b = self.state.best_f
+        return b >= self.target if self.state.maximize else b <= self.target
+
+    def stop(self) -> dict[str, Any]:
+        """The stopping rules that hold now (empty: go on), as pycma's ``es.stop()``."""
+        s, out = self.state, {}
+        r = self.reached()
+        if r is not None and bool(r.all()):
+            out["target"] = self.target
+        if self.max_evals is not None and s.evaluations >= self.max_evals:
+            out["max_evals"] = self.max_evals
+        if self.max_iters is not None and s.iteration >= self.max_iters:
+            out["max_iters"] = self.max_iters
+        if s.iteration > 0 and float(s.std.max()) <= self.tol_std:
+            out["tol_std"] = self.tol_std
+        return out
+
+    @property
+    def result(self) -> OptimizeResult:
+        s = self.state
+        return OptimizeResult(
+            x=s.best_x, f=s.best_f, mean=s.mean, std=s.std, evaluations=s.evaluations, iterations=s.iteration,
+            nonfinite=s.nonfinite, success=self.reached(), stop=self.stop(), history=self.history,
+            seconds=time.perf_counter() - self._t0,
+        )
+
+
+def _evaluate(f: Callable[..., Any], x: Tensor, vectorized: bool) -> Tensor:
+    if vectorized:
+        out = f(x)
+    else:
+        flat = x.reshape(-1, x.shape[-1])
+        out = torch.stack([torch.as_tensor(f(row), dtype=x.dtype).reshape(()) for row in flat])
+        out = out.reshape(x.shape[:-1])
+    return _as_tensor(out, "f(x)", x.dtype, x.device)
+
+
+def minimize(
+    f: Callable[..., Any],
+    x0: Any,
+    std0: Any = 1.0,
+    *,
+    generator: torch.Generator | None = None,
+    max_evals: int = 100_000,
+    max_iters: int | None = None,
+    target: float | None = None,
+    tol_std: float = 1e-12,
+    restarts: int = 0,
+    restart_popsize_factor: float = 2.0,
+    vectorized: bool = True,
+    **options: Any,
+) -> OptimizeResult:
+    """Minimise (or, with ``maximize=True``, maximise) ``f`` by Gaussian CEM from ``N(x0, std0^2 I)``.
+
+    ``f`` maps a population ``(*B, n, d)`` to values ``(*B, n)`` (``vectorized=False``: one row
+    ``(d,)`` to a number). Stops on ``target``, ``max_evals`` (per problem, over all restarts),
+    ``max_iters`` or std collapse (``tol_std``); after a collapse without the target, up to
+    ``restarts`` new runs start from ``x0`` with the population multiplied by
+    ``restart_popsize_factor`` (the IPOP rule of Auger & Hansen 2005), keeping the best point found.
+    ``options`` go to ``cem_init`` (``popsize``, ``elite``, ``covariance``, ...). With a batch of
+    problems a restart restarts all of them (each keeps its best point) once every one has collapsed.
+
+    >>> g = torch.Generator().manual_seed(1)
+    >>> r = minimize(lambda x: ((x - 3.0) ** 2).sum(-1), torch.zeros(5), 2.0, generator=g, target=1e-10)
+    >>> r.success.item(), r.x.sub(3).abs().max().item() < 1e-4, r.evaluations < 10_000
+    (True, True, True)
+    """
+    if not callable(f):
+        raise TypeError(f"f must be callable, got {type(f).__name__}")
+    restarts = check_int(restarts, "restarts", 0)
+    factor = check_real(restart_popsize_factor, "restart_popsize_factor", 1.0, finite=True)
+    t0 = time.perf_counter()
+    es = CEM(
+        x0, std0, generator=generator, max_evals=max_evals, max_iters=max_iters, target=target,
+        tol_std=tol_std, **options,
+    )
+    history: list[dict[str, Any]] = []
+    used, done_restarts, nonfinite = 0, 0, 0
+    best: tuple[Tensor, Tensor] | None = None
+    while True:
+        while not es.stop():
+            x = es.ask()
+            es.tell(x, _evaluate(f, x, vectorized))
+            if used + es.state.evaluations >= max_evals:
+                break
+        history += es.history
+        s = es.state
+        if best is None:
+            best = (s.best_x, s.best_f)
+        else:
+            lb, lo = (-s.best_f, -best[1]) if s.maximize else (s.best_f, best[1])
+            b = lb < lo
+            best = (torch.where(b.unsqueeze(-1), s.best_x, best[0]), torch.where(b, s.best_f, best[1]))
+        used += s.evaluations
+        nonfinite += s.nonfinite
+        reasons = es.stop()
+        if used >= max_evals:
+            reasons["max_evals"] = max_evals
+        if "tol_std" not in reasons or "target" in reasons or done_restarts >= restarts or used >= max_evals:
+            break
+        done_restarts += 1
+        options["popsize"] = round(s.popsize * factor)
+        if isinstance(options.get("elite"), int):
+            options["elite"] = round(options["elite"] * factor)
+        es = CEM(
+            x0, std0, generator=generator, max_evals=max_evals - used, max_iters=max_iters, target=target,
+            tol_std=tol_std, **options,
+        )
+    success = None
+    if target is not None:
+        success = best[1] >= target if s.maximize else best[1] <= target
+    return OptimizeResult(
+        x=best[0], f=best[1], mean=s.mean, std=s.std, evaluations=used, iterations=len(history),
+        restarts=done_restarts, nonfinite=nonfinite, success=success,
+        stop=reasons, history=history, seconds=time.perf_counter() - t0,
+    )
+
