@@ -57,7 +57,8 @@ class SigmaReparam(nn.Module):
         if weight.dim() != 2:
             raise ValueError(f"weight must be a 2-D matrix, got shape {tuple(weight.shape)}")
         with torch.no_grad():
-            _, s, vh = torch.linalg.svd(weight.float(), full_matrices=False)
+            w = weight if weight.dtype == torch.float64 else weight.float()
+            _, s, vh = torch.linalg.svd(w, full_matrices=False)
         self.register_buffer("u", vh[0].to(weight.dtype).clone())
         self.register_buffer("spectral_norm", s[:1].to(weight.dtype).clone())
         self.stats_only = stats_only
