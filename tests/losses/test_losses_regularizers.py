@@ -88,7 +88,7 @@ def test_stats_only_remove_and_state_dict() -> None:
     assert "0.parametrizations.weight.original" in state and "0.parametrizations.weight.0.gamma" in state
     assert remove_sigma_reparam(net2) == ["0", "2"]
     torch.testing.assert_close(net2[0].weight.detach(), effective)
-    with pytest.raises(ValueError, match="must contain an nn.Linear"):
+    with pytest.raises(ValueError, match=r"must contain an nn\.Linear"):
         sigma_reparam(nn.ReLU())
 
 

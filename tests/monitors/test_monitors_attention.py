@@ -227,7 +227,7 @@ def test_no_attention_module_is_a_clear_error() -> None:
         attach(nn.Sequential(nn.Linear(3, 3)))
     for adapter in ADAPTERS:
         assert adapter.looks_for in str(err.value)
-    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module"):
         attach("gpt2")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="every must be an int >= 1, got 0"):
         attach(tiny_bytegpt(), every=0)
