@@ -66,6 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ["TRANSFORMERS_VERBOSITY"] = "info" if args.verbose else os.environ.get(
         "TRANSFORMERS_VERBOSITY", "error"
     )
+    hf_logging = None
+    if args.verbose and "transformers" in sys.modules:  # already imported (a caller's process)
+        from transformers.utils import logging as hf_logging
+
+        level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_info()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -77,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = str(exc) or type(exc).__name__
         print(f"entropykit {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    finally:
+        if hf_logging is not None:
+            hf_logging.set_verbosity(level)
 
 
 if __name__ == "__main__":
