@@ -66,7 +66,7 @@ def test_readme_commands_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         argv = shlex.split(command)
         code = main(argv[1:] + (["--no-progress"] if argv[1] in ("score", "compress", "decompress",
                                                                "detect", "detect-eval") else []))
-        out, err = capsys.readouterr()
+        err = capsys.readouterr().err
         assert code == 0, f"{command}: {err}"
     for made in ("readme-score.html", "report.html", "report.png", "notes.txt.ekz", "roc.png"):
         assert (tmp_path / made).stat().st_size > 0, made

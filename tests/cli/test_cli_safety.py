@@ -51,9 +51,10 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 def test_score_html_onto_a_device_writes_through(tiny: str, text: str, tmp_path: Path, capsys) -> None:
     node = tmp_path / "null"
     os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
-    code, out, err = run(capsys, "score", text, "--model", tiny, "--html", str(node), "--plot", str(node))
+    code, _, err = run(capsys, "score", text, "--model", tiny, "--html", str(node), "--plot", str(node))
     assert code == 0, err
-    assert stat.S_ISCHR(node.stat().st_mode) and sorted(p.name for p in tmp_path.iterdir()) == ["null", "t.txt"]
+    assert stat.S_ISCHR(node.stat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["null", "t.txt"]
 
 
 @needs_root
@@ -123,7 +124,9 @@ def test_force_replaces_a_regular_file(tiny: str, text: str, tmp_path: Path, cap
 
 
 # --- 2. results printed before a late write error ------------------------------------------------------
-def test_detect_eval_unwritable_roc_fails_before_scoring(tiny: str, tmp_path: Path, capsys, monkeypatch) -> None:
+def test_detect_eval_unwritable_roc_fails_before_scoring(
+    tiny: str, tmp_path: Path, capsys, monkeypatch
+) -> None:
     import entropykit.detect as detect
 
     monkeypatch.setattr(detect, "score_texts", lambda *a, **k: pytest.fail("scored before the check"))
@@ -181,7 +184,7 @@ def test_late_write_error_prints_the_results_first(tiny: str, tmp_path: Path, ca
 )
 def test_errors_name_the_cli_option(text: str, capsys, argv: list[str], want: str, never: str) -> None:
     argv = [text if a == "FILE" else a for a in argv]
-    code, out, err = run(capsys, *argv)
+    code, _, err = run(capsys, *argv)
     assert code == 2 and want in err and err.count("\n") == 1, err
     msg = err.split("error: ", 1)[1]
     assert never not in msg.replace(want, "") or never == "x", msg  # the library's words are gone
@@ -264,7 +267,7 @@ def test_generate_streams_tokens_as_they_are_made(tiny: str, monkeypatch) -> Non
 def test_detect_warns_on_binary_input(tiny: str, tmp_path: Path, capsys) -> None:
     f = tmp_path / "b.bin"
     f.write_bytes(b"\xff\xfe\x00binary\x80 stuff")
-    code, out, err = run(capsys, "detect", str(f), "--method", "loss", "--model", tiny)
+    code, _, err = run(capsys, "detect", str(f), "--method", "loss", "--model", tiny)
     assert code == 0 and "warning: not valid UTF-8 text" in err and str(f) in err
 
 
@@ -276,8 +279,8 @@ def test_hf_loading_is_quiet_unless_verbose(tmp_path: Path, capsys, recwarn) -> 
     f = tmp_path / "t.txt"
     f.write_text("The quick brown fox jumps over the lazy dog. " * 3)
     capsys.readouterr()  # building the fixture printed its own bars
-    code, out, err = run(capsys, "score", str(f), "--model", d, "--no-progress")
+    code, _, err = run(capsys, "score", str(f), "--model", d, "--no-progress")
     assert code == 0 and err == "", err
     assert not [w for w in recwarn if "past_key_values" in str(w.message)]
-    code, out, err = run(capsys, "score", str(f), "--model", d, "--no-progress", "--verbose")
+    code, _, err = run(capsys, "score", str(f), "--model", d, "--no-progress", "--verbose")
     assert code == 0 and "Loading weights" in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,6 @@ import torch
 from entropykit.cli.main import main
 from entropykit.lm import load_model, score
 from entropykit.models.bytegpt import ByteGPT, ByteGPTConfig
-
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import os
 import pkgutil
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from entropykit import __version__
 
@@ -66,10 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ["TRANSFORMERS_VERBOSITY"] = "info" if args.verbose else os.environ.get(
         "TRANSFORMERS_VERBOSITY", "error"
     )
-    hf_logging = None
+    hf_logging: Any = None
+    level = 0
     if args.verbose and "transformers" in sys.modules:  # already imported (a caller's process)
-        from transformers.utils import logging as hf_logging
-
+        hf_logging = importlib.import_module("transformers.utils.logging")
         level = hf_logging.get_verbosity()
         hf_logging.set_verbosity_info()
     try:
