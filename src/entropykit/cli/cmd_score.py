@@ -198,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise renamed(exc, {"stride": "--stride", "window": "--window", "hwe_threshold": "--hwe-threshold",
                             "top_k": "--top-k", "precision": "--precision"}) from None
+    if result.lossy:
+        warn(args, f"model {model.name} scored {name} decoded with replacement characters (U+FFFD)")
     if args.format == "json":
         sys.stdout.write(result.to_json() + "\n")
     elif args.format == "csv":
