@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,8 +15,6 @@ import torch
 from entropykit.cli.main import main
 from entropykit.lm import load_model, score
 from entropykit.models.bytegpt import ByteGPT, ByteGPTConfig
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +99,7 @@ def test_html_and_plot(tmp_path: Path, model_dir: Path, capsys) -> None:
     )
     assert code == 0 and "wrote" in err
     page = html.read_text(encoding="utf-8")
-    assert '"initial":"rank"' in page and page.count('class="g ') == 16
+    assert '"initial":"rank"' in page and '"n":16,' in page
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
@@ -110,7 +107,8 @@ def test_invalid_utf8(tmp_path: Path, model_dir: Path, capsys) -> None:
     f = tmp_path / "bin.dat"
     f.write_bytes(b"\xff\xfe binary \x80\x00")
     code, out, err = run(capsys, str(f), "--model", str(model_dir))
-    assert code == 0 and err == "" and "12 bytes" in out  # the byte model scores any bytes
+    assert code == 0 and "12 bytes" in out  # the byte model scores any bytes, with a warning
+    assert "warning" in err and "not valid UTF-8 text" in err and err.count("\n") == 1
     pytest.importorskip("transformers")
     from hf_fixtures import tiny_hf_model_dir
 
@@ -147,24 +145,9 @@ def test_unknown_model_is_one_line(tmp_path: Path, capsys) -> None:
     assert code == 2 and "no-model-here" in err and err.count("\n") == 1
 
 
-def test_readme_main_job(tmp_path: Path) -> None:
-    """The README's main command, as a real process on the bundled model."""
-    out = tmp_path / "readme-score.html"
-    proc = subprocess.run(
-        [sys.executable, "-m", "entropykit", "score", str(ROOT / "README.md"), "--html", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"},
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "bits per byte" in proc.stdout and "most surprising spans" in proc.stdout
-    assert len(proc.stdout.splitlines()) < 25  # short: summary + spans, no per-token table
-    assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
-
-
 def test_precision_choices_match_the_library() -> None:
+    from entropykit import precision
     from entropykit.cli.cmd_score import PRECISIONS
     from entropykit.lm.scoring import PRECISIONS as LIBRARY
 
-    assert PRECISIONS == LIBRARY
+    assert set(PRECISIONS) == {"auto", *LIBRARY} and set(PRECISIONS) <= set(precision.PRECISIONS)

@@ -192,3 +192,51 @@ def test_entropix_statistics_match_measures() -> None:
     assert torch.allclose(s.last_varentropy_bits2.double(), (lp.exp2() * (lp + h) ** 2).sum(-1), atol=1e-4)
     with pytest.raises(ValueError, match="top_k"):
         d.EntropixSampler(top_k=0)
+
+
+# --- the stateful samplers inside transformers' model.generate ----------------------------------------
+@pytest.mark.parametrize("make", [lambda: d.Mirostat(tau=3.0), lambda: d.Mirostat(version=1, tau=3.0),
+                                  lambda: d.EntropixSampler()])
+@pytest.mark.parametrize("do_sample", [False, True])
+def test_stateful_samplers_work_inside_hf_generate(make, do_sample: bool) -> None:  # type: ignore[no-untyped-def]
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=40, n_positions=32,
+                                     bos_token_id=0, eos_token_id=None)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = transformers.GPT2LMHeadModel(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(8.0)  # spread the distributions so the samplers' branches differ
+    prompt = torch.tensor([[0, 5, 7]])
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def record(input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:  # what generate hands over
+        seen.append((input_ids.clone(), scores.clone()))
+        return scores
+
+    sampler = make()
+    procs = transformers.LogitsProcessorList(
+        [record, sampler.as_logits_processor(torch.Generator().manual_seed(3))]
+    )
+    out = model.generate(prompt, logits_processor=procs, do_sample=do_sample, max_new_tokens=8,
+                         pad_token_id=0, top_k=None, top_p=None, temperature=None)
+    # Reference: the same sampler, fresh, driven by hand on the scores generate handed over.
+    ref, g = make(), torch.Generator().manual_seed(3)
+    chosen = [int(ref(ids, scores, g).tokens[0]) for ids, scores in seen]
+    assert len(seen) == 8 and out[0, 3:].tolist() == chosen
+    assert all(ids[0, 3:].tolist() == chosen[:k] for k, (ids, _) in enumerate(seen))
+    if isinstance(sampler, d.Mirostat):
+        assert sampler.mu is not None and ref.mu is not None  # the state was updated, as by hand
+        assert float(sampler.mu) != 6.0 and torch.allclose(sampler.mu, ref.mu)
+    else:
+        assert sampler.last_branch is not None and ref.last_branch is not None
+        assert sampler.last_branch.tolist() == ref.last_branch.tolist()
+
+
+def test_sampler_processor_checks_its_arguments() -> None:
+    from entropykit.decoding.mirostat import SamplerProcessor
+
+    with pytest.raises(TypeError, match="sampler"):
+        SamplerProcessor(3)
+    with pytest.raises(TypeError, match="generator"):
+        d.Mirostat().as_logits_processor(generator=1)  # type: ignore[arg-type]

@@ -70,12 +70,12 @@ class Spans(HTMLParser):
         if tag == "body":
             self.body = a
         if tag == "span" and "g" in (a.get("class") or "").split():
-            self.styles.append(a.get("style") or "")
+            self.styles.append(a.get("class") or "")
             self.text.append("")
             self._in = True
         elif tag == "span" and a.get("id") == "legend":
             self._legend = True
-        elif tag == "span" and self._legend:
+        elif tag == "span" and self._legend and "background" in (a.get("style") or ""):
             self.legend += 1
 
     def handle_endtag(self, tag: str) -> None:
@@ -98,22 +98,66 @@ def expected_groups(r: ScoreResult) -> tuple[np.ndarray, np.ndarray]:
     return s, rk
 
 
-def test_dom_after_script_colours_tokens_by_rank(result: ScoreResult, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("vocab", "edges"), [(257, (1, 3, 10)), (50257, (10, 100, 1000))])
+def test_dom_after_script_colours_tokens_by_rank(
+    result: ScoreResult, tmp_path: Path, vocab: int, edges: tuple[int, int, int]
+) -> None:
     page = tmp_path / "report.html"
-    write_html(result, page)
+    write_html(result, page, vocab_size=vocab)
     p = Spans()
     p.feed(chromium(tmp_path, "--dump-dom", page.as_uri() + "#rank"))
     assert p.body.get("data-mode") == "rank"  # the script ran and picked the mode from the URL
     assert "".join(p.text) == TEXT
     _, ranks = expected_groups(result)
     assert len(p.styles) == len(ranks)
-    gltr = [rgb(c) for c in PALETTES["rank"]]
-    for style, rank in zip(p.styles, ranks):
-        m = re.search(r"background-color:\s*rgb\((\d+),\s*(\d+),\s*(\d+)\)", style)
-        assert m, style
-        bucket = 0 if rank <= 10 else 1 if rank <= 100 else 2 if rank <= 1000 else 3
-        assert tuple(int(x) for x in m.groups()) == gltr[bucket]
+    for classes, rank in zip(p.styles, ranks):
+        bucket = 0 if rank <= edges[0] else 1 if rank <= edges[1] else 2 if rank <= edges[2] else 3
+        assert f"r{bucket}" in classes.split(), (classes, rank)
     assert p.legend == 4
+
+
+def test_hover_shows_top_k_and_long_texts_are_paged(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(5)
+    m = ByteGPT(ByteGPTConfig(block_size=32, n_layer=1, n_head=2, n_embd=16))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 1.5)
+    text = "ab" * 60
+    r = score(text, ByteModel(m, "tiny"), top_k=2)
+    page = tmp_path / "report.html"
+    import entropykit.lm.report as report
+
+    old = report.PAGE_GROUPS
+    report.PAGE_GROUPS = 50  # 120 tokens -> 3 pages
+    try:
+        write_html(r, page)
+    finally:
+        report.PAGE_GROUPS = old
+    probe = tmp_path / "probe.html"
+    script = """<script>window.addEventListener('load', function () {
+      var s = document.querySelector('#text span.g');
+      s.dispatchEvent(new MouseEvent('mousemove', {bubbles: true, clientX: 5, clientY: 5}));
+      var out = document.createElement('div'); out.id = 'probe';
+      out.textContent = JSON.stringify({tip: document.getElementById('tip').textContent,
+        spans: document.querySelectorAll('#text span.g').length,
+        pages: document.getElementById('pages').textContent});
+      document.body.appendChild(out);
+    });</script></body>"""
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", script), encoding="utf-8")
+    dom = chromium(tmp_path, "--dump-dom", probe.as_uri())
+    m_ = re.search(r'<div id="probe">(.*?)</div>', dom)
+    assert m_, dom[-2000:]
+    import html as html_mod
+    import json
+
+    got = json.loads(html_mod.unescape(m_.group(1)))
+    assert got["spans"] == 50 and got["pages"] == "3"
+    assert r.top_k_tokens is not None and r.top_k_probs is not None
+    alts = "  ".join(
+        f"{json.dumps(t, ensure_ascii=False)} {p:.3f}" for t, p in zip(r.top_k_tokens[0], r.top_k_probs[0])
+    )
+    assert f"top 2: {alts}" in got["tip"]
+    assert f"rank {int(r.rank[0])}\n" in got["tip"] and got["tip"].startswith('token 0 "a"')
 
 
 def test_screenshot_shows_surprisal_colours(result: ScoreResult, tmp_path: Path) -> None:

@@ -11,15 +11,14 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from entropykit._io import atomic_output, open_input
+from entropykit.cli._common import add_force, check_outputs, load_model, renamed, require
+from entropykit.precision import PRECISIONS
 
 SUFFIX = ".ekz"
-PRECISIONS = ("auto", "float32", "bfloat16", "int8kv")  # compression.PRECISIONS, without importing torch
 
 COMPRESS_EXAMPLES = """examples:
   entropykit compress notes.txt                      # -> notes.txt.ekz (bundled bytegpt-6l)
@@ -88,22 +87,11 @@ def register(subparsers: Any) -> None:
 def _common(p: argparse.ArgumentParser, output_help: str) -> None:
     p.add_argument("file", metavar="FILE", help="input file ('-' for standard input)")
     p.add_argument("-o", "--output", default=None, metavar="OUT", help=output_help)
-    p.add_argument("-f", "--force", action="store_true", help="overwrite OUT if it exists")
+    add_force(p, "OUT")
     p.add_argument("--format", choices=("text", "json"), default="text", help="summary format")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: on a terminal)")
     p.add_argument("-j", "--workers", type=int, default=None, metavar="N",
                    help="groups of chunks processed in parallel (default: the number of CPUs)")
-
-
-@contextmanager
-def _atomic_output(path: str, force: bool) -> Iterator[BinaryIO]:
-    """Standard output for '-', else a file that appears only if the block succeeds."""
-    if path == "-":
-        yield sys.stdout.buffer
-        sys.stdout.buffer.flush()
-        return
-    with atomic_output(path, force=force) as f:
-        yield f
 
 
 def _bar(args: argparse.Namespace, desc: str, total: int | None) -> Any:
@@ -127,29 +115,36 @@ class _Progress:
 
 
 def _report(args: argparse.Namespace, summary: dict[str, Any], line: str) -> None:
-    out = sys.stderr if args.output == "-" or summary["output"] == "-" else sys.stdout
+    out = sys.stderr if summary["output"] == "-" else sys.stdout
     print(json.dumps(summary, indent=2) if args.format == "json" else line, file=out)
 
 
 def run_compress(args: argparse.Namespace) -> int:
     from entropykit.codec.compression import DEFAULT_CHUNK_SIZE, compress_stream, resolve_precision
-    from entropykit.models import load_model
 
     output = args.output or ("-" if args.file == "-" else args.file + SUFFIX)
-    if output != "-" and Path(output).exists() and not args.force:  # fail before the slow part
-        raise FileExistsError(f"{output} exists (use --force to overwrite)")
+    for option in ("--chunk-size", "--group", "--window", "--workers"):
+        require(getattr(args, option[2:].replace("-", "_")), option)
+    check_outputs(args, ("-o" if args.output else "output", output))  # fail before the slow part
     size = None if args.file == "-" else Path(args.file).stat().st_size if Path(args.file).is_file() else None
     with open_input(args.file) as src:
         model = load_model(args.model)
-        precision = resolve_precision(model, args.precision)
+        try:
+            precision = resolve_precision(model, args.precision)
+        except ValueError as exc:
+            raise renamed(exc, {"precision": "--precision"}) from None
         t0 = time.perf_counter()
-        with _atomic_output(output, args.force) as dst, _bar(args, "compress", size) as bar:
+        with atomic_output(output, force=args.force, option="-o") as dst, _bar(args, "compress", size) as bar:
             progress = _Progress(bar)
-            written = compress_stream(
-                src, dst, model,
-                chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE, group=args.group, window=args.window,
-                precision=precision, workers=args.workers, progress=progress,
-            )
+            try:
+                written = compress_stream(
+                    src, dst, model,
+                    chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE, group=args.group, window=args.window,
+                    precision=precision, workers=args.workers, progress=progress,
+                )
+            except ValueError as exc:
+                raise renamed(exc, {"chunk_size": "--chunk-size", "group": "--group", "window": "--window",
+                                    "workers": "--workers", "precision": "--precision"}) from None
             n = progress.done
         seconds = time.perf_counter() - t0
     summary = {
@@ -175,8 +170,8 @@ def run_decompress(args: argparse.Namespace) -> int:
     else:
         output = args.file[: -len(SUFFIX)] if args.file.endswith(SUFFIX) and len(args.file) > len(SUFFIX) \
             else args.file + ".out"
-    if output != "-" and Path(output).exists() and not args.force:
-        raise FileExistsError(f"{output} exists (use --force to overwrite)")
+    require(args.workers, "--workers")
+    check_outputs(args, ("-o" if args.output else "output", output))
     with open_input(args.file) as src:
         info: dict[str, Any] = {}
         if src.seekable():  # a damaged header is reported by decompress_stream itself
@@ -185,7 +180,8 @@ def run_decompress(args: argparse.Namespace) -> int:
             src.seek(0)
         t0 = time.perf_counter()
         total = info.get("original_length")
-        with _atomic_output(output, args.force) as dst, _bar(args, "decompress", total) as bar:
+        with atomic_output(output, force=args.force, option="-o") as dst, \
+                _bar(args, "decompress", total) as bar:
             n = decompress_stream(src, dst, args.model, workers=args.workers, progress=_Progress(bar))
         seconds = time.perf_counter() - t0
     in_bytes = None if args.file == "-" else Path(args.file).stat().st_size

@@ -8,7 +8,22 @@ import json
 from pathlib import Path
 from typing import Any
 
-from entropykit._io import atomic_write, read_input
+from entropykit._io import atomic_write, read_input, utf8_warning
+from entropykit.cli._common import add_force, check_outputs, load_model, renamed, require, warn
+
+# entropykit.detect.METHODS without importing torch (--help): name -> (kind, reference, parameters).
+# tests/cli/test_cli_detect.py keeps it equal to the registry.
+METHODS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "loss": ("membership", "none", ()),
+    "reference": ("membership", "required", ()),
+    "zlib": ("membership", "none", ()),
+    "min_k": ("membership", "none", ("k",)),
+    "min_k_plus_plus": ("membership", "none", ("k",)),
+    "dc_pdd": ("membership", "none", ("frequencies", "a")),
+    "binoculars": ("machine", "required", ()),
+    "fast_detect_gpt": ("machine", "optional", ()),
+    "entropy_gap": ("machine", "optional", ()),
+}
 
 DETECT_EXAMPLES = """conventions: higher = more likely a training member (loss, reference, zlib, min_k,
 min_k_plus_plus, dc_pdd) or more likely machine-generated (binoculars, fast_detect_gpt, entropy_gap).
@@ -27,12 +42,11 @@ EVAL_EXAMPLES = """examples:
   entropykit detect-eval --positives members/ --negatives nonmembers/ --method min_k_plus_plus
   entropykit detect-eval --positives machine/ --negatives human/ --method fast_detect_gpt \\
       --roc roc.png --json
+  (--plot is the same as --roc; results are printed before the plot is written)
 """
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    from entropykit.detect import METHODS
-
     p.add_argument(
         "--method",
         required=True,
@@ -58,11 +72,13 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="dc_pdd: build the frequency table from these reference-corpus files",
     )
-    p.add_argument("--save-frequencies", default=None, metavar="PATH", help="write the built table here")
+    p.add_argument("--save-frequencies", default=None, metavar="PATH",
+                   help="dc_pdd: write the table built from --frequency-corpus here")
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
     p.add_argument("--json", action="store_true", help="JSON output (same as --format json)")
     p.add_argument("--format", choices=["text", "json"], default="text", help="output format")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_force(p)
 
 
 def register(subparsers: Any) -> None:
@@ -93,41 +109,70 @@ def register(subparsers: Any) -> None:
     e.add_argument("--positives", required=True, help="folder of positive texts (members / machine)")
     e.add_argument("--negatives", required=True, help="folder of negative texts (non-members / human)")
     _add_common(e)
-    e.add_argument("--roc", default=None, metavar="PNG", help="ROC plot path (default roc-METHOD.png)")
+    e.add_argument("--roc", "--plot", dest="roc", default=None, metavar="PNG",
+                   help="ROC plot path (default roc-METHOD.png)")
     e.add_argument("--no-roc", action="store_true", help="do not write the ROC plot")
     e.set_defaults(func=run_eval)
 
 
-def _params(args: argparse.Namespace) -> dict[str, Any]:
-    from entropykit.detect import METHODS, FrequencyTable
-
-    accepted = METHODS[args.method].params
-    given = {"k": args.k, "a": args.a}
-    bad = [f"--{k}" for k, v in given.items() if v is not None and k not in accepted]
-    if (args.frequencies or args.frequency_corpus) and "frequencies" not in accepted:
+def _check_options(args: argparse.Namespace, outputs: list[tuple[str, str | None]]) -> None:
+    """Every option checked against --method before any model loads or any text is scored."""
+    _, reference, params = METHODS[args.method]
+    bad = [f"--{k}" for k in ("k", "a") if getattr(args, k) is not None and k not in params]
+    if (args.frequencies or args.frequency_corpus) and "frequencies" not in params:
         bad.append("--frequencies/--frequency-corpus")
+    if args.reference is not None and reference == "none":
+        bad.append("--reference")
     if bad:
         raise ValueError(f"{', '.join(bad)} do(es) not apply to --method {args.method}")
-    params = {k: v for k, v in given.items() if v is not None}
+    if reference == "required" and args.reference is None:
+        raise ValueError(f"--method {args.method} needs a second model: --reference MODEL")
+    if "frequencies" in params and not (args.frequencies or args.frequency_corpus):
+        raise ValueError(f"--method {args.method} needs a token-frequency table: --frequencies FILE.json "
+                         "or --frequency-corpus FILE... (reference texts to count tokens in)")
+    if args.frequencies and args.frequency_corpus:
+        raise ValueError("give --frequencies or --frequency-corpus, not both")
+    if args.save_frequencies and not args.frequency_corpus:
+        raise ValueError("--save-frequencies needs --frequency-corpus (the table it saves is built from it)")
+    require(args.batch_size, "--batch-size")
+    if args.k is not None and not 0 < args.k <= 1:
+        raise ValueError(f"--k must be in (0, 1], got {args.k}")
+    check_outputs(args, ("--save-frequencies", args.save_frequencies), *outputs)
+
+
+def _read(args: argparse.Namespace, files: list[str]) -> list[bytes]:
+    texts = [read_input(f) for f in files]
+    bad = [f for f, t in zip(files, texts) if utf8_warning(t, f)]
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        warn(args, f"not valid UTF-8 text (binary or another encoding): {shown}")
+    return texts
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    from entropykit.detect import FrequencyTable
+
+    params: dict[str, Any] = {k: v for k, v in {"k": args.k, "a": args.a}.items() if v is not None}
     if args.frequency_corpus:
         table = FrequencyTable.from_texts([read_input(f) for f in args.frequency_corpus], _load(args.model))
         if args.save_frequencies:
             table.save(args.save_frequencies)
         params["frequencies"] = table
     elif args.frequencies:
-        params["frequencies"] = FrequencyTable.load(args.frequencies)
+        try:
+            params["frequencies"] = FrequencyTable.load(args.frequencies)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ValueError(f"--frequencies {args.frequencies}: {exc}") from None
     return params
 
 
-_MODELS: dict[str | None, Any] = {}
+_MODELS: dict[tuple[str | None, str], Any] = {}
 
 
-def _load(name: str | None) -> Any:
-    from entropykit.models import load_model
-
-    if name not in _MODELS:
-        _MODELS[name] = load_model(name)
-    return _MODELS[name]
+def _load(name: str | None, option: str = "--model") -> Any:
+    if (name, option) not in _MODELS:
+        _MODELS[name, option] = load_model(name, option)
+    return _MODELS[name, option]
 
 
 def _score(args: argparse.Namespace, texts: list[bytes]) -> tuple[Any, dict[str, Any]]:
@@ -137,41 +182,44 @@ def _score(args: argparse.Namespace, texts: list[bytes]) -> tuple[Any, dict[str,
 
     params = _params(args)
     model = _load(args.model)
-    reference = None if args.reference is None else _load(args.reference)
+    reference = None if args.reference is None else _load(args.reference, "--reference")
     progress = False if args.no_progress else None
-    if args.method == "entropy_gap":
-        gap, pval = entropy_gap_test(
-            texts, model, reference=reference, batch_size=args.batch_size, progress=progress
+    names = {"k": "--k", "a": "--a", "batch_size": "--batch-size", "reference": "--reference"}
+    try:
+        if args.method == "entropy_gap":
+            gap, pval = entropy_gap_test(
+                texts, model, reference=reference, batch_size=args.batch_size, progress=progress
+            )
+            return -abs(gap), {"log_ppl_gap": gap, "p_value": pval}
+        scores = score_texts(
+            texts,
+            args.method,
+            model,
+            reference=reference,
+            batch_size=args.batch_size,
+            progress=progress,
+            **params,
         )
-        return -abs(gap), {"log_ppl_gap": gap, "p_value": pval}
-    scores = score_texts(
-        texts,
-        args.method,
-        model,
-        reference=reference,
-        batch_size=args.batch_size,
-        progress=progress,
-        **params,
-    )
+    except ValueError as exc:
+        raise renamed(exc, names) from None
     return scores, {}
 
 
 def _describe(args: argparse.Namespace) -> dict[str, Any]:
-    from entropykit.detect import METHODS
-
-    m = METHODS[args.method]
-    what = "a training member" if m.kind == "membership" else "machine-generated"
+    kind = METHODS[args.method][0]
+    what = "a training member" if kind == "membership" else "machine-generated"
     return {
-        "method": m.name,
-        "kind": m.kind,
+        "method": args.method,
+        "kind": kind,
         "convention": f"higher = more likely {what}",
         "model": _load(args.model).identity,
-        "reference": None if args.reference is None else _load(args.reference).identity,
+        "reference": None if args.reference is None else _load(args.reference, "--reference").identity,
     }
 
 
 def run(args: argparse.Namespace) -> int:
-    texts = [read_input(f) for f in args.files]
+    _check_options(args, [])
+    texts = _read(args, args.files)
     scores, extra_cols = _score(args, texts)
     rows = []
     for i, f in enumerate(args.files):
@@ -195,14 +243,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _folder(path: str, what: str) -> tuple[list[str], list[bytes]]:
+def _folder(path: str, what: str) -> list[str]:
     d = Path(path)
     if not d.is_dir():
         raise NotADirectoryError(f"{what}: {path} is not a directory")
     files = sorted(p for p in d.rglob("*") if p.is_file() and not p.name.startswith("."))
     if not files:
         raise ValueError(f"{what}: no files in {path}")
-    return [str(f) for f in files], [f.read_bytes() for f in files]
+    return [str(f) for f in files]
 
 
 def _roc_png(curves: tuple[Any, Any], auc: float, title: str) -> bytes:
@@ -233,16 +281,16 @@ def _roc_png(curves: tuple[Any, Any], auc: float, title: str) -> bytes:
 def run_eval(args: argparse.Namespace) -> int:
     from entropykit.detect import calibrate, evaluate, roc_curve
 
-    pos_files, pos = _folder(args.positives, "--positives")
-    neg_files, neg = _folder(args.negatives, "--negatives")
+    if args.no_roc and args.roc:
+        raise ValueError("--roc/--plot and --no-roc contradict each other")
+    roc_path = None if args.no_roc else args.roc or f"roc-{args.method}.png"
+    _check_options(args, [("--roc", roc_path)])
+    pos_files = _folder(args.positives, "--positives")
+    neg_files = _folder(args.negatives, "--negatives")
+    pos, neg = _read(args, pos_files), _read(args, neg_files)
     scores, _ = _score(args, pos + neg)
     s_pos, s_neg = scores[: len(pos)], scores[len(pos) :]
     result = evaluate(s_pos, s_neg)
-    roc_path = None
-    if not args.no_roc:
-        fpr, tpr, _ = roc_curve(s_pos, s_neg)
-        roc_path = args.roc or f"roc-{args.method}.png"
-        atomic_write(roc_path, _roc_png((fpr, tpr), float(result["auc"]), f"{args.method}"))  # type: ignore[arg-type]
     tpr_at = result["tpr_at_fpr"]
     assert isinstance(tpr_at, dict)
     thresholds = {f: calibrate(s_neg, f) for f in tpr_at}
@@ -260,15 +308,20 @@ def run_eval(args: argparse.Namespace) -> int:
                 "negatives": dict(zip(neg_files, s_neg.tolist())),
             },
         }
-        print(json.dumps(out, indent=2))
-        return 0
-    info = _describe(args)
-    print(f"method      {info['method']} ({info['convention']})")
-    print(f"model       {info['model']}" + (f"  reference {info['reference']}" if info["reference"] else ""))
-    print(f"texts       {len(pos)} positives, {len(neg)} negatives")
-    print(f"ROC-AUC     {result['auc']:.4f}")
-    for f, t in tpr_at.items():
-        print(f"TPR@{f:g}FPR".ljust(12) + f"{t:.4f}   (flag score > {thresholds[f]:.6g})")
-    if roc_path:
-        print(f"ROC plot    {roc_path}")
+        print(json.dumps(out, indent=2), flush=True)
+    else:
+        info = _describe(args)
+        print(f"method      {info['method']} ({info['convention']})")
+        ref = f"  reference {info['reference']}" if info["reference"] else ""
+        print(f"model       {info['model']}{ref}")
+        print(f"texts       {len(pos)} positives, {len(neg)} negatives")
+        print(f"ROC-AUC     {result['auc']:.4f}")
+        for f, t in tpr_at.items():
+            print(f"TPR@{f:g}FPR".ljust(12) + f"{t:.4f}   (flag score > {thresholds[f]:.6g})")
+        if roc_path:
+            print(f"ROC plot    {roc_path}", flush=True)
+    if roc_path:  # after the results: a late write error loses nothing
+        fpr, tpr, _ = roc_curve(s_pos, s_neg)
+        png = _roc_png((fpr, tpr), float(result["auc"]), f"{args.method}")  # type: ignore[arg-type]
+        atomic_write(roc_path, png, force=args.force, option="--roc")
     return 0

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
-PRECISIONS = ("float32", "bfloat16")  # scoring.PRECISIONS, without importing torch
+from entropykit.cli._common import add_force, check_outputs, load_model, renamed, require, warn
+from entropykit.precision import PRECISIONS as _ALL
+
+PRECISIONS = tuple(p for p in _ALL if p != "int8kv")  # int8kv is for incremental decoding only
 
 EXAMPLES = """examples:
   entropykit score README.md --html readme-score.html   # summary + most surprising spans, HTML report
@@ -15,6 +17,7 @@ EXAMPLES = """examples:
   entropykit score - --format json < text.txt > scores.json
   entropykit score data.txt --format csv > tokens.csv   # one row per token
   entropykit score essay.txt --plot essay.png --model ./my-gpt2-dir
+  entropykit score notes.txt --top-k 3 --html notes.html   # hover shows the 3 likeliest tokens
 
 All quantities are in bits. perplexity = 2^(mean surprisal); bits/byte = total surprisal / UTF-8 bytes.
 High window entropy (HWE): the mean entropy of the last --window tokens exceeds --hwe-threshold
@@ -60,8 +63,8 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--color-by",
         choices=("surprisal", "entropy", "rank"),
-        default="surprisal",
-        help="initial colouring of the HTML page (a selector on the page switches it)",
+        default=None,
+        help="initial colouring of the HTML page (default surprisal; a selector on the page switches it)",
     )
     p.add_argument("--plot", metavar="OUT.png", help="write a PNG plot of surprisal and window entropy")
     p.add_argument(
@@ -75,24 +78,15 @@ def register(subparsers: Any) -> None:
         metavar="BITS",
         help="high-window-entropy threshold in bits (default: 0.5*log2(vocabulary size))",
     )
-    p.add_argument("--top-k", type=int, default=0, metavar="K", help="also report the K most likely tokens")
+    p.add_argument("--top-k", type=int, default=0, metavar="K",
+                   help="also report the K most likely next tokens (table, JSON, CSV and the HTML hover)")
     p.add_argument("--precision", choices=PRECISIONS, default="float32",
                    help="model arithmetic: float32 (exact, default) or bfloat16 (CPU autocast: several "
-                        "times faster with AMX/AVX512-BF16, bits/byte within ~2e-4 relative)")
+                        "times faster with AMX/AVX512-BF16, bits/byte within ~2e-4 relative); auto = "
+                        "bfloat16 where the CPU multiplies bf16 in hardware, else float32")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on standard error")
+    add_force(p, "--html/--plot files")
     p.set_defaults(func=run)
-
-
-def _check_output(path: str | None, option: str) -> None:
-    """Fail before the (slow) scoring when an output path cannot be written."""
-    if path is None:
-        return
-    p = Path(path)
-    if p.is_dir():
-        raise IsADirectoryError(f"{option} {path}: is a directory")
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise FileNotFoundError(f"{option} {path}: directory {parent} does not exist")
 
 
 def _show(token: str, width: int = 18) -> str:
@@ -138,65 +132,93 @@ def format_table(result: Any, *, name: str, all_tokens: bool = False) -> str:
             )
     n = len(result)
     if all_tokens or n <= TABLE_LIMIT:
+        top = result.top_k_probs is not None and result.top_k_tokens is not None
         lines += [
             "",
             f"  {'i':>6}  {'token':<18} {'surprisal':>9} {'entropy':>8} {'rank':>6} {'p':>8} "
-            f"{'win.H':>6} HWE",
+            f"{'win.H':>6} HWE" + ("  most likely next tokens (p)" if top else ""),
         ]
         texts = result.tokens
         for i in range(n):
-            lines.append(
+            row = (
                 f"  {i:>6}  {_show(texts[i]):<18} "
                 f"{result.surprisal_bits[i]:9.3f} {result.entropy_bits[i]:8.3f} "
                 f"{int(result.rank[i]):>6} {result.probability[i]:8.4f} {result.window_entropy_bits[i]:6.2f} "
-                f"{'*' if result.high_window_entropy[i] else ''}"
+                f"{'*' if result.high_window_entropy[i] else ' ':<3}"
             )
+            if top:
+                row += "  " + "  ".join(
+                    f"{_show(t, 8)} {float(q):.3f}"
+                    for t, q in zip(result.top_k_tokens[i], result.top_k_probs[i])
+                )
+            lines.append(row.rstrip())
     else:
         lines += ["", f"({n:,} tokens: per-token table omitted; use --all, --format csv|json or --html)"]
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
-    from entropykit._io import read_input
-    from entropykit.lm import load_model, score
+def _options(args: argparse.Namespace) -> None:
+    """Fail on bad values and say which options have no effect, before any work."""
+    require(args.window, "--window")
+    require(args.stride, "--stride")
+    require(args.top_k, "--top-k", minimum=0)
+    if args.color_by is not None and not args.html:
+        warn(args, "--color-by has no effect without --html")
+    if args.all and args.format != "table":
+        warn(args, f"--all has no effect with --format {args.format} (every token is listed)")
 
-    _check_output(args.html, "--html")
-    _check_output(args.plot, "--plot")
+
+def run(args: argparse.Namespace) -> int:
+    from entropykit._io import read_input, utf8_warning
+    from entropykit.lm import score
+    from entropykit.precision import resolve
+
+    _options(args)
+    check_outputs(args, ("--html", args.html), ("--plot", args.plot))
     data = read_input(args.file)
     name = "<stdin>" if args.file == "-" else args.file
     if not data:
         raise ValueError(f"{name}: empty input, nothing to score")
+    bad = utf8_warning(data, name)
+    if bad:
+        warn(args, bad)
+    precision = resolve(args.precision, ("float32", "bfloat16"), name="--precision")
     model = load_model(args.model)
-    result = score(
-        data,
-        model,
-        stride=args.stride,
-        window=args.window,
-        hwe_threshold=args.hwe_threshold,
-        top_k=args.top_k,
-        precision=args.precision,
-        progress=False if args.no_progress else None,
-    )
-    if result.lossy:
-        print(
-            f"entropykit score: warning: {name} is not valid UTF-8; model {model.name} scored it decoded "
-            "with replacement characters (U+FFFD)",
-            file=sys.stderr,
+    try:
+        result = score(
+            data,
+            model,
+            stride=args.stride,
+            window=args.window,
+            hwe_threshold=args.hwe_threshold,
+            top_k=args.top_k,
+            precision=precision,
+            progress=False if args.no_progress else None,
         )
+    except ValueError as exc:
+        raise renamed(exc, {"stride": "--stride", "window": "--window", "hwe_threshold": "--hwe-threshold",
+                            "top_k": "--top-k", "precision": "--precision"}) from None
+    if result.lossy:
+        warn(args, f"model {model.name} scored {name} decoded with replacement characters (U+FFFD)")
     if args.format == "json":
         sys.stdout.write(result.to_json() + "\n")
     elif args.format == "csv":
         sys.stdout.write(result.to_csv())
     else:
         print(format_table(result, name=name, all_tokens=args.all))
+        if args.top_k and not (args.all or len(result) <= TABLE_LIMIT) and not args.html:
+            warn(args, "--top-k is shown in the per-token table, omitted for this long text: "
+                       "add --all, --html or --format json|csv")
+    sys.stdout.flush()  # the results are out before any file is written (a late write error loses nothing)
     if args.html:
         from entropykit.lm.report import write_html
 
-        write_html(result, args.html, title=f"entropykit score: {name}", mode=args.color_by)
+        write_html(result, args.html, title=f"entropykit score: {name}", mode=args.color_by or "surprisal",
+                   vocab_size=model.vocab_size, force=args.force, option="--html")
         print(f"wrote {args.html} (open it in a browser; hover a token for its numbers)", file=sys.stderr)
     if args.plot:
         from entropykit.lm.report import plot_png
 
-        plot_png(result, args.plot)
+        plot_png(result, args.plot, force=args.force, option="--plot")
         print(f"wrote {args.plot}", file=sys.stderr)
     return 0

@@ -36,6 +36,7 @@ from torch import Tensor
 
 from entropykit import measures
 from entropykit.decoding.generate import SamplerStep, _kept, check_sampler_scores, sample_from_logits
+from entropykit.decoding.mirostat import SamplerProcessor
 
 __all__ = ["BRANCHES", "EntropixSampler"]
 
@@ -197,6 +198,11 @@ class EntropixSampler:
             temp_out = torch.where(emit, 0.0, temp_out)
         self.last_branch, self.last_entropy_bits, self.last_varentropy_bits2 = br, h.float(), var.float()
         return SamplerStep(tokens, kept, temp_out.float())
+
+    def as_logits_processor(self, generator: torch.Generator | None = None) -> SamplerProcessor:
+        """This sampler for ``transformers``' ``model.generate(logits_processor=...)``; see
+        :class:`entropykit.decoding.mirostat.SamplerProcessor`."""
+        return SamplerProcessor(self, generator)
 
     def __repr__(self) -> str:
         return f"EntropixSampler(temperature={self.temperature}, top_p={self.top_p}, top_k={self.top_k})"

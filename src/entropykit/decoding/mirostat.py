@@ -20,14 +20,46 @@ Since ``mu_n = mu_0 - eta * sum_t (s_t - tau)``, the running mean of the observe
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from entropykit.decoding.generate import LN2, SamplerStep, check_sampler_scores, sample_from_logits
 
-__all__ = ["Mirostat"]
+__all__ = ["Mirostat", "SamplerProcessor"]
 
+
+class SamplerProcessor:
+    """A sampler as a Hugging Face ``LogitsProcessor``: ``(input_ids, scores) -> scores``.
+
+    ``model.generate`` calls its processors with two arguments and then picks the token itself, so the
+    wrapped sampler (``Mirostat``, ``EntropixSampler``: they choose the token and update their state)
+    runs on the scores and returns them with every entry but its chosen token set to ``-inf``;
+    ``generate``'s greedy or sampling step then takes that token. Make one with
+    ``sampler.as_logits_processor(generator)``; put it last in the ``LogitsProcessorList`` (processors
+    after it see one finite entry). ``generator`` is the randomness the sampler draws with.
+
+    >>> proc = Mirostat(tau=3.0).as_logits_processor(torch.Generator().manual_seed(0))
+    >>> out = proc(torch.zeros(1, 1, dtype=torch.long), torch.tensor([[2.0, 1.0, 0.0]]))
+    >>> int((out > float("-inf")).sum())
+    1
+    """
+
+    def __init__(self, sampler: Any, generator: torch.Generator | None = None) -> None:
+        if not callable(sampler):
+            raise TypeError(f"sampler: expected a callable sampler, got {type(sampler).__name__}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
+        self.sampler, self.generator = sampler, generator
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        step = self.sampler(input_ids, scores, self.generator)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(-1, step.tokens.long().to(scores.device)[:, None], 0.0)
+
+    def __repr__(self) -> str:
+        return f"SamplerProcessor({self.sampler!r})"
 
 
 class Mirostat:
@@ -65,6 +97,11 @@ class Mirostat:
         """Forget ``mu`` (every row restarts at ``2 tau``)."""
         self.mu = None
         self.last_surprise = None
+
+    def as_logits_processor(self, generator: torch.Generator | None = None) -> SamplerProcessor:
+        """This sampler for ``transformers``' ``model.generate(logits_processor=...)``; see
+        :class:`SamplerProcessor`. The state (``mu``) is this object's: ``reset()`` between prompts."""
+        return SamplerProcessor(self, generator)
 
     def __repr__(self) -> str:
         return f"Mirostat(version={self.version}, tau={self.tau}, eta={self.eta}, m={self.m})"

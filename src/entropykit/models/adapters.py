@@ -17,6 +17,7 @@ for any Hugging Face causal LM with its tokenizer (extra ``[hf]``).
 from __future__ import annotations
 
 import hashlib
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
@@ -147,8 +148,11 @@ class HFModel(LanguageModel):
 
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, past: Any = None) -> tuple[torch.Tensor, Any]:
-        out = self.module(input_ids=input_ids, past_key_values=past, use_cache=True)
-        return out.logits.float(), out.past_key_values
+        # transformers >= 5.2x names the KV cache ``cache`` (``past_key_values`` is deprecated, with a
+        # FutureWarning on every call); older versions and remote-code models know only the old name.
+        key = "cache" if "cache" in inspect.signature(self.module.forward).parameters else "past_key_values"
+        out = self.module(input_ids=input_ids, use_cache=True, **{key: past})
+        return out.logits.float(), out[key] if key in out else None
 
 
 def bundled_models() -> list[str]:
@@ -215,18 +219,42 @@ def _load_hf(name: str) -> HFModel:
             f"model {name!r}: not a bundled model ({', '.join(bundled_models())}) and transformers is "
             "not installed (pip install 'entropykit[hf]')"
         ) from exc
+    from transformers.utils import logging as hf_logging
+
+    bundled = ", ".join(bundled_models())
     local = Path(name).exists()
+    looks_local = name.startswith((".", "~", "/")) or "\\" in name or name.count("/") > 1
+    if looks_local and not local:  # a path, not a hub name: say so instead of the hub's repo-id rules
+        raise ValueError(f"model {name!r}: no such file or directory (bundled models: {bundled})")
+    if local and not Path(name).is_dir():
+        raise ValueError(f"model {name!r}: not a model directory (bundled models: {bundled})")
     # Offline (host does not resolve): look only in the local cache instead of ~50 s of hub retries.
     offline = local or not _hub_reachable()
+    # Quiet unless the user raised transformers' verbosity (TRANSFORMERS_VERBOSITY=info, the CLI's
+    # --verbose): no weight-loading bar, no info/warning lines on every call.
+    quiet = hf_logging.get_verbosity() > hf_logging.INFO
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    if quiet:
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=offline)
         model = AutoModelForCausalLM.from_pretrained(name, local_files_only=offline)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(
-            f"model {name!r} could not be loaded: not a bundled model ({', '.join(bundled_models())}), "
+            f"model {name!r} could not be loaded: not a bundled model ({bundled}), "
             f"not a local model directory, and not reachable on a model hub ({first})"
         ) from exc
+    finally:
+        if quiet:
+            hf_logging.set_verbosity(level)
+            if bars:
+                hf_logging.enable_progress_bar()
+    if quiet and isinstance(getattr(tokenizer, "deprecation_warnings", None), dict):
+        # entropykit windows long texts itself, so the tokenizer's once-per-tokenizer warning that a text
+        # is longer than the model's context ("... will result in indexing errors") does not apply.
+        tokenizer.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
     return HFModel(model, tokenizer, Path(name).name if local else name)
 
 

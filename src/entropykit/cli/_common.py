@@ -1,0 +1,81 @@
+"""What every subcommand shares: the output rule, option-named errors, warnings, model loading.
+
+Nothing here imports torch at module level: ``--help`` must stay instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from entropykit._io import check_output
+
+T = TypeVar("T")
+
+
+def add_force(p: argparse.ArgumentParser, what: str = "output files") -> None:
+    """``-f/--force``: the one overwrite rule (an existing regular file is replaced only with it)."""
+    p.add_argument("-f", "--force", action="store_true",
+                   help=f"overwrite existing {what} (devices and FIFOs are written without it)")
+
+
+def check_outputs(args: argparse.Namespace, *pairs: tuple[str, str | None]) -> None:
+    """Validate every ``(option, path)`` output before any work (see ``entropykit._io.check_output``)."""
+    for option, path in pairs:
+        if path is not None:
+            check_output(path, force=bool(getattr(args, "force", False)), option=option)
+
+
+def warn(args: argparse.Namespace, message: str) -> None:
+    """One warning line on standard error: ``entropykit CMD: warning: ...``."""
+    print(f"entropykit {args.command}: warning: {message}", file=sys.stderr)
+
+
+def renamed(exc: BaseException, names: Mapping[str, str]) -> ValueError:
+    """``exc``'s message with a leading library parameter name (``t: ...``, ``p must ...``) replaced by
+    the CLI option that set it (``--temperature: ...``); with one option, an unnamed message is
+    prefixed by it."""
+    msg = str(exc) or type(exc).__name__
+    m = re.match(r"([A-Za-z_][\w]*)(:| must )", msg)
+    if m and m.group(1) in names:
+        return ValueError(names[m.group(1)] + msg[m.end(1):])
+    if len(names) == 1:
+        return ValueError(f"{next(iter(names.values()))}: {msg}")
+    return ValueError(msg)
+
+
+def build(ctor: Callable[..., T], names: Mapping[str, str], *a: Any, **kw: Any) -> T:
+    """``ctor(*a, **kw)`` whose ValueError/TypeError name the CLI options (``names``: param -> option)."""
+    try:
+        return ctor(*a, **kw)
+    except (ValueError, TypeError) as exc:
+        raise renamed(exc, names) from None
+
+
+def load_model(name: str | None, option: str = "--model") -> Any:
+    """``entropykit.models.load_model`` with errors naming ``option`` instead of the parameter."""
+    from entropykit.models import load_model as load
+
+    try:
+        return load(name)
+    except ValueError as exc:
+        msg = str(exc)
+        if name is not None and msg.startswith(f"model {name!r}"):
+            msg = f"{option} {name}" + msg[len(f"model {name!r}"):]
+        elif msg.startswith("model: "):
+            msg = f"{option}: " + msg[len("model: "):]
+        raise ValueError(msg) from None
+
+
+def require(value: Any, option: str, *, minimum: int = 1) -> None:
+    """An integer option must be >= ``minimum`` (None = not given: fine)."""
+    if value is not None and value < minimum:
+        raise ValueError(f"{option} must be an integer >= {minimum}, got {value}")
+
+
+def given(args: argparse.Namespace, *names: str) -> list[str]:
+    """The options among ``names`` (attribute names) that the user set (their default is None/False)."""
+    return ["--" + n.replace("_", "-") for n in names if getattr(args, n, None) not in (None, False)]
