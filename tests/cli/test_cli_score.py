@@ -148,6 +148,6 @@ def test_unknown_model_is_one_line(tmp_path: Path, capsys) -> None:
 def test_precision_choices_match_the_library() -> None:
     from entropykit import precision
     from entropykit.cli.cmd_score import PRECISIONS
-    from entropykit.lm.scoring import PRECISIONS as LIBRARY
+    from entropykit.lm.scoring import SCORING_PRECISIONS as LIBRARY
 
     assert set(PRECISIONS) == {"auto", *LIBRARY} and set(PRECISIONS) <= set(precision.PRECISIONS)
