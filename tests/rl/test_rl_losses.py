@@ -7,8 +7,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from entropykit import rl
 from rl_references import (
     trl_aggregate,
     trl_per_token_loss,
@@ -18,6 +16,8 @@ from rl_references import (
     verl_kl_cov,
     verl_vanilla,
 )
+
+from entropykit import rl
 
 MODES = rl.LOSS_AGG_MODES
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
@@ -70,7 +70,7 @@ def test_agg_loss_empty_mask_is_zero_with_graph():
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("splits", [2, 3])
 def test_normalizer_makes_micro_batches_add_up(mode, splits):
-    old, lp, adv, mask = batch(b=6)
+    _old, lp, _adv, mask = batch(b=6)
     full = rl.agg_loss(lp, mask, mode)
     norm = {"token-mean": float(mask.sum()), "seq-mean-token-sum-norm": float(mask.shape[-1])}.get(
         mode, float(mask.shape[0]))
@@ -179,7 +179,8 @@ def test_selection_and_loss_invariant_to_micro_batch_split(method, mode):
     old, lp, adv, mask = batch(b=8, t=10, spread=0.1, seed=3)
     adv = adv * 4
     sel_mode = "band" if method == "clip_cov" else "top"
-    sel = rl.cov_selection(old, adv, mask, mode=sel_mode, ratio=0.1, generator=torch.Generator().manual_seed(1))
+    gen = torch.Generator().manual_seed(1)
+    sel = rl.cov_selection(old, adv, mask, mode=sel_mode, ratio=0.1, generator=gen)
     norm = float(mask.sum()) if mode == "token-mean" else float(mask.shape[0])
     results = []
     for splits in (1, 2, 4):
@@ -193,7 +194,8 @@ def test_selection_and_loss_invariant_to_micro_batch_split(method, mode):
         assert val == pytest.approx(results[0][0], abs=1e-12)
         assert torch.allclose(g, results[0][1], atol=1e-12)
     # the per-call (verl) selection differs between splits: k and the means are per micro-batch
-    per_call = torch.cat([rl.cov_selection(old[i], adv[i], mask[i], ratio=0.02) for i in torch.arange(8).chunk(4)])
+    chunks = torch.arange(8).chunk(4)
+    per_call = torch.cat([rl.cov_selection(old[i], adv[i], mask[i], ratio=0.02) for i in chunks])
     whole = rl.cov_selection(old, adv, mask, ratio=0.02)
     assert int(per_call.sum()) == 4 and int(whole.sum()) == 1
 
