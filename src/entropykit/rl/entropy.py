@@ -70,7 +70,7 @@ def exact_quantile(x: Tensor, q: float) -> Tensor:
     rank = torch.tensor(qv, dtype=rank_dtype) * (n - 1)
     i = int(rank.long())
     w = (rank - i).to(v.dtype)
-    lo = torch.kthvalue(v, i + 1).values
+    lo = torch.kthvalue(v, i + 1).values  # selection: O(n), any size
     if i + 1 >= n:
         return lo
     # the (i+2)-th smallest: lo again if it occurs more than once at or below rank i + 1, else the
