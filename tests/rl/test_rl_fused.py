@@ -93,3 +93,18 @@ def test_fused_bad_input():
     bad[0] = float("inf")
     with pytest.raises(ValueError, match="advantages"):
         rl.fused_policy_loss(h, w, y, old, bad, mask)
+
+
+def test_verl_adapter_signature_and_weights():
+    *_, old, adv, mask = setup(torch.float64)
+    lp = old + 0.1
+    fn = rl.verl_policy_loss("vanilla", clip_ratio_high=0.28)
+    a = adv[:, None].double().expand_as(lp)
+    loss, metrics = fn(old, lp, a, mask, "token-mean", None, None)
+    ref, _ = rl.ppo_loss(old, lp, a, mask, clip_ratio_high=0.28)
+    assert float(loss) == float(ref) and "pg_clipfrac" in metrics
+    isw = torch.full_like(lp, 0.5)
+    half, _ = fn(old, lp, a, mask, "token-mean", None, isw)
+    assert float(half) == pytest.approx(0.5 * float(ref))
+    with pytest.raises(TypeError, match="unexpected"):
+        rl.verl_policy_loss("vanilla", kl_cov_ratio=0.1)

@@ -14,7 +14,8 @@ loss_agg_mode -> (loss, metrics)``), so each loss drops into verl's policy-loss 
   :func:`entropic_weights`, :func:`high_entropy_mask` (exact quantile, any size), :func:`clamped_entropy`
   (AEnt), :func:`window_entropy_flags` (ARES);
 - :func:`fit_entropy_performance` (R = -a e^H + b with confidence intervals);
-- :func:`fused_policy_loss`: all of it from hidden states without the N x V logits.
+- :func:`fused_policy_loss`: all of it from hidden states without the N x V logits;
+- :func:`verl_policy_loss`: any of :data:`METHODS` in verl's registry signature.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from entropykit.rl.entropy import (
 )
 from entropykit.rl.fit import EntropyPerformanceFit, fit_entropy_performance
 from entropykit.rl.fused import fused_policy_loss
+from entropykit.rl.interop import verl_policy_loss
 from entropykit.rl.losses import (
     cispo_loss,
     clip_cov_loss,
@@ -87,6 +89,7 @@ __all__ = [
     "rloo_advantages",
     "token_covariance",
     "token_logprob_entropy",
+    "verl_policy_loss",
     "window_entropy_flags",
 ]
 
