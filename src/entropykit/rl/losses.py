@@ -148,7 +148,8 @@ def gpg_loss(
 def cov_selection(
     log_prob: Tensor, advantages: Tensor, response_mask: Tensor, *, mode: str = "top", ratio: float = 2e-4,
     lb: float = 1.0, ub: float = 5.0, exclude: Tensor | None = None, generator: torch.Generator | None = None,
-    means: tuple[float, float] | None = None, num_valid: int | None = None,
+    means: tuple[float, float] | None = None, num_valid: int | None = None, distributed: bool = False,
+    group: Any = None,
 ) -> Tensor:
     r"""The tokens Clip-Cov / KL-Cov act on, chosen over the whole batch (a bool mask like ``log_prob``).
 
@@ -165,12 +166,16 @@ def cov_selection(
     whatever the micro-batch split. verl and the authors' code select inside each micro-batch call
     (PRIME-RL/Entropy-Mechanism-of-RL issues #14, #20), so k and the means change with the split.
 
-    Data parallel: either all-gather the (detached) ``log_prob``/``advantages``/mask of every rank (small:
-    one float per token) and call this on the gathered batch, keeping your rank's slice; or pass the
-    global ``means`` (A mean, log-prob mean; two all-reduced sums over the global count) and
-    ``num_valid`` (the global N), and for ``"top"`` find the global k-th largest :math:`c_t` by an
-    all-gather of each rank's local top-k values (k is small: ratio 2e-4..2e-3), then keep the local
-    tokens at or above it.
+    Data parallel: ``distributed=True`` (with ``torch.distributed`` initialised; ``group`` = the
+    data-parallel process group, default the world) makes the selection global across ranks, each rank
+    passing its own shard: the means and N come from one all-reduce of (sum A, sum log pi, count);
+    ``"top"`` all-gathers each rank's local top-k covariances (k is small: ratio 2e-4..2e-3) and keeps
+    the local tokens at or above the global k-th largest (ties at the threshold may add tokens);
+    ``"band"`` all-gathers the candidate counts and draws the k candidates from the concatenation
+    (rank 0's tokens first) with ``generator``, which must be seeded alike on every rank. The result
+    equals the whole-batch selection on the rank-major concatenated batch (tested with gloo, 2
+    processes). Without torch.distributed: pass the global ``means`` (A mean, log-prob mean) and
+    ``num_valid`` yourself.
 
     >>> lp = torch.tensor([[-0.1, -2.0, -1.0, -0.5]]); a = torch.tensor([[1.0, -1.0, 0.0, 1.0]])
     >>> cov_selection(lp, a, torch.ones(1, 4, dtype=torch.bool), ratio=0.5)
@@ -185,9 +190,55 @@ def cov_selection(
     if means is not None:
         m = (torch.tensor(float(means[0]), dtype=lp.dtype, device=lp.device),
              torch.tensor(float(means[1]), dtype=lp.dtype, device=lp.device))
+    if distributed:
+        return _select_distributed(lp, a, mask, mode, r, lb, ub, exclude, generator, group)
     n = int(mask.sum()) if num_valid is None else num_valid
     cov = _cov(lp, a, mask, m)
     return _select(cov, mask, mode, r, n, lb, ub, exclude, generator)
+
+
+def _select_distributed(lp: Tensor, a: Tensor, mask: Tensor, mode: str, ratio: float, lb: float, ub: float,
+                        exclude: Tensor | None, generator: torch.Generator | None, group: Any) -> Tensor:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise ValueError("distributed must be False unless torch.distributed is initialised")
+    zero = torch.zeros((), dtype=lp.dtype, device=lp.device)
+    sums = torch.stack([torch.where(mask, a, zero).sum(), torch.where(mask, lp, zero).sum(),
+                        mask.sum().to(lp.dtype)])
+    dist.all_reduce(sums, group=group)
+    n = int(sums[2])
+    out = torch.zeros_like(mask)
+    if n == 0:
+        return out
+    cov = _cov(lp, a, mask, (sums[0] / n, sums[1] / n))
+    k = max(1, int(ratio * n))
+    world = dist.get_world_size(group)
+    flat = out.view(-1)
+    if mode == "top":
+        vals = cov[mask]
+        local = torch.full((k,), -math.inf, dtype=lp.dtype, device=lp.device)
+        top = torch.topk(vals, min(k, vals.numel())).values
+        local[: top.numel()] = top
+        gathered = [torch.empty_like(local) for _ in range(world)]
+        dist.all_gather(gathered, local, group=group)
+        kth = torch.topk(torch.cat(gathered), k).values[-1]
+        return mask & (cov >= kth)
+    cand = mask & (cov > lb) & (cov < ub)
+    if exclude is not None:
+        cand &= ~exclude
+    idx = cand.reshape(-1).nonzero().squeeze(1)
+    count = torch.tensor([idx.numel()], dtype=torch.int64, device=lp.device)
+    counts = [torch.empty_like(count) for _ in range(world)]
+    dist.all_gather(counts, count, group=group)
+    sizes = [int(c) for c in counts]
+    rank = dist.get_rank(group)
+    offset, total = sum(sizes[:rank]), sum(sizes)
+    if total:
+        chosen = torch.randperm(total, generator=generator, device="cpu")[:k].to(idx.device)
+        mine = chosen[(chosen >= offset) & (chosen < offset + idx.numel())] - offset
+        flat[idx[mine]] = True
+    return out
 
 
 def _select(cov: Tensor, mask: Tensor, mode: str, ratio: float, n_valid: int, lb: float, ub: float,
