@@ -139,7 +139,7 @@ METHODS: dict[str, str] = {
     "bonus": "+ entropy bonus 0.05",
     "adaptive": f"+ adaptive coefficient (target {TARGET})",
     "clip_cov": "Clip-Cov (ratio 0.02, batch selection)",
-    "kl_cov": "KL-Cov |.| penalty (ratio 0.02)",
+    "kl_cov": "KL-Cov abs penalty (ratio 0.02)",
     "kl_cov_cov": "KL-Cov cov penalty (ratio 0.02)",
     "mask_80_20": "80/20 high-entropy mask (rho 0.2)",
     "qae": "QAE (K 0.4)",

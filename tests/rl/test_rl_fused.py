@@ -108,3 +108,9 @@ def test_verl_adapter_signature_and_weights():
     assert float(half) == pytest.approx(0.5 * float(ref))
     with pytest.raises(TypeError, match="unexpected"):
         rl.verl_policy_loss("vanilla", kl_cov_ratio=0.1)
+
+
+def test_fused_rejects_unknown_loss_parameter():
+    h, w, y, old, adv, mask = setup(torch.float32)
+    with pytest.raises(TypeError, match="unexpected parameter"):
+        rl.fused_policy_loss(h, w, y, old, adv, mask, method="vanilla", kl_cov_ratio=0.1)

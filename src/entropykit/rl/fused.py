@@ -58,7 +58,7 @@ def fused_policy_loss(
     >>> bool(abs(float(loss) - ref) < 1e-12)
     True
     """
-    from entropykit.rl import METHODS  # the registry lives in the package
+    from entropykit.rl import METHODS, policy_loss  # the registry lives in the package
 
     check_tensor(hidden, "hidden", floating=True, min_dim=2)
     check_tensor(target, "target")
@@ -79,8 +79,8 @@ def fused_policy_loss(
         keep = high_entropy_mask(ent, mask, rho)
         ew = keep.to(log_prob.dtype)
         w = ew if w is None else w * ew
-    loss, metrics = METHODS[method].fn(old_log_prob, log_prob, advantages, mask, loss_agg_mode, weights=w,
-                                       **params)
+    loss, metrics = policy_loss(method, old_log_prob, log_prob, advantages, mask, loss_agg_mode, weights=w,
+                                **params)
     if c != 0.0:
         loss = loss - c * agg(ent, keep, "token-mean")
     metrics = {**metrics, "entropy": float(masked_mean(ent.detach(), mask)),
