@@ -195,3 +195,20 @@ def test_window_entropy_flags_match_loop():
             assert bool(flags[b, t]) == (bool(mask[b, t]) and mean > 1.0)
     q = rl.window_entropy_flags(h, mask, window=4, quantile=0.5)
     assert 0 < int(q.sum()) <= int(mask.sum())
+
+
+def test_low_prob_protection_masks_only_penalised_rare_tokens():
+    g = torch.Generator().manual_seed(0)
+    lp = torch.log(torch.rand(6, 10, generator=g, dtype=torch.float64).clamp_min(1e-4))
+    adv = torch.randn(6, 10, generator=g, dtype=torch.float64)
+    mask = torch.rand(6, 10, generator=g) < 0.8
+    w = rl.low_prob_protection(lp, adv, mask, rho=0.2, min_prob=0.01)
+    tau = torch.quantile(lp[mask], 0.2)
+    expect = mask & (adv < 0) & (lp <= tau) & (lp.exp() > 0.01)
+    assert torch.equal(w == 0, expect)
+    assert expect.any()
+    old = lp.clone()
+    lpg = lp.clone().requires_grad_()
+    loss, _ = rl.ppo_loss(old, lpg, adv, mask, weights=w)
+    (gr,) = torch.autograd.grad(loss, lpg)
+    assert bool((gr[expect] == 0).all()) and bool((gr[mask & ~expect] != 0).all())

@@ -12,7 +12,7 @@ loss_agg_mode -> (loss, metrics)``), so each loss drops into verl's policy-loss 
   batch-level selection, :func:`cov_selection`), GSPO, CISPO;
 - entropy controls: :func:`entropy_bonus`, :class:`AdaptiveEntropyCoef`, :class:`EntroPIC` +
   :func:`entropic_weights`, :func:`high_entropy_mask` (exact quantile, any size), :func:`clamped_entropy`
-  (AEnt), :func:`window_entropy_flags` (ARES);
+  (AEnt), :func:`window_entropy_flags` (ARES), :func:`low_prob_protection` (Lp-Reg style);
 - :func:`fit_entropy_performance` (R = -a e^H + b with confidence intervals);
 - :func:`fused_policy_loss`: all of it from hidden states without the N x V logits;
 - :func:`verl_policy_loss`: any of :data:`METHODS` in verl's registry signature.
@@ -36,6 +36,7 @@ from entropykit.rl.entropy import (
     entropy_bonus,
     exact_quantile,
     high_entropy_mask,
+    low_prob_protection,
     window_entropy_flags,
 )
 from entropykit.rl.fit import EntropyPerformanceFit, fit_entropy_performance
@@ -83,6 +84,7 @@ __all__ = [
     "gspo_loss",
     "high_entropy_mask",
     "kl_cov_loss",
+    "low_prob_protection",
     "policy_loss",
     "ppo_loss",
     "qae_advantages",

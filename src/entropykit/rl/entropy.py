@@ -5,6 +5,8 @@
 - :func:`entropy_bonus`, :class:`AdaptiveEntropyCoef` (Skywork-OR1, TRL ``use_adaptive_entropy``).
 - :class:`EntroPIC` and :func:`entropic_weights`: a PI controller on the entropy error that re-weights
   positive vs negative samples (EntroPIC, Yang et al. 2025).
+- :func:`low_prob_protection`: keep penalised low-probability tokens from being pushed further down
+  (Lp-Reg style).
 - :func:`clamped_entropy` (AEnt, top-k renormalised entropy), :func:`window_entropy_flags` (ARES-style
   high window-entropy tokens).
 """
@@ -36,6 +38,7 @@ __all__ = [
     "entropy_bonus",
     "exact_quantile",
     "high_entropy_mask",
+    "low_prob_protection",
     "window_entropy_flags",
 ]
 
@@ -296,3 +299,35 @@ def window_entropy_flags(
     else:
         tau = check_real(threshold, "threshold")
     return mask & (hw > tau)
+
+
+def low_prob_protection(
+    log_prob: Tensor, advantages: Tensor, response_mask: Tensor, *, rho: float = 0.01,
+    min_prob: float = 0.0,
+) -> Tensor:
+    r"""Loss weights that stop penalised low-probability tokens from being pushed further down.
+
+    Exploration in RL fine-tuning lives in rare but meaningful tokens ("reasoning sparks"); negative
+    advantages keep pushing them toward zero, and their disappearance precedes entropy collapse (Huang
+    et al. 2025, "Low-probability Tokens Sustain Exploration in RLVR", Lp-Reg). This is the simple,
+    gradient-masking form of that protection (not Lp-Reg's proxy-distribution KL): weight 0 for valid
+    tokens with :math:`A_t < 0` whose probability lies in the lowest ``rho`` quantile of the batch's
+    valid tokens and above ``min_prob`` (below it: presumed noise, left to be suppressed); 1
+    elsewhere. Pass it as ``weights=`` to a policy loss.
+
+    >>> lp = torch.log(torch.tensor([[0.9, 0.01, 0.02, 0.5]]))
+    >>> low_prob_protection(lp, torch.tensor([[-1.0, -1.0, 1.0, -1.0]]), torch.ones(1, 4), rho=0.5)
+    tensor([[1., 0., 1., 1.]])
+    """
+    lp = as_float(log_prob, "log_prob").detach()
+    mask = as_mask(response_mask, lp)
+    a = as_advantages(advantages, lp)
+    r = check_real(rho, "rho", 0.0, 1.0, lo_open=True)
+    floor = check_real(min_prob, "min_prob", 0.0, 1.0)
+    w = torch.ones_like(lp)
+    vals = lp[mask]
+    if vals.numel() == 0:
+        return w
+    tau = exact_quantile(vals, r)
+    protect = mask & (a < 0) & (lp <= tau) & (lp.exp() > floor)
+    return torch.where(protect, torch.zeros_like(w), w)
