@@ -123,7 +123,7 @@ def bench_point(n: int, d: int, v: int, repeat: int) -> list[list[object]]:
 def bench_fused(points, repeat: int) -> str:
     rows = [r for n, d, v in points for r in bench_point(n, d, v, repeat)]
     header = ["N x D x V", "method", "s (fwd+bwd)", "time / ours", "peak extra MB", "mem / ours",
-              "|loss - ours|"]
+              "abs(loss - ours)"]
     return markdown_table(header, rows)
 
 
