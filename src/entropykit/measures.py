@@ -73,6 +73,7 @@ __all__ = [
     "Divergence",
     "TokenStats",
     "alpha_div",
+    "check_distributions",
     "chi2_div",
     "cross_entropy",
     "entropy",
@@ -142,6 +143,25 @@ def _check_rows(m: Tensor, name: str, offset: int) -> None:
         if bool(bad.any()):
             row = offset + int(bad.nonzero()[0])
             raise ValueError(f"{name} must {what}, got {got} in row {row} of the flattened leading axes")
+
+
+def check_distributions(logits: Any, name: str = "logits", mask: Tensor | None = None) -> Tensor:
+    """``logits`` if it is a floating-point tensor whose rows (last axis) are distributions: no NaN,
+    no ``+inf``, at least one finite entry (``-inf`` entries are masked classes). Rows where the bool
+    ``mask`` (the leading shape) is False are not looked at. ValueError names ``name`` and the row.
+
+    The rule of every measure here, for callers that must name their own arguments (distillation).
+
+    >>> check_distributions(torch.tensor([[0.0, -math.inf]])).shape
+    torch.Size([1, 2])
+    """
+    check_logits(logits, name)
+    with torch.no_grad():
+        m = logits.amax(-1)
+        if mask is not None:
+            m = torch.where(mask, m, torch.zeros((), dtype=m.dtype, device=m.device))
+    _check_rows(m, name, 0)
+    return logits
 
 
 # ----------------------------------------------------------------------------------------------

@@ -39,7 +39,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from entropykit._validate import check_class_index
+from entropykit import measures
+from entropykit._validate import (
+    check_choice,
+    check_class_index,
+    check_finite,
+    check_int,
+    check_positive,
+    check_real,
+    check_reduction,
+    check_tensor,
+)
 
 __all__ = ["linear_cross_entropy", "linear_distill", "linear_token_stats"]
 
@@ -48,7 +58,6 @@ _MAX_CHUNK_BYTES = 512 * 2**20  # cap of the (V D / 2)-sized chunk budget
 _SUB_BYTES = 4 * 2**20  # logits_dtype=bf16: cache-sized fp32 sub-blocks of the bf16 chunk
 _ADD_BLOCK = 4096  # vocabulary rows per block when adding a bf16 dW chunk into the fp32 dW
 _FILTER_BLOCK = 1024  # vocabulary block size for gradient filtering
-DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_rkl", "tvd")
 _softmax_out = torch.ops.aten._softmax.out  # in-place row softmax (one cached pass per row)
 _log_softmax_out = torch.ops.aten._log_softmax.out
 
@@ -58,35 +67,22 @@ _log_softmax_out = torch.ops.aten._log_softmax.out
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_float(name: str, x: Tensor) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-
-
 def _check_head(hidden: Tensor, weight: Tensor, bias: Tensor | None, hname: str = "hidden",
                 wname: str = "weight") -> None:
-    _check_float(hname, hidden)
-    _check_float(wname, weight)
-    if hidden.dim() < 1:
-        raise ValueError(f"{hname} must have shape (..., D), got a 0-d tensor")
-    if weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
-        raise ValueError(
-            f"{wname} must have shape (V, D={hidden.shape[-1]}) to match {hname}, got {tuple(weight.shape)}"
-        )
-    if weight.shape[0] < 1:
-        raise ValueError(f"{wname} must have at least one row (vocabulary entry), got {tuple(weight.shape)}")
-    if weight.dtype != hidden.dtype:
-        raise TypeError(f"{wname} dtype {weight.dtype} must match {hname} dtype {hidden.dtype}")
-    if weight.device != hidden.device:
-        raise ValueError(f"{wname} is on {weight.device} but {hname} is on {hidden.device}")
+    check_tensor(hidden, hname, floating=True, min_dim=1)
+    check_tensor(weight, wname, floating=True)
+    if weight.dim() != 2 or weight.shape[1] != hidden.shape[-1] or weight.shape[0] < 1:
+        raise ValueError(f"{wname} must have shape (V >= 1, D={hidden.shape[-1]}) to match {hname}, "
+                         f"got {tuple(weight.shape)}")
     if bias is not None:
-        _check_float("bias", bias)
+        check_tensor(bias, "bias", floating=True)
         if bias.shape != (weight.shape[0],):
             raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
-        if bias.dtype != hidden.dtype:
-            raise TypeError(f"bias dtype {bias.dtype} must match {hname} dtype {hidden.dtype}")
+    for x, name in ((weight, wname), (bias, "bias")):
+        if x is not None and x.dtype != hidden.dtype:
+            raise TypeError(f"{name} must have {hname}'s dtype {hidden.dtype}, got {x.dtype}")
+        if x is not None and x.device != hidden.device:
+            raise ValueError(f"{name} must be on {hname}'s device {hidden.device}, got {x.device}")
 
 
 def _check_target(target: Tensor, lead: torch.Size, vocab: int, ignore_index: int | None) -> None:
@@ -94,16 +90,11 @@ def _check_target(target: Tensor, lead: torch.Size, vocab: int, ignore_index: in
                       lead_what="the shape of hidden without its last axis")
 
 
-def _check_softcap(softcap: float | None) -> float | None:
-    if softcap is not None and not float(softcap) > 0.0:
-        raise ValueError(f"softcap must be a positive float or None, got {softcap!r}")
-    return None if softcap is None else float(softcap)
-
-
-def _check_chunk(chunk_size: int | None) -> None:
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
-                                   or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+def _check_options(softcap: float | None, chunk_size: int | None) -> float | None:
+    """The options every function here shares; returns the soft cap as a float (or None)."""
+    if chunk_size is not None:
+        check_int(chunk_size, "chunk_size", 1)
+    return None if softcap is None else check_positive(softcap, "softcap")
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -657,34 +648,30 @@ def linear_cross_entropy(
     """
     _check_head(hidden, weight, bias)
     _check_target(target, hidden.shape[:-1], weight.shape[0], ignore_index)
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    if not 0.0 <= float(label_smoothing) <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
-    if not float(z_loss) >= 0.0:
-        raise ValueError(f"z_loss must be >= 0, got {z_loss!r}")
-    cap = _check_softcap(softcap)
-    _check_chunk(chunk_size)
+    check_reduction(reduction)
+    eps = check_real(label_smoothing, "label_smoothing", 0.0, 1.0)
+    zl = check_real(z_loss, "z_loss", 0.0, finite=True)
+    cap = _check_options(softcap, chunk_size)
+    if not isinstance(shift, bool):
+        raise TypeError(f"shift must be a bool, got {type(shift).__name__} {shift!r}")
     if isinstance(grad_filter, bool):
         filter_eps = torch.finfo(hidden.dtype).eps / 32 if grad_filter else None
-    elif isinstance(grad_filter, (int, float)) and grad_filter > 0:
-        filter_eps = float(grad_filter)
     else:
-        raise ValueError(f"grad_filter must be a bool or a positive float, got {grad_filter!r}")
-    if logits_dtype not in (None, torch.float32, torch.bfloat16):
-        raise ValueError(f"logits_dtype must be None, torch.float32 or torch.bfloat16, got {logits_dtype!r}")
+        filter_eps = check_positive(grad_filter, "grad_filter (a bool or a positive float)")
+    check_choice(logits_dtype, (None, torch.float32, torch.bfloat16), "logits_dtype")
     native = logits_dtype == torch.bfloat16
     if native and hidden.dtype != torch.bfloat16:
-        raise ValueError(f"logits_dtype=torch.bfloat16 needs bfloat16 hidden and weight, got {hidden.dtype}")
+        raise ValueError(f"hidden must be bfloat16 with logits_dtype=torch.bfloat16, got {hidden.dtype}")
     if logits_dtype == torch.float32 and hidden.dtype == torch.float64:
-        raise ValueError("logits_dtype=torch.float32 would round float64 inputs; use None for float64")
+        raise ValueError("logits_dtype must be None for float64 hidden (torch.float32 would round it), "
+                         "got torch.float32")
     if shift:
         if target.dim() < 1:
-            raise ValueError("shift=True needs target with a sequence axis, got a 0-d target")
+            raise ValueError("target must have a sequence axis with shift=True, got a 0-d target")
         pad = torch.full_like(target[..., :1], ignore_index)
         target = torch.cat([target[..., 1:], pad], dim=-1)
     lead = target.shape
-    cfg = _CEConfig(float(label_smoothing), float(z_loss), cap, filter_eps, chunk_size, native)
+    cfg = _CEConfig(eps, zl, cap, filter_eps, chunk_size, native)
     h2 = hidden.reshape(-1, hidden.shape[-1])
     out, lse = _LinearCE.apply(h2, weight, bias, target.reshape(-1), cfg, ignore_index, reduction,
                                torch.is_grad_enabled())
@@ -827,13 +814,11 @@ def linear_token_stats(
     """
     _check_head(hidden, weight, bias)
     _check_target(target, hidden.shape[:-1], weight.shape[0], None)
-    if not float(temperature) > 0.0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    cap = _check_softcap(softcap)
-    _check_chunk(chunk_size)
+    temp = check_positive(temperature, "temperature")
+    cap = _check_options(softcap, chunk_size)
     lead = target.shape
     h2 = hidden.reshape(-1, hidden.shape[-1])
-    lp, ent, lse = _TokenStats.apply(h2, weight, bias, target.reshape(-1), cap, float(temperature),
+    lp, ent, lse = _TokenStats.apply(h2, weight, bias, target.reshape(-1), cap, temp,
                                      chunk_size)
     return {"logprob": lp.view(lead), "entropy": ent.view(lead), "lse": lse.view(lead)}
 
@@ -852,38 +837,61 @@ def _rowdot(a: Tensor, b: Tensor) -> Tensor:
     return torch.bmm(a[:, None, :], b[:, :, None]).view(a.shape[0])
 
 
+#: (measures function name, reversed) -> the fused kernel below; the names are measures.DIVERGENCES'
+_KERNELS = {
+    ("kl_div", False): "kl_div",  # KL(T || S)
+    ("kl_div", True): "reverse_kl_div",  # KL(S || T)
+    ("js_div", False): "js_div",
+    ("js_div", True): "js_div",  # with 1 - beta
+    ("skew_kl", False): "skew_kl",  # KL(T || beta T + (1-beta) S)
+    ("skew_kl", True): "reverse_skew_kl",  # KL(S || beta S + (1-beta) T)
+    ("tv_distance", False): "tv_distance",
+    ("tv_distance", True): "tv_distance",  # symmetric
+}
+
+
+def _to_mix_(r: Tensor, log_w: float, log_1mw: float) -> Tensor:
+    """In place, r = log b - log a  ->  log a - log m with m = w a + (1 - w) b, i.e.
+    -logaddexp(log w, log(1 - w) + r): from the difference, as ``measures`` forms it (no digits of a
+    large |log a| are lost to adding log w first, which biases float32 sums)."""
+    r.add_(log_1mw)
+    torch.logaddexp(r, r.new_full((), log_w), out=r)
+    return r.neg_()
+
+
 def _divergence_chunk(ls: Tensor, lt: Tensor, ps: Tensor, pt: Tensor, kind: str,
                       beta: float) -> tuple[Tensor, Tensor]:
     """Per-row divergence and its gradient w.r.t. the (temperature-scaled) student logits.
 
-    ``ls``/``lt`` are student/teacher log-probs, ``ps``/``pt`` probs; all four buffers may be
-    overwritten. For a loss D(p_S) the logit gradient is p_S (g - <p_S, g>) with g = dD/dp_S.
+    The fused (loss, gradient) forms of the ``entropykit.measures`` definitions (tests check them
+    against those). ``ls``/``lt`` are student/teacher log-probs, ``ps``/``pt`` probs; all four buffers
+    may be overwritten. For a loss D(p_S) the logit gradient is p_S (g - <p_S, g>), g = dD/dp_S.
     """
-    if kind == "forward_kl":  # KL(T || S)
-        loss = _rowdot(pt, lt) - _rowdot(pt, ls)
+    lb, l1b = _log(beta), (math.log1p(-beta) if beta < 1.0 else -math.inf)  # log beta, log(1 - beta)
+    if kind == "kl_div":  # KL(T || S)
+        loss = _rowdot(pt, lt.sub_(ls))
         return loss, ps.sub_(pt)
-    if kind == "reverse_kl":  # KL(S || T)
+    if kind == "reverse_kl_div":  # KL(S || T)
         diff = ls.sub_(lt)
         loss = _rowdot(ps, diff)
         return loss, diff.sub_(loss[:, None]).mul_(ps)
-    if kind == "jsd":  # beta KL(T||M) + (1-beta) KL(S||M), M = beta T + (1-beta) S
-        lm = torch.logaddexp(ls + _log(1.0 - beta), lt + _log(beta))
-        kl_t = _rowdot(pt, lt) - _rowdot(pt, lm)
-        diff = ls.sub_(lm)
-        kl_s = _rowdot(ps, diff)
-        loss = beta * kl_t + (1.0 - beta) * kl_s
-        return loss, diff.sub_(kl_s[:, None]).mul_(ps).mul_(1.0 - beta)
-    if kind == "skew_kl":  # KL(T || beta T + (1-beta) S); mixtures in log space (no 0/0)
-        lm = torch.logaddexp(lt + _log(beta), ls + _log(1.0 - beta))
-        loss = _rowdot(pt, lt) - _rowdot(pt, lm)
-        gsc = lt.sub_(lm).exp_().mul_(-(1.0 - beta))  # dD/dp_S = -(1-beta) p_T / M
-    elif kind == "skew_rkl":  # KL(S || (1-beta) T + beta S)
-        lm = torch.logaddexp(ls + _log(beta), lt + _log(1.0 - beta))
-        diff = ls.sub_(lm)
+    if kind == "js_div":  # beta KL(T||M) + (1-beta) KL(S||M), M = beta T + (1-beta) S
+        r = lt.sub_(ls)  # log T - log S
+        ds = _to_mix_(ls.copy_(r), l1b, lb)  # log S - log M
+        dt = _to_mix_(r.neg_(), lb, l1b)  # log T - log M
+        kl_s = _rowdot(ps, ds)
+        loss = beta * _rowdot(pt, dt) + (1.0 - beta) * kl_s
+        return loss, ds.sub_(kl_s[:, None]).mul_(ps).mul_(1.0 - beta)
+    if kind == "skew_kl":  # KL(T || beta T + (1-beta) S)
+        dt = _to_mix_(ls.sub_(lt), lb, l1b)  # log T - log M
+        loss = _rowdot(pt, dt)
+        gsc = dt.exp_().mul_(-(1.0 - beta))  # dD/dp_S = -(1-beta) p_T / M
+    elif kind == "reverse_skew_kl":  # KL(S || beta S + (1-beta) T)
+        diff = _to_mix_(lt.sub_(ls), lb, l1b)  # log S - log M
         loss = _rowdot(ps, diff)
         ratio = diff.exp().mul_(beta)
         gsc = diff.add_(1.0).sub_(ratio)  # dD/dp_S = log(S/M) + 1 - beta S/M
-    else:  # tvd: 1/2 sum |p_S - p_T|
+    else:  # tv_distance: 1/2 sum |p_S - p_T|
         diff = torch.sub(ps, pt)
         loss = 0.5 * diff.abs().sum(1)
         gsc = diff.sign_().mul_(0.5)
@@ -946,7 +954,7 @@ def linear_distill(
     teacher_hidden: Tensor,
     teacher_weight: Tensor,
     *,
-    divergence: str = "forward_kl",
+    divergence: str = "kl_div",
     beta: float = 0.5,
     temperature: float = 1.0,
     target: Tensor | None = None,
@@ -959,12 +967,21 @@ def linear_distill(
     With :math:`p_S = \mathrm{softmax}(h_S W_S^\top / T)`, :math:`p_T = \mathrm{softmax}(h_T W_T^\top/T)`
     (nats, no :math:`T^2` factor, as TRL's GKD trainer and DistiLLM):
 
-    - ``"forward_kl"``: KL(p_T || p_S);  ``"reverse_kl"``: KL(p_S || p_T);
-    - ``"jsd"``: generalised JSD (TRL ``generalized_jsd_loss``), M = beta p_T + (1-beta) p_S,
+    ``divergence`` is one of ``entropykit.measures.DISTILL_DIVERGENCES`` -- the names and definitions
+    of ``measures.DIVERGENCES`` applied as D(p_T, p_S), ``reverse_`` swapping the arguments -- as in
+    ``entropykit.losses.distill_loss`` (the earlier names in brackets are accepted aliases):
+
+    - ``"kl_div"`` (``"forward_kl"``): KL(p_T || p_S);
+    - ``"reverse_kl_div"`` (``"reverse_kl"``): KL(p_S || p_T);
+    - ``"js_div"`` (``"jsd"``): generalised JSD (TRL ``generalized_jsd_loss``), M = beta p_T + (1-beta) p_S,
       beta KL(p_T||M) + (1-beta) KL(p_S||M); beta=0 -> forward KL, beta=1 -> reverse KL;
     - ``"skew_kl"``: KL(p_T || beta p_T + (1-beta) p_S) (DistiLLM SKL, lambda = beta);
-    - ``"skew_rkl"``: KL(p_S || (1-beta) p_T + beta p_S) (DistiLLM SRKL, lambda = beta);
-    - ``"tvd"``: total variation 1/2 sum |p_S - p_T|.
+    - ``"reverse_skew_kl"`` (``"skew_rkl"``): KL(p_S || beta p_S + (1-beta) p_T) (DistiLLM SRKL);
+    - ``"tv_distance"`` (``"tvd"``): total variation 1/2 sum |p_S - p_T|.
+
+    NaN / inf follow the rule of ``entropykit.measures``: the logits come from the hidden states and
+    weights, so those must be finite (``ValueError`` naming the argument otherwise); every row of
+    finite logits is then a distribution.
 
     Gradients flow to ``student_hidden`` and ``student_weight`` only (the teacher is a constant).
     ``reduction="mean"`` averages over tokens whose ``target`` is not ``ignore_index`` (all tokens
@@ -981,28 +998,30 @@ def linear_distill(
     _check_head(student_hidden, student_weight, None, "student_hidden", "student_weight")
     _check_head(teacher_hidden, teacher_weight, None, "teacher_hidden", "teacher_weight")
     if teacher_weight.shape[0] != student_weight.shape[0]:
-        raise ValueError(f"teacher_weight has {teacher_weight.shape[0]} rows but student_weight has "
-                         f"{student_weight.shape[0]}: the vocabularies must match")
+        raise ValueError(f"teacher_weight must have student_weight's {student_weight.shape[0]} rows (one "
+                         f"vocabulary), got {teacher_weight.shape[0]}")
     if teacher_hidden.shape[:-1] != student_hidden.shape[:-1]:
-        raise ValueError(f"teacher_hidden leading shape {tuple(teacher_hidden.shape[:-1])} must match "
-                         f"student_hidden's {tuple(student_hidden.shape[:-1])}")
+        raise ValueError(f"teacher_hidden must have student_hidden's leading shape "
+                         f"{tuple(student_hidden.shape[:-1])}, got {tuple(teacher_hidden.shape[:-1])}")
     if teacher_hidden.dtype != student_hidden.dtype:
-        raise TypeError(f"teacher_hidden dtype {teacher_hidden.dtype} must match student_hidden dtype "
-                        f"{student_hidden.dtype}")
-    if divergence not in DIVERGENCES:
-        raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
-    if not 0.0 <= float(beta) <= 1.0:
-        raise ValueError(f"beta must be in [0, 1], got {beta!r}")
-    if divergence == "skew_kl" and beta == 0.0:
-        raise ValueError("beta must be > 0 for divergence='skew_kl' (beta=0 makes the mixture p_S alone)")
-    if not float(temperature) > 0.0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    if reduction not in ("mean", "sum"):
-        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-    _check_chunk(chunk_size)
-    kind = divergence
-    if kind == "jsd" and beta in (0.0, 1.0):  # TRL: the end points are the plain KLs
-        kind = "forward_kl" if beta == 0.0 else "reverse_kl"
+        raise TypeError(f"teacher_hidden must have student_hidden's dtype {student_hidden.dtype}, "
+                        f"got {teacher_hidden.dtype}")
+    div, rev = measures.resolve_divergence(divergence)
+    b = check_real(beta, "beta", 0.0, 1.0)
+    temp = check_positive(temperature, "temperature")
+    check_choice(reduction, ("mean", "sum"), "reduction")
+    _check_options(None, chunk_size)
+    # the divergence rule of entropykit.measures: NaN / inf logits raise. Logits of finite hidden
+    # states and weights are finite (so no row is all -inf either): check the inputs, not V-wide rows.
+    for x, name in ((student_hidden, "student_hidden"), (student_weight, "student_weight"),
+                    (teacher_hidden, "teacher_hidden"), (teacher_weight, "teacher_weight")):
+        check_finite(x.detach(), name)
+    kind = _KERNELS[div.fn.__name__, rev]
+    if kind == "js_div":
+        if rev:  # js_div(S, T, beta) = js_div(T, S, 1 - beta)
+            b = 1.0 - b
+        if b in (0.0, 1.0):  # TRL: the end points are the plain KLs
+            kind = "kl_div" if b == 0.0 else "reverse_kl_div"
     d_s, d_t = student_hidden.shape[-1], teacher_hidden.shape[-1]
     hs, ht = student_hidden.reshape(-1, d_s), teacher_hidden.reshape(-1, d_t)
     if target is not None:
@@ -1011,5 +1030,5 @@ def linear_distill(
         if not bool(keep.all()):
             hs, ht = hs[keep], ht[keep]
     return _LinearDistill.apply(hs, student_weight, ht.detach(), teacher_weight.detach(), kind,
-                                float(beta), float(temperature), chunk_size, reduction,
+                                b, temp, chunk_size, reduction,
                                 torch.is_grad_enabled())
