@@ -681,30 +681,41 @@ def linear_cross_entropy(
 
 
 # --------------------------------------------------------------------------------------------------
-# token statistics: log p(y), entropy, lse
+# token statistics: the fields of measures.token_stats, from the head
 # --------------------------------------------------------------------------------------------------
 
 
 def _stats_pass(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, softcap: float | None,
-                temperature: float, chunk_size: int | None, g_lp: Tensor | None = None,
-                g_ent: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Forward (no row grads): (logprob, entropy, lse). Backward: (dh, dW, db or None)."""
+                temperature: float, chunk_size: int | None,
+                grads: tuple[Tensor | None, ...] | None = None, var: Tensor | None = None,
+                ) -> tuple[Tensor | None, ...]:
+    """Forward (``grads`` None): (lse, entropy, varentropy, surprisal), the fields of
+    ``measures.TokenStats``. Backward, with ``grads`` = their upstream gradients (None: unused) and the
+    forward's ``var``: (dh, dW, db or None)."""
     n, d_model = h.shape
     v = w.shape[0]
     acc = w.dtype
-    backward = g_lp is not None or g_ent is not None
-    rows = _rows_per_chunk(n, v, d_model, chunk_size, 3 if softcap is not None else 2)
+    backward = grads is not None
+    g_lse, g_ent, g_var, g_sur = grads if grads is not None else (None,) * 4
+    rows = _rows_per_chunk(n, v, d_model, chunk_size, (3 if softcap is not None else 2) + (g_var is not None))
     buf = torch.empty(rows, v, dtype=acc, device=h.device)
     pbuf = torch.empty(rows, v, dtype=acc, device=h.device)
     tbuf = torch.empty(rows, v, dtype=acc, device=h.device) if softcap is not None else None
+    vbuf = torch.empty(rows, v, dtype=acc, device=h.device) if g_var is not None else None
+    zero = torch.zeros(n, dtype=acc, device=h.device)
     if backward:
         dh = torch.empty(n, d_model, dtype=acc, device=h.device)
         dw = torch.zeros(v, d_model, dtype=acc, device=h.device)
         db = torch.zeros(v, dtype=acc, device=h.device) if b is not None else None
+        # d/dz_j: lse -> p_j; H -> -p_j d_j; V -> p_j (d_j^2 + 2 d_j - V); s -> p_j - [j = y];
+        # with d_j = log p_j + H (as measures.token_stats' backward)
+        const = sum((g for g in (g_lse, g_sur) if g is not None), zero)
+        if g_var is not None:
+            assert var is not None
+            const = const - g_var * var
+        lin = (zero if g_ent is None else -g_ent) + (0.0 if g_var is None else 2.0 * g_var)
     else:
-        logprob = torch.empty(n, dtype=acc, device=h.device)
-        ent = torch.empty(n, dtype=acc, device=h.device)
-        lse = torch.empty(n, dtype=acc, device=h.device)
+        out = [torch.empty(n, dtype=acc, device=h.device) for _ in range(4)]
     for s in range(0, n, rows):
         e = min(n, s + rows)
         c = e - s
@@ -719,59 +730,57 @@ def _stats_pass(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, softcap: floa
         lse0 = -p.gather(1, am[:, None]).squeeze(1).log()  # lse - m, from p at the argmax (>= 1/V)
         h_c = lse0 - _rowdot(p, z)  # H = lse - sum p z
         if not backward:
-            logprob[s:e] = z.gather(1, yc[:, None]).squeeze(1) - lse0
-            ent[s:e] = h_c
-            lse[s:e] = lse0 + m
+            out[0][s:e] = lse0 + m
+            out[1][s:e] = h_c
+            out[3][s:e] = lse0 - z.gather(1, yc[:, None]).squeeze(1)
+            z.sub_((lse0 - h_c)[:, None]).square_()  # d^2, d = log p + H: centred, no cancellation
+            out[2][s:e] = _rowdot(p, z)
             continue
-        # d logp_y/dz = onehot - p ;  dH/dz = -p (log p + H)
-        ga = g_lp[s:e] if g_lp is not None else None
-        ge = g_ent[s:e] if g_ent is not None else None
-        if ge is not None:
-            z.sub_(lse0[:, None]).add_(h_c[:, None]).mul_(ge[:, None])  # (log p + H) g_H
-            if ga is not None:
-                z.add_(ga[:, None])
-            z.mul_(p).neg_()
+        d = z.sub_((lse0 - h_c)[:, None])
+        if g_var is not None:
+            assert vbuf is not None
+            dz = torch.mul(d, g_var[s:e, None], out=vbuf[:c]).add_(lin[s:e, None]).mul_(d)
         else:
-            assert ga is not None
-            torch.mul(p, -ga[:, None], out=z)
-        if ga is not None:
-            z.scatter_add_(1, yc[:, None], ga[:, None])
+            dz = d.mul_(lin[s:e, None])
+        dz.add_(const[s:e, None]).mul_(p)
+        if g_sur is not None:
+            dz.scatter_add_(1, yc[:, None], -g_sur[s:e, None])
         if temperature != 1.0:
-            z.div_(temperature)
+            dz.div_(temperature)
         if t is not None:
-            _softcap_chain(z, t)
-        _accumulate(z, hc, w, dh[s:e], dw, db, None, h.dtype)
+            _softcap_chain(dz, t)
+        _accumulate(dz, hc, w, dh[s:e], dw, db, None, h.dtype)
     if backward:
         return dh, dw, db
-    return logprob, ent, lse
+    return tuple(out)
 
 
 class _TokenStats(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, softcap: float | None,
-                temperature: float, chunk_size: int | None) -> tuple[Tensor, Tensor, Tensor]:
+                temperature: float, chunk_size: int | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         acc = _acc_dtype(h.dtype)
         wa = w.to(acc)
         ba = b.to(acc) if b is not None else None
-        logprob, ent, lse = _stats_pass(h, wa, ba, y, softcap, temperature, chunk_size)
-        assert lse is not None
+        lse, ent, var, sur = _stats_pass(h, wa, ba, y, softcap, temperature, chunk_size)
+        assert lse is not None and ent is not None and var is not None and sur is not None
         ctx.args = (softcap, temperature, chunk_size)
-        ctx.mark_non_differentiable(lse)
-        ctx.save_for_backward(h, w, b, y)
-        return logprob, ent, lse
+        ctx.save_for_backward(h, w, b, y, var)
+        ctx.set_materialize_grads(False)
+        return lse, ent, var, sur
 
     @staticmethod
-    def backward(ctx: Any, g_lp: Tensor | None, g_ent: Tensor | None,
-                 _g_lse: Tensor | None) -> tuple[Tensor | None, ...]:
-        h, w, b, y = ctx.saved_tensors
+    def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
+        h, w, b, y, var = ctx.saved_tensors
         acc = _acc_dtype(h.dtype)
+        gs = tuple(None if g is None else g.to(acc) for g in grads)
+        if all(g is None for g in gs):
+            return (None,) * 7
         wa = w.to(acc)
         ba = b.to(acc) if b is not None else None
         softcap, temperature, chunk_size = ctx.args
-        grads = _stats_pass(h, wa, ba, y, softcap, temperature, chunk_size,
-                            g_lp=None if g_lp is None else g_lp.to(acc),
-                            g_ent=None if g_ent is None else g_ent.to(acc))
-        dh, dw, db = grads
+        dh, dw, db = _stats_pass(h, wa, ba, y, softcap, temperature, chunk_size, gs, var)
+        assert dh is not None and dw is not None
         return (dh.to(h.dtype), dw.to(w.dtype), None if db is None else db.to(w.dtype),
                 None, None, None, None)
 
@@ -785,15 +794,19 @@ def linear_token_stats(
     temperature: float = 1.0,
     softcap: float | None = None,
     chunk_size: int | None = None,
-) -> dict[str, Tensor]:
-    r"""Per-token ``logprob`` = log p(y), ``entropy`` H(p) and ``lse`` of ``softcap(h W^T + b) / T``.
+) -> measures.TokenStats:
+    r"""Per-token ``lse``, ``entropy``, ``varentropy`` and ``surprisal`` of ``softcap(h W^T + b) / T``.
 
-    With :math:`z = \mathrm{softcap}(hW^\top + b)/T`, :math:`\ell = \mathrm{lse}(z)`,
-    :math:`p = e^{z-\ell}`: ``logprob = z_y - l`` and ``entropy = l - sum_j p_j z_j`` (nats). The
-    statistics verl's fused kernel returns for RL (policy loss from log-probs plus an entropy bonus).
-    ``logprob`` and ``entropy`` are differentiable with respect to ``hidden``, ``weight`` and ``bias``
-    (dlogp/dz = onehot(y) - p, dH/dz = -p (log p + H)); the backward recomputes the logits chunk by
-    chunk, so memory stays O(chunk x V). ``lse`` is not differentiable.
+    The fields of :func:`entropykit.measures.token_stats`, with the same names and meaning, computed
+    from the head without the N x V logits: with :math:`z = \mathrm{softcap}(hW^\top + b)/T`,
+    :math:`\ell = \mathrm{lse}(z)`, :math:`p = e^{z-\ell}`: ``lse`` = l (logit units),
+    ``entropy`` H = l - sum_j p_j z_j, ``varentropy`` sum_j p_j (log p_j + H)^2 and ``surprisal``
+    s = -log p_y = l - z_y (nats). ``-surprisal`` is the log-probability verl's fused kernel returns
+    for RL (policy loss from log-probs plus an entropy bonus). Every field is differentiable with
+    respect to ``hidden``, ``weight`` and ``bias`` (dl/dz = p, ds/dz = p - onehot(y),
+    dH/dz = -p (log p + H), dV/dz = p (d^2 + 2 d - V) with d = log p + H); the backward recomputes
+    the logits chunk by chunk, so memory stays O(chunk x V). ``target`` has no ``ignore_index`` here:
+    every position is scored.
 
     Args:
         hidden: (..., D); weight: (V, D); target: (...) indices in [0, V).
@@ -801,15 +814,14 @@ def linear_token_stats(
         softcap: logit soft-capping constant or None.
 
     Returns:
-        dict with float32 (float64 for float64 inputs) tensors ``logprob``, ``entropy``, ``lse``,
-        each shaped like ``target``.
+        ``measures.TokenStats`` of float32 (float64 for float64 inputs) tensors shaped like ``target``
+        (also readable as ``stats["entropy"]``).
 
     Example:
         >>> h, w = torch.randn(5, 3, dtype=torch.float64), torch.randn(7, 3, dtype=torch.float64)
         >>> y = torch.tensor([0, 6, 2, 2, 1])
-        >>> s = linear_token_stats(h, w, y)
-        >>> lp = torch.log_softmax(h @ w.T, -1)
-        >>> bool(torch.allclose(s["entropy"], -(lp.exp() * lp).sum(-1)))
+        >>> s, ref = linear_token_stats(h, w, y), measures.token_stats(h @ w.T, y)
+        >>> all(bool(torch.allclose(s[k], ref[k])) for k in ("lse", "entropy", "varentropy", "surprisal"))
         True
     """
     _check_head(hidden, weight, bias)
@@ -818,9 +830,9 @@ def linear_token_stats(
     cap = _check_options(softcap, chunk_size)
     lead = target.shape
     h2 = hidden.reshape(-1, hidden.shape[-1])
-    lp, ent, lse = _TokenStats.apply(h2, weight, bias, target.reshape(-1), cap, temp,
-                                     chunk_size)
-    return {"logprob": lp.view(lead), "entropy": ent.view(lead), "lse": lse.view(lead)}
+    lse, ent, var, sur = _TokenStats.apply(h2, weight, bias, target.reshape(-1), cap, temp, chunk_size)
+    return measures.TokenStats(lse=lse.view(lead), entropy=ent.view(lead), varentropy=var.view(lead),
+                               surprisal=sur.view(lead))
 
 
 # --------------------------------------------------------------------------------------------------
