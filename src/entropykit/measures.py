@@ -810,7 +810,9 @@ def js_div(
     ``beta = 0.5`` is the classic Jensen–Shannon divergence (Lin 1991), symmetric and <= ln 2.
     As in TRL, the end points are defined as the KL divergences they interpolate:
     ``beta = 0`` gives the forward KL(p || q) (= :func:`kl_div` ``(p_logits, q_logits)``) and
-    ``beta = 1`` the reverse KL(q || p). The mixture is formed in log space (logaddexp).
+    ``beta = 1`` the reverse KL(q || p). Each term log p - log m = -log(beta + (1 - beta) q / p) is
+    formed from the difference log q - log p (logaddexp), so float32 results are as accurate as
+    the float32 log-probabilities allow (no digits of log p are lost to adding log beta).
     Units: nats or ``log base`` units.
 
     >>> p, q = torch.tensor([5.0, 0.0]), torch.tensor([0.0, 5.0])
