@@ -286,8 +286,10 @@ def test_fixed_generator_reproducible() -> None:
         (lambda: d.top_k(torch.zeros(2, 3), 0), ValueError, r"k must be an int >= 1, got 0"),
         (lambda: d.min_p(torch.zeros(2, 3), 0.1, min_tokens_to_keep=0), ValueError,
          r"min_tokens_to_keep must be an int >= 1, got 0"),
-        (lambda: d.typical(torch.zeros(2, 3), 1.0), ValueError, r"mass must be a number in \(0.0, 1.0\), got 1.0"),
-        (lambda: d.top_h(torch.zeros(2, 3), 0.0), ValueError, r"alpha must be a number in \(0.0, 1.0\], got 0.0"),
+        (lambda: d.typical(torch.zeros(2, 3), 1.0), ValueError,
+         r"mass must be a number in \(0.0, 1.0\), got 1.0"),
+        (lambda: d.top_h(torch.zeros(2, 3), 0.0), ValueError,
+         r"alpha must be a number in \(0.0, 1.0\], got 0.0"),
         (lambda: d.epsilon_cutoff(torch.zeros(3), 0.1), ValueError,
          r"scores must have shape \(batch, vocab\), got shape \(3,\)"),
         (lambda: d.eta_cutoff(torch.zeros(2, 3, dtype=torch.long), 0.1), TypeError,
@@ -301,5 +303,5 @@ def test_fixed_generator_reproducible() -> None:
 def test_bad_input(call, exc, match: str) -> None:
     with pytest.raises(exc, match=match):
         call()
-    with pytest.raises(TypeError, match="scores must be a torch.Tensor, got list"):
+    with pytest.raises(TypeError, match=r"scores must be a torch\.Tensor, got list"):
         P.top_k([[1.0]], 1)  # type: ignore[arg-type]

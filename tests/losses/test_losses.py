@@ -534,7 +534,7 @@ def test_validation():
         L.logit_clip(z, 0.0)
     with pytest.raises(ValueError, match="vmax"):
         L.hl_gauss_target(torch.zeros(2), 1.0, 0.0, 4)
-    with pytest.raises(ValueError, match="divergence must be one of .*'kl_div'.*got 'kl'"):
+    with pytest.raises(ValueError, match=r"divergence must be one of .*'kl_div'.*got 'kl'"):
         L.distill_loss(z, z, divergence="kl")
     with pytest.raises(ValueError, match=r"student_logits and teacher_logits must have the same shape, "
                                          r"got \(13, 7\) and \(13, 3\)"):
