@@ -10,6 +10,10 @@ Conventions shared by every function here:
   makes KL(p || q) (and chi^2, skew/alpha divergences of order > 1) ``+inf``, as it should.
   A row whose logits are all ``-inf`` has no distribution: ``ValueError``. NaN or ``+inf``
   logits raise ``ValueError`` too (they are detected per chunk, without an extra full-size buffer).
+  This is *the* rule of every divergence in entropykit, also in ``losses.distill_loss`` (which
+  computes through :data:`DIVERGENCES`) and ``ops.linear_distill`` (whose logits come from finite
+  hidden states and weights, checked up front: NaN / inf there raises ``ValueError``). Positions
+  left out by ``ignore_index`` are never looked at, so a fully masked row there is no error.
 * **Units.** Natural logarithms (nats) by default; ``base=2`` gives bits (the value in nats divided
   by ln 2; varentropy, a variance, by (ln 2)^2).
 * **Precision.** float16 / bfloat16 / float32 inputs are computed in float32, float64 inputs in
@@ -26,7 +30,13 @@ Conventions shared by every function here:
   their chunks with :mod:`torch.utils.checkpoint`.
 * **Reductions.** ``reduction="none" | "mean" | "sum"``: per-distribution measures default to
   ``"none"``, :func:`cross_entropy` to ``"mean"`` like :func:`torch.nn.functional.cross_entropy`;
-  ``"mean"`` averages over unmasked / non-ignored positions only (see :func:`reduce`).
+  ``"mean"`` averages over unmasked / non-ignored positions only; **the mean of nothing is 0**
+  (zero gradient, graph kept), in ``measures`` and ``losses`` alike: :func:`reduce` is
+  ``entropykit._validate.reduce``, re-exported here.
+* **Divergences.** One set of names, :data:`DIVERGENCES` (``kl_div``, ``js_div``, ``skew_kl``,
+  ``tv_distance``, ``hellinger``, ``chi2_div``, ``alpha_div``), used by ``losses`` and ``ops``;
+  distillation adds the ``reverse_`` prefix and accepts the earlier names as aliases
+  (:data:`DIVERGENCE_ALIASES`, :func:`resolve_divergence`).
 * **Validation.** Bad input raises ``TypeError`` / ``ValueError`` naming the argument and the
   value received.
 """
@@ -43,11 +53,27 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx
 from torch.utils.checkpoint import checkpoint
 
-from entropykit._validate import check_class_index
+from entropykit._validate import (
+    check_class_index,
+    check_int,
+    check_logits,
+    check_mask,
+    check_positive,
+    check_real,
+    check_reduction,
+    check_same_shape,
+    check_tensor,
+    reduce,
+)
 
 __all__ = [
+    "DISTILL_DIVERGENCES",
+    "DIVERGENCES",
+    "DIVERGENCE_ALIASES",
+    "Divergence",
     "TokenStats",
     "alpha_div",
+    "check_distributions",
     "chi2_div",
     "cross_entropy",
     "entropy",
@@ -57,6 +83,7 @@ __all__ = [
     "normalized_entropy",
     "reduce",
     "renyi_entropy",
+    "resolve_divergence",
     "rolling_mean",
     "skew_kl",
     "surprisal",
@@ -78,7 +105,6 @@ CPU_CHUNK_BYTES = 1 * 2**20
 # float64 alike (any entry with p > 0 has z - max >= -745), and 0 * _FLOOR = 0 instead of
 # 0 * -inf = nan. Squares stay finite (1e8).
 _FLOOR = -1.0e4
-_REDUCTIONS = ("none", "mean", "sum")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -86,92 +112,25 @@ _REDUCTIONS = ("none", "mean", "sum")
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_logits(x: Any, name: str) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor of logits, got dtype {x.dtype}")
-    if x.dim() == 0 or x.shape[-1] == 0:
-        raise ValueError(
-            f"{name} must have a non-empty last (vocabulary) axis, got shape {tuple(x.shape)}"
-        )
-    return x
-
-
 def _check_pair(p: Any, q: Any, p_name: str = "p_logits", q_name: str = "q_logits") -> None:
-    _check_logits(p, p_name)
-    _check_logits(q, q_name)
-    if p.shape != q.shape:
-        raise ValueError(
-            f"{p_name} and {q_name} must have the same shape, got {tuple(p.shape)} and {tuple(q.shape)}"
-        )
-    if p.device != q.device:
-        raise ValueError(f"{p_name} and {q_name} must be on the same device, got {p.device} and {q.device}")
-
-
-def _check_reduction(reduction: Any) -> str:
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of 'none', 'mean', 'sum', got {reduction!r}")
-    return str(reduction)
-
-
-def _real(x: Any, name: str) -> float:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        if isinstance(x, Tensor) and x.numel() == 1 and not x.dtype.is_complex:
-            x = x.item()
-        else:
-            raise TypeError(f"{name} must be a real number, got {type(x).__name__} {x!r}")
-    x = float(x)
-    if math.isnan(x):
-        raise ValueError(f"{name} must not be NaN, got {x!r}")
-    return x
+    check_logits(p, p_name)
+    check_logits(q, q_name)
+    check_same_shape(p, q, p_name, q_name)
 
 
 def _log_base(base: Any) -> float:
     """ln(base) (1.0 for nats); validates ``base``."""
     if base is None:
         return 1.0
-    b = _real(base, "base")
+    b = check_real(base, "base")
     if not (b > 0 and b != 1 and math.isfinite(b)):
         raise ValueError(f"base must be a positive finite number other than 1 (None: nats), got {base!r}")
     return math.log(b)
 
 
-def _unit_interval(x: Any, name: str) -> float:
-    v = _real(x, name)
-    if not 0.0 <= v <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {x!r}")
-    return v
-
-
-def _positive(x: Any, name: str, *, allow_inf: bool = False) -> float:
-    v = _real(x, name)
-    if not v > 0 or (math.isinf(v) and not allow_inf):
-        what = "a positive number (or inf)" if allow_inf else "a positive finite number"
-        raise ValueError(f"{name} must be {what}, got {x!r}")
-    return v
-
-
-def _check_index_target(target: Any, logits: Tensor, ignore_index: int, name: str = "target") -> Tensor:
-    return check_class_index(target, tuple(logits.shape[:-1]), logits.shape[-1], ignore_index, name=name,
+def _index_target(target: Any, logits: Tensor, ignore_index: int) -> Tensor:
+    return check_class_index(target, tuple(logits.shape[:-1]), logits.shape[-1], ignore_index,
                              device=logits.device)
-
-
-def _check_mask(mask: Any, x: Tensor) -> Tensor:
-    """A bool mask broadcastable to ``x``, returned expanded to x's shape."""
-    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-        got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
-        raise TypeError(f"mask must be a bool tensor, got {got}")
-    try:
-        ok = torch.broadcast_shapes(mask.shape, x.shape) == x.shape
-    except RuntimeError:
-        ok = False
-    if not ok or mask.device != x.device:
-        raise ValueError(
-            f"mask of shape {tuple(mask.shape)} on {mask.device} does not broadcast to "
-            f"shape {tuple(x.shape)} on {x.device}"
-        )
-    return mask.expand(x.shape)
 
 
 def _check_rows(m: Tensor, name: str, offset: int) -> None:
@@ -179,15 +138,30 @@ def _check_rows(m: Tensor, name: str, offset: int) -> None:
     if bool(torch.isfinite(m).all()):
         return
     flat = m.reshape(-1)
-    if bool(torch.isnan(flat).any()):
-        raise ValueError(f"{name} contains NaN (row {offset + int(torch.isnan(flat).nonzero()[0])})")
-    if bool((flat == math.inf).any()):
-        raise ValueError(f"{name} contains +inf (row {offset + int((flat == math.inf).nonzero()[0])})")
-    row = offset + int((flat == -math.inf).nonzero()[0])
-    raise ValueError(
-        f"{name} has a row whose logits are all -inf (row {row} of the flattened leading axes): "
-        "it defines no distribution"
-    )
+    what = "have no NaN or +inf and a finite entry in every row (an all -inf row defines no distribution)"
+    for bad, got in ((torch.isnan(flat), "NaN"), (flat == math.inf, "+inf"), (flat == -math.inf, "all -inf")):
+        if bool(bad.any()):
+            row = offset + int(bad.nonzero()[0])
+            raise ValueError(f"{name} must {what}, got {got} in row {row} of the flattened leading axes")
+
+
+def check_distributions(logits: Any, name: str = "logits", mask: Tensor | None = None) -> Tensor:
+    """``logits`` if it is a floating-point tensor whose rows (last axis) are distributions: no NaN,
+    no ``+inf``, at least one finite entry (``-inf`` entries are masked classes). Rows where the bool
+    ``mask`` (the leading shape) is False are not looked at. ValueError names ``name`` and the row.
+
+    The rule of every measure here, for callers that must name their own arguments (distillation).
+
+    >>> check_distributions(torch.tensor([[0.0, -math.inf]])).shape
+    torch.Size([1, 2])
+    """
+    check_logits(logits, name)
+    with torch.no_grad():
+        m = logits.amax(-1)
+        if mask is not None:
+            m = torch.where(mask, m, torch.zeros((), dtype=m.dtype, device=m.device))
+    _check_rows(m, name, 0)
+    return logits
 
 
 # ----------------------------------------------------------------------------------------------
@@ -299,10 +273,23 @@ def _pow_minus(lp: Tensor, t: float) -> Tensor:
     return _p_expm1(fp, lp0, lp0 * t)
 
 
-def _log_mix(la: Tensor, lb: Tensor, w: float) -> Tensor:
-    """log(w a + (1 - w) b) for 0 < w < 1 with safe gradients where a = b = 0."""
-    any_ = _finite(la) | _finite(lb)
-    return torch.logaddexp(_where0(any_, la) + math.log(w), _where0(any_, lb) + math.log1p(-w))
+def _p_log_to_mix(la: Tensor, lb: Tensor, log_w: float, log_1mw: float) -> Tensor:
+    """sum_j a_j (log a_j - log m_j) per row, m = w a + (1 - w) b, 0 < w < 1; 0 where a = 0.
+
+    ``log_w`` = log w and ``log_1mw`` = log(1 - w), both given by the caller (for w = 1 - b, 1 - w
+    is b exactly, which a float subtraction would lose for a tiny b).
+
+    log a - log m = -log(w + (1 - w) b / a) = -logaddexp(log w, log(1 - w) + (log b - log a)) is
+    formed from the difference log b - log a: adding log w to log a first (the plain log-space
+    mixture) rounds away digits of a large |log a| and biases float32 sums (~2e-6 relative at
+    V = 3200); this form is as accurate as float32 allows. Finite everywhere a > 0 (<= -log w).
+    """
+    fa, fb = _finite(la), _finite(lb)
+    both = fa & fb
+    r = _where0(both, lb) - _where0(both, la)  # finite where both are, so gradients stay finite
+    r = torch.where(fa & ~fb, _const(-math.inf, la), r)
+    d = -torch.logaddexp(_const(log_w, r), r + log_1mw)
+    return _where0(fa, torch.exp(_where0(fa, la)) * d).sum(-1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -518,47 +505,15 @@ def token_stats(
     >>> round(float(st["lse"]), 4)
     2.4076
     """
-    _check_logits(logits, "logits")
+    check_logits(logits)
     scale = _log_base(base)
     valid = y = None
     if target is not None:
-        t = _check_index_target(target, logits, ignore_index)
+        t = _index_target(target, logits, ignore_index)
         valid, y = _ignored(t, ignore_index)
     lse, ent, var, sur, _ = _fused(logits, y, need_var=True)
     surprisal_ = None if valid is None else _where0(valid, sur) / scale
     return TokenStats(lse=lse, entropy=ent / scale, varentropy=var / scale**2, surprisal=surprisal_)
-
-
-# ----------------------------------------------------------------------------------------------
-# reductions
-# ----------------------------------------------------------------------------------------------
-
-
-def reduce(x: Tensor, reduction: str = "mean", mask: Tensor | None = None) -> Tensor:
-    """Reduce per-position values: ``"none"``, ``"sum"`` or ``"mean"`` over unmasked positions.
-
-    ``mask`` (bool, broadcastable to ``x``) marks the positions that count; masked-out positions
-    become 0 with ``"none"`` and are left out of ``"sum"`` and ``"mean"``. The mean of zero
-    positions is NaN (0/0), as in :func:`torch.nn.functional.cross_entropy` when every target is
-    ignored. This is the one reduction every measure in :mod:`entropykit.measures` uses.
-
-    >>> x = torch.tensor([1.0, 2.0, 6.0])
-    >>> reduce(x, "mean"), reduce(x, "mean", torch.tensor([True, True, False]))
-    (tensor(3.), tensor(1.5000))
-    """
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    _check_reduction(reduction)
-    if mask is not None:
-        mask = _check_mask(mask, x)
-        x = _where0(mask, x)
-    if reduction == "none":
-        return x
-    total = x.sum()
-    if reduction == "sum":
-        return total
-    count = x.numel() if mask is None else int(mask.sum())
-    return total / count if count else total * math.nan
 
 
 # ----------------------------------------------------------------------------------------------
@@ -578,9 +533,9 @@ def entropy(logits: Tensor, *, base: float | None = None, reduction: str = "none
     >>> entropy(torch.tensor([[0.0, -math.inf], [0.0, 0.0]]))
     tensor([0.0000, 0.6931])
     """
-    _check_logits(logits, "logits")
+    check_logits(logits)
     scale = _log_base(base)
-    _check_reduction(reduction)
+    check_reduction(reduction)
     _, ent, _, _, _ = _fused(logits, None)
     return reduce(ent / scale, reduction)
 
@@ -598,9 +553,9 @@ def varentropy(logits: Tensor, *, base: float | None = None, reduction: str = "n
     >>> float(varentropy(torch.zeros(5)))
     0.0
     """
-    _check_logits(logits, "logits")
+    check_logits(logits)
     scale = _log_base(base)
-    _check_reduction(reduction)
+    check_reduction(reduction)
     _, _, var, _, _ = _fused(logits, None, need_var=True)
     return reduce(var / scale**2, reduction)
 
@@ -620,8 +575,8 @@ def normalized_entropy(logits: Tensor, *, reduction: str = "none") -> Tensor:
     >>> normalized_entropy(torch.tensor([[0.0, 0.0, -math.inf], [5.0, 0.0, 0.0]]))
     tensor([1.0000, 0.0727])
     """
-    _check_logits(logits, "logits")
-    _check_reduction(reduction)
+    check_logits(logits)
+    check_reduction(reduction)
     ent = entropy(logits)
     k = _finite_count(logits)
     denom = torch.log(k.clamp(min=2).to(ent.dtype))
@@ -643,10 +598,10 @@ def renyi_entropy(
     >>> [round(float(renyi_entropy(z, a)), 4) for a in (0.5, 1, 2, math.inf)]
     [0.9529, 0.8324, 0.6723, 0.4076]
     """
-    _check_logits(logits, "logits")
-    a = _positive(alpha, "alpha", allow_inf=True)
+    check_logits(logits)
+    a = check_positive(alpha, "alpha", allow_inf=True)
     scale = _log_base(base)
-    _check_reduction(reduction)
+    check_reduction(reduction)
     if a == 1.0:
         return entropy(logits, base=base, reduction=reduction)
 
@@ -676,9 +631,9 @@ def tsallis_entropy(logits: Tensor, q: float, *, reduction: str = "none") -> Ten
     >>> [round(float(tsallis_entropy(z, q)), 4) for q in (0.5, 1, 2)]
     [1.2207, 0.8324, 0.4895]
     """
-    _check_logits(logits, "logits")
-    qq = _positive(q, "q")
-    _check_reduction(reduction)
+    check_logits(logits)
+    qq = check_positive(q, "q")
+    check_reduction(reduction)
     if qq == 1.0:
         return entropy(logits, reduction=reduction)
 
@@ -713,10 +668,10 @@ def surprisal(
     >>> surprisal(torch.tensor([[0.0, 0.0], [2.0, 0.0]]), torch.tensor([0, 1]), base=2)
     tensor([1.0000, 3.0685])
     """
-    _check_logits(logits, "logits")
+    check_logits(logits)
     scale = _log_base(base)
-    _check_reduction(reduction)
-    t = _check_index_target(target, logits, ignore_index)
+    check_reduction(reduction)
+    t = _index_target(target, logits, ignore_index)
     valid, y = _ignored(t, ignore_index)
     _, _, _, sur, _ = _fused(logits, y)
     return reduce(_where0(valid, sur) / scale, reduction, valid)
@@ -731,8 +686,8 @@ def token_rank(logits: Tensor, target: Tensor, *, ignore_index: int = -100) -> T
     >>> token_rank(torch.tensor([[0.1, 0.5, 0.2], [3.0, 1.0, 2.0]]), torch.tensor([0, 0]))
     tensor([3, 1])
     """
-    _check_logits(logits, "logits")
-    t = _check_index_target(target, logits, ignore_index)
+    check_logits(logits)
+    t = _index_target(target, logits, ignore_index)
     valid, y = _ignored(t, ignore_index)
 
     def kernel(off: int, z: Tensor, yc: Tensor) -> Tensor:
@@ -761,7 +716,8 @@ def cross_entropy(
     loss = (1 - eps) (lse - z_y) + eps (lse - mean_j z_j). Smoothing puts mass on masked (``-inf``)
     entries, so it makes the loss ``+inf`` there, like torch. ``ignore_index`` (indices only)
     positions give 0 and are left out of ``"mean"``, which averages over the remaining positions
-    (NaN if none remain). H(q, p) = H(q) + KL(q || p). Units: nats or ``log base`` units.
+    (0 if none remain: the mean of nothing, see :func:`reduce`). H(q, p) = H(q) + KL(q || p).
+    Units: nats or ``log base`` units.
     Index targets use the fused chunked kernel (memory-bounded forward and backward).
 
     >>> z = torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
@@ -770,25 +726,18 @@ def cross_entropy(
     >>> cross_entropy(z, torch.tensor([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]]), reduction="none")
     tensor([0.9076, 1.0986])
     """
-    _check_logits(logits, "logits")
-    eps = _unit_interval(label_smoothing, "label_smoothing")
-    _check_reduction(reduction)
+    check_logits(logits)
+    eps = check_real(label_smoothing, "label_smoothing", 0.0, 1.0)
+    check_reduction(reduction)
     scale = _log_base(base)
-    if not isinstance(target, Tensor):
-        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    check_tensor(target, "target")
     if not target.is_floating_point():
-        t = _check_index_target(target, logits, ignore_index)
+        t = _index_target(target, logits, ignore_index)
         valid, y = _ignored(t, ignore_index)
         _, _, _, sur, smooth = _fused(logits, y, need_smooth=eps > 0)
         loss = sur if eps == 0 else (1 - eps) * sur + eps * smooth
         return reduce(_where0(valid, loss) / scale, reduction, valid)
-    if target.shape != logits.shape:
-        raise ValueError(
-            f"a probability target must have the logits' shape {tuple(logits.shape)}, "
-            f"got {tuple(target.shape)}"
-        )
-    if target.device != logits.device:
-        raise ValueError(f"target must be on the logits' device {logits.device}, got {target.device}")
+    check_same_shape(target, logits, "a probability target", "logits")
     v = logits.shape[-1]
 
     def kernel(off: int, z: Tensor, q: Tensor) -> Tensor:
@@ -838,7 +787,7 @@ def kl_div(
     """
     _check_pair(p_logits, q_logits)
     scale = _log_base(base)
-    _check_reduction(reduction)
+    check_reduction(reduction)
     return reduce(_pair_measure(_plog_ratio, p_logits, q_logits) / scale, reduction)
 
 
@@ -861,7 +810,9 @@ def js_div(
     ``beta = 0.5`` is the classic Jensen–Shannon divergence (Lin 1991), symmetric and <= ln 2.
     As in TRL, the end points are defined as the KL divergences they interpolate:
     ``beta = 0`` gives the forward KL(p || q) (= :func:`kl_div` ``(p_logits, q_logits)``) and
-    ``beta = 1`` the reverse KL(q || p). The mixture is formed in log space (logaddexp).
+    ``beta = 1`` the reverse KL(q || p). Each term log p - log m = -log(beta + (1 - beta) q / p) is
+    formed from the difference log q - log p (logaddexp), so float32 results are as accurate as
+    the float32 log-probabilities allow (no digits of log p are lost to adding log beta).
     Units: nats or ``log base`` units.
 
     >>> p, q = torch.tensor([5.0, 0.0]), torch.tensor([0.0, 5.0])
@@ -869,17 +820,17 @@ def js_div(
     (0.653, 4.9331)
     """
     _check_pair(p_logits, q_logits)
-    b = _unit_interval(beta, "beta")
+    b = check_real(beta, "beta", 0.0, 1.0)
     scale = _log_base(base)
-    _check_reduction(reduction)
+    check_reduction(reduction)
     if b == 0.0:
         return kl_div(p_logits, q_logits, base=base, reduction=reduction)
     if b == 1.0:
         return kl_div(q_logits, p_logits, base=base, reduction=reduction)
 
     def kernel(lp: Tensor, lq: Tensor) -> Tensor:
-        lm = _log_mix(lp, lq, b)
-        return b * _plog_ratio(lp, lm) + (1 - b) * _plog_ratio(lq, lm)
+        lb, l1b = math.log(b), math.log1p(-b)
+        return b * _p_log_to_mix(lp, lq, lb, l1b) + (1 - b) * _p_log_to_mix(lq, lp, l1b, lb)
 
     return reduce(_pair_measure(kernel, p_logits, q_logits, buffers=12) / scale, reduction)
 
@@ -899,16 +850,16 @@ def skew_kl(
     (2.1959, 4.9331)
     """
     _check_pair(p_logits, q_logits)
-    lm_w = _unit_interval(lam, "lam")
+    lm_w = check_real(lam, "lam", 0.0, 1.0)
     scale = _log_base(base)
-    _check_reduction(reduction)
+    check_reduction(reduction)
     if lm_w == 0.0:
         return kl_div(p_logits, q_logits, base=base, reduction=reduction)
 
     def kernel(lp: Tensor, lq: Tensor) -> Tensor:
         if lm_w == 1.0:
             return _plog_ratio(lp, lp)
-        return _plog_ratio(lp, _log_mix(lp, lq, lm_w))
+        return _p_log_to_mix(lp, lq, math.log(lm_w), math.log1p(-lm_w))
 
     return reduce(_pair_measure(kernel, p_logits, q_logits, buffers=10) / scale, reduction)
 
@@ -923,7 +874,7 @@ def tv_distance(p_logits: Tensor, q_logits: Tensor, *, reduction: str = "none") 
     0.5
     """
     _check_pair(p_logits, q_logits)
-    _check_reduction(reduction)
+    check_reduction(reduction)
 
     def kernel(lp: Tensor, lq: Tensor) -> Tensor:
         return 0.5 * (torch.exp(lp) - torch.exp(lq)).abs().sum(-1)
@@ -945,7 +896,7 @@ def hellinger(
     (1.0, 0.0)
     """
     _check_pair(p_logits, q_logits)
-    _check_reduction(reduction)
+    check_reduction(reduction)
 
     def kernel(lp: Tensor, lq: Tensor) -> Tensor:
         h2 = 0.5 * (torch.exp(0.5 * lp) - torch.exp(0.5 * lq)).square().sum(-1)
@@ -965,7 +916,7 @@ def chi2_div(p_logits: Tensor, q_logits: Tensor, *, reduction: str = "none") -> 
     0.2136
     """
     _check_pair(p_logits, q_logits)
-    _check_reduction(reduction)
+    check_reduction(reduction)
 
     def kernel(lp: Tensor, lq: Tensor) -> Tensor:
         fp, fq = _finite(lp), _finite(lq)
@@ -998,8 +949,8 @@ def alpha_div(p_logits: Tensor, q_logits: Tensor, alpha: float, *, reduction: st
     [0.281, 0.2662, 0.2658]
     """
     _check_pair(p_logits, q_logits)
-    a = _positive(alpha, "alpha")
-    _check_reduction(reduction)
+    a = check_positive(alpha, "alpha")
+    check_reduction(reduction)
     if a == 1.0:
         return kl_div(p_logits, q_logits, reduction=reduction)
 
@@ -1011,6 +962,66 @@ def alpha_div(p_logits: Tensor, q_logits: Tensor, alpha: float, *, reduction: st
         return -terms.sum(-1) / (a * (1 - a))
 
     return reduce(_pair_measure(kernel, p_logits, q_logits, buffers=12), reduction)
+
+
+# ----------------------------------------------------------------------------------------------
+# the divergence registry: one set of names for measures, losses.distill_loss and ops.linear_distill
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """A registered divergence D(p, q) between ``softmax(p_logits)`` and ``softmax(q_logits)``."""
+
+    fn: Callable[..., Tensor]  # fn(p_logits, q_logits, [param=value,] reduction=...)
+    param: str | None  # keyword of its shape parameter (``beta``, ``lam``, ``alpha``), if any
+    reference: str
+
+
+#: name -> :class:`Divergence`: the one set of divergence names of entropykit.
+DIVERGENCES: dict[str, Divergence] = {
+    "kl_div": Divergence(kl_div, None, "Kullback & Leibler 1951"),
+    "js_div": Divergence(js_div, "beta", "Lin 1991; generalised as in TRL GKD, Agarwal et al. 2024"),
+    "skew_kl": Divergence(skew_kl, "lam", "DistiLLM, Ko et al. 2024"),
+    "tv_distance": Divergence(tv_distance, None, "total variation"),
+    "hellinger": Divergence(hellinger, None, "Hellinger 1909"),
+    "chi2_div": Divergence(chi2_div, None, "Pearson 1900"),
+    "alpha_div": Divergence(alpha_div, "alpha", "Amari 1985"),
+}
+
+#: The divergences of distillation (``losses.distill_loss``, ``ops.linear_distill``), computed as
+#: D(teacher, student); the ``reverse_`` prefix swaps the arguments: D(student, teacher).
+DISTILL_DIVERGENCES = ("kl_div", "reverse_kl_div", "js_div", "skew_kl", "reverse_skew_kl", "tv_distance")
+
+#: Earlier distillation names (TRL / DistiLLM vocabulary), still accepted; users' configs use them.
+DIVERGENCE_ALIASES = {
+    "forward_kl": "kl_div",
+    "reverse_kl": "reverse_kl_div",
+    "jsd": "js_div",
+    "skew_rkl": "reverse_skew_kl",
+    "tvd": "tv_distance",
+}
+
+
+def resolve_divergence(
+    name: Any, supported: tuple[str, ...] = DISTILL_DIVERGENCES, argname: str = "divergence"
+) -> tuple[Divergence, bool]:
+    """(registry entry, reversed) of a divergence name among ``supported`` (aliases accepted).
+
+    ``reversed`` is True for a ``reverse_`` name: the caller computes D(q, p) instead of D(p, q).
+
+    >>> d, rev = resolve_divergence("skew_rkl")
+    >>> d.fn is skew_kl, d.param, rev
+    (True, 'lam', True)
+    """
+    canonical = DIVERGENCE_ALIASES.get(name, name) if isinstance(name, str) else name
+    if canonical not in supported:
+        raise ValueError(
+            f"{argname} must be one of {', '.join(map(repr, supported))} (or an alias: "
+            f"{', '.join(map(repr, DIVERGENCE_ALIASES))}), got {name!r}"
+        )
+    rev = canonical.startswith("reverse_")
+    return DIVERGENCES[canonical.removeprefix("reverse_")], rev
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1033,19 +1044,13 @@ def rolling_mean(x: Tensor, window: int, *, mask: Tensor | None = None) -> Tenso
     >>> rolling_mean(torch.tensor([1.0, 9.0, 3.0]), 2, mask=torch.tensor([True, False, True]))
     tensor([1., 1., 3.])
     """
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    check_tensor(x, "x", min_dim=1)
     if x.dtype.is_complex:
         raise TypeError(f"x must be a real tensor, got dtype {x.dtype}")
-    if x.dim() == 0:
-        raise ValueError("x must have at least one dimension (the sequence axis), got a scalar")
-    if isinstance(window, bool) or not isinstance(window, int):
-        raise TypeError(f"window must be an int, got {type(window).__name__} {window!r}")
-    if window < 1:
-        raise ValueError(f"window must be >= 1, got {window}")
+    check_int(window, "window", 1)
     xf = x.to(_compute_dtype(x.dtype))
     if mask is not None:
-        mask = _check_mask(mask, x)
+        mask = check_mask(mask, x)
         xf = _where0(mask, xf)
     if x.shape[-1] == 0:
         return xf.clone()

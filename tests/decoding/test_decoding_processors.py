@@ -280,22 +280,28 @@ def test_fixed_generator_reproducible() -> None:
 
 
 @pytest.mark.parametrize(
-    "call,match",
+    "call,exc,match",
     [
-        (lambda: d.top_p(torch.zeros(2, 3), 1.5), "p"),
-        (lambda: d.top_k(torch.zeros(2, 3), 0), "k"),
-        (lambda: d.min_p(torch.zeros(2, 3), 0.1, min_tokens_to_keep=0), "min_tokens_to_keep"),
-        (lambda: d.typical(torch.zeros(2, 3), 1.0), "mass"),
-        (lambda: d.top_h(torch.zeros(2, 3), 0.0), "alpha"),
-        (lambda: d.epsilon_cutoff(torch.zeros(3), 0.1), "scores"),
-        (lambda: d.eta_cutoff(torch.zeros(2, 3, dtype=torch.long), 0.1), "scores"),
-        (lambda: d.Temperature(0.0), "t"),
-        (lambda: d.TopNSigma(-1.0), "n"),
-        (lambda: d.XTC(0.1, 2.0), "probability"),
+        (lambda: d.top_p(torch.zeros(2, 3), 1.5), ValueError, r"p must be a number in \[0.0, 1.0\], got 1.5"),
+        (lambda: d.top_k(torch.zeros(2, 3), 0), ValueError, r"k must be an int >= 1, got 0"),
+        (lambda: d.min_p(torch.zeros(2, 3), 0.1, min_tokens_to_keep=0), ValueError,
+         r"min_tokens_to_keep must be an int >= 1, got 0"),
+        (lambda: d.typical(torch.zeros(2, 3), 1.0), ValueError,
+         r"mass must be a number in \(0.0, 1.0\), got 1.0"),
+        (lambda: d.top_h(torch.zeros(2, 3), 0.0), ValueError,
+         r"alpha must be a number in \(0.0, 1.0\], got 0.0"),
+        (lambda: d.epsilon_cutoff(torch.zeros(3), 0.1), ValueError,
+         r"scores must have shape \(batch, vocab\), got shape \(3,\)"),
+        (lambda: d.eta_cutoff(torch.zeros(2, 3, dtype=torch.long), 0.1), TypeError,
+         r"scores must be a floating-point tensor, got dtype torch.int64"),
+        (lambda: d.Temperature(0.0), ValueError, r"t must be a positive finite number, got 0.0"),
+        (lambda: d.TopNSigma(-1.0), ValueError, r"n must be a non-negative finite number, got -1.0"),
+        (lambda: d.XTC(0.1, 2.0), ValueError, r"probability must be a number in \[0.0, 1.0\], got 2.0"),
+        (lambda: d.top_p(torch.zeros(2, 3), "0.5"), TypeError, r"p must be a real number, got str"),
     ],
 )
-def test_bad_input(call, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
+def test_bad_input(call, exc, match: str) -> None:
+    with pytest.raises(exc, match=match):
         call()
-    with pytest.raises(TypeError, match="scores"):
+    with pytest.raises(TypeError, match=r"scores must be a torch\.Tensor, got list"):
         P.top_k([[1.0]], 1)  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from entropykit import losses as L
+from entropykit import measures as M
 from entropykit.ops import linear_distill
 from references import trl_generalized_jsd_loss
 
@@ -64,6 +65,18 @@ def test_cross_entropy_matches_torch(reduction, ls, weighted):
             num += (1 - ls) * ww[t] * -lp[t] + ls / 7 * sum(-ww[j] * lp[j] for j in range(7))
             den += ww[t]
         assert got.item() == pytest.approx(num / den, rel=1e-12)
+
+
+def test_cross_entropy_negative_weight_sum_mean_is_torchs():
+    # issue 12, item 5a: the weighted mean divides by the total weight whatever its sign, as torch does
+    z = torch.tensor([[1.0, 2.0, 0.5], [0.3, 0.1, 2.0]])
+    y = torch.tensor([0, 2])
+    w = torch.tensor([-1.0, 0.5, 0.2])
+    ref = F.cross_entropy(z, y, weight=w)
+    assert ref.item() == pytest.approx(1.7587, abs=1e-4)
+    torch.testing.assert_close(L.cross_entropy(z, y, weight=w), ref)
+    torch.testing.assert_close(L.cross_entropy(z, y, weight=w, label_smoothing=0.2),
+                               F.cross_entropy(z, y, weight=w, label_smoothing=0.2))
 
 
 def test_cross_entropy_all_ignored_is_zero_and_grad_finite():
@@ -290,7 +303,12 @@ def distillm_skewed_reverse_kl(logits, teacher_logits, mask, lam=0.1):
     return -torch.sum(x * mask.view(-1), dim=0) / torch.sum(mask.view(-1), dim=0)
 
 
+#: canonical name -> the earlier name the hand formulas below use (the aliases, inverted)
+HAND = {v: k for k, v in M.DIVERGENCE_ALIASES.items()}
+
+
 def hand_div(s_row, t_row, kind, beta):
+    kind = HAND.get(kind, kind)
     ps, pt = softmax_np(s_row), softmax_np(t_row)
     kl = lambda a, b: float((a * (np.log(a) - np.log(b))).sum())  # noqa: E731
     if kind == "forward_kl":
@@ -366,10 +384,59 @@ def test_distill_properties(seed, beta, kind):
     d = L.distill_loss(zs, zt, divergence=kind, beta=beta, reduction="none")
     assert (d >= -1e-12).all()
     assert L.distill_loss(zs, zs, divergence=kind, beta=beta).abs().item() < 1e-12
-    if kind == "jsd":
+    if kind == "js_div":
         assert (d <= math.log(2) + 1e-12).all()
-    if kind == "tvd":
+    if kind == "tv_distance":
         assert (d <= 1 + 1e-12).all()
+
+
+def test_distill_names_are_the_measures_registry_and_aliases_agree():
+    assert L.DIVERGENCES == M.DISTILL_DIVERGENCES
+    assert set(M.DIVERGENCE_ALIASES.values()) <= set(L.DIVERGENCES)
+    zs, y = data(n=8, c=6, seed=21)
+    zt, _ = data(n=8, c=6, seed=22)
+    for old, new in M.DIVERGENCE_ALIASES.items():
+        a = L.distill_loss(zs, zt, divergence=old, beta=0.3, target=y)
+        b = L.distill_loss(zs, zt, divergence=new, beta=0.3, target=y)
+        assert torch.equal(a, b), old
+    # each canonical name is the measures function itself (teacher first; reverse_ swaps)
+    ls, lt = zs / 1.5, zt / 1.5
+    valid = y != IGN
+    for name in L.DIVERGENCES:
+        div, rev = M.resolve_divergence(name)
+        p, q = (ls, lt) if rev else (lt, ls)
+        kw = {div.param: 0.3} if div.param else {}
+        ref = div.fn(p[valid], q[valid], reduction="mean", **kw)
+        got = L.distill_loss(zs, zt, divergence=name, beta=0.3, temperature=1.5, target=y)
+        torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", L.DIVERGENCES)
+def test_distill_nan_inf_and_masked_rows_follow_the_measures_rule(kind):
+    zs, y = data(n=4, c=5, seed=23, ignore=False)
+    zt, _ = data(n=4, c=5, seed=24)
+    bad = zs.clone()
+    bad[1, 2] = math.nan
+    with pytest.raises(ValueError, match=r"student_logits must .*NaN.*row 1"):
+        L.distill_loss(bad, zt, divergence=kind)
+    bad = zt.clone()
+    bad[2, 0] = math.inf
+    with pytest.raises(ValueError, match=r"teacher_logits must .*\+inf.*row 2"):
+        L.distill_loss(zs, bad, divergence=kind)
+    bad[2] = -math.inf  # a fully masked row defines no distribution
+    with pytest.raises(ValueError, match=r"teacher_logits must .*all -inf.*row 2"):
+        L.distill_loss(zs, bad, divergence=kind)
+    # ... unless its position is ignored: then it is never looked at
+    y[2] = IGN
+    keep = torch.tensor([True, True, False, True])
+    got = L.distill_loss(zs, bad, divergence=kind, beta=0.4, target=y)
+    torch.testing.assert_close(got, L.distill_loss(zs[keep], zt[keep], divergence=kind, beta=0.4))
+    # masked (-inf) teacher entries are classes with p_T = 0 (0 log 0 = 0): every divergence stays
+    # finite except KL(p_S || p_T), which is +inf where the student keeps mass the teacher masks
+    zm = zt.clone()
+    zm[:, 0] = -math.inf
+    got = L.distill_loss(zs, zm, divergence=kind, beta=0.4)
+    assert (got.item() == math.inf) if kind == "reverse_kl_div" else bool(torch.isfinite(got))
 
 
 @settings(max_examples=25, deadline=None)
@@ -467,9 +534,10 @@ def test_validation():
         L.logit_clip(z, 0.0)
     with pytest.raises(ValueError, match="vmax"):
         L.hl_gauss_target(torch.zeros(2), 1.0, 0.0, 4)
-    with pytest.raises(ValueError, match="divergence"):
+    with pytest.raises(ValueError, match=r"divergence must be one of .*'kl_div'.*got 'kl'"):
         L.distill_loss(z, z, divergence="kl")
-    with pytest.raises(ValueError, match="same shape"):
+    with pytest.raises(ValueError, match=r"student_logits and teacher_logits must have the same shape, "
+                                         r"got \(13, 7\) and \(13, 3\)"):
         L.distill_loss(z, z[:, :3])
     with pytest.raises(TypeError, match="logits"):
         L.squentropy(y, y)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from entropykit import measures as M
 from entropykit.ops import linear_cross_entropy, linear_distill, linear_token_stats
 from references import trl_generalized_jsd_loss
 
@@ -221,8 +222,12 @@ def naive_stats(h, w, y, b=None, temperature=1.0, cap=None):
         z = cap * torch.tanh(z / cap)
     z = z / temperature
     lp = torch.log_softmax(z, -1)
-    return {"logprob": lp.gather(-1, y[..., None]).squeeze(-1), "entropy": -(lp.exp() * lp).sum(-1),
-            "lse": torch.logsumexp(z, -1)}
+    ent = -(lp.exp() * lp).sum(-1)
+    return {"surprisal": -lp.gather(-1, y[..., None]).squeeze(-1), "entropy": ent,
+            "varentropy": (lp.exp() * (lp + ent[..., None]) ** 2).sum(-1), "lse": torch.logsumexp(z, -1)}
+
+
+STATS = ("lse", "entropy", "varentropy", "surprisal")  # the fields of measures.TokenStats
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -231,12 +236,11 @@ def test_token_stats_three_way(dtype, opts):
     opts = dict(opts)
     h, w, b, y = make((2, 33), 19, 517, dtype, bias=opts.pop("bias", False), ignore_frac=0.0, seed=5)
     g = torch.Generator().manual_seed(1)
-    u_lp, u_h = torch.randn(y.shape, generator=g, dtype=torch.float64), torch.randn(y.shape, generator=g,
-                                                                                     dtype=torch.float64)
+    u = {k: torch.randn(y.shape, generator=g, dtype=torch.float64) for k in STATS}
     temperature, cap = opts.get("temperature", 1.0), opts.get("cap")
 
     def pack(stats):
-        return (stats["logprob"].double() * u_lp + stats["entropy"].double() * u_h)
+        return sum(stats[k].double() * u[k] for k in STATS)
 
     def ours(h_, w_, b_):
         return pack(linear_token_stats(h_, w_, y, bias=b_, temperature=temperature, softcap=cap,
@@ -252,7 +256,7 @@ def test_token_stats_three_way(dtype, opts):
     assert_three_way(got, ref, gt, 1e-5 if dtype == torch.float32 else 4e-3)
     s = linear_token_stats(h, w, y, bias=b, temperature=temperature, softcap=cap)
     n = naive_stats(h.double(), w.double(), y, b.double() if b is not None else None, temperature, cap)
-    for k in ("logprob", "entropy", "lse"):
+    for k in STATS:
         err = (s[k].double() - n[k]).abs().max().item()
         assert err <= (2e-5 if dtype == torch.float32 else 2e-2) * max(1.0, n[k].abs().max().item()), k
 
@@ -263,11 +267,11 @@ def test_token_stats_gradcheck_and_single_output():
 
     def f(h_, w_, b_):
         s = linear_token_stats(h_, w_, y, bias=b_, temperature=1.3, softcap=2.5, chunk_size=4)
-        return s["logprob"], s["entropy"]
+        return s.lse, s.entropy, s.varentropy, s.surprisal
 
     assert torch.autograd.gradcheck(f, inputs)
-    # only the entropy used (entropy bonus alone) or only the logprob used: one-sided backward paths
-    for key in ("entropy", "logprob"):
+    # one field used alone (e.g. the entropy bonus alone): one-sided backward paths
+    for key in STATS:
         ours = run(lambda h_, w_, b_, k=key: linear_token_stats(h_, w_, y, bias=b_)[k], h, w, b,
                    torch.ones(y.shape, dtype=torch.float64))
         ref = run(lambda h_, w_, b_, k=key: naive_stats(h_, w_, y, b_)[k], h, w, b,
@@ -399,10 +403,14 @@ def test_token_stats_properties(n, v, d, seed, temperature):
     h, w, _, y = make((n,), d, v, torch.float64, seed=seed, ignore_frac=0.0, scale=3.0)
     s = linear_token_stats(h, w, y, bias=None, temperature=temperature, chunk_size=5)
     assert (s["entropy"] >= -1e-12).all() and (s["entropy"] <= math.log(v) + 1e-12).all()
-    assert (s["logprob"] <= 1e-12).all()
-    # cross-entropy of the target = -logprob (temperature 1 path through the CE op)
+    assert (s.surprisal >= -1e-12).all() and (s.varentropy >= 0).all()
+    # cross-entropy of the target = surprisal (temperature 1 path through the CE op)
     ce = linear_cross_entropy(h / temperature, w, y, reduction="none")
-    torch.testing.assert_close(ce, -s["logprob"])
+    torch.testing.assert_close(ce, s.surprisal)
+    # the one definition: the same fields, names and values as measures.token_stats
+    ref = M.token_stats(F.linear(h, w) / temperature, y)
+    for k in STATS:
+        torch.testing.assert_close(s[k], ref[k], rtol=1e-10, atol=1e-10)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -555,3 +563,73 @@ def test_bf16_logits_sub_blocks(opts):
     torch.testing.assert_close(got[0], want[0], rtol=2e-6, atol=2e-5)
     for o, t in zip(got[1:], want[1:]):
         assert (o - t).abs().max().item() <= 1e-2 * t.abs().max().item()
+
+
+# --------------------------------------------------------------------------------------------------
+# issue 12: one rule each (names, NaN/inf, float32 accuracy, shift)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_shift_must_be_a_bool():
+    h, w, _, y = make((2, 5), 3, 7, torch.float64, seed=3)
+    for bad in (2, 1, 0.0, "yes", None):
+        with pytest.raises(TypeError, match=rf"shift must be a bool, got {type(bad).__name__} {bad!r}"):
+            linear_cross_entropy(h, w, y, shift=bad)  # type: ignore[arg-type]
+    # shift=True is still the causal-LM shift (position t scored against target t + 1)
+    ref = naive_ce(h[:, :-1], w, y[:, 1:])
+    torch.testing.assert_close(linear_cross_entropy(h, w, y, shift=True), ref)
+
+
+@pytest.mark.parametrize("name", M.DISTILL_DIVERGENCES)
+@pytest.mark.parametrize("beta", [0.1, 0.7])
+def test_distill_names_and_definitions_are_the_measures_registry(name, beta):
+    hs, ws, _, y = make((2, 9), 5, 31, torch.float64, seed=11)
+    ht, wt, _, _ = make((2, 9), 4, 31, torch.float64, seed=12)
+    temperature = 1.3
+    div, rev = M.resolve_divergence(name)
+    zs, zt = (hs @ ws.T) / temperature, (ht @ wt.T) / temperature
+    p, q = (zs, zt) if rev else (zt, zs)
+    keep = y != IGN
+    kw = {div.param: beta} if div.param else {}
+    ref = div.fn(p[keep], q[keep], reduction="mean", **kw)
+    got = linear_distill(hs, ws, ht, wt, divergence=name, beta=beta, temperature=temperature, target=y,
+                         chunk_size=5)
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
+    for old, new in M.DIVERGENCE_ALIASES.items():  # the earlier names are aliases
+        if new == name:
+            again = linear_distill(hs, ws, ht, wt, divergence=old, beta=beta, temperature=temperature,
+                                   target=y, chunk_size=5)
+            assert torch.equal(again, got)
+
+
+def test_distill_nan_inf_rule():
+    hs, ws, _, _ = make((6,), 4, 11, torch.float32, seed=13)
+    for arg in range(4):
+        xs = [hs.clone(), ws.clone(), hs.clone(), ws.clone()]
+        xs[arg].view(-1)[3] = (math.nan, math.inf, -math.inf, math.nan)[arg]
+        name = ("student_hidden", "student_weight", "teacher_hidden", "teacher_weight")[arg]
+        with pytest.raises(ValueError, match=rf"{name} must be finite, got (nan|inf|-inf) at flat index 3"):
+            linear_distill(*xs, divergence="js_div")
+    with pytest.raises(ValueError, match=r"divergence must be one of .*'js_div'.*got 'jsd2'"):
+        linear_distill(hs, ws, hs, ws, divergence="jsd2")
+    with pytest.raises(ValueError, match=r"beta must be a number in \[0.0, 1.0\], got 1.5"):
+        linear_distill(hs, ws, hs, ws, divergence="js_div", beta=1.5)
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.9])
+def test_float32_generalised_jsd_as_close_as_a_plain_formula(beta):
+    # issue 12, item 5b: the float32 generalised JSD must be at least as close to float64 as a plain
+    # float32 formula -- the log-space mixture (log p + log beta) was ~2e-6 relative off at V = 3200
+    g = torch.Generator().manual_seed(0)
+    hs, ws = torch.randn(128, 16, generator=g), torch.randn(3200, 16, generator=g) / 4  # logits ~ N(0, 1)
+    ht, wt = torch.randn(128, 16, generator=g), torch.randn(3200, 16, generator=g) / 4
+
+    def plain(zs, zt):  # the mixture in probability space
+        ls, lt = torch.log_softmax(zs, -1), torch.log_softmax(zt, -1)
+        lm = torch.log(beta * lt.exp() + (1 - beta) * ls.exp())
+        return (beta * (lt.exp() * (lt - lm)).sum(-1) + (1 - beta) * (ls.exp() * (ls - lm)).sum(-1)).mean()
+
+    exact = plain(hs.double() @ ws.double().T, ht.double() @ wt.double().T).item()
+    ref_err = abs(plain(hs @ ws.T, ht @ wt.T).item() - exact)  # ~2.7e-7 relative (the old kernel: 2e-6)
+    ours = linear_distill(hs, ws, ht, wt, divergence="js_div", beta=beta).item()
+    assert abs(ours - exact) <= ref_err

@@ -66,11 +66,11 @@ class Sampler(Protocol):
 
 
 def check_sampler_scores(scores: Tensor) -> None:
-    """The samplers' argument check: ``scores`` must be a float tensor (batch, vocab)."""
-    if not isinstance(scores, Tensor) or scores.dim() != 2 or not scores.is_floating_point():
-        raise ValueError(
-            f"scores: expected a float tensor (batch, vocab), got {getattr(scores, 'shape', scores)!r}"
-        )
+    """The samplers' argument check: ``scores`` must be a float tensor (batch, vocab); the one check
+    of the processors (:func:`entropykit.decoding.processors.check_scores`)."""
+    from entropykit.decoding.processors import check_scores  # the module is imported above already
+
+    check_scores(scores)
 
 
 def sample_from_logits(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -309,19 +309,18 @@ def _stop_ids(stop: Any) -> list[int]:
 
 
 def step_statistics(logits: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Entropy (bits), varentropy (bits²) and surprisal of ``tokens`` (bits) of raw logits (B, V).
+    """(entropy, varentropy, surprisal) of ``tokens`` under raw logits (B, V), in bits (bits²).
 
-    The definitions of ``entropykit.measures`` (tests compare against it), from one log-softmax
-    because this runs at every generation step.
+    The fields of the one definition, :func:`entropykit.measures.token_stats` ``(..., base=2)``,
+    returned as a tuple in that order; :class:`StepStats` keeps them as ``entropy_bits``,
+    ``varentropy_bits2`` and ``surprisal_bits`` (the house's unit-in-the-name rule). Only
+    ``StepStats`` has ``kept`` and ``temperature`` (they describe the sampler, not the distribution).
     """
-    lp = torch.log_softmax(logits.float(), dim=-1)
-    p = lp.exp()
-    plp = torch.where(p > 0, p * lp, 0.0)
-    h = -plp.sum(-1, keepdim=True)
-    d = torch.where(p > 0, lp + h, 0.0)
-    v = (p * d * d).sum(-1)
-    s = -lp.gather(-1, tokens[:, None]).squeeze(-1)
-    return h.squeeze(-1) / LN2, v / (LN2 * LN2), s / LN2
+    from entropykit import measures  # local: this function is the module's only use of it
+
+    st = measures.token_stats(logits.float(), tokens, base=2)
+    assert st.surprisal is not None
+    return st.entropy, st.varentropy, st.surprisal
 
 
 def generate(

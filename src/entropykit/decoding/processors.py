@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from entropykit._validate import check_int, check_logits, check_positive, check_real
+
 __all__ = [
     "XTC",
     "Chain",
@@ -69,51 +71,23 @@ _TYPICAL_RANGE = 32.0  # nats of |surprisal - entropy| spanned by the histogram
 _FAR = 1e30
 
 
-# --- validation helpers --------------------------------------------------------------------------
-def _check_scores(scores: Tensor) -> None:
-    if not isinstance(scores, Tensor):
-        raise TypeError(f"scores: expected a torch.Tensor, got {type(scores).__name__}")
-    if scores.dim() != 2 or not scores.is_floating_point() or scores.shape[1] < 1:
-        raise ValueError(
-            f"scores: expected a float tensor of shape (batch, vocab), "
-            f"got {tuple(scores.shape)} {scores.dtype}"
-        )
+# --- validation (the dialect of entropykit._validate) -----------------------------------------------
+def check_scores(scores: Tensor) -> Tensor:
+    """``scores`` if it is a floating-point tensor of shape (batch, vocab >= 1): the argument check of
+    every processor and sampler here; TypeError / ValueError naming ``scores`` otherwise.
+
+    >>> check_scores(torch.zeros(2, 5)).shape
+    torch.Size([2, 5])
+    """
+    check_logits(scores, "scores")
+    if scores.dim() != 2:
+        raise ValueError(f"scores must have shape (batch, vocab), got shape {tuple(scores.shape)}")
+    return scores
 
 
 def _work(scores: Tensor) -> Tensor:
     """float32/float64 view used for decisions (half precision is upcast)."""
     return scores if scores.dtype in (torch.float32, torch.float64) else scores.float()
-
-
-def _check_min_keep(min_tokens_to_keep: int) -> int:
-    if (
-        isinstance(min_tokens_to_keep, bool)
-        or not isinstance(min_tokens_to_keep, int)
-        or min_tokens_to_keep < 1
-    ):
-        raise ValueError(f"min_tokens_to_keep: expected an integer >= 1, got {min_tokens_to_keep!r}")
-    return min_tokens_to_keep
-
-
-def _check_open01(name: str, value: float, *, low_closed: bool = False, high_closed: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise ValueError(f"{name}: expected a number, got {value!r}")
-    ok_low = value >= 0 if low_closed else value > 0
-    ok_high = value <= 1 if high_closed else value < 1
-    if not (ok_low and ok_high):
-        lo, hi = "[" if low_closed else "(", "]" if high_closed else ")"
-        raise ValueError(f"{name}: expected a value in {lo}0, 1{hi}, got {value!r}")
-    return float(value)
-
-
-def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name}: expected a finite number, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(
-            f"{name}: expected a {'non-negative' if allow_zero else 'positive'} number, got {value!r}"
-        )
-    return float(value)
 
 
 def _drop_below(value: Tensor, bound: Tensor | float, scores: Tensor) -> Tensor:
@@ -191,8 +165,8 @@ def temperature(scores: Tensor, t: float) -> Tensor:
     >>> temperature(torch.tensor([[2.0, 0.0]]), 2.0)
     tensor([[1., 0.]])
     """
-    _check_scores(scores)
-    _check_positive("t", t)
+    check_scores(scores)
+    check_positive(t, "t")
     return scores / t
 
 
@@ -205,10 +179,9 @@ def top_k(scores: Tensor, k: int, *, min_tokens_to_keep: int = 1) -> Tensor:
     >>> top_k(torch.tensor([[3.0, 1.0, 2.0]]), 2)
     tensor([[3., -inf, 2.]])
     """
-    _check_scores(scores)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k: expected an integer >= 1, got {k!r}")
-    k = min(max(k, _check_min_keep(min_tokens_to_keep)), scores.shape[-1])
+    check_scores(scores)
+    check_int(k, "k", 1)
+    k = min(max(k, check_int(min_tokens_to_keep, "min_tokens_to_keep", 1)), scores.shape[-1])
     x = _work(scores)
     kth = _top_values(x, k)[:, -1:]
     return _drop_below(x, kth, scores)
@@ -224,9 +197,9 @@ def top_p(scores: Tensor, p: float, *, min_tokens_to_keep: int = 1) -> Tensor:
     >>> top_p(torch.log(torch.tensor([[0.5, 0.3, 0.2]])), 0.7).isfinite()
     tensor([[ True,  True, False]])
     """
-    _check_scores(scores)
-    p = _check_open01("p", p, low_closed=True, high_closed=True)
-    keep_min = _check_min_keep(min_tokens_to_keep)
+    check_scores(scores)
+    p = check_real(p, "p", 0.0, 1.0)
+    keep_min = check_int(min_tokens_to_keep, "min_tokens_to_keep", 1)
     x = _work(scores)
     v = x.shape[-1]
     sorted_logits = _sorted_values(x)  # same values as transformers' torch.sort, so same arithmetic
@@ -254,9 +227,9 @@ def min_p(scores: Tensor, min_p: float, *, min_tokens_to_keep: int = 1) -> Tenso
     >>> min_p(torch.log(torch.tensor([[0.6, 0.3, 0.1]])), 0.4).isfinite()
     tensor([[ True,  True, False]])
     """
-    _check_scores(scores)
-    min_p = _check_open01("min_p", min_p, low_closed=True, high_closed=True)
-    keep_min = _check_min_keep(min_tokens_to_keep)
+    check_scores(scores)
+    min_p = check_real(min_p, "min_p", 0.0, 1.0)
+    keep_min = check_int(min_tokens_to_keep, "min_tokens_to_keep", 1)
     x = _work(scores)
     probs = torch.softmax(x, dim=-1)
     bound = min_p * probs.amax(dim=-1, keepdim=True)
@@ -274,9 +247,9 @@ def epsilon_cutoff(scores: Tensor, epsilon: float, *, min_tokens_to_keep: int = 
     >>> epsilon_cutoff(torch.log(torch.tensor([[0.7, 0.2999, 0.0001]])), 3e-4).isfinite()
     tensor([[ True,  True, False]])
     """
-    _check_scores(scores)
-    epsilon = _check_open01("epsilon", epsilon)
-    return _cutoff(scores, _work(scores), epsilon, _check_min_keep(min_tokens_to_keep))
+    check_scores(scores)
+    epsilon = check_real(epsilon, "epsilon", 0.0, 1.0, lo_open=True, hi_open=True)
+    return _cutoff(scores, _work(scores), epsilon, check_int(min_tokens_to_keep, "min_tokens_to_keep", 1))
 
 
 def eta_cutoff(scores: Tensor, epsilon: float, *, min_tokens_to_keep: int = 1) -> Tensor:
@@ -287,9 +260,9 @@ def eta_cutoff(scores: Tensor, epsilon: float, *, min_tokens_to_keep: int = 1) -
     >>> eta_cutoff(torch.log(torch.tensor([[0.7, 0.2999, 0.0001]])), 3e-4).isfinite()
     tensor([[ True,  True, False]])
     """
-    _check_scores(scores)
-    epsilon = _check_open01("epsilon", epsilon)
-    keep_min = _check_min_keep(min_tokens_to_keep)
+    check_scores(scores)
+    epsilon = check_real(epsilon, "epsilon", 0.0, 1.0, lo_open=True, hi_open=True)
+    keep_min = check_int(min_tokens_to_keep, "min_tokens_to_keep", 1)
     x = _work(scores)
     # Entropy exactly as torch.distributions.Categorical computes it (what transformers uses).
     ln = x - x.logsumexp(dim=-1, keepdim=True)
@@ -330,9 +303,9 @@ def typical(scores: Tensor, mass: float, *, min_tokens_to_keep: int = 1) -> Tens
     >>> typical(torch.log(torch.tensor([[0.4, 0.35, 0.2, 0.05]])), 0.5).isfinite()
     tensor([[ True,  True, False, False]])
     """
-    _check_scores(scores)
-    mass = _check_open01("mass", mass)
-    keep_min = _check_min_keep(min_tokens_to_keep)
+    check_scores(scores)
+    mass = check_real(mass, "mass", 0.0, 1.0, lo_open=True, hi_open=True)
+    keep_min = check_int(min_tokens_to_keep, "min_tokens_to_keep", 1)
     x = _work(scores)
     logp = torch.log_softmax(x, dim=-1)
     p = logp.exp()
@@ -387,11 +360,10 @@ def top_h(scores: Tensor, alpha: float, *, top_n: int = 100, min_tokens_to_keep:
     >>> top_h(torch.log(torch.tensor([[0.5, 0.3, 0.2]])), 0.5).isfinite()
     tensor([[ True, False, False]])
     """
-    _check_scores(scores)
-    alpha = _check_open01("alpha", alpha, high_closed=True)
-    if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
-        raise ValueError(f"top_n: expected an integer >= 1, got {top_n!r}")
-    keep_min = _check_min_keep(min_tokens_to_keep)
+    check_scores(scores)
+    alpha = check_real(alpha, "alpha", 0.0, 1.0, lo_open=True)
+    check_int(top_n, "top_n", 1)
+    keep_min = check_int(min_tokens_to_keep, "min_tokens_to_keep", 1)
     x = _work(scores)
     n = min(top_n, x.shape[-1])
     top_logits = _top_values(x, n)
@@ -430,8 +402,8 @@ def top_n_sigma(scores: Tensor, n: float) -> Tensor:
     >>> top_n_sigma(torch.tensor([[4.0, 3.0, 0.0, -1.0]]), 0.5).isfinite()
     tensor([[ True,  True, False, False]])
     """
-    _check_scores(scores)
-    n = _check_positive("n", n, allow_zero=True)
+    check_scores(scores)
+    n = check_positive(n, "n", allow_zero=True)
     x = _work(scores)
     finite = torch.isfinite(x)
     cnt = finite.sum(-1, keepdim=True).clamp(min=1)
@@ -461,10 +433,10 @@ def xtc(
     >>> xtc(torch.log(torch.tensor([[0.5, 0.3, 0.2]])), 0.25, 1.0, generator=g).isfinite()
     tensor([[False,  True,  True]])
     """
-    _check_scores(scores)
-    threshold = _check_open01("threshold", threshold, high_closed=True)
-    probability = _check_open01("probability", probability, low_closed=True, high_closed=True)
-    keep_min = _check_min_keep(min_tokens_to_keep)
+    check_scores(scores)
+    threshold = check_real(threshold, "threshold", 0.0, 1.0, lo_open=True)
+    probability = check_real(probability, "probability", 0.0, 1.0)
+    keep_min = check_int(min_tokens_to_keep, "min_tokens_to_keep", 1)
     x = _work(scores)
     draw = torch.rand(x.shape[0], generator=generator, device=x.device)
     probs = torch.softmax(x, dim=-1)
@@ -490,10 +462,10 @@ def dynamic_temperature(
     >>> t
     tensor([1.5000])
     """
-    _check_scores(scores)
-    temperature = _check_positive("temperature", temperature, allow_zero=True)
-    delta = _check_positive("delta", delta, allow_zero=True)
-    exponent = _check_positive("exponent", exponent)
+    check_scores(scores)
+    temperature = check_positive(temperature, "temperature", allow_zero=True)
+    delta = check_positive(delta, "delta", allow_zero=True)
+    exponent = check_positive(exponent, "exponent")
     x = _work(scores)
     b = x.shape[0]
     if delta == 0:
@@ -523,7 +495,7 @@ class Processor(ABC):
     last_temperature: Tensor | None = None
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
-        _check_scores(scores)
+        check_scores(scores)
         return self.apply(scores)
 
     @abstractmethod
@@ -541,7 +513,7 @@ class Temperature(Processor):
     """``scores / t`` (see :func:`temperature`)."""
 
     def __init__(self, t: float) -> None:
-        self.t = _check_positive("t", t)
+        self.t = check_positive(t, "t")
         self._rows = 0
 
     @property
@@ -568,8 +540,8 @@ class TopP(Processor):
     """Nucleus sampling (see :func:`top_p`)."""
 
     def __init__(self, p: float, min_tokens_to_keep: int = 1) -> None:
-        self.p = _check_open01("p", p, low_closed=True, high_closed=True)
-        self.min_tokens_to_keep = _check_min_keep(min_tokens_to_keep)
+        self.p = check_real(p, "p", 0.0, 1.0)
+        self.min_tokens_to_keep = check_int(min_tokens_to_keep, "min_tokens_to_keep", 1)
 
     def apply(self, scores: Tensor) -> Tensor:
         return top_p(scores, self.p, min_tokens_to_keep=self.min_tokens_to_keep)
@@ -579,8 +551,8 @@ class MinP(Processor):
     """Min-p truncation (see :func:`min_p`)."""
 
     def __init__(self, min_p: float, min_tokens_to_keep: int = 1) -> None:
-        self.min_p = _check_open01("min_p", min_p, low_closed=True, high_closed=True)
-        self.min_tokens_to_keep = _check_min_keep(min_tokens_to_keep)
+        self.min_p = check_real(min_p, "min_p", 0.0, 1.0)
+        self.min_tokens_to_keep = check_int(min_tokens_to_keep, "min_tokens_to_keep", 1)
 
     def apply(self, scores: Tensor) -> Tensor:
         return min_p(scores, self.min_p, min_tokens_to_keep=self.min_tokens_to_keep)
@@ -590,8 +562,8 @@ class Epsilon(Processor):
     """Epsilon truncation (see :func:`epsilon_cutoff`)."""
 
     def __init__(self, epsilon: float, min_tokens_to_keep: int = 1) -> None:
-        self.epsilon = _check_open01("epsilon", epsilon)
-        self.min_tokens_to_keep = _check_min_keep(min_tokens_to_keep)
+        self.epsilon = check_real(epsilon, "epsilon", 0.0, 1.0, lo_open=True, hi_open=True)
+        self.min_tokens_to_keep = check_int(min_tokens_to_keep, "min_tokens_to_keep", 1)
 
     def apply(self, scores: Tensor) -> Tensor:
         return epsilon_cutoff(scores, self.epsilon, min_tokens_to_keep=self.min_tokens_to_keep)
@@ -601,8 +573,8 @@ class Eta(Processor):
     """Eta truncation (see :func:`eta_cutoff`)."""
 
     def __init__(self, epsilon: float, min_tokens_to_keep: int = 1) -> None:
-        self.epsilon = _check_open01("epsilon", epsilon)
-        self.min_tokens_to_keep = _check_min_keep(min_tokens_to_keep)
+        self.epsilon = check_real(epsilon, "epsilon", 0.0, 1.0, lo_open=True, hi_open=True)
+        self.min_tokens_to_keep = check_int(min_tokens_to_keep, "min_tokens_to_keep", 1)
 
     def apply(self, scores: Tensor) -> Tensor:
         return eta_cutoff(scores, self.epsilon, min_tokens_to_keep=self.min_tokens_to_keep)
@@ -612,8 +584,8 @@ class Typical(Processor):
     """Locally typical sampling (see :func:`typical`)."""
 
     def __init__(self, mass: float = 0.9, min_tokens_to_keep: int = 1) -> None:
-        self.mass = _check_open01("mass", mass)
-        self.min_tokens_to_keep = _check_min_keep(min_tokens_to_keep)
+        self.mass = check_real(mass, "mass", 0.0, 1.0, lo_open=True, hi_open=True)
+        self.min_tokens_to_keep = check_int(min_tokens_to_keep, "min_tokens_to_keep", 1)
 
     def apply(self, scores: Tensor) -> Tensor:
         return typical(scores, self.mass, min_tokens_to_keep=self.min_tokens_to_keep)
@@ -634,7 +606,7 @@ class TopNSigma(Processor):
     """Top-nσ truncation in logit space (see :func:`top_n_sigma`)."""
 
     def __init__(self, n: float) -> None:
-        self.n = _check_positive("n", n, allow_zero=True)
+        self.n = check_positive(n, "n", allow_zero=True)
 
     def apply(self, scores: Tensor) -> Tensor:
         return top_n_sigma(scores, self.n)
@@ -650,12 +622,12 @@ class XTC(Processor):
         generator: torch.Generator | None = None,
         min_tokens_to_keep: int = 1,
     ) -> None:
-        self.threshold = _check_open01("threshold", threshold, high_closed=True)
-        self.probability = _check_open01("probability", probability, low_closed=True, high_closed=True)
+        self.threshold = check_real(threshold, "threshold", 0.0, 1.0, lo_open=True)
+        self.probability = check_real(probability, "probability", 0.0, 1.0)
         if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         self.generator = generator
-        self.min_tokens_to_keep = _check_min_keep(min_tokens_to_keep)
+        self.min_tokens_to_keep = check_int(min_tokens_to_keep, "min_tokens_to_keep", 1)
 
     def apply(self, scores: Tensor) -> Tensor:
         return xtc(
@@ -671,9 +643,9 @@ class DynamicTemperature(Processor):
     """Entropy-driven temperature (see :func:`dynamic_temperature`); ``last_temperature`` holds T_dyn."""
 
     def __init__(self, temperature: float = 1.0, delta: float = 0.5, exponent: float = 1.0) -> None:
-        self.temperature = _check_positive("temperature", temperature, allow_zero=True)
-        self.delta = _check_positive("delta", delta, allow_zero=True)
-        self.exponent = _check_positive("exponent", exponent)
+        self.temperature = check_positive(temperature, "temperature", allow_zero=True)
+        self.delta = check_positive(delta, "delta", allow_zero=True)
+        self.exponent = check_positive(exponent, "exponent")
 
     def apply(self, scores: Tensor) -> Tensor:
         out, self.last_temperature = dynamic_temperature(scores, self.temperature, self.delta, self.exponent)
@@ -687,7 +659,7 @@ class Chain(Processor):
         for i, proc in enumerate(processors):
             if not callable(proc):
                 raise TypeError(
-                    f"processors[{i}]: expected a callable (input_ids, scores) -> scores, got {proc!r}"
+                    f"processors[{i}] must be a callable (input_ids, scores) -> scores, got {proc!r}"
                 )
         self.processors = list(processors)
 
@@ -696,7 +668,7 @@ class Chain(Processor):
         return self(torch.empty(scores.shape[0], 0, dtype=torch.long, device=scores.device), scores)
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
-        _check_scores(scores)
+        check_scores(scores)
         temps: Tensor | None = None
         for proc in self.processors:
             scores = proc(input_ids, scores)

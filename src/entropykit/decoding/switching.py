@@ -26,7 +26,6 @@ Cost accounting (reported in :class:`SwitchOutput`):
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ import torch
 from torch import Tensor
 
 from entropykit import measures
+from entropykit._validate import check_int, check_real
 from entropykit.decoding.generate import (
     ContextStream,
     Multinomial,
@@ -115,16 +115,12 @@ class EntropySwitch:
         self.small, self.large = as_language_model(small), as_language_model(large)
         if self.small.vocab_size != self.large.vocab_size:
             raise ValueError(
-                f"small/large: vocabularies differ ({self.small.vocab_size} vs {self.large.vocab_size})"
+                f"large must have small's vocabulary size {self.small.vocab_size}, "
+                f"got {self.large.vocab_size}"
             )
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ValueError(f"window: expected an integer >= 1, got {window!r}")
-        for name, value in (("threshold", threshold), ("hysteresis", hysteresis)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"{name}: expected a finite number of bits, got {value!r}")
-        if hysteresis < 0:
-            raise ValueError(f"hysteresis: expected >= 0 bits, got {hysteresis!r}")
-        self.window, self.threshold, self.hysteresis = window, float(threshold), float(hysteresis)
+        self.window = check_int(window, "window", 1)
+        self.threshold = check_real(threshold, "threshold (bits)", finite=True)
+        self.hysteresis = check_real(hysteresis, "hysteresis (bits)", 0.0, finite=True)
         self.processors = _as_processor(processors)
         self.sampler: Sampler = sampler if sampler is not None else Multinomial()
         self.p_small, self.p_large = _params(self.small), _params(self.large)
@@ -142,10 +138,10 @@ class EntropySwitch:
         ids = _as_ids(self.small, input_ids)
         if ids.shape[0] != 1:
             raise ValueError(
-                f"input_ids: EntropySwitch generates one sequence at a time, got a batch of {ids.shape[0]}"
+                f"input_ids must be one sequence (EntropySwitch generates one at a time), got a batch of "
+                f"{ids.shape[0]}"
             )
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens: expected an integer >= 0, got {max_new_tokens!r}")
+        check_int(max_new_tokens, "max_new_tokens", 0)
         stops = set(_stop_ids(stop))
         small, large = ContextStream(self.small, ids), ContextStream(self.large, ids)
         recent: deque[float] = deque(maxlen=self.window)

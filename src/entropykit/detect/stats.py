@@ -96,17 +96,24 @@ class TokenStats:
 def _position_stats(
     logits: torch.Tensor, target: torch.Tensor, ref_logits: torch.Tensor | None
 ) -> dict[str, torch.Tensor | None]:
-    """float64 per-position columns for logits (T, V) predicting target (T,)."""
+    """float64 per-position columns for logits (T, V) predicting target (T,).
+
+    Through the one definition, :func:`entropykit.measures.token_stats`: ``logprob`` is
+    ``-surprisal``, and without a second model ``expected`` is ``-entropy`` and ``variance`` is
+    ``varentropy``; ``ref_logprob`` is ``-surprisal`` under the second model. Fields only detection
+    has (documented in the module docstring): ``expected`` / ``variance`` under a second model's p
+    (a cross-entropy and its variance, not a property of q alone) and ``logprob_range``.
+    """
     z = logits.double()
     lq = torch.log_softmax(z, -1)
+    st = measures.token_stats(z, target)  # surprisal, entropy, varentropy in one pass
+    assert st.surprisal is not None
+    logprob = -st.surprisal
     if ref_logits is None:
-        st = measures.token_stats(z, target)  # surprisal, entropy, varentropy in one pass
-        assert st.surprisal is not None
-        logprob, expected, variance = -st.surprisal, -st.entropy, st.varentropy
+        expected, variance = -st.entropy, st.varentropy
         support = torch.isfinite(lq)
         ref_logprob = None
     else:
-        logprob = -measures.surprisal(z, target)
         zp = ref_logits.double()
         p = torch.softmax(zp, -1)
         expected = -measures.cross_entropy(z, p, reduction="none")
@@ -114,7 +121,9 @@ def _position_stats(
         dev = torch.where(p > 0, lq - expected.unsqueeze(-1), torch.zeros_like(lq))
         variance = (p * dev * dev).sum(-1)
         support = p > 0
-        ref_logprob = -measures.surprisal(zp, target)
+        ref_sur = measures.token_stats(zp, target).surprisal
+        assert ref_sur is not None
+        ref_logprob = -ref_sur
     hi = torch.where(support, lq, torch.full_like(lq, -torch.inf)).amax(-1)
     lo = torch.where(support, lq, torch.full_like(lq, torch.inf)).amin(-1)
     return {

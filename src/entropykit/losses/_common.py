@@ -1,66 +1,28 @@
-"""Validation, reduction and the nn.Module wrapper shared by the loss modules."""
+"""What the loss modules share besides ``entropykit._validate`` (the one validation dialect and
+``reduce``): logits in the compute dtype, class targets, and the nn.Module wrapper."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from entropykit._validate import check_class_index
-
-REDUCTIONS = ("none", "mean", "sum")
+from entropykit._validate import check_class_index, check_logits
 
 
-def check_logits(x: Any, name: str = "logits") -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    if x.dim() < 1 or x.shape[-1] < 1:
-        raise ValueError(f"{name} must have shape (..., C) with C >= 1, got {tuple(x.shape)}")
+def float_logits(x: Any, name: str = "logits") -> Tensor:
+    """``x`` checked by :func:`entropykit._validate.check_logits`, in the losses' compute dtype
+    (float32; float64 stays float64)."""
+    check_logits(x, name)
     return x.double() if x.dtype == torch.float64 else x.float()
 
 
-def check_index(target: Any, logits: Tensor, ignore_index: int | None, name: str = "target") -> Tensor:
+def class_target(target: Any, logits: Tensor, ignore_index: int | None, name: str = "target") -> Tensor:
+    """``target`` checked by :func:`entropykit._validate.check_class_index` against ``logits``."""
     return check_class_index(target, tuple(logits.shape[:-1]), logits.shape[-1], ignore_index, name=name,
                              lead_what="the logits' shape without the class axis")
-
-
-def check_reduction(reduction: Any) -> str:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
-    return str(reduction)
-
-
-def check_real(x: Any, name: str, lo: float = -math.inf, hi: float = math.inf, *, lo_open: bool = False,
-               hi_open: bool = False) -> float:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(x).__name__} {x!r}")
-    v = float(x)
-    ok = (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-    if math.isnan(v) or not ok:
-        lb, rb = ("(" if lo_open else "["), (")" if hi_open else "]")
-        raise ValueError(f"{name} must be in {lb}{lo}, {hi}{rb}, got {x!r}")
-    return v
-
-
-def reduce(x: Tensor, reduction: str, valid: Tensor | None = None, weight: Tensor | None = None) -> Tensor:
-    """Reduce per-position losses; ``mean`` divides by the number (or total ``weight``) of valid
-    positions and is 0 (not NaN) when there are none."""
-    if valid is not None:
-        x = torch.where(valid, x, torch.zeros_like(x))
-    if reduction == "none":
-        return x
-    if reduction == "sum":
-        return x.sum()
-    if weight is not None:
-        den = weight.sum()
-    else:
-        den = torch.tensor(x.numel() if valid is None else int(valid.sum()), dtype=x.dtype, device=x.device)
-    return x.sum() / den.clamp(min=torch.finfo(x.dtype).tiny) if bool(den > 0) else x.sum() * 0.0
 
 
 class FunctionalLoss(nn.Module):

@@ -12,14 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from entropykit.losses._common import (
-    FunctionalLoss,
-    check_index,
-    check_logits,
+from entropykit._validate import (
+    check_int,
     check_real,
     check_reduction,
+    check_same_shape,
+    check_tensor,
     reduce,
 )
+from entropykit.losses._common import FunctionalLoss, class_target, float_logits
 
 __all__ = [
     "CrossEntropy",
@@ -57,8 +58,8 @@ __all__ = [
 def _prep(logits: Tensor, target: Tensor, ignore_index: int | None, reduction: str
           ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(float logits, safe target indices, valid mask, log-probs)."""
-    z = check_logits(logits)
-    y = check_index(target, z, ignore_index)
+    z = float_logits(logits)
+    y = class_target(target, z, ignore_index)
     check_reduction(reduction)
     valid = y != ignore_index if ignore_index is not None else torch.ones_like(y, dtype=torch.bool)
     ysafe = torch.where(valid, y, torch.zeros_like(y))
@@ -116,11 +117,11 @@ def z_loss(logits: Tensor, target: Tensor | None = None, *, ignore_index: int = 
         >>> round(z_loss(torch.zeros(2, 4)).item(), 4)  # ln(4)^2
         1.9218
     """
-    z = check_logits(logits)
+    z = float_logits(logits)
     check_reduction(reduction)
     valid = None
     if target is not None:
-        valid = check_index(target, z, ignore_index) != ignore_index
+        valid = class_target(target, z, ignore_index) != ignore_index
     return reduce(torch.logsumexp(z, -1).square(), reduction, valid)
 
 
@@ -184,11 +185,8 @@ def sigmoid_focal_loss(logits: Tensor, target: Tensor, *, alpha: float = 0.25, g
         >>> round(sigmoid_focal_loss(torch.tensor([0.0]), torch.tensor([1.0]), gamma=0.0, alpha=-1).item(), 6)
         0.693147
     """
-    if not isinstance(logits, Tensor) or not logits.is_floating_point():
-        raise TypeError(f"logits must be a floating-point tensor, got {type(logits).__name__}")
-    if not isinstance(target, Tensor) or target.shape != logits.shape:
-        got = tuple(target.shape) if isinstance(target, Tensor) else type(target).__name__
-        raise ValueError(f"target must be a tensor of the logits' shape {tuple(logits.shape)}, got {got}")
+    check_tensor(logits, "logits", floating=True)
+    check_same_shape(check_tensor(target, "target"), logits, "target", "logits")
     check_reduction(reduction)
     g = check_real(gamma, "gamma", 0.0)
     a = check_real(alpha, "alpha", hi=1.0)
@@ -271,7 +269,7 @@ def logit_clip(logits: Tensor, max_norm: float, *, p: float = 2.0) -> Tensor:
         >>> logit_clip(torch.tensor([[3.0, 4.0]]), 1.0)
         tensor([[0.6000, 0.8000]])
     """
-    check_logits(logits)
+    float_logits(logits)
     tau = check_real(max_norm, "max_norm", 0.0, lo_open=True)
     pp = check_real(p, "p", 1.0)
     norm = torch.linalg.vector_norm(logits, ord=pp, dim=-1, keepdim=True)
@@ -307,18 +305,16 @@ def tversky_loss(logits: Tensor, target: Tensor, *, alpha: float = 0.5, beta: fl
         >>> tversky_loss(z, torch.tensor([0, 1])).item() < 1e-6
         True
     """
-    z = check_logits(logits)
+    z = float_logits(logits)
     check_reduction(reduction)
     a, b = check_real(alpha, "alpha", 0.0), check_real(beta, "beta", 0.0)
     s = check_real(smooth, "smooth", 0.0)
     p = torch.softmax(z, -1).reshape(-1, z.shape[-1])
     if isinstance(target, Tensor) and target.is_floating_point():
-        if target.shape != z.shape:
-            raise ValueError(f"a probability target must have the logits' shape {tuple(z.shape)}, "
-                             f"got {tuple(target.shape)}")
+        check_same_shape(target, logits, "a probability target", "logits")
         g = target.to(z.dtype).reshape(p.shape)
     else:
-        y = check_index(target, z, ignore_index).reshape(-1)
+        y = class_target(target, z, ignore_index).reshape(-1)
         valid = y != ignore_index
         p, y = p[valid], y[valid]
         g = F.one_hot(y, z.shape[-1]).to(z.dtype)
@@ -371,11 +367,10 @@ def ordinal_wasserstein_loss(logits: Tensor, target: Tensor, *, p: float = 1.0, 
 
 def _support(vmin: float, vmax: float, num_bins: int, device: torch.device | None, dtype: torch.dtype
              ) -> Tensor:
-    if not (isinstance(num_bins, int) and num_bins >= 1):
-        raise ValueError(f"num_bins must be a positive int, got {num_bins!r}")
+    check_int(num_bins, "num_bins", 1)
     lo, hi = check_real(vmin, "vmin"), check_real(vmax, "vmax")
     if not hi > lo:
-        raise ValueError(f"vmax must exceed vmin, got vmin={vmin!r}, vmax={vmax!r}")
+        raise ValueError(f"vmax must be > vmin, got vmin={vmin!r}, vmax={vmax!r}")
     return torch.linspace(lo, hi, num_bins + 1, device=device, dtype=dtype)
 
 
@@ -390,8 +385,7 @@ def hl_gauss_target(y: Tensor, vmin: float, vmax: float, num_bins: int, sigma: f
         >>> hl_gauss_target(torch.tensor([0.5]), 0.0, 1.0, 2)
         tensor([[0.5000, 0.5000]])
     """
-    if not isinstance(y, Tensor) or not y.is_floating_point():
-        raise TypeError(f"y must be a floating-point tensor of scalar targets, got {type(y).__name__}")
+    check_tensor(y, "y", floating=True)
     dtype = torch.float64 if y.dtype == torch.float64 else torch.float32
     edges = _support(vmin, vmax, num_bins, y.device, dtype)
     sig = 0.75 * (vmax - vmin) / num_bins if sigma is None else check_real(sigma, "sigma", 0.0, lo_open=True)
@@ -420,11 +414,10 @@ def hl_gauss_loss(logits: Tensor, y: Tensor, *, vmin: float, vmax: float, sigma:
         >>> round(loss.item(), 4)  # uniform prediction: ln 4
         1.3863
     """
-    z = check_logits(logits)
+    z = float_logits(logits)
     check_reduction(reduction)
-    if not isinstance(y, Tensor) or y.shape != z.shape[:-1]:
-        got = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
-        raise ValueError(f"y must be a tensor of shape {tuple(z.shape[:-1])}, got {got}")
+    if check_tensor(y, "y").shape != z.shape[:-1]:
+        raise ValueError(f"y must have shape {tuple(z.shape[:-1])}, got {tuple(y.shape)}")
     q = hl_gauss_target(y.to(z.dtype), vmin, vmax, z.shape[-1], sigma)
     return reduce(-(q * torch.log_softmax(z, -1)).sum(-1), reduction)
 
@@ -436,7 +429,7 @@ def hl_gauss_mean(logits: Tensor, *, vmin: float, vmax: float) -> Tensor:
         >>> hl_gauss_mean(torch.zeros(4), vmin=0.0, vmax=1.0).item()
         0.5
     """
-    z = check_logits(logits)
+    z = float_logits(logits)
     edges = _support(vmin, vmax, z.shape[-1], z.device, z.dtype)
     return (torch.softmax(z, -1) * (edges[1:] + edges[:-1]) / 2).sum(-1)
 

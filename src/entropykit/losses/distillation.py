@@ -1,65 +1,51 @@
-"""Knowledge distillation on logits: forward/reverse KL, generalised JSD, skew KL/RKL, TVD.
+"""Knowledge distillation on logits: the divergences of ``entropykit.measures``, teacher vs student.
 
 All take ``student_logits`` and ``teacher_logits`` of the same shape (..., V), divide both by the
 ``temperature`` (no T^2 factor, as TRL's GKD trainer and DistiLLM), compute a per-position divergence
-in nats and average it over positions whose ``target`` is not ``ignore_index`` (all positions when
-``target`` is None). The teacher side is detached. For heads too large to materialise the logits, use
-``entropykit.ops.linear_distill`` (same definitions, chunked).
+in nats with the registered function of :data:`entropykit.measures.DIVERGENCES` (the one definition;
+NaN / +inf logits and all ``-inf`` rows raise ``ValueError`` as there) and average it over positions
+whose ``target`` is not ``ignore_index`` (all positions when ``target`` is None). The teacher side is
+detached. For heads too large to materialise the logits, use ``entropykit.ops.linear_distill`` (same
+names, same definitions, chunked).
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
-from entropykit.losses._common import (
-    FunctionalLoss,
-    check_index,
-    check_logits,
-    check_real,
-    check_reduction,
-    reduce,
-)
-from entropykit.ops.linear import DIVERGENCES
+from entropykit import measures
+from entropykit._validate import check_real, check_reduction, check_same_shape, reduce
+from entropykit.losses._common import FunctionalLoss, class_target, float_logits
 
 __all__ = ["DIVERGENCES", "DistillationLoss", "distill_loss"]
 
+#: The names :func:`distill_loss` accepts: ``measures.DISTILL_DIVERGENCES`` (earlier names such as
+#: ``"jsd"``, ``"forward_kl"`` are aliases, see ``measures.DIVERGENCE_ALIASES``).
+DIVERGENCES = measures.DISTILL_DIVERGENCES
 
 
-def _kl(lp: Tensor, lq: Tensor) -> Tensor:
-    """KL(p || q) from log-probs; 0 log 0 = 0."""
-    p = lp.exp()
-    return torch.where(p > 0, p * (lp - lq), torch.zeros_like(p)).sum(-1)
-
-
-def _log_mix(la: Tensor, lb: Tensor, wa: float) -> Tensor:
-    """log(wa a + (1 - wa) b) in log space."""
-    if wa <= 0.0:
-        return lb
-    if wa >= 1.0:
-        return la
-    return torch.logaddexp(la + math.log(wa), lb + math.log1p(-wa))
-
-
-def distill_loss(student_logits: Tensor, teacher_logits: Tensor, *, divergence: str = "forward_kl",
+def distill_loss(student_logits: Tensor, teacher_logits: Tensor, *, divergence: str = "kl_div",
                  beta: float = 0.5, temperature: float = 1.0, target: Tensor | None = None,
                  ignore_index: int = -100, reduction: str = "mean") -> Tensor:
     r"""Distillation divergence between teacher p_T and student p_S = softmax(logits / T).
 
-    - ``"forward_kl"``: KL(p_T || p_S) (Hinton et al. 2015, without the T^2 factor);
-    - ``"reverse_kl"``: KL(p_S || p_T) (MiniLLM, Gu et al. 2024);
-    - ``"jsd"``: generalised JSD of TRL's GKD trainer (Agarwal et al. 2024):
+    ``divergence`` names a function of :data:`entropykit.measures.DIVERGENCES`, applied as
+    D(p_T, p_S); a ``reverse_`` name swaps the arguments, D(p_S, p_T):
+
+    - ``"kl_div"`` (alias ``"forward_kl"``): KL(p_T || p_S) (Hinton et al. 2015, without T^2);
+    - ``"reverse_kl_div"`` (alias ``"reverse_kl"``): KL(p_S || p_T) (MiniLLM, Gu et al. 2024);
+    - ``"js_div"`` (alias ``"jsd"``): generalised JSD of TRL's GKD trainer (Agarwal et al. 2024):
       M = beta p_T + (1-beta) p_S, beta KL(p_T||M) + (1-beta) KL(p_S||M); beta=0 and beta=1 are
       forward and reverse KL, as TRL defines them;
     - ``"skew_kl"``: KL(p_T || beta p_T + (1-beta) p_S) (DistiLLM SKL, Ko et al. 2024, lambda = beta;
       DistiLLM's code drops the constant teacher entropy, which does not change the gradient);
-    - ``"skew_rkl"``: KL(p_S || (1-beta) p_T + beta p_S) (DistiLLM SRKL);
-    - ``"tvd"``: 1/2 sum |p_S - p_T|.
+    - ``"reverse_skew_kl"`` (alias ``"skew_rkl"``): KL(p_S || beta p_S + (1-beta) p_T) (DistiLLM SRKL);
+    - ``"tv_distance"`` (alias ``"tvd"``): 1/2 sum |p_S - p_T|.
 
-    Units: nats (TVD: probability). ``reduction="mean"`` averages over non-ignored positions (0 if
-    none), like TRL's ``batchmean`` with labels.
+    ``beta`` in [0, 1] is the divergence's parameter (``js_div``'s beta, ``skew_kl``'s lam).
+    Units: nats (TV: probability). ``reduction="mean"`` averages over non-ignored positions (0 if
+    none, the rule of ``entropykit._validate.reduce``), like TRL's ``batchmean`` with labels.
 
     Example:
         >>> s, t = torch.randn(3, 5), torch.randn(3, 5)
@@ -68,36 +54,26 @@ def distill_loss(student_logits: Tensor, teacher_logits: Tensor, *, divergence: 
         >>> bool(torch.allclose(distill_loss(s, t), ref))
         True
     """
-    zs = check_logits(student_logits, "student_logits")
-    zt = check_logits(teacher_logits, "teacher_logits").detach().to(zs.dtype)
-    if zs.shape != zt.shape:
-        raise ValueError(f"student_logits and teacher_logits must have the same shape, got "
-                         f"{tuple(zs.shape)} and {tuple(zt.shape)}")
-    if divergence not in DIVERGENCES:
-        raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
+    zs = float_logits(student_logits, "student_logits")
+    zt = float_logits(teacher_logits, "teacher_logits").detach().to(zs.dtype)
+    check_same_shape(zs, zt, "student_logits", "teacher_logits")
+    div, rev = measures.resolve_divergence(divergence)
     b = check_real(beta, "beta", 0.0, 1.0)
     temp = check_real(temperature, "temperature", 0.0, lo_open=True)
     check_reduction(reduction)
     valid = None
     if target is not None:
-        valid = check_index(target, zs, ignore_index) != ignore_index
-    ls, lt = torch.log_softmax(zs / temp, -1), torch.log_softmax(zt / temp, -1)
-    if divergence == "forward_kl" or (divergence == "jsd" and b == 0.0):
-        d = _kl(lt, ls)
-    elif divergence == "reverse_kl" or (divergence == "jsd" and b == 1.0):
-        d = _kl(ls, lt)
-    elif divergence == "jsd":
-        lm = _log_mix(lt, ls, b)
-        d = b * _kl(lt, lm) + (1.0 - b) * _kl(ls, lm)
-    elif divergence == "skew_kl":
-        if b == 0.0:
-            raise ValueError("beta must be > 0 for divergence='skew_kl' (beta=0 makes the mixture p_S alone)")
-        d = _kl(lt, _log_mix(lt, ls, b))
-    elif divergence == "skew_rkl":
-        d = _kl(ls, _log_mix(ls, lt, b))
-    else:
-        d = 0.5 * (ls.exp() - lt.exp()).abs().sum(-1)
-    return reduce(d, reduction, valid)
+        valid = class_target(target, zs, ignore_index) != ignore_index
+    measures.check_distributions(zs, "student_logits", valid)
+    measures.check_distributions(zt, "teacher_logits", valid)
+    p, q = (zs / temp, zt / temp) if rev else (zt / temp, zs / temp)
+    kwargs = {div.param: b} if div.param is not None else {}
+    if valid is None:
+        return reduce(div.fn(p, q, reduction="none", **kwargs), reduction)
+    # ignored positions are never looked at (their logits may be anything, as in ops.linear_distill)
+    d = div.fn(p[valid], q[valid], reduction="none", **kwargs)
+    return reduce(torch.zeros(valid.shape, dtype=d.dtype, device=d.device).masked_scatter(valid, d),
+                  reduction, valid)
 
 
 class DistillationLoss(FunctionalLoss):

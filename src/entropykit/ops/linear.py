@@ -39,7 +39,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from entropykit._validate import check_class_index
+from entropykit import measures
+from entropykit._validate import (
+    check_choice,
+    check_class_index,
+    check_finite,
+    check_int,
+    check_positive,
+    check_real,
+    check_reduction,
+    check_tensor,
+)
 
 __all__ = ["linear_cross_entropy", "linear_distill", "linear_token_stats"]
 
@@ -48,7 +58,6 @@ _MAX_CHUNK_BYTES = 512 * 2**20  # cap of the (V D / 2)-sized chunk budget
 _SUB_BYTES = 4 * 2**20  # logits_dtype=bf16: cache-sized fp32 sub-blocks of the bf16 chunk
 _ADD_BLOCK = 4096  # vocabulary rows per block when adding a bf16 dW chunk into the fp32 dW
 _FILTER_BLOCK = 1024  # vocabulary block size for gradient filtering
-DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_rkl", "tvd")
 _softmax_out = torch.ops.aten._softmax.out  # in-place row softmax (one cached pass per row)
 _log_softmax_out = torch.ops.aten._log_softmax.out
 
@@ -58,35 +67,22 @@ _log_softmax_out = torch.ops.aten._log_softmax.out
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_float(name: str, x: Tensor) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-
-
 def _check_head(hidden: Tensor, weight: Tensor, bias: Tensor | None, hname: str = "hidden",
                 wname: str = "weight") -> None:
-    _check_float(hname, hidden)
-    _check_float(wname, weight)
-    if hidden.dim() < 1:
-        raise ValueError(f"{hname} must have shape (..., D), got a 0-d tensor")
-    if weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
-        raise ValueError(
-            f"{wname} must have shape (V, D={hidden.shape[-1]}) to match {hname}, got {tuple(weight.shape)}"
-        )
-    if weight.shape[0] < 1:
-        raise ValueError(f"{wname} must have at least one row (vocabulary entry), got {tuple(weight.shape)}")
-    if weight.dtype != hidden.dtype:
-        raise TypeError(f"{wname} dtype {weight.dtype} must match {hname} dtype {hidden.dtype}")
-    if weight.device != hidden.device:
-        raise ValueError(f"{wname} is on {weight.device} but {hname} is on {hidden.device}")
+    check_tensor(hidden, hname, floating=True, min_dim=1)
+    check_tensor(weight, wname, floating=True)
+    if weight.dim() != 2 or weight.shape[1] != hidden.shape[-1] or weight.shape[0] < 1:
+        raise ValueError(f"{wname} must have shape (V >= 1, D={hidden.shape[-1]}) to match {hname}, "
+                         f"got {tuple(weight.shape)}")
     if bias is not None:
-        _check_float("bias", bias)
+        check_tensor(bias, "bias", floating=True)
         if bias.shape != (weight.shape[0],):
             raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
-        if bias.dtype != hidden.dtype:
-            raise TypeError(f"bias dtype {bias.dtype} must match {hname} dtype {hidden.dtype}")
+    for x, name in ((weight, wname), (bias, "bias")):
+        if x is not None and x.dtype != hidden.dtype:
+            raise TypeError(f"{name} must have {hname}'s dtype {hidden.dtype}, got {x.dtype}")
+        if x is not None and x.device != hidden.device:
+            raise ValueError(f"{name} must be on {hname}'s device {hidden.device}, got {x.device}")
 
 
 def _check_target(target: Tensor, lead: torch.Size, vocab: int, ignore_index: int | None) -> None:
@@ -94,16 +90,11 @@ def _check_target(target: Tensor, lead: torch.Size, vocab: int, ignore_index: in
                       lead_what="the shape of hidden without its last axis")
 
 
-def _check_softcap(softcap: float | None) -> float | None:
-    if softcap is not None and not float(softcap) > 0.0:
-        raise ValueError(f"softcap must be a positive float or None, got {softcap!r}")
-    return None if softcap is None else float(softcap)
-
-
-def _check_chunk(chunk_size: int | None) -> None:
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
-                                   or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+def _check_options(softcap: float | None, chunk_size: int | None) -> float | None:
+    """The options every function here shares; returns the soft cap as a float (or None)."""
+    if chunk_size is not None:
+        check_int(chunk_size, "chunk_size", 1)
+    return None if softcap is None else check_positive(softcap, "softcap")
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -657,34 +648,30 @@ def linear_cross_entropy(
     """
     _check_head(hidden, weight, bias)
     _check_target(target, hidden.shape[:-1], weight.shape[0], ignore_index)
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    if not 0.0 <= float(label_smoothing) <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
-    if not float(z_loss) >= 0.0:
-        raise ValueError(f"z_loss must be >= 0, got {z_loss!r}")
-    cap = _check_softcap(softcap)
-    _check_chunk(chunk_size)
+    check_reduction(reduction)
+    eps = check_real(label_smoothing, "label_smoothing", 0.0, 1.0)
+    zl = check_real(z_loss, "z_loss", 0.0, finite=True)
+    cap = _check_options(softcap, chunk_size)
+    if not isinstance(shift, bool):
+        raise TypeError(f"shift must be a bool, got {type(shift).__name__} {shift!r}")
     if isinstance(grad_filter, bool):
         filter_eps = torch.finfo(hidden.dtype).eps / 32 if grad_filter else None
-    elif isinstance(grad_filter, (int, float)) and grad_filter > 0:
-        filter_eps = float(grad_filter)
     else:
-        raise ValueError(f"grad_filter must be a bool or a positive float, got {grad_filter!r}")
-    if logits_dtype not in (None, torch.float32, torch.bfloat16):
-        raise ValueError(f"logits_dtype must be None, torch.float32 or torch.bfloat16, got {logits_dtype!r}")
+        filter_eps = check_positive(grad_filter, "grad_filter (a bool or a positive float)")
+    check_choice(logits_dtype, (None, torch.float32, torch.bfloat16), "logits_dtype")
     native = logits_dtype == torch.bfloat16
     if native and hidden.dtype != torch.bfloat16:
-        raise ValueError(f"logits_dtype=torch.bfloat16 needs bfloat16 hidden and weight, got {hidden.dtype}")
+        raise ValueError(f"hidden must be bfloat16 with logits_dtype=torch.bfloat16, got {hidden.dtype}")
     if logits_dtype == torch.float32 and hidden.dtype == torch.float64:
-        raise ValueError("logits_dtype=torch.float32 would round float64 inputs; use None for float64")
+        raise ValueError("logits_dtype must be None for float64 hidden (torch.float32 would round it), "
+                         "got torch.float32")
     if shift:
         if target.dim() < 1:
-            raise ValueError("shift=True needs target with a sequence axis, got a 0-d target")
+            raise ValueError("target must have a sequence axis with shift=True, got a 0-d target")
         pad = torch.full_like(target[..., :1], ignore_index)
         target = torch.cat([target[..., 1:], pad], dim=-1)
     lead = target.shape
-    cfg = _CEConfig(float(label_smoothing), float(z_loss), cap, filter_eps, chunk_size, native)
+    cfg = _CEConfig(eps, zl, cap, filter_eps, chunk_size, native)
     h2 = hidden.reshape(-1, hidden.shape[-1])
     out, lse = _LinearCE.apply(h2, weight, bias, target.reshape(-1), cfg, ignore_index, reduction,
                                torch.is_grad_enabled())
@@ -694,30 +681,41 @@ def linear_cross_entropy(
 
 
 # --------------------------------------------------------------------------------------------------
-# token statistics: log p(y), entropy, lse
+# token statistics: the fields of measures.token_stats, from the head
 # --------------------------------------------------------------------------------------------------
 
 
 def _stats_pass(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, softcap: float | None,
-                temperature: float, chunk_size: int | None, g_lp: Tensor | None = None,
-                g_ent: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Forward (no row grads): (logprob, entropy, lse). Backward: (dh, dW, db or None)."""
+                temperature: float, chunk_size: int | None,
+                grads: tuple[Tensor | None, ...] | None = None, var: Tensor | None = None,
+                ) -> tuple[Tensor | None, ...]:
+    """Forward (``grads`` None): (lse, entropy, varentropy, surprisal), the fields of
+    ``measures.TokenStats``. Backward, with ``grads`` = their upstream gradients (None: unused) and the
+    forward's ``var``: (dh, dW, db or None)."""
     n, d_model = h.shape
     v = w.shape[0]
     acc = w.dtype
-    backward = g_lp is not None or g_ent is not None
-    rows = _rows_per_chunk(n, v, d_model, chunk_size, 3 if softcap is not None else 2)
+    backward = grads is not None
+    g_lse, g_ent, g_var, g_sur = grads if grads is not None else (None,) * 4
+    rows = _rows_per_chunk(n, v, d_model, chunk_size, (3 if softcap is not None else 2) + (g_var is not None))
     buf = torch.empty(rows, v, dtype=acc, device=h.device)
     pbuf = torch.empty(rows, v, dtype=acc, device=h.device)
     tbuf = torch.empty(rows, v, dtype=acc, device=h.device) if softcap is not None else None
+    vbuf = torch.empty(rows, v, dtype=acc, device=h.device) if g_var is not None else None
+    zero = torch.zeros(n, dtype=acc, device=h.device)
     if backward:
         dh = torch.empty(n, d_model, dtype=acc, device=h.device)
         dw = torch.zeros(v, d_model, dtype=acc, device=h.device)
         db = torch.zeros(v, dtype=acc, device=h.device) if b is not None else None
+        # d/dz_j: lse -> p_j; H -> -p_j d_j; V -> p_j (d_j^2 + 2 d_j - V); s -> p_j - [j = y];
+        # with d_j = log p_j + H (as measures.token_stats' backward)
+        const = sum((g for g in (g_lse, g_sur) if g is not None), zero)
+        if g_var is not None:
+            assert var is not None
+            const = const - g_var * var
+        lin = (zero if g_ent is None else -g_ent) + (0.0 if g_var is None else 2.0 * g_var)
     else:
-        logprob = torch.empty(n, dtype=acc, device=h.device)
-        ent = torch.empty(n, dtype=acc, device=h.device)
-        lse = torch.empty(n, dtype=acc, device=h.device)
+        out = [torch.empty(n, dtype=acc, device=h.device) for _ in range(4)]
     for s in range(0, n, rows):
         e = min(n, s + rows)
         c = e - s
@@ -732,59 +730,57 @@ def _stats_pass(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, softcap: floa
         lse0 = -p.gather(1, am[:, None]).squeeze(1).log()  # lse - m, from p at the argmax (>= 1/V)
         h_c = lse0 - _rowdot(p, z)  # H = lse - sum p z
         if not backward:
-            logprob[s:e] = z.gather(1, yc[:, None]).squeeze(1) - lse0
-            ent[s:e] = h_c
-            lse[s:e] = lse0 + m
+            out[0][s:e] = lse0 + m
+            out[1][s:e] = h_c
+            out[3][s:e] = lse0 - z.gather(1, yc[:, None]).squeeze(1)
+            z.sub_((lse0 - h_c)[:, None]).square_()  # d^2, d = log p + H: centred, no cancellation
+            out[2][s:e] = _rowdot(p, z)
             continue
-        # d logp_y/dz = onehot - p ;  dH/dz = -p (log p + H)
-        ga = g_lp[s:e] if g_lp is not None else None
-        ge = g_ent[s:e] if g_ent is not None else None
-        if ge is not None:
-            z.sub_(lse0[:, None]).add_(h_c[:, None]).mul_(ge[:, None])  # (log p + H) g_H
-            if ga is not None:
-                z.add_(ga[:, None])
-            z.mul_(p).neg_()
+        d = z.sub_((lse0 - h_c)[:, None])
+        if g_var is not None:
+            assert vbuf is not None
+            dz = torch.mul(d, g_var[s:e, None], out=vbuf[:c]).add_(lin[s:e, None]).mul_(d)
         else:
-            assert ga is not None
-            torch.mul(p, -ga[:, None], out=z)
-        if ga is not None:
-            z.scatter_add_(1, yc[:, None], ga[:, None])
+            dz = d.mul_(lin[s:e, None])
+        dz.add_(const[s:e, None]).mul_(p)
+        if g_sur is not None:
+            dz.scatter_add_(1, yc[:, None], -g_sur[s:e, None])
         if temperature != 1.0:
-            z.div_(temperature)
+            dz.div_(temperature)
         if t is not None:
-            _softcap_chain(z, t)
-        _accumulate(z, hc, w, dh[s:e], dw, db, None, h.dtype)
+            _softcap_chain(dz, t)
+        _accumulate(dz, hc, w, dh[s:e], dw, db, None, h.dtype)
     if backward:
         return dh, dw, db
-    return logprob, ent, lse
+    return tuple(out)
 
 
 class _TokenStats(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, softcap: float | None,
-                temperature: float, chunk_size: int | None) -> tuple[Tensor, Tensor, Tensor]:
+                temperature: float, chunk_size: int | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         acc = _acc_dtype(h.dtype)
         wa = w.to(acc)
         ba = b.to(acc) if b is not None else None
-        logprob, ent, lse = _stats_pass(h, wa, ba, y, softcap, temperature, chunk_size)
-        assert lse is not None
+        lse, ent, var, sur = _stats_pass(h, wa, ba, y, softcap, temperature, chunk_size)
+        assert lse is not None and ent is not None and var is not None and sur is not None
         ctx.args = (softcap, temperature, chunk_size)
-        ctx.mark_non_differentiable(lse)
-        ctx.save_for_backward(h, w, b, y)
-        return logprob, ent, lse
+        ctx.save_for_backward(h, w, b, y, var)
+        ctx.set_materialize_grads(False)
+        return lse, ent, var, sur
 
     @staticmethod
-    def backward(ctx: Any, g_lp: Tensor | None, g_ent: Tensor | None,
-                 _g_lse: Tensor | None) -> tuple[Tensor | None, ...]:
-        h, w, b, y = ctx.saved_tensors
+    def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
+        h, w, b, y, var = ctx.saved_tensors
         acc = _acc_dtype(h.dtype)
+        gs = tuple(None if g is None else g.to(acc) for g in grads)
+        if all(g is None for g in gs):
+            return (None,) * 7
         wa = w.to(acc)
         ba = b.to(acc) if b is not None else None
         softcap, temperature, chunk_size = ctx.args
-        grads = _stats_pass(h, wa, ba, y, softcap, temperature, chunk_size,
-                            g_lp=None if g_lp is None else g_lp.to(acc),
-                            g_ent=None if g_ent is None else g_ent.to(acc))
-        dh, dw, db = grads
+        dh, dw, db = _stats_pass(h, wa, ba, y, softcap, temperature, chunk_size, gs, var)
+        assert dh is not None and dw is not None
         return (dh.to(h.dtype), dw.to(w.dtype), None if db is None else db.to(w.dtype),
                 None, None, None, None)
 
@@ -798,15 +794,19 @@ def linear_token_stats(
     temperature: float = 1.0,
     softcap: float | None = None,
     chunk_size: int | None = None,
-) -> dict[str, Tensor]:
-    r"""Per-token ``logprob`` = log p(y), ``entropy`` H(p) and ``lse`` of ``softcap(h W^T + b) / T``.
+) -> measures.TokenStats:
+    r"""Per-token ``lse``, ``entropy``, ``varentropy`` and ``surprisal`` of ``softcap(h W^T + b) / T``.
 
-    With :math:`z = \mathrm{softcap}(hW^\top + b)/T`, :math:`\ell = \mathrm{lse}(z)`,
-    :math:`p = e^{z-\ell}`: ``logprob = z_y - l`` and ``entropy = l - sum_j p_j z_j`` (nats). The
-    statistics verl's fused kernel returns for RL (policy loss from log-probs plus an entropy bonus).
-    ``logprob`` and ``entropy`` are differentiable with respect to ``hidden``, ``weight`` and ``bias``
-    (dlogp/dz = onehot(y) - p, dH/dz = -p (log p + H)); the backward recomputes the logits chunk by
-    chunk, so memory stays O(chunk x V). ``lse`` is not differentiable.
+    The fields of :func:`entropykit.measures.token_stats`, with the same names and meaning, computed
+    from the head without the N x V logits: with :math:`z = \mathrm{softcap}(hW^\top + b)/T`,
+    :math:`\ell = \mathrm{lse}(z)`, :math:`p = e^{z-\ell}`: ``lse`` = l (logit units),
+    ``entropy`` H = l - sum_j p_j z_j, ``varentropy`` sum_j p_j (log p_j + H)^2 and ``surprisal``
+    s = -log p_y = l - z_y (nats). ``-surprisal`` is the log-probability verl's fused kernel returns
+    for RL (policy loss from log-probs plus an entropy bonus). Every field is differentiable with
+    respect to ``hidden``, ``weight`` and ``bias`` (dl/dz = p, ds/dz = p - onehot(y),
+    dH/dz = -p (log p + H), dV/dz = p (d^2 + 2 d - V) with d = log p + H); the backward recomputes
+    the logits chunk by chunk, so memory stays O(chunk x V). ``target`` has no ``ignore_index`` here:
+    every position is scored.
 
     Args:
         hidden: (..., D); weight: (V, D); target: (...) indices in [0, V).
@@ -814,28 +814,25 @@ def linear_token_stats(
         softcap: logit soft-capping constant or None.
 
     Returns:
-        dict with float32 (float64 for float64 inputs) tensors ``logprob``, ``entropy``, ``lse``,
-        each shaped like ``target``.
+        ``measures.TokenStats`` of float32 (float64 for float64 inputs) tensors shaped like ``target``
+        (also readable as ``stats["entropy"]``).
 
     Example:
         >>> h, w = torch.randn(5, 3, dtype=torch.float64), torch.randn(7, 3, dtype=torch.float64)
         >>> y = torch.tensor([0, 6, 2, 2, 1])
-        >>> s = linear_token_stats(h, w, y)
-        >>> lp = torch.log_softmax(h @ w.T, -1)
-        >>> bool(torch.allclose(s["entropy"], -(lp.exp() * lp).sum(-1)))
+        >>> s, ref = linear_token_stats(h, w, y), measures.token_stats(h @ w.T, y)
+        >>> all(bool(torch.allclose(s[k], ref[k])) for k in ("lse", "entropy", "varentropy", "surprisal"))
         True
     """
     _check_head(hidden, weight, bias)
     _check_target(target, hidden.shape[:-1], weight.shape[0], None)
-    if not float(temperature) > 0.0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    cap = _check_softcap(softcap)
-    _check_chunk(chunk_size)
+    temp = check_positive(temperature, "temperature")
+    cap = _check_options(softcap, chunk_size)
     lead = target.shape
     h2 = hidden.reshape(-1, hidden.shape[-1])
-    lp, ent, lse = _TokenStats.apply(h2, weight, bias, target.reshape(-1), cap, float(temperature),
-                                     chunk_size)
-    return {"logprob": lp.view(lead), "entropy": ent.view(lead), "lse": lse.view(lead)}
+    lse, ent, var, sur = _TokenStats.apply(h2, weight, bias, target.reshape(-1), cap, temp, chunk_size)
+    return measures.TokenStats(lse=lse.view(lead), entropy=ent.view(lead), varentropy=var.view(lead),
+                               surprisal=sur.view(lead))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -852,38 +849,61 @@ def _rowdot(a: Tensor, b: Tensor) -> Tensor:
     return torch.bmm(a[:, None, :], b[:, :, None]).view(a.shape[0])
 
 
+#: (measures function name, reversed) -> the fused kernel below; the names are measures.DIVERGENCES'
+_KERNELS = {
+    ("kl_div", False): "kl_div",  # KL(T || S)
+    ("kl_div", True): "reverse_kl_div",  # KL(S || T)
+    ("js_div", False): "js_div",
+    ("js_div", True): "js_div",  # with 1 - beta
+    ("skew_kl", False): "skew_kl",  # KL(T || beta T + (1-beta) S)
+    ("skew_kl", True): "reverse_skew_kl",  # KL(S || beta S + (1-beta) T)
+    ("tv_distance", False): "tv_distance",
+    ("tv_distance", True): "tv_distance",  # symmetric
+}
+
+
+def _to_mix_(r: Tensor, log_w: float, log_1mw: float) -> Tensor:
+    """In place, r = log b - log a  ->  log a - log m with m = w a + (1 - w) b, i.e.
+    -logaddexp(log w, log(1 - w) + r): from the difference, as ``measures`` forms it (no digits of a
+    large |log a| are lost to adding log w first, which biases float32 sums)."""
+    r.add_(log_1mw)
+    torch.logaddexp(r, r.new_full((), log_w), out=r)
+    return r.neg_()
+
+
 def _divergence_chunk(ls: Tensor, lt: Tensor, ps: Tensor, pt: Tensor, kind: str,
                       beta: float) -> tuple[Tensor, Tensor]:
     """Per-row divergence and its gradient w.r.t. the (temperature-scaled) student logits.
 
-    ``ls``/``lt`` are student/teacher log-probs, ``ps``/``pt`` probs; all four buffers may be
-    overwritten. For a loss D(p_S) the logit gradient is p_S (g - <p_S, g>) with g = dD/dp_S.
+    The fused (loss, gradient) forms of the ``entropykit.measures`` definitions (tests check them
+    against those). ``ls``/``lt`` are student/teacher log-probs, ``ps``/``pt`` probs; all four buffers
+    may be overwritten. For a loss D(p_S) the logit gradient is p_S (g - <p_S, g>), g = dD/dp_S.
     """
-    if kind == "forward_kl":  # KL(T || S)
-        loss = _rowdot(pt, lt) - _rowdot(pt, ls)
+    lb, l1b = _log(beta), (math.log1p(-beta) if beta < 1.0 else -math.inf)  # log beta, log(1 - beta)
+    if kind == "kl_div":  # KL(T || S)
+        loss = _rowdot(pt, lt.sub_(ls))
         return loss, ps.sub_(pt)
-    if kind == "reverse_kl":  # KL(S || T)
+    if kind == "reverse_kl_div":  # KL(S || T)
         diff = ls.sub_(lt)
         loss = _rowdot(ps, diff)
         return loss, diff.sub_(loss[:, None]).mul_(ps)
-    if kind == "jsd":  # beta KL(T||M) + (1-beta) KL(S||M), M = beta T + (1-beta) S
-        lm = torch.logaddexp(ls + _log(1.0 - beta), lt + _log(beta))
-        kl_t = _rowdot(pt, lt) - _rowdot(pt, lm)
-        diff = ls.sub_(lm)
-        kl_s = _rowdot(ps, diff)
-        loss = beta * kl_t + (1.0 - beta) * kl_s
-        return loss, diff.sub_(kl_s[:, None]).mul_(ps).mul_(1.0 - beta)
-    if kind == "skew_kl":  # KL(T || beta T + (1-beta) S); mixtures in log space (no 0/0)
-        lm = torch.logaddexp(lt + _log(beta), ls + _log(1.0 - beta))
-        loss = _rowdot(pt, lt) - _rowdot(pt, lm)
-        gsc = lt.sub_(lm).exp_().mul_(-(1.0 - beta))  # dD/dp_S = -(1-beta) p_T / M
-    elif kind == "skew_rkl":  # KL(S || (1-beta) T + beta S)
-        lm = torch.logaddexp(ls + _log(beta), lt + _log(1.0 - beta))
-        diff = ls.sub_(lm)
+    if kind == "js_div":  # beta KL(T||M) + (1-beta) KL(S||M), M = beta T + (1-beta) S
+        r = lt.sub_(ls)  # log T - log S
+        ds = _to_mix_(ls.copy_(r), l1b, lb)  # log S - log M
+        dt = _to_mix_(r.neg_(), lb, l1b)  # log T - log M
+        kl_s = _rowdot(ps, ds)
+        loss = beta * _rowdot(pt, dt) + (1.0 - beta) * kl_s
+        return loss, ds.sub_(kl_s[:, None]).mul_(ps).mul_(1.0 - beta)
+    if kind == "skew_kl":  # KL(T || beta T + (1-beta) S)
+        dt = _to_mix_(ls.sub_(lt), lb, l1b)  # log T - log M
+        loss = _rowdot(pt, dt)
+        gsc = dt.exp_().mul_(-(1.0 - beta))  # dD/dp_S = -(1-beta) p_T / M
+    elif kind == "reverse_skew_kl":  # KL(S || beta S + (1-beta) T)
+        diff = _to_mix_(lt.sub_(ls), lb, l1b)  # log S - log M
         loss = _rowdot(ps, diff)
         ratio = diff.exp().mul_(beta)
         gsc = diff.add_(1.0).sub_(ratio)  # dD/dp_S = log(S/M) + 1 - beta S/M
-    else:  # tvd: 1/2 sum |p_S - p_T|
+    else:  # tv_distance: 1/2 sum |p_S - p_T|
         diff = torch.sub(ps, pt)
         loss = 0.5 * diff.abs().sum(1)
         gsc = diff.sign_().mul_(0.5)
@@ -946,7 +966,7 @@ def linear_distill(
     teacher_hidden: Tensor,
     teacher_weight: Tensor,
     *,
-    divergence: str = "forward_kl",
+    divergence: str = "kl_div",
     beta: float = 0.5,
     temperature: float = 1.0,
     target: Tensor | None = None,
@@ -959,12 +979,21 @@ def linear_distill(
     With :math:`p_S = \mathrm{softmax}(h_S W_S^\top / T)`, :math:`p_T = \mathrm{softmax}(h_T W_T^\top/T)`
     (nats, no :math:`T^2` factor, as TRL's GKD trainer and DistiLLM):
 
-    - ``"forward_kl"``: KL(p_T || p_S);  ``"reverse_kl"``: KL(p_S || p_T);
-    - ``"jsd"``: generalised JSD (TRL ``generalized_jsd_loss``), M = beta p_T + (1-beta) p_S,
+    ``divergence`` is one of ``entropykit.measures.DISTILL_DIVERGENCES`` -- the names and definitions
+    of ``measures.DIVERGENCES`` applied as D(p_T, p_S), ``reverse_`` swapping the arguments -- as in
+    ``entropykit.losses.distill_loss`` (the earlier names in brackets are accepted aliases):
+
+    - ``"kl_div"`` (``"forward_kl"``): KL(p_T || p_S);
+    - ``"reverse_kl_div"`` (``"reverse_kl"``): KL(p_S || p_T);
+    - ``"js_div"`` (``"jsd"``): generalised JSD (TRL ``generalized_jsd_loss``), M = beta p_T + (1-beta) p_S,
       beta KL(p_T||M) + (1-beta) KL(p_S||M); beta=0 -> forward KL, beta=1 -> reverse KL;
     - ``"skew_kl"``: KL(p_T || beta p_T + (1-beta) p_S) (DistiLLM SKL, lambda = beta);
-    - ``"skew_rkl"``: KL(p_S || (1-beta) p_T + beta p_S) (DistiLLM SRKL, lambda = beta);
-    - ``"tvd"``: total variation 1/2 sum |p_S - p_T|.
+    - ``"reverse_skew_kl"`` (``"skew_rkl"``): KL(p_S || beta p_S + (1-beta) p_T) (DistiLLM SRKL);
+    - ``"tv_distance"`` (``"tvd"``): total variation 1/2 sum |p_S - p_T|.
+
+    NaN / inf follow the rule of ``entropykit.measures``: the logits come from the hidden states and
+    weights, so those must be finite (``ValueError`` naming the argument otherwise); every row of
+    finite logits is then a distribution.
 
     Gradients flow to ``student_hidden`` and ``student_weight`` only (the teacher is a constant).
     ``reduction="mean"`` averages over tokens whose ``target`` is not ``ignore_index`` (all tokens
@@ -981,28 +1010,30 @@ def linear_distill(
     _check_head(student_hidden, student_weight, None, "student_hidden", "student_weight")
     _check_head(teacher_hidden, teacher_weight, None, "teacher_hidden", "teacher_weight")
     if teacher_weight.shape[0] != student_weight.shape[0]:
-        raise ValueError(f"teacher_weight has {teacher_weight.shape[0]} rows but student_weight has "
-                         f"{student_weight.shape[0]}: the vocabularies must match")
+        raise ValueError(f"teacher_weight must have student_weight's {student_weight.shape[0]} rows (one "
+                         f"vocabulary), got {teacher_weight.shape[0]}")
     if teacher_hidden.shape[:-1] != student_hidden.shape[:-1]:
-        raise ValueError(f"teacher_hidden leading shape {tuple(teacher_hidden.shape[:-1])} must match "
-                         f"student_hidden's {tuple(student_hidden.shape[:-1])}")
+        raise ValueError(f"teacher_hidden must have student_hidden's leading shape "
+                         f"{tuple(student_hidden.shape[:-1])}, got {tuple(teacher_hidden.shape[:-1])}")
     if teacher_hidden.dtype != student_hidden.dtype:
-        raise TypeError(f"teacher_hidden dtype {teacher_hidden.dtype} must match student_hidden dtype "
-                        f"{student_hidden.dtype}")
-    if divergence not in DIVERGENCES:
-        raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
-    if not 0.0 <= float(beta) <= 1.0:
-        raise ValueError(f"beta must be in [0, 1], got {beta!r}")
-    if divergence == "skew_kl" and beta == 0.0:
-        raise ValueError("beta must be > 0 for divergence='skew_kl' (beta=0 makes the mixture p_S alone)")
-    if not float(temperature) > 0.0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    if reduction not in ("mean", "sum"):
-        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-    _check_chunk(chunk_size)
-    kind = divergence
-    if kind == "jsd" and beta in (0.0, 1.0):  # TRL: the end points are the plain KLs
-        kind = "forward_kl" if beta == 0.0 else "reverse_kl"
+        raise TypeError(f"teacher_hidden must have student_hidden's dtype {student_hidden.dtype}, "
+                        f"got {teacher_hidden.dtype}")
+    div, rev = measures.resolve_divergence(divergence)
+    b = check_real(beta, "beta", 0.0, 1.0)
+    temp = check_positive(temperature, "temperature")
+    check_choice(reduction, ("mean", "sum"), "reduction")
+    _check_options(None, chunk_size)
+    # the divergence rule of entropykit.measures: NaN / inf logits raise. Logits of finite hidden
+    # states and weights are finite (so no row is all -inf either): check the inputs, not V-wide rows.
+    for x, name in ((student_hidden, "student_hidden"), (student_weight, "student_weight"),
+                    (teacher_hidden, "teacher_hidden"), (teacher_weight, "teacher_weight")):
+        check_finite(x.detach(), name)
+    kind = _KERNELS[div.fn.__name__, rev]
+    if kind == "js_div":
+        if rev:  # js_div(S, T, beta) = js_div(T, S, 1 - beta)
+            b = 1.0 - b
+        if b in (0.0, 1.0):  # TRL: the end points are the plain KLs
+            kind = "kl_div" if b == 0.0 else "reverse_kl_div"
     d_s, d_t = student_hidden.shape[-1], teacher_hidden.shape[-1]
     hs, ht = student_hidden.reshape(-1, d_s), teacher_hidden.reshape(-1, d_t)
     if target is not None:
@@ -1011,5 +1042,5 @@ def linear_distill(
         if not bool(keep.all()):
             hs, ht = hs[keep], ht[keep]
     return _LinearDistill.apply(hs, student_weight, ht.detach(), teacher_weight.detach(), kind,
-                                float(beta), float(temperature), chunk_size, reduction,
+                                b, temp, chunk_size, reduction,
                                 torch.is_grad_enabled())
