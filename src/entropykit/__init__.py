@@ -13,13 +13,24 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from entropykit import codec as codec
     from entropykit import decoding as decoding
+    from entropykit import detect as detect
     from entropykit import lm as lm
     from entropykit import losses as losses
     from entropykit import measures as measures
+    from entropykit import models as models
+    from entropykit import monitors as monitors
     from entropykit import ops as ops
+    from entropykit import optim as optim
+    from entropykit import rl as rl
+    from entropykit.measures import DISTILL_DIVERGENCES as DISTILL_DIVERGENCES
+    from entropykit.measures import DIVERGENCE_ALIASES as DIVERGENCE_ALIASES
+    from entropykit.measures import DIVERGENCES as DIVERGENCES
+    from entropykit.measures import Divergence as Divergence
     from entropykit.measures import TokenStats as TokenStats
     from entropykit.measures import alpha_div as alpha_div
+    from entropykit.measures import check_distributions as check_distributions
     from entropykit.measures import chi2_div as chi2_div
     from entropykit.measures import cross_entropy as cross_entropy
     from entropykit.measures import entropy as entropy
@@ -29,6 +40,7 @@ if TYPE_CHECKING:
     from entropykit.measures import normalized_entropy as normalized_entropy
     from entropykit.measures import reduce as reduce
     from entropykit.measures import renyi_entropy as renyi_entropy
+    from entropykit.measures import resolve_divergence as resolve_divergence
     from entropykit.measures import rolling_mean as rolling_mean
     from entropykit.measures import skew_kl as skew_kl
     from entropykit.measures import surprisal as surprisal
@@ -42,11 +54,14 @@ __version__ = "0.1.0"
 
 # entropykit.measures.__all__, spelled out so that reading it needs no torch (a test keeps them equal)
 _MEASURES = (
-    "TokenStats", "alpha_div", "chi2_div", "cross_entropy", "entropy", "hellinger", "js_div", "kl_div",
-    "normalized_entropy", "reduce", "renyi_entropy", "rolling_mean", "skew_kl", "surprisal", "token_rank",
-    "token_stats", "tsallis_entropy", "tv_distance", "varentropy",
+    "DISTILL_DIVERGENCES", "DIVERGENCES", "DIVERGENCE_ALIASES", "Divergence", "TokenStats", "alpha_div",
+    "check_distributions", "chi2_div", "cross_entropy", "entropy", "hellinger", "js_div", "kl_div",
+    "normalized_entropy", "reduce", "renyi_entropy", "resolve_divergence", "rolling_mean", "skew_kl",
+    "surprisal", "token_rank", "token_stats", "tsallis_entropy", "tv_distance", "varentropy",
 )
-_PARTS = ("measures", "ops", "losses", "decoding", "lm")
+_PARTS = (
+    "measures", "ops", "losses", "decoding", "models", "lm", "detect", "codec", "rl", "optim", "monitors",
+)
 __all__ = [*_MEASURES, *_PARTS]
 
 

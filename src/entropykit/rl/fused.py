@@ -72,7 +72,8 @@ def fused_policy_loss(
     rho = check_real(top_entropy_quantile, "top_entropy_quantile", 0.0, 1.0, lo_open=True)
     y = torch.where(mask, target, torch.zeros((), dtype=target.dtype, device=target.device))
     st = linear_token_stats(hidden, weight, y, bias=bias, temperature=temperature, chunk_size=chunk_size)
-    log_prob, ent = st["logprob"], st["entropy"]
+    assert st.surprisal is not None  # a target was given
+    log_prob, ent = -st.surprisal, st.entropy
     keep = mask
     w = weights
     if rho < 1.0:
