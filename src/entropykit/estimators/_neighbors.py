@@ -8,7 +8,7 @@ so counts agree exactly):
   its sorted values (no tree).
 - ``brute``: blocks of rows of the per-part distance matrices from ``scipy.spatial.distance.cdist``;
   the joint distance is the maximum over parts, so one pass yields the joint k-th distance *and*
-  every marginal count. It wins once the joint dimension makes KD-trees degrade (about 4 and up).
+  every marginal count. It wins once the joint dimension makes KD-trees degrade (about 8 and up).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ _BLOCK_ELEMENTS = 1 << 22  # float64 elements per block matrix (32 MB)
 
 
 def choose(neighbors: str, n: int, dim: int) -> str:
-    """``auto``: brute force from joint dimension 4 up while n^2 stays moderate, else the tree."""
+    """``auto``: brute force from joint dimension 8 up while n^2 stays moderate, else the tree."""
     if neighbors != "auto":
         return neighbors
-    return "brute" if dim >= 4 and n <= 40_000 else "tree"
+    return "brute" if dim >= 8 and n <= 40_000 else "tree"
 
 
 def _n_workers(workers: int) -> int:
@@ -74,7 +74,7 @@ def count_sorted_1d(v: np.ndarray, r: np.ndarray, strict: bool) -> np.ndarray:
             lo = np.where(active & go_right, mid + 1, lo)
             hi = np.where(active & ~go_right, mid, hi)
 
-    count = boundary(True) - boundary(False)
+    count = np.maximum(boundary(True) - boundary(False), 0)  # r == 0 strictly: the windows cross
     self_in = (r > 0) if strict else np.ones(n, dtype=bool)
     return count - self_in.astype(np.int64)
 
