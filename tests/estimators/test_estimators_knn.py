@@ -152,6 +152,25 @@ def test_ksg_ensemble_and_lnc() -> None:
     assert ens == pytest.approx((plain + est.mutual_info_ksg(x, y, k=5)) / 2, abs=1e-12)
 
 
+def test_cca_projection_is_a_lower_bound_exact_for_low_rank_gaussian_dependence() -> None:
+    x, y, truth = multinormal(3000, 8, 8, 0.5, seed=1)  # one canonical pair carries all the MI
+    plain = est.mutual_info_ksg(x, y)
+    cca = est.mutual_info_ksg(x, y, cca_dims=1)
+    assert abs(cca - truth) < 0.05 < abs(plain - truth)
+    # pairs: the MI is spread over 4 canonical pairs; one of them is a lower bound
+    s = np.eye(8)
+    for i in range(4):
+        s[i, 4 + i] = s[4 + i, i] = 0.6
+    z = np.random.default_rng(2).multivariate_normal(np.zeros(8), s, size=3000)
+    one = -0.5 * math.log(1 - 0.36)
+    assert est.mutual_info_ksg(z[:, :4], z[:, 4:], cca_dims=1) == pytest.approx(one, abs=0.04)
+    # invariance: the projection does not care how x and y are linearly mixed
+    a = np.random.default_rng(3).standard_normal((8, 8))
+    assert est.mutual_info_ksg(x @ a, y, cca_dims=1) == pytest.approx(cca, abs=0.02)
+    with pytest.raises(ValueError, match="cca_dims must be an int in"):
+        est.mutual_info_ksg(x, y[:, :2], cca_dims=3)
+
+
 def test_conditional_mi_truth_and_markov_chain() -> None:
     g = np.random.default_rng(0).standard_normal((3, 3000))
     z = g[0]

@@ -28,6 +28,8 @@ References
 .. [6] S. Gao, G. Ver Steeg, A. Galstyan, "Efficient estimation of mutual information for strongly
        dependent variables", AISTATS 2015 (local non-uniformity correction, LNC).
 .. [7] T. Schreiber, "Measuring information transfer", Phys. Rev. Lett. 85, 461, 2000.
+.. [8] G. Gowri, X.-K. Lun, A. M. Klein, P. Yin, "Approximating mutual information of
+       high-dimensional variables using learned representations", NeurIPS 2024.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from ._samples import (
     standardize,
     to_base,
 )
+from ._samples import standardize as standardize_
 
 __all__ = [
     "PermutationResult",
@@ -159,10 +162,24 @@ def _lnc_correction(joint: np.ndarray, k: int, alpha: float, workers: int) -> fl
     return float(np.sum((log_box - log_rect)[use]) / joint.shape[0])
 
 
+def _cca_project(a: np.ndarray, c: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first m canonical variates of a and c (whitened, then rotated by the SVD of the
+    cross-covariance): the linear maps that keep the most Gaussian dependence."""
+
+    def whiten(v: np.ndarray) -> np.ndarray:
+        v = v - v.mean(axis=0)
+        w, q = np.linalg.eigh(np.cov(v, rowvar=False).reshape(v.shape[1], v.shape[1]))
+        return v @ (q / np.sqrt(np.maximum(w, 1e-12 * w.max())))
+
+    wa, wc = whiten(a), whiten(c)
+    u, _, vt = np.linalg.svd(wa.T @ wc / (len(a) - 1))
+    return wa @ u[:, :m], wc @ vt[:m].T
+
+
 def mutual_info_ksg(
     x: Any, y: Any, *, k: int | Sequence[int] = 3, variant: int = 1, base: float = math.e,
     standardize: bool = True, jitter: float = 1e-10, random_state: RandomState = 0,
-    lnc_alpha: float | None = None, neighbors: str = "auto", workers: int = 1,
+    lnc_alpha: float | None = None, cca_dims: int | None = None, neighbors: str = "auto", workers: int = 1,
 ) -> float:
     r"""Kraskov-Stögbauer-Grassberger (KSG) estimate of the mutual information I(X; Y).
 
@@ -177,9 +194,12 @@ def mutual_info_ksg(
 
     Bias remedies: ``k`` as a sequence averages the estimates over several k (bmi's KSG ensemble);
     ``lnc_alpha`` (e.g. 0.25; NPEET's ``alpha``) adds the local non-uniformity correction for
-    strongly dependent low-dimensional variables (needs ``k`` >= the joint dimension). Nats
-    (``base=2``: bits); never clipped at 0. Reference: Kraskov et al. (2004) [2]_, Gao et al.
-    (2015) [6]_.
+    strongly dependent low-dimensional variables (needs ``k`` >= the joint dimension);
+    ``cca_dims=m`` estimates I(U; V) between the first m canonical variates of x and y (fitted on
+    the sample) instead: a lower bound on I(X; Y) by data processing, exact when the dependence is
+    Gaussian of rank <= m, and far less biased than KSG in many dimensions (the linear case of
+    estimating MI on low-dimensional representations, Gowri et al. 2024 [8]_). Nats (``base=2``:
+    bits); never clipped at 0. Reference: Kraskov et al. (2004) [2]_, Gao et al. (2015) [6]_.
 
     >>> import numpy as np
     >>> z = np.random.default_rng(0).standard_normal((2000, 2))
@@ -199,6 +219,11 @@ def mutual_info_ksg(
         if min(ks) < dim:
             raise ValueError(f"k must be >= the joint dimension {dim} with lnc_alpha (the local PCA needs "
                              f"k neighbours spanning the space), got {min(ks)}")
+    if cca_dims is not None:
+        cca_dims = check_int(cca_dims, "cca_dims", 1, min(a.shape[1], c.shape[1]))
+        if standardize:  # constant columns are an error here as everywhere
+            a, c = standardize_(a, "x")[0], standardize_(c, "y")[0]
+        a, c = _cca_project(a, c, cca_dims)
     parts = prepare({"x": a, "y": c}, standardize_=standardize, jitter=jitter, rng=rng_of(random_state))
     est = 0.0
     for kk in ks:
