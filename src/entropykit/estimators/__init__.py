@@ -8,7 +8,7 @@ reference, so benchmarks and the CLI enumerate them from one place.
 >>> import numpy as np
 >>> from entropykit import estimators
 >>> sorted(estimators.METHODS)[:3]
-['conditional_mutual_info', 'entropy_discrete', 'entropy_knn']
+['alpha_req', 'cauchy_schwarz_divergence', 'conditional_mutual_info']
 >>> z = np.random.default_rng(0).standard_normal((1000, 2))
 >>> estimators.METHODS["mutual_info_ksg"].fn(z[:, 0], z[:, 0] + z[:, 1]) > 0.25  # truth log(2)/2
 True
@@ -31,23 +31,37 @@ from .knn import (
     permutation_test,
     transfer_entropy,
 )
+from .matrix import (
+    alpha_req,
+    cauchy_schwarz_divergence,
+    matrix_mutual_info,
+    matrix_renyi_entropy,
+    rankme,
+    von_neumann_entropy,
+)
 from .timeseries import permutation_entropy, statistical_complexity
 
 __all__ = [
     "METHODS",
     "Method",
     "PermutationResult",
+    "alpha_req",
+    "cauchy_schwarz_divergence",
     "conditional_mutual_info",
     "entropy_discrete",
     "entropy_knn",
     "kl_divergence_knn",
+    "matrix_mutual_info",
+    "matrix_renyi_entropy",
     "mutual_info_discrete",
     "mutual_info_ksg",
     "mutual_info_mixed",
     "permutation_entropy",
     "permutation_test",
+    "rankme",
     "statistical_complexity",
     "transfer_entropy",
+    "von_neumann_entropy",
 ]
 
 
@@ -57,7 +71,7 @@ class Method:
 
     name: str
     quantity: Literal["entropy", "mutual_info", "conditional_mutual_info", "divergence",
-                      "transfer_entropy", "complexity"]
+                      "transfer_entropy", "complexity", "spectrum"]
     fn: Callable[..., Any]
     inputs: tuple[str, ...]
     params: dict[str, Any] = field(default_factory=dict)  # name -> default
@@ -95,5 +109,17 @@ METHODS: dict[str, Method] = {
         Method("statistical_complexity", "complexity", statistical_complexity, ("x",),
                {"order": 3, "delay": 1, "weighted": False},
                "Rosso et al. 2007 (Jensen-Shannon complexity-entropy plane)"),
+        Method("von_neumann_entropy", "entropy", von_neumann_entropy, ("z",),
+               {"normalize_rows": True, "base": "e"}, "Kim et al. 2023 (VNE)"),
+        Method("rankme", "spectrum", rankme, ("z",), {"eps": 1e-7}, "Garrido et al. 2023"),
+        Method("alpha_req", "spectrum", alpha_req, ("z",), {"fit_from": 1, "fit_to": None},
+               "Agrawal et al. 2022"),
+        Method("matrix_renyi_entropy", "entropy", matrix_renyi_entropy, ("x",),
+               {"alpha": 2.0, "sigma": None, "base": "e"}, "Sanchez Giraldo, Rao & Principe 2015"),
+        Method("matrix_mutual_info", "mutual_info", matrix_mutual_info, ("x", "y"),
+               {"alpha": 2.0, "sigma_x": None, "sigma_y": None, "base": "e"},
+               "Sanchez Giraldo, Rao & Principe 2015"),
+        Method("cauchy_schwarz_divergence", "divergence", cauchy_schwarz_divergence, ("x", "y"),
+               {"sigma": 1.0, "base": "e"}, "Jenssen et al. 2006 (Parzen windows)"),
     )
 }
