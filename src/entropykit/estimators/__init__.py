@@ -39,11 +39,14 @@ from .matrix import (
     rankme,
     von_neumann_entropy,
 )
+from .neural import BOUNDS, NeuralMIResult, mi_bound, neural_mutual_info
 from .timeseries import permutation_entropy, statistical_complexity
 
 __all__ = [
+    "BOUNDS",
     "METHODS",
     "Method",
+    "NeuralMIResult",
     "PermutationResult",
     "alpha_req",
     "cauchy_schwarz_divergence",
@@ -53,9 +56,11 @@ __all__ = [
     "kl_divergence_knn",
     "matrix_mutual_info",
     "matrix_renyi_entropy",
+    "mi_bound",
     "mutual_info_discrete",
     "mutual_info_ksg",
     "mutual_info_mixed",
+    "neural_mutual_info",
     "permutation_entropy",
     "permutation_test",
     "rankme",
@@ -119,6 +124,12 @@ METHODS: dict[str, Method] = {
         Method("matrix_mutual_info", "mutual_info", matrix_mutual_info, ("x", "y"),
                {"alpha": 2.0, "sigma_x": None, "sigma_y": None, "base": "e"},
                "Sanchez Giraldo, Rao & Principe 2015"),
+        Method("neural_mutual_info", "mutual_info", neural_mutual_info, ("x", "y"),
+               {"bound": "smile", "critic": "separable", "hidden": 64, "embed": 32, "layers": 2,
+                "batch_size": 128, "steps": 2000, "lr": 5e-4, "clip": 5.0, "ema": 0.9, "validation": 0.2,
+                "eval_every": 50, "patience": 5, "generator": None},
+               "MINE: Belghazi et al. 2018; NWJ 2010; InfoNCE: van den Oord et al. 2018; "
+               "SMILE: Song & Ermon 2020"),
         Method("cauchy_schwarz_divergence", "divergence", cauchy_schwarz_divergence, ("x", "y"),
                {"sigma": 1.0, "base": "e"}, "Jenssen et al. 2006 (Parzen windows)"),
     )
