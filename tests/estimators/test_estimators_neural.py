@@ -72,9 +72,9 @@ def test_training_finds_a_positive_bound_below_the_truth(bound: str) -> None:
     z = torch.randn(1200, 2, generator=g)
     x, y = z[:, :1], 0.8 * z[:, :1] + 0.6 * z[:, 1:]
     truth = -0.5 * math.log(1 - 0.64)
-    r = est.neural_mutual_info(x, y, bound=bound, hidden=16, embed=8, batch_size=64, steps=80,
+    r = est.neural_mutual_info(x, y, bound=bound, hidden=16, embed=8, batch_size=64, steps=200,
                                eval_every=20, generator=g)
-    assert 0.1 < r.estimate < truth + 0.15 and r.ceiling == math.inf and len(r.history) >= 1
+    assert 0.25 < r.estimate < truth + 0.15 and r.ceiling == math.inf and len(r.history) >= 1
 
 
 def test_neural_validation() -> None:

@@ -127,7 +127,7 @@ METHODS: dict[str, Method] = {
         Method("neural_mutual_info", "mutual_info", neural_mutual_info, ("x", "y"),
                {"bound": "smile", "critic": "separable", "hidden": 64, "embed": 32, "layers": 2,
                 "batch_size": 128, "steps": 2000, "lr": 5e-4, "clip": 5.0, "ema": 0.9, "validation": 0.2,
-                "eval_every": 50, "patience": 5, "generator": None},
+                "eval_every": 50, "patience": 5, "generator": None, "threads": 1},
                "MINE: Belghazi et al. 2018; NWJ 2010; InfoNCE: van den Oord et al. 2018; "
                "SMILE: Song & Ermon 2020"),
         Method("cauchy_schwarz_divergence", "divergence", cauchy_schwarz_divergence, ("x", "y"),

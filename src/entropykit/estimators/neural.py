@@ -132,13 +132,15 @@ def neural_mutual_info(
     x: Any, y: Any, *, bound: str = "smile", critic: str = "separable", hidden: int = 64, embed: int = 32,
     layers: int = 2, batch_size: int = 128, steps: int = 2000, lr: float = 5e-4, clip: float = 5.0,
     ema: float = 0.9, validation: float = 0.2, eval_every: int = 50, patience: int = 5,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, threads: int | None = 1,
 ) -> NeuralMIResult:
     r"""Train a critic to maximise a variational bound (:func:`mi_bound`) on I(X; Y) and report the
     bound on held-out samples (a fraction ``validation`` of the rows), with early stopping when the
     held-out bound has not improved for ``patience`` evaluations. ``bound="mine"`` trains DV with the
     EMA-debiased gradient (rate ``ema`` = 0.9, the MINE paper's). Inputs are standardised with the
     training rows' statistics. ``generator`` seeds the split, the batches and the initialisation.
+    ``threads``: torch intra-op threads while training (restored afterwards; the default 1 suits these
+    small critics, for which more threads mostly add synchronisation; None keeps the current setting).
     Nats. References: Belghazi et al. [1]_, Poole et al. [4]_, Song and Ermon [5]_.
 
     >>> import torch
@@ -166,6 +168,24 @@ def neural_mutual_info(
     if n_val < batch_size or n - n_val < batch_size:
         raise ValueError(f"x must have enough samples for a training and a validation batch of "
                          f"batch_size={batch_size} (validation={validation}), got {n}")
+    if threads is not None:
+        threads = check_int(threads, "threads", 1)
+    previous = torch.get_num_threads()
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        return _train(a, c, bound, critic, hidden, embed, layers, batch_size, steps, lr, clip, ema, n_val,
+                      eval_every, patience, generator)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train(
+    a: Any, c: Any, bound: str, critic: str, hidden: int, embed: int, layers: int, batch_size: int,
+    steps: int, lr: float, clip: float, ema: float, n_val: int, eval_every: int, patience: int,
+    generator: torch.Generator | None,
+) -> NeuralMIResult:
+    n = a.shape[0]
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
