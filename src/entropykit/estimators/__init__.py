@@ -39,12 +39,14 @@ from .matrix import (
     rankme,
     von_neumann_entropy,
 )
+from .multivariate import HigherOrderInfo, o_information
 from .neural import BOUNDS, NeuralMIResult, mi_bound, neural_mutual_info
 from .timeseries import permutation_entropy, statistical_complexity
 
 __all__ = [
     "BOUNDS",
     "METHODS",
+    "HigherOrderInfo",
     "Method",
     "NeuralMIResult",
     "PermutationResult",
@@ -61,6 +63,7 @@ __all__ = [
     "mutual_info_ksg",
     "mutual_info_mixed",
     "neural_mutual_info",
+    "o_information",
     "permutation_entropy",
     "permutation_test",
     "rankme",
@@ -76,7 +79,7 @@ class Method:
 
     name: str
     quantity: Literal["entropy", "mutual_info", "conditional_mutual_info", "divergence",
-                      "transfer_entropy", "complexity", "spectrum"]
+                      "transfer_entropy", "complexity", "spectrum", "higher_order"]
     fn: Callable[..., Any]
     inputs: tuple[str, ...]
     params: dict[str, Any] = field(default_factory=dict)  # name -> default
@@ -130,6 +133,9 @@ METHODS: dict[str, Method] = {
                 "eval_every": 50, "patience": 5, "generator": None, "threads": 1},
                "MINE: Belghazi et al. 2018; NWJ 2010; InfoNCE: van den Oord et al. 2018; "
                "SMILE: Song & Ermon 2020"),
+        Method("o_information", "higher_order", o_information, ("x",),
+               {"method": "gaussian", "copula": True, "k": 3, "base": "e", "random_state": 0},
+               "Rosas et al. 2019; Gaussian copula: Ince et al. 2017"),
         Method("cauchy_schwarz_divergence", "divergence", cauchy_schwarz_divergence, ("x", "y"),
                {"sigma": 1.0, "base": "e"}, "Jenssen et al. 2006 (Parzen windows)"),
     )
