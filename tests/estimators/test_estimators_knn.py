@@ -152,6 +152,17 @@ def test_ksg_ensemble_and_lnc() -> None:
     assert ens == pytest.approx((plain + est.mutual_info_ksg(x, y, k=5)) / 2, abs=1e-12)
 
 
+@pytest.mark.parametrize("variant", [1, 2])
+@pytest.mark.parametrize("neighbors", ["tree", "brute"])
+def test_ksg_ensemble_is_the_mean_of_single_k(variant: int, neighbors: str) -> None:
+    x, y, _ = multinormal(300, 3, 2, 0.4, seed=9)
+    kw = {"variant": variant, "neighbors": neighbors}
+    singles = [est.mutual_info_ksg(x, y, k=k, **kw) for k in (1, 4, 2)]
+    assert est.mutual_info_ksg(x, y, k=[1, 4, 2], **kw) == pytest.approx(np.mean(singles), abs=1e-12)
+    assert est.mutual_info_ksg(x, y, k=[1, 4, 2], neighbors="tree" if neighbors == "brute" else "brute",
+                               variant=variant) == pytest.approx(np.mean(singles), abs=1e-12)
+
+
 def test_cca_projection_is_a_lower_bound_exact_for_low_rank_gaussian_dependence() -> None:
     x, y, truth = multinormal(3000, 8, 8, 0.5, seed=1)  # one canonical pair carries all the MI
     plain = est.mutual_info_ksg(x, y)

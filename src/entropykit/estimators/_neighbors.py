@@ -79,10 +79,13 @@ def count_sorted_1d(v: np.ndarray, r: np.ndarray, strict: bool) -> np.ndarray:
     return count - self_in.astype(np.int64)
 
 
+Counts = tuple[np.ndarray, list[np.ndarray], np.ndarray | None]
+
+
 def ksg_counts(
     parts: Sequence[np.ndarray], subspaces: Sequence[Sequence[int]], k: int, mode: str, *,
     neighbors: str, workers: int = 1,
-) -> tuple[np.ndarray, list[np.ndarray], np.ndarray | None]:
+) -> Counts:
     """Joint max-norm k-th neighbour distance ``eps`` (self excluded) and, per subspace (a tuple of
     part indices), the number of other points within it:
 
@@ -92,12 +95,23 @@ def ksg_counts(
     - ``mode="ksg2"``: distance ``<= eps_sub_i``, the largest subspace distance among the k joint
       neighbours (KSG type 2).
     """
+    return ksg_counts_multi(parts, subspaces, [k], mode, neighbors=neighbors, workers=workers)[0]
+
+
+def ksg_counts_multi(
+    parts: Sequence[np.ndarray], subspaces: Sequence[Sequence[int]], ks: Sequence[int], mode: str, *,
+    neighbors: str, workers: int = 1,
+) -> list[Counts]:
+    """:func:`ksg_counts` for several k from one neighbour search (one pass of distance blocks, or
+    one tree query for the largest k): the k-ensemble costs little more than its largest k."""
     n = parts[0].shape[0]
     dim = sum(p.shape[1] for p in parts)
     path = choose(neighbors, n, dim)
-    counts = [np.zeros(n, dtype=np.int64) for _ in subspaces]
-    eps = np.zeros(n)
-    ties: np.ndarray | None = np.zeros(n, dtype=np.int64) if mode == "mixed" else None
+    out: list[Counts] = [
+        (np.zeros(n), [np.zeros(n, dtype=np.int64) for _ in subspaces],
+         np.zeros(n, dtype=np.int64) if mode == "mixed" else None)
+        for _ in ks
+    ]
     if path == "brute":
 
         def block(s: int, e: int) -> None:
@@ -108,60 +122,70 @@ def ksg_counts(
             rows = np.arange(e - s)
             joint_self = joint if len(dp) > 1 else joint.copy()
             joint_self[rows, rows + s] = np.inf
-            if mode == "ksg2":
-                idx = np.argpartition(joint_self, k - 1, axis=1)[:, :k]
-                e_i = np.take_along_axis(joint_self, idx, axis=1).max(axis=1)
-            else:
-                e_i = np.partition(joint_self, k - 1, axis=1)[:, k - 1]
-            eps[s:e] = e_i
-            if ties is not None:
-                ties[s:e] = (joint_self == 0).sum(axis=1)
-            for c, sub in zip(counts, subspaces):
+            subs = []
+            for sub in subspaces:
                 d = dp[sub[0]]
                 if len(sub) > 1:
                     d = d.copy()
                     for q in sub[1:]:
                         np.maximum(d, dp[q], out=d)
-                if mode == "ksg2":
-                    r = np.take_along_axis(d, idx, axis=1).max(axis=1)
-                    c[s:e] = (d <= r[:, None]).sum(axis=1) - 1
-                elif mode == "mixed":
-                    lt = (d < e_i[:, None]).sum(axis=1) - 1
-                    c[s:e] = np.where(e_i > 0, lt, (d <= 0).sum(axis=1) - 1)
+                subs.append(d)
+            part = None if mode == "ksg2" else np.partition(joint_self, [k - 1 for k in ks], axis=1)
+            for k, (eps, counts, ties) in zip(ks, out):
+                if part is None:
+                    idx = np.argpartition(joint_self, k - 1, axis=1)[:, :k]
+                    e_i = np.take_along_axis(joint_self, idx, axis=1).max(axis=1)
                 else:
-                    c[s:e] = (d < e_i[:, None]).sum(axis=1) - (e_i > 0)
+                    e_i = part[:, k - 1]
+                eps[s:e] = e_i
+                if ties is not None:
+                    ties[s:e] = (joint_self == 0).sum(axis=1)
+                for c, d in zip(counts, subs):
+                    if part is None:
+                        r = np.take_along_axis(d, idx, axis=1).max(axis=1)
+                        c[s:e] = (d <= r[:, None]).sum(axis=1) - 1
+                    elif mode == "mixed":
+                        lt = (d < e_i[:, None]).sum(axis=1) - 1
+                        c[s:e] = np.where(e_i > 0, lt, (d <= 0).sum(axis=1) - 1)
+                    else:
+                        c[s:e] = (d < e_i[:, None]).sum(axis=1) - (e_i > 0)
 
-        _run(block, _blocks(n, n * (len(parts) + 2)), workers)
-        return eps, counts, ties
+        _run(block, _blocks(n, n * (len(parts) + len(subspaces) + 2)), workers)
+        return out
 
     joint = np.hstack(parts) if len(parts) > 1 else parts[0]
     tree = cKDTree(joint)
-    dist, idx = tree.query(joint, k + 1, p=np.inf, workers=workers)
-    eps = dist[:, k].copy()
-    if ties is not None:
-        zero = np.flatnonzero(eps == 0)
-        if zero.size:
-            ties[zero] = tree.query_ball_point(joint[zero], 0.0, p=np.inf, return_length=True) - 1
-    for c, sub in zip(counts, subspaces):
-        v = np.hstack([parts[q] for q in sub]) if len(sub) > 1 else parts[sub[0]]
-        if mode == "ksg2":
-            # neighbours' largest subspace distance (self may be displaced by a duplicate: same value)
-            nb = v[idx[:, 1:]]
-            r = np.abs(nb - v[:, None, :]).max(axis=(1, 2))
-            strict = False
-        else:
-            r, strict = eps, True
-        if v.shape[1] == 1:
-            c[:] = count_sorted_1d(v[:, 0], r, strict)
-            if mode == "mixed" and (r == 0).any():
-                c[:] = np.where(r == 0, count_sorted_1d(v[:, 0], r, False), c)
-        else:
-            radius = np.nextafter(r, 0) if strict else r
-            got = cKDTree(v).query_ball_point(v, radius, p=np.inf, return_length=True, workers=workers)
-            got = np.asarray(got, dtype=np.int64) - 1
-            # strict with r == 0: nothing is inside (lt); the ties at distance 0 (mixed)
-            c[:] = np.where(r == 0, got if mode == "mixed" else 0, got) if strict else got
-    return eps, counts, ties
+    dist, idx = tree.query(joint, max(ks) + 1, p=np.inf, workers=workers)
+    dist, idx = dist.reshape(n, -1), idx.reshape(n, -1)
+    views = [np.hstack([parts[q] for q in sub]) if len(sub) > 1 else parts[sub[0]] for sub in subspaces]
+    trees: dict[int, cKDTree] = {}
+    for k, (eps, counts, ties) in zip(ks, out):
+        eps[:] = dist[:, k]
+        if ties is not None:
+            zero = np.flatnonzero(eps == 0)
+            if zero.size:
+                ties[zero] = tree.query_ball_point(joint[zero], 0.0, p=np.inf, return_length=True) - 1
+        for j, (c, v) in enumerate(zip(counts, views)):
+            if mode == "ksg2":
+                # neighbours' largest subspace distance (self may be displaced by a duplicate: same value)
+                nb = v[idx[:, 1:k + 1]]
+                r = np.abs(nb - v[:, None, :]).max(axis=(1, 2))
+                strict = False
+            else:
+                r, strict = eps, True
+            if v.shape[1] == 1:
+                c[:] = count_sorted_1d(v[:, 0], r, strict)
+                if mode == "mixed" and (r == 0).any():
+                    c[:] = np.where(r == 0, count_sorted_1d(v[:, 0], r, False), c)
+            else:
+                if j not in trees:
+                    trees[j] = cKDTree(v)
+                radius = np.nextafter(r, 0) if strict else r
+                got = trees[j].query_ball_point(v, radius, p=np.inf, return_length=True, workers=workers)
+                got = np.asarray(got, dtype=np.int64) - 1
+                # strict with r == 0: nothing is inside (lt); the ties at distance 0 (mixed)
+                c[:] = np.where(r == 0, got if mode == "mixed" else 0, got) if strict else got
+    return out
 
 
 def kth_distance(

@@ -138,13 +138,18 @@ def _standardize_keep(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------- mutual information
 
 
-def _ksg(parts: list[np.ndarray], k: int, variant: int, neighbors: str, workers: int) -> float:
+def _ksg(parts: list[np.ndarray], ks: list[int], variant: int, neighbors: str, workers: int) -> list[float]:
+    """KSG estimates for each k in ``ks`` from one neighbour search."""
     n = parts[0].shape[0]
-    if variant == 1:
-        _, (nx, ny), _ = _nb.ksg_counts(parts, [(0,), (1,)], k, "lt", neighbors=neighbors, workers=workers)
-        return float(digamma(k) + digamma(n) - np.mean(digamma(nx + 1) + digamma(ny + 1)))
-    _, (nx, ny), _ = _nb.ksg_counts(parts, [(0,), (1,)], k, "ksg2", neighbors=neighbors, workers=workers)
-    return float(digamma(k) - 1.0 / k + digamma(n) - np.mean(digamma(nx) + digamma(ny)))
+    mode = "lt" if variant == 1 else "ksg2"
+    res = _nb.ksg_counts_multi(parts, [(0,), (1,)], ks, mode, neighbors=neighbors, workers=workers)
+    out = []
+    for k, (_, (nx, ny), _) in zip(ks, res):
+        if variant == 1:
+            out.append(float(digamma(k) + digamma(n) - np.mean(digamma(nx + 1) + digamma(ny + 1))))
+        else:
+            out.append(float(digamma(k) - 1.0 / k + digamma(n) - np.mean(digamma(nx) + digamma(ny))))
+    return out
 
 
 def _lnc_correction(joint: np.ndarray, k: int, alpha: float, workers: int) -> float:
@@ -225,11 +230,9 @@ def mutual_info_ksg(
             a, c = standardize_(a, "x")[0], standardize_(c, "y")[0]
         a, c = _cca_project(a, c, cca_dims)
     parts = prepare({"x": a, "y": c}, standardize_=standardize, jitter=jitter, rng=rng_of(random_state))
-    est = 0.0
-    for kk in ks:
-        est += _ksg(parts, kk, variant, neighbors, workers)
-        if lnc_alpha is not None:
-            est += _lnc_correction(np.hstack(parts), kk, lnc_alpha, workers)
+    est = sum(_ksg(parts, ks, variant, neighbors, workers))
+    if lnc_alpha is not None:
+        est += sum(_lnc_correction(np.hstack(parts), kk, lnc_alpha, workers) for kk in ks)
     return to_base(est / len(ks), b)
 
 
