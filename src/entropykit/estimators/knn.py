@@ -55,10 +55,9 @@ from ._samples import (
     check_samples,
     prepare,
     rng_of,
-    standardize,
     to_base,
 )
-from ._samples import standardize as standardize_
+from ._samples import standardize as standardize_  # the name ``standardize`` is a parameter here
 
 __all__ = [
     "PermutationResult",
@@ -118,7 +117,7 @@ def entropy_knn(
     jitter, neighbors, workers = check_options(jitter, neighbors, workers)
     log_scale = 0.0
     if standardize:
-        a, std = _standardize_keep(a)
+        a, std = standardize_(a, "x")
         log_scale = float(np.log(std).sum())
     (a,) = prepare({"x": a}, standardize_=False, jitter=jitter, rng=rng_of(random_state))
     rho = _nb.kth_distance(a, None, k, metric, neighbors=neighbors, workers=workers)
@@ -129,10 +128,6 @@ def entropy_knn(
         )
     h = digamma(n) - digamma(k) + _log_unit_ball(d, metric) + d * float(np.mean(np.log(rho))) + log_scale
     return to_base(h, b)
-
-
-def _standardize_keep(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return standardize(a, "x")
 
 
 # --------------------------------------------------------------------------- mutual information
@@ -338,9 +333,9 @@ def kl_divergence_knn(
     b = check_base(base)
     jitter, neighbors, workers = check_options(jitter, neighbors, workers)
     if standardize:
-        mean, std = a.mean(axis=0), a.std(axis=0)
-        standardize_check(a, std)
-        a, c = (a - mean) / std, (c - mean) / std
+        mean = a.mean(axis=0)
+        a, std = standardize_(a, "x")  # raises on a constant column
+        c = (c - mean) / std
     a, c = prepare({"x": a, "y": c}, standardize_=False, jitter=jitter, rng=rng_of(random_state))
     rho = _nb.kth_distance(a, None, k, metric, neighbors=neighbors, workers=workers)
     nu = _nb.kth_distance(c, a, k, metric, neighbors=neighbors, workers=workers)
@@ -348,11 +343,6 @@ def kl_divergence_knn(
         raise ValueError("x and y must have no duplicate samples for a kNN divergence; pass jitter > 0")
     est = d * float(np.mean(np.log(nu / rho))) + math.log(c.shape[0] / (n - 1))
     return to_base(est, b)
-
-
-def standardize_check(a: np.ndarray, std: np.ndarray) -> None:
-    if (std == 0).any():
-        standardize(a, "x")  # raises the constant-column error
 
 
 # --------------------------------------------------------------------------- time series
