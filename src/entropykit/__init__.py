@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from entropykit import codec as codec
-    from entropykit import estimators as estimators
     from entropykit import decoding as decoding
     from entropykit import detect as detect
+    from entropykit import estimators as estimators
     from entropykit import lm as lm
     from entropykit import losses as losses
     from entropykit import measures as measures
@@ -61,7 +61,8 @@ _MEASURES = (
     "surprisal", "token_rank", "token_stats", "tsallis_entropy", "tv_distance", "varentropy",
 )
 _PARTS = (
-    "measures", "ops", "losses", "decoding", "models", "lm", "detect", "codec", "rl", "optim", "monitors", "estimators",
+    "measures", "ops", "losses", "decoding", "models", "lm", "detect", "codec",
+    "rl", "optim", "monitors", "estimators",
 )
 __all__ = [*_MEASURES, *_PARTS]
 
