@@ -130,6 +130,7 @@ class WOC(Tent):
         super().__init__(model, **kw)
         self.source_model = _frozen_copy(model, self._bn, self._alpha)
         self.kept = 0
+        self._snapshot_source()
 
     def loss(self, logits: Tensor, x: Tensor) -> Tensor | None:
         with torch.no_grad():
