@@ -48,8 +48,13 @@ def clone_params(net: nn.Module) -> dict[str, Tensor]:
     return {n: p.detach().clone() for n, p in net.named_parameters()}
 
 
-def sgd(params: dict[str, Tensor], grads: dict[str, Tensor], bufs: dict[str, Tensor], lr: float,
-        momentum: float = 0.9) -> None:
+def sgd(
+    params: dict[str, Tensor],
+    grads: dict[str, Tensor],
+    bufs: dict[str, Tensor],
+    lr: float,
+    momentum: float = 0.9,
+) -> None:
     """torch.optim.SGD's rule (dampening 0, no Nesterov): b <- m b + g (b = g first), p <- p - lr b."""
     for n, g in grads.items():
         bufs[n] = g.clone() if n not in bufs else momentum * bufs[n] + g
