@@ -543,7 +543,8 @@ GN/LN CNN {clean["gn"]:.1f} %. Source error of the BN CNN by severity 1-5:
 Settings: `reset` each corruption from the source state (mean of 15); `continual` the 15 in a row;
 `long` the continual sequence three times (45 domains); `mixed` all corruptions shuffled together
 (CoTTA, RMT and DeYO run only on `continual` and `sorted`: CPU time); `sorted` continual with
-label-sorted domains (batches of mostly one class); `bs1` the GroupNorm/LayerNorm CNN at batch size
+label-sorted domains (images sorted by label: batches of two or three classes); `bs1` the
+GroupNorm/LayerNorm CNN at batch size
 1, 40 images per corruption in a row. Every gradient method: Adam, lr {LR:g} (batch 64) or
 {LR:g}/16 (batch 1), one step per batch (60 updates cover the continual stream, against 750 of lr 1e-3
 in the anchor's CIFAR10-C stream: the larger step stands in for the longer stream);
