@@ -544,10 +544,10 @@ Settings: `reset` each corruption from the source state (mean of 15); `continual
 `long` the continual sequence three times (45 domains); `mixed` all corruptions shuffled together
 (CoTTA, RMT and DeYO run only on `continual` and `sorted`: CPU time); `sorted` continual with
 label-sorted domains (images sorted by label: batches of two or three classes); `bs1` the
-GroupNorm/LayerNorm CNN at batch size
-1, 40 images per corruption in a row. Every gradient method: Adam, lr {LR:g} (batch 64) or
-{LR:g}/16 (batch 1), one step per batch (60 updates cover the continual stream, against 750 of lr 1e-3
-in the anchor's CIFAR10-C stream: the larger step stands in for the longer stream);
+GroupNorm/LayerNorm CNN at batch size 1, 40 images per corruption in a row. Every gradient method:
+Adam, lr {LR:g} (batch 64) or {LR:g}/16 (batch 1), one step per batch (60 updates cover the
+continual stream, against 750 of lr 1e-3 in the anchor's CIFAR10-C stream: the larger step stands in
+for the longer stream);
 EATA d_margin 0.4, Fisher alpha 1 from 500 clean train images (the anchor's CIFAR-10 values);
 `tent_guard` and `rdumb` reset to the source every 50 updates (200 at batch 1); CoTTA with 4
 augmentations (not 32: CPU time); RMT with source replay from the clean train digits, no contrastive
