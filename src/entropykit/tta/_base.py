@@ -1,0 +1,344 @@
+"""The one adapter interface: configure a classifier, adapt on every forward, reset, save.
+
+``configure`` decides what trains (the affine parameters of every normalisation layer, or all
+parameters, or none) and how BatchNorm normalises at test time (the test batch's statistics, the
+source statistics, or the alpha-mix of both); ``Adapter`` is the base of every method: its
+``forward(x)`` validates the batch, adapts (``steps`` times) and returns the logits of that forward;
+``reset()`` restores the source state bit for bit.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from entropykit._validate import (
+    check_choice,
+    check_finite,
+    check_int,
+    check_positive,
+    check_real,
+    check_tensor,
+)
+
+#: The normalisation layers whose affine parameters ``configure(params="norm")`` trains, by kind.
+NORM_TYPES: dict[str, tuple[type[nn.Module], ...]] = {
+    "batchnorm": (_BatchNorm,),  # BatchNorm1d/2d/3d, SyncBatchNorm, LazyBatchNorm*
+    "layernorm": (nn.LayerNorm,),
+    "groupnorm": (nn.GroupNorm,),
+    "rmsnorm": (nn.RMSNorm,),
+}
+PARAMS = ("norm", "all", "none")
+BN_MODES = ("batch", "source", "alpha")
+OPTIMIZERS = ("sgd", "adam")
+
+
+def _kind(m: nn.Module) -> str | None:
+    for kind, types in NORM_TYPES.items():
+        if isinstance(m, types):
+            return kind
+    return None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What :func:`configure` selected: the trainable parameter names, the normalisation layers by
+    kind, the BatchNorm mode, and the parameter counts. ``str(selection)`` is a one-paragraph report."""
+
+    params: tuple[str, ...]
+    norm_layers: dict[str, str] = field(default_factory=dict)  # module name -> kind
+    bn: str = "batch"
+    n_trainable: int = 0
+    n_total: int = 0
+
+    def __str__(self) -> str:
+        kinds: dict[str, int] = {}
+        for k in self.norm_layers.values():
+            kinds[k] = kinds.get(k, 0) + 1
+        layers = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "no normalisation layers"
+        share = 100.0 * self.n_trainable / max(self.n_total, 1)
+        return (
+            f"{len(self.params)} trainable tensors ({self.n_trainable:,} of {self.n_total:,} parameters, "
+            f"{share:.3g}%); {layers}; BatchNorm statistics: {self.bn}"
+        )
+
+
+def _alpha_forward(m: _BatchNorm, alpha: float) -> Callable[[Tensor], Tensor]:
+    """BatchNorm with statistics (1 - alpha) source + alpha test batch (Schneider et al. 2020; the
+    anchor's ``AlphaBatchNorm``: the batch variance is the unbiased one, as a momentum-1 BN stores)."""
+
+    def forward(x: Tensor) -> Tensor:
+        dims = [0, *range(2, x.dim())]
+        mu = x.mean(dims)
+        var = x.var(dims, unbiased=x.numel() // x.shape[1] > 1)
+        assert m.running_mean is not None and m.running_var is not None
+        mean = (1 - alpha) * m.running_mean + alpha * mu
+        var = (1 - alpha) * m.running_var + alpha * var
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + m.eps)  # differentiable in x's stats
+        if m.weight is not None:
+            y = y * m.weight.view(shape)
+        if m.bias is not None:
+            y = y + m.bias.view(shape)
+        return y
+
+    return forward
+
+
+def _apply_modes(model: nn.Module, bn: str, alpha: float) -> None:
+    """Eval mode everywhere (no dropout / stochastic depth); BatchNorm per ``bn``."""
+    model.eval()
+    for m in model.modules():
+        if not isinstance(m, _BatchNorm):
+            continue
+        if "forward" in vars(m):
+            del m.forward  # a previous alpha configuration
+        if bn == "batch":
+            m.train()  # batch statistics; with track_running_stats off the source buffers stay untouched
+            m.track_running_stats = False
+        elif bn == "alpha":
+            m.forward = _alpha_forward(m, alpha)  # type: ignore[method-assign,assignment]
+
+
+def configure(
+    model: nn.Module,
+    *,
+    params: str = "norm",
+    bn: str = "batch",
+    alpha: float = 0.1,
+    exclude: Sequence[str] = (),
+) -> Selection:
+    """Configure ``model`` in place for test-time adaptation and report what was selected.
+
+    * ``params="norm"``: train the affine parameters (``weight``, ``bias``) of **every**
+      normalisation layer -- BatchNorm1d/2d/3d (any ``_BatchNorm``), LayerNorm, GroupNorm, RMSNorm
+      -- and freeze the rest (TENT, Wang et al. 2021; EATA, SAR, DeYO); ``"all"``: train every
+      parameter (CoTTA, RMT); ``"none"``: freeze everything (source, BN-adapt, LAME).
+    * ``bn="batch"``: BatchNorm normalises with the test batch's statistics and leaves the source
+      running statistics untouched; ``"source"``: the stored running statistics; ``"alpha"``:
+      mean and variance (1 - alpha) source + alpha batch (Schneider et al. 2020, default 0.1).
+    * ``exclude``: fnmatch patterns of module names whose parameters stay frozen (SAR and DeYO
+      freeze the top blocks of their ImageNet models, e.g. ``"layer4*"``).
+
+    The rest of the model is put in eval mode (no dropout). Raises ``ValueError`` when
+    ``params="norm"`` finds no normalisation layer with affine parameters.
+
+    >>> net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3), nn.LayerNorm(3))
+    >>> sel = configure(net)
+    >>> sel.params
+    ('1.weight', '1.bias', '4.weight', '4.bias')
+    >>> print(sel)
+    4 trainable tensors (22 of 89 parameters, 24.7%); 1 batchnorm, 1 layernorm; BatchNorm statistics: batch
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_choice(params, PARAMS, "params")
+    check_choice(bn, BN_MODES, "bn")
+    alpha = check_real(alpha, "alpha", 0.0, 1.0)
+    if isinstance(exclude, str):
+        exclude = (exclude,)
+    model.requires_grad_(False)
+    norms = {name: k for name, m in model.named_modules() if (k := _kind(m)) is not None}
+    excluded = {name for name, _ in model.named_modules() if any(fnmatch.fnmatch(name, p) for p in exclude)}
+    chosen: list[str] = []
+    for name, m in model.named_modules():
+        if name in excluded or any(name.startswith(e + ".") for e in excluded if e):
+            continue
+        if params == "all" or (params == "norm" and name in norms):
+            for pn, p in m.named_parameters(recurse=False):
+                if params == "all" or pn in ("weight", "bias"):
+                    p.requires_grad_(True)
+                    chosen.append(f"{name}.{pn}" if name else pn)
+    if params == "norm" and not chosen:
+        raise ValueError(
+            "model must contain a normalisation layer with affine parameters (BatchNorm1d/2d/3d, LayerNorm, "
+            f"GroupNorm, RMSNorm) to adapt, got {type(model).__name__} with none"
+        )
+    _apply_modes(model, bn, alpha)
+    pmap = dict(model.named_parameters())
+    return Selection(
+        params=tuple(chosen),
+        norm_layers=norms,
+        bn=bn,
+        n_trainable=sum(pmap[n].numel() for n in chosen),
+        n_total=sum(p.numel() for p in pmap.values()),
+    )
+
+
+def make_optimizer(
+    params: Sequence[nn.Parameter], optimizer: str | Callable[..., torch.optim.Optimizer], lr: float,
+    momentum: float = 0.9,
+) -> torch.optim.Optimizer:
+    """``"sgd"`` (momentum 0.9, as TENT/EATA/SAR on ImageNet), ``"adam"`` (betas 0.9, 0.999, as the
+    anchor's CIFAR configurations), or a factory ``f(params, lr=lr)``."""
+    if callable(optimizer):
+        return optimizer(params, lr=lr)
+    check_choice(optimizer, OPTIMIZERS, "optimizer")
+    # the fused kernels update a few small normalisation tensors in one call (~3x faster on CPU)
+    fused = len({p.device.type for p in params}) == 1 and params[0].device.type in ("cpu", "cuda")
+    if optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, fused=fused or None)
+    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), fused=fused or None)
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
+    """Mean teacher: theta_t <- m theta_t + (1 - m) theta_s for every parameter (Tarvainen &
+    Valpola 2017; the anchor's ``ema_update_model(update_all=True)``)."""
+    for pt, ps in zip(teacher.parameters(), student.parameters()):
+        pt.mul_(momentum).add_(ps.detach(), alpha=1 - momentum)
+
+
+class Adapter(nn.Module):
+    """Base of every test-time adaptation method: wrap a classifier, adapt on each ``forward``.
+
+    ``forward(x)`` checks the batch (a floating tensor with a non-empty batch axis, finite),
+    resets first when ``episodic``, runs ``steps`` adaptation steps and returns the logits (class
+    scores on the last axis) of the last step's forward -- the predictions of the model *before*
+    that step's update, as in TENT. Every ``reset_every`` updates (> 0) the model returns to the
+    source state (the collapse guard of RDumb, Press et al. 2023). ``reset()`` restores the source
+    parameters, buffers, optimizer and method state bit for bit; ``state()`` / ``load_state()``
+    save and restore the whole adaptation state (to pause and resume a stream).
+
+    The model is configured *in place* (see :func:`configure`); ``selection`` reports what trains.
+    Subclasses implement ``step(x) -> logits``; a method without trainable parameters has no
+    optimizer.
+    """
+
+    name: ClassVar[str] = "adapter"
+    #: method defaults (the papers'), shown by ``entropykit.tta.METHODS``
+    defaults: ClassVar[dict[str, Any]] = {}
+    PARAMS: ClassVar[str] = "norm"
+    BN: ClassVar[str] = "batch"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        lr: float | None = None,
+        optimizer: str | Callable[..., torch.optim.Optimizer] | None = None,
+        momentum: float = 0.9,
+        steps: int = 1,
+        episodic: bool = False,
+        reset_every: int = 0,
+        params: str | None = None,
+        bn: str | None = None,
+        alpha: float = 0.1,
+        exclude: Sequence[str] = (),
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.steps = check_int(steps, "steps", 1)
+        self.reset_every = check_int(reset_every, "reset_every", 0)
+        if not isinstance(episodic, bool):
+            raise TypeError(f"episodic must be a bool, got {type(episodic).__name__}")
+        self.episodic = episodic
+        self._bn = bn if bn is not None else self.BN
+        self._alpha = alpha
+        self.selection = configure(
+            model, params=params if params is not None else self.PARAMS, bn=self._bn, alpha=alpha,
+            exclude=exclude,
+        )
+        pmap = dict(model.named_parameters())
+        self.params = [pmap[n] for n in self.selection.params]
+        self.lr = check_positive(lr if lr is not None else self.defaults.get("lr", 1e-3), "lr")
+        opt = optimizer if optimizer is not None else self.defaults.get("optimizer", "sgd")
+        self.optimizer: torch.optim.Optimizer | None = (
+            make_optimizer(self.params, opt, self.lr, momentum) if self.params else None
+        )
+        self.generator = generator
+        self.updates = 0
+        self._source: dict[str, Any] | None = None
+
+    # -- state ---------------------------------------------------------------------------------
+    def _snapshot_source(self) -> None:
+        """Record the source state (call at the end of a subclass's ``__init__``)."""
+        self._source = copy.deepcopy(self.state())
+
+    def state(self) -> dict[str, Any]:
+        """The whole adaptation state: model (and teacher) tensors, optimizer, method state."""
+        return {
+            "modules": {k: v.detach().clone() for k, v in self.state_dict().items()},
+            "optimizer": None if self.optimizer is None else copy.deepcopy(self.optimizer.state_dict()),
+            "method": copy.deepcopy(self._method_state()),
+            "updates": self.updates,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore a state from :meth:`state` (bit-identical tensors)."""
+        with torch.no_grad():
+            for k, v in self.state_dict(keep_vars=True).items():
+                v.copy_(state["modules"][k])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        self._load_method_state(copy.deepcopy(state["method"]))
+        self.updates = state["updates"]
+
+    def _method_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_method_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def reset(self) -> None:
+        """Restore the source state (parameters, buffers, optimizer, method state), bit for bit."""
+        if self._source is None:
+            raise RuntimeError(f"{type(self).__name__} did not record its source state")
+        self.load_state(self._source)
+
+    def train(self, mode: bool = True) -> Adapter:
+        """Keep the configured modes (eval everywhere, BatchNorm per ``bn``) whatever ``mode`` is."""
+        super().train(mode)
+        _apply_modes(self.model, self._bn, self._alpha)
+        return self
+
+    # -- adaptation ----------------------------------------------------------------------------
+    def step(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_tensor(x, "x", floating=True, min_dim=1)
+        if x.shape[0] == 0:
+            raise ValueError(
+                f"x must hold at least one sample (a non-empty batch axis), got shape {tuple(x.shape)}"
+            )
+        check_finite(x, "x")
+        if self.episodic:
+            self.reset()
+        out = x
+        for _ in range(self.steps):
+            out = self.step(x)
+            self.updates += 1
+            if self.reset_every and self.updates % self.reset_every == 0:
+                self.reset()
+        return out
+
+    def _update(self, loss: Tensor) -> None:
+        """One optimizer step on ``loss`` (zero grads before and after)."""
+        assert self.optimizer is not None
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def extra_repr(self) -> str:
+        return f"method={self.name}, {self.selection}"
+
+
+def iterate_batches(source: Tensor | Iterable[Any], batch_size: int = 64) -> Iterable[Tensor]:
+    """Batches of inputs from a tensor (split along axis 0) or an iterable of tensors / (x, y) pairs."""
+    if isinstance(source, Tensor):
+        yield from source.split(batch_size)
+        return
+    for item in source:
+        yield item[0] if isinstance(item, (tuple, list)) else item

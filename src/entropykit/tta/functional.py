@@ -1,0 +1,358 @@
+"""The formulas of test-time adaptation as functions: filters, weights, penalties, LAME.
+
+Each method class in :mod:`entropykit.tta.methods` is a thin stateful wrapper over these. Logits
+have the class axis last, shape (N, C); entropies are in nats (:func:`entropykit.measures.entropy`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from entropykit._validate import (
+    check_choice,
+    check_int,
+    check_logits,
+    check_positive,
+    check_real,
+    check_tensor,
+)
+from entropykit.measures import entropy
+
+__all__ = [
+    "AFFINITIES",
+    "cotta_augment",
+    "deyo_weights",
+    "eata_select",
+    "entropy_margin",
+    "fisher_diagonal",
+    "lame",
+    "laplacian_optimization",
+    "patch_shuffle",
+    "plpd",
+    "sam_perturbation",
+    "symmetric_cross_entropy",
+    "teacher_cross_entropy",
+]
+
+
+def entropy_margin(num_classes: int, factor: float = 0.4) -> float:
+    """The entropy threshold ``factor * ln C`` of EATA / SAR (0.4) and DeYO (0.5), in nats.
+
+    >>> round(entropy_margin(10), 4)
+    0.921
+    """
+    c = check_int(num_classes, "num_classes", 1)
+    return check_positive(factor, "factor") * math.log(c)
+
+
+def eata_select(
+    logits: Tensor, e_margin: float, d_margin: float = 0.05, probs_ema: Tensor | None = None,
+    ema: float = 0.9,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """EATA's sample selection and weights (Niu et al. 2022, "Efficient test-time model adaptation
+    without forgetting", eqs. 3-6; transcribed from the EATA / test-time-adaptation code).
+
+    A sample is kept when it is *reliable*, H(p) < ``e_margin`` (E_0 = 0.4 ln C), and, once a
+    moving average ``probs_ema`` of the kept batch-mean probabilities exists, *non-redundant*:
+    |cos(p, probs_ema)| < ``d_margin`` (0.05 on ImageNet; the anchor uses 0.4 on CIFAR-10).
+    Weights are 1 / exp(H - E_0) (detached). The average becomes
+    ``ema * probs_ema + (1 - ema) * mean(p_kept)`` (the first kept batch's mean when there was none;
+    unchanged when nothing is kept).
+
+    Returns (keep mask (N,), weights (N,) -- zero where not kept, new ``probs_ema``).
+
+    >>> z = torch.tensor([[4.0, 0.0, 0.0], [0.1, 0.0, 0.0]])
+    >>> keep, w, ema = eata_select(z, entropy_margin(3))
+    >>> keep.tolist(), ema.shape
+    ([True, False], torch.Size([3]))
+    """
+    check_logits(logits)
+    if logits.dim() != 2:
+        raise ValueError(f"logits must have shape (N, C), got {tuple(logits.shape)}")
+    e_margin = check_real(e_margin, "e_margin", finite=True)
+    d_margin = check_real(d_margin, "d_margin", finite=True)
+    ema = check_real(ema, "ema", 0.0, 1.0)
+    with torch.no_grad():
+        h = entropy(logits)
+        p = logits.softmax(-1)
+        keep = h < e_margin
+        if probs_ema is not None:
+            cos = F.cosine_similarity(probs_ema.unsqueeze(0).to(p.dtype), p, dim=1)
+            keep &= cos.abs() < d_margin
+        new: Tensor | None
+        if bool(keep.any()):
+            mean = p[keep].mean(0)
+            new = mean if probs_ema is None else ema * probs_ema + (1 - ema) * mean
+        else:
+            new = probs_ema
+        w = torch.where(keep, torch.exp(-(h - e_margin)), torch.zeros_like(h))
+    return keep, w, new
+
+
+def fisher_diagonal(
+    model: nn.Module, params: dict[str, nn.Parameter], batches: Iterable[Tensor]
+) -> dict[str, Tensor]:
+    """EATA's diagonal Fisher information of ``params`` on in-distribution inputs (eq. 9).
+
+    Per batch b: the gradient g_b of the mean cross-entropy against the model's own predicted
+    classes (pseudo-labels); F = (1/B) sum_b g_b^2, elementwise (as the EATA code: squared batch
+    gradients averaged over batches, ~2000 samples in total). The model is used as configured.
+
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2))
+    >>> f = fisher_diagonal(net, {"1.weight": net[1].weight}, [torch.randn(8, 3)])
+    >>> f["1.weight"].shape, bool((f["1.weight"] >= 0).all())
+    (torch.Size([4]), True)
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    names = list(params)
+    sums = {n: torch.zeros_like(p) for n, p in params.items()}
+    count = 0
+    for x in batches:
+        check_tensor(x, "source batch", floating=True, min_dim=1)
+        with torch.enable_grad():
+            out = model(x)
+            loss = F.cross_entropy(out, out.argmax(-1))
+            grads = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
+        for n, g in zip(names, grads):
+            if g is not None:
+                sums[n] += g.detach() ** 2
+        count += 1
+    if count == 0:
+        raise ValueError("batches must hold at least one batch of source inputs, got none")
+    return {n: s / count for n, s in sums.items()}
+
+
+@torch.no_grad()
+def sam_perturbation(params: Sequence[Tensor], rho: float = 0.05) -> list[Tensor]:
+    """SAM's ascent step e(w) = rho g / (||g||_2 + 1e-12) over all ``params`` with a gradient
+    (Foret et al. 2021; SAR, Niu et al. 2023, eq. 4; the davda54/sam code, non-adaptive).
+
+    Returns one perturbation per parameter (zeros where ``p.grad`` is None); the caller adds it,
+    recomputes the loss, subtracts it and steps with the new gradient.
+
+    >>> w = torch.zeros(2, requires_grad=True); w.grad = torch.tensor([3.0, 4.0])
+    >>> sam_perturbation([w], rho=0.5)
+    [tensor([0.3000, 0.4000])]
+    """
+    rho = check_real(rho, "rho", 0.0, finite=True)
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = torch.norm(torch.stack([g.norm(2) for g in grads]), 2) if grads else torch.zeros(())
+    scale = rho / (norm + 1e-12)
+    return [torch.zeros_like(p) if p.grad is None else p.grad * scale.to(p) for p in params]
+
+
+def patch_shuffle(x: Tensor, patch_len: int = 4, generator: torch.Generator | None = None) -> Tensor:
+    """DeYO's object-destructive transform: cut each image into ``patch_len`` x ``patch_len`` patches
+    and permute them at random, per image (Lee et al. 2024, "Entropy is not enough for test-time
+    adaptation"; the DeYO code's ``aug_type="patch"``). Images whose side is not a multiple of
+    ``patch_len`` are resized to the nearest lower multiple first and back afterwards (bilinear).
+
+    >>> x = torch.arange(16.0).view(1, 1, 4, 4)
+    >>> y = patch_shuffle(x, 2, torch.Generator().manual_seed(0))
+    >>> sorted(y.flatten().tolist()) == list(range(16))
+    True
+    """
+    check_tensor(x, "x", floating=True)
+    if x.dim() != 4:
+        raise ValueError(f"x must be a batch of images (N, C, H, W), got shape {tuple(x.shape)}")
+    k = check_int(patch_len, "patch_len", 1)
+    n, c, h, w = x.shape
+    th, tw = (h // k) * k, (w // k) * k
+    if th == 0 or tw == 0:
+        raise ValueError(f"patch_len must be <= the image side, got {k} for images {h}x{w}")
+    y = x if (th, tw) == (h, w) else F.interpolate(x, size=(th, tw), mode="bilinear", align_corners=False)
+    ph, pw = th // k, tw // k
+    patches = y.reshape(n, c, k, ph, k, pw).permute(0, 2, 4, 1, 3, 5).reshape(n, k * k, c, ph, pw)
+    perm = torch.argsort(torch.rand(n, k * k, generator=generator), dim=-1).to(x.device)
+    patches = patches[torch.arange(n, device=x.device).unsqueeze(-1), perm]
+    y = patches.reshape(n, k, k, c, ph, pw).permute(0, 3, 1, 4, 2, 5).reshape(n, c, th, tw)
+    return y if (th, tw) == (h, w) else F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def plpd(logits: Tensor, logits_prime: Tensor) -> Tensor:
+    """Pseudo-label probability difference PLPD = p_yhat(x) - p_yhat(x'), yhat = argmax p(x)
+    (DeYO, Lee et al. 2024, eq. 5); x' is the shuffled input. In [-1, 1], per sample.
+
+    >>> plpd(torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 0.0]]))
+    tensor([0.3808])
+    """
+    check_logits(logits)
+    check_logits(logits_prime, "logits_prime")
+    if logits.shape != logits_prime.shape:
+        raise ValueError(
+            f"logits and logits_prime must have the same shape, got {tuple(logits.shape)} and "
+            f"{tuple(logits_prime.shape)}"
+        )
+    p, q = logits.softmax(-1), logits_prime.softmax(-1)
+    y = p.argmax(-1, keepdim=True)
+    return (p.gather(-1, y) - q.gather(-1, y)).squeeze(-1)
+
+
+def deyo_weights(ent: Tensor, plpd_: Tensor, e_margin: float) -> Tensor:
+    """DeYO's sample weights 1 / exp(H - E_0) + 1 / exp(-PLPD), E_0 = 0.4 ln C (eq. 8; the code's
+    ``reweight_ent`` and ``reweight_plpd``).
+
+    >>> deyo_weights(torch.tensor([0.0]), torch.tensor([0.0]), 0.0)
+    tensor([2.])
+    """
+    return torch.exp(-(ent - e_margin)) + torch.exp(plpd_)
+
+
+def teacher_cross_entropy(student: Tensor, teacher: Tensor) -> Tensor:
+    """-sum_c softmax(teacher)_c log softmax(student)_c per sample: CoTTA's consistency loss
+    (Wang et al. 2022, the CIFAR form; the teacher is not differentiated).
+
+    >>> z = torch.tensor([[1.0, 0.0]])
+    >>> bool(torch.isclose(teacher_cross_entropy(z, z), entropy(z)))
+    True
+    """
+    return -(teacher.detach().softmax(-1) * student.log_softmax(-1)).sum(-1)
+
+
+def symmetric_cross_entropy(student: Tensor, teacher: Tensor, alpha: float = 0.5) -> Tensor:
+    """RMT's symmetric cross-entropy (Döbler et al. 2023, "Robust mean teacher", eq. 2), per sample:
+    -(1 - alpha) sum q log p - alpha sum p log q, p = softmax(student), q = softmax(teacher)
+    (the teacher is not differentiated; alpha 0.5 as the anchor's ``SymmetricCrossEntropy``).
+
+    >>> z = torch.tensor([[1.0, 0.0]])
+    >>> bool(torch.isclose(symmetric_cross_entropy(z, z), entropy(z)))
+    True
+    """
+    a = check_real(alpha, "alpha", 0.0, 1.0)
+    t = teacher.detach()
+    return -(1 - a) * (t.softmax(-1) * student.log_softmax(-1)).sum(-1) - a * (
+        student.softmax(-1) * t.log_softmax(-1)
+    ).sum(-1)
+
+
+def cotta_augment(
+    x: Tensor, generator: torch.Generator | None = None, *, flip: bool = False, noise_std: float = 0.005,
+) -> Tensor:
+    """A tensor version of CoTTA's augmentation (Wang et al. 2022; the anchor's
+    ``get_tta_transforms``): per image, brightness x[0.6, 1.4], contrast x[0.7, 1.3], gamma
+    [0.7, 1.3] on [0, 1]-clipped values, a random affine map (rotation +-15 degrees, translation
+    +-1/16, scale [0.9, 1.1], edge padding), Gaussian noise (std 0.005), clip to [0, 1]. Saturation,
+    hue and the small Gaussian blur are left out; the horizontal flip is off by default (it changes
+    the class of digits and text) and on with ``flip=True``.
+
+    >>> x = torch.rand(2, 1, 8, 8)
+    >>> cotta_augment(x, torch.Generator().manual_seed(0)).shape
+    torch.Size([2, 1, 8, 8])
+    """
+    check_tensor(x, "x", floating=True)
+    if x.dim() != 4:
+        raise ValueError(f"x must be a batch of images (N, C, H, W), got shape {tuple(x.shape)}")
+    n = x.shape[0]
+
+    def u(lo: float, hi: float) -> Tensor:
+        return (lo + (hi - lo) * torch.rand(n, generator=generator)).to(x).view(n, 1, 1, 1)
+
+    y = x.clamp(0, 1)
+    y = (y * u(0.6, 1.4)).clamp(0, 1)
+    mean = y.mean(dim=(1, 2, 3), keepdim=True)
+    y = ((y - mean) * u(0.7, 1.3) + mean).clamp(0, 1)
+    y = y.clamp_min(1e-8) ** u(0.7, 1.3)
+    ang = u(-15, 15).view(n) * math.pi / 180
+    scale = u(0.9, 1.1).view(n)
+    tx, ty = u(-1 / 8, 1 / 8).view(n), u(-1 / 8, 1 / 8).view(n)  # 1/16 of the side = 1/8 in [-1, 1] units
+    cos, sin = torch.cos(ang) / scale, torch.sin(ang) / scale
+    theta = torch.stack([torch.stack([cos, -sin, tx], -1), torch.stack([sin, cos, ty], -1)], 1)
+    grid = F.affine_grid(theta, list(y.shape), align_corners=False)
+    y = F.grid_sample(y, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if flip:
+        f = torch.rand(n, generator=generator).to(x.device) < 0.5
+        y = torch.where(f.view(n, 1, 1, 1), y.flip(-1), y)
+    noise = torch.randn(y.shape, generator=generator).to(x) * noise_std
+    return (y + noise).clamp(0, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# LAME (Boudiaf et al. 2022, "Parameter-free online test-time adaptation")
+# ---------------------------------------------------------------------------------------------
+
+AFFINITIES = ("rbf", "knn", "linear")
+
+
+def _affinity(feats: Tensor, kind: str, knn: int) -> Tensor:
+    n = feats.shape[0]
+    if kind == "linear":
+        return feats @ feats.T
+    dist = torch.cdist(feats, feats)
+    if kind == "knn":
+        idx = dist.topk(min(knn + 1, n), -1, largest=False).indices[:, 1:]
+        return torch.zeros(n, n, dtype=feats.dtype, device=feats.device).scatter_(-1, idx, 1.0)
+    sigma = dist.topk(min(knn, n), -1, largest=False).values[:, -1].mean()
+    if float(sigma) == 0.0:  # one sample (or identical features): the kernel of equal points only
+        return (dist == 0).to(feats.dtype)
+    return torch.exp(-(dist**2) / (2 * sigma**2))
+
+
+def laplacian_optimization(
+    unary: Tensor, kernel: Tensor, bound_lambda: float = 1.0, max_steps: int = 100
+) -> Tensor:
+    """LAME's concave-convex iterations: Y <- softmax(-unary + lambda K Y), starting from
+    softmax(-unary), until the energy sum(unary Y - lambda (K Y) Y + Y log Y) changes by at most
+    1e-8 relatively (at most ``max_steps``; the LAME code's ``laplacian_optimization``).
+
+    ``unary`` (N, C) = -log p (source probabilities), ``kernel`` (N, N) the affinity.
+    Returns the assignment probabilities Y (N, C).
+
+    >>> unary = -torch.log(torch.tensor([[0.6, 0.4], [0.45, 0.55]]))
+    >>> laplacian_optimization(unary, torch.ones(2, 2)).argmax(-1).tolist()
+    [0, 0]
+    """
+    lam = check_real(bound_lambda, "bound_lambda", finite=True)
+    steps = check_int(max_steps, "max_steps", 1)
+    y = (-unary).softmax(-1)
+    old = math.inf
+    for i in range(steps):
+        pairwise = lam * kernel @ y
+        y = (-unary + pairwise).softmax(-1)
+        e = float((unary * y - lam * pairwise * y + y * torch.log(y.clamp_min(1e-20))).sum())
+        if i > 1 and abs(e - old) <= 1e-8 * abs(old):
+            break
+        old = e
+    return y
+
+
+def lame(
+    logits: Tensor, features: Tensor, *, affinity: str = "rbf", knn: int = 5, force_symmetry: bool = False,
+    bound_lambda: float = 1.0, max_steps: int = 100,
+) -> Tensor:
+    """LAME: adjust a batch's predictions by Laplacian regularisation over its feature affinity;
+    no parameter changes (Boudiaf et al. 2022; defaults of the anchor: rbf kernel whose sigma is
+    the mean distance to the ``knn``-th nearest point (self included), knn 5, lambda 1, 100 steps).
+
+    unary = -log(softmax(logits) + 1e-10); features are L2-normalised; kernel K per ``affinity``
+    ("rbf", "knn": 0/1 to the ``knn`` nearest other points, "linear": f f^T), symmetrised with
+    ``force_symmetry``; then :func:`laplacian_optimization`. Returns log Y (N, C), usable as logits.
+
+    >>> z = torch.tensor([[2.0, 0.0], [0.2, 0.0], [0.0, 0.1]])
+    >>> f = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.95, 0.0]])
+    >>> lame(z, f).argmax(-1).tolist()
+    [0, 0, 0]
+    """
+    check_logits(logits)
+    check_tensor(features, "features", floating=True)
+    if logits.dim() != 2 or features.dim() != 2 or features.shape[0] != logits.shape[0]:
+        raise ValueError(
+            "logits and features must have shapes (N, C) and (N, D), got "
+            f"{tuple(logits.shape)} and {tuple(features.shape)}"
+        )
+    check_choice(affinity, AFFINITIES, "affinity")
+    k = check_int(knn, "knn", 1)
+    with torch.no_grad():
+        z = logits.detach().float() if logits.dtype in (torch.float16, torch.bfloat16) else logits.detach()
+        unary = -torch.log(z.softmax(-1) + 1e-10)
+        f = F.normalize(features.detach().to(z.dtype), p=2, dim=-1)
+        kernel = _affinity(f, affinity, k)
+        if force_symmetry:
+            kernel = 0.5 * (kernel + kernel.T)
+        y = laplacian_optimization(unary, kernel, bound_lambda, max_steps)
+    return torch.log(y.clamp_min(1e-30))
