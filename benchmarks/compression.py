@@ -34,8 +34,9 @@ from _common import markdown_table, peak_extra_mb, record
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from entropykit.codec.compression import DEFAULT_CHUNK_SIZE, PRECISIONS, resolve_precision  # noqa: E402
-from entropykit.lm import compress, decompress, load_model  # noqa: E402
+from entropykit.codec import DEFAULT_CHUNK_SIZE, compress, decompress, resolve_precision  # noqa: E402
+from entropykit.models import load_model  # noqa: E402
+from entropykit.precision import PRECISIONS  # noqa: E402
 
 
 def csv_text(n_rows: int = 600) -> bytes:
