@@ -113,6 +113,54 @@ def test_generate_bad_input(small: LanguageModel) -> None:
         d.generate(small, "a", max_new_tokens=1, stop="x")  # type: ignore[arg-type]
 
 
+class CountingLM(LanguageModel):
+    """Fake model with BOS = 0 and a context of 8: the next token is (last + 1) mod 16; it records
+    every forward call's input and the cache length it continues from, and refuses overflows."""
+
+    supports_cache = True
+
+    def __init__(self) -> None:
+        self.module = nn.Linear(1, 1)
+        self.name, self.max_context, self.vocab_size, self.prefix_ids = "counting", 8, 16, [0]
+        self.calls: list[tuple[int, list[int]]] = []
+
+    def encode(self, data: str | bytes) -> Encoding:
+        raise NotImplementedError
+
+    def decode(self, ids: list[int]) -> bytes:
+        return bytes(ids)
+
+    def forward(self, input_ids: torch.Tensor, past: Any = None) -> tuple[torch.Tensor, Any]:
+        cached = past or 0
+        assert cached + input_ids.shape[1] <= self.max_context
+        self.calls.append((cached, input_ids[0].tolist()))
+        nxt = (input_ids[:, :, None] + 1) % 16
+        return torch.where(torch.arange(16) == nxt, 0.0, -9.0), cached + input_ids.shape[1]
+
+
+def test_reprime_schedule_starts_every_window_with_bos() -> None:
+    """Context 8, BOS + 5 tokens kept (int(0.75 * 8) - 1): a fresh window is BOS + the last 5 tokens,
+    then cached steps until the cache holds 8, then the next re-prime (models.stream.Reprime)."""
+    lm = CountingLM()
+    out = d.generate(lm, [0, 1, 2, 3], sampler=d.Greedy(), max_new_tokens=12)
+    seq = out.sequences[0].tolist()
+    assert seq == [0] + [i % 16 for i in range(1, 16)]
+    want, cache = [], 0
+    for n in range(4, 4 + 12):  # n tokens known (BOS included) when the next one is predicted
+        if cache and cache + 1 <= 8:
+            want.append((cache, seq[n - 1 : n]))
+            cache += 1
+        elif n <= 8:
+            want.append((0, seq[:n]))
+            cache = n
+        else:
+            want.append((0, [0, *seq[n - 5 : n]]))
+            cache = 6
+    assert lm.calls == want
+    assert all(inp[0] == 0 for past, inp in lm.calls if past == 0)  # every fresh window starts with BOS
+    assert sum(past == 0 for past, _ in lm.calls) == 4  # the first prime and three re-primes
+
+
 # --- EntropySwitch -----------------------------------------------------------------------------------
 class ScheduledLM(LanguageModel):
     """Fake model: at absolute position n the next-token entropy is high iff schedule[n]."""

@@ -24,9 +24,9 @@ from entropykit.detect import (
     token_statistics,
 )
 from entropykit.detect.scores import entropy_gap_pvalue, log_ppl_gap, min_k_plus_plus
-from entropykit.detect.stats import windows
 from entropykit.models import ByteModel, Encoding, LanguageModel
 from entropykit.models.bytegpt import ByteGPT, ByteGPTConfig
+from entropykit.models.stream import windows
 
 
 class Bigram(LanguageModel):
@@ -174,9 +174,9 @@ def test_dc_pdd_matches_recomputation_and_table_roundtrip(tmp_path: Any) -> None
             got, [naive("dc_pdd", t, q, frequencies=table, a=a) for t in TEXTS], rtol=1e-9
         )
     (tmp_path / "bad.json").write_text('{"format": "other"}')
-    with pytest.raises(ValueError, match="not a entropykit-token-frequencies"):
+    with pytest.raises(ValueError, match="path must name a entropykit-token-frequencies file"):
         FrequencyTable.load(tmp_path / "bad.json")
-    with pytest.raises(ValueError, match="table counts 4"):
+    with pytest.raises(ValueError, match="frequencies must count the model's 6 token ids, got a table of 4"):
         score_texts(TEXTS, "dc_pdd", q, frequencies=FrequencyTable(np.array([1, 2, 3, 4])))
     with pytest.raises(ValueError, match="needs frequencies"):
         score_texts(TEXTS, "dc_pdd", q)
@@ -278,10 +278,10 @@ def test_windows_cover_every_target_once_within_context(n: int, ctx: int, n_pref
     width = ctx - n_prefix
     if width < 1:
         with pytest.raises(ValueError):
-            windows(n, ctx, n_prefix)
+            list(windows(n, ctx, n_prefix))
         return
     stride = data.draw(st.integers(1, width))
-    chunks = windows(n, ctx, n_prefix, stride)
+    chunks = list(windows(n, ctx, n_prefix, stride))
     covered = [t for _, s, e in chunks for t in range(s, e)]
     assert covered == list(range(0 if n_prefix else 1, n))
     for i, (a, s, e) in enumerate(chunks):
@@ -336,9 +336,9 @@ def test_generated_text_scores_as_machine_on_a_peaked_model() -> None:
 
 def test_errors_name_the_argument() -> None:
     q = make_bigram(1)
-    with pytest.raises(ValueError, match=r"texts\[1\]: 0 token"):
+    with pytest.raises(ValueError, match=r"texts\[1\] must hold at least 2 tokens.*got 0 token"):
         score_texts(["abc", ""], "loss", q)
-    with pytest.raises(ValueError, match=r"texts\[0\]: 1 token"):
+    with pytest.raises(ValueError, match=r"texts\[0\] must hold at least 2 tokens.*got 1 token"):
         score_texts(["a"], "min_k_plus_plus", q)
     with pytest.raises(ValueError, match="method must be one of"):
         score_texts(["abc"], "nope", q)
@@ -362,3 +362,20 @@ def test_errors_name_the_argument() -> None:
 def test_methods_registry_documents_kind_and_reference() -> None:
     assert {m.kind for m in METHODS.values()} == {"membership", "machine"}
     assert METHODS["binoculars"].reference == "required" and METHODS["loss"].reference == "none"
+
+
+def test_token_stats_from_logits_checks_its_arguments() -> None:
+    with pytest.raises(ValueError, match=r"ids holds index 5, outside \[0, 4\)"):
+        TokenStats.from_logits(torch.zeros(2, 4), [1, 5])
+    with pytest.raises(ValueError, match=r"ids must have one id per logit row: \(2,\), got \(1,\)"):
+        TokenStats.from_logits(torch.zeros(2, 4), [1])
+    with pytest.raises(ValueError, match=r"logits must have shape \(positions, vocab\), got \(4,\)"):
+        TokenStats.from_logits(torch.zeros(4), [1])
+    with pytest.raises(ValueError, match="logits and ref_logits must have the same shape"):
+        TokenStats.from_logits(torch.zeros(2, 4), [1, 2], torch.zeros(2, 3))
+    with pytest.raises(TypeError, match="logits must be a floating-point tensor"):
+        TokenStats.from_logits(torch.zeros(2, 4, dtype=torch.long), [1, 2])
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1, got 0"):
+        token_statistics(["abc"], make_bigram(1), batch_size=0)
+    with pytest.raises(ValueError, match=r"stride must be an int in \[1, 4\], got 5"):
+        token_statistics(["abcdefghijkl"], make_bigram(1, max_context=5), stride=5)

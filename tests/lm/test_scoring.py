@@ -54,19 +54,25 @@ def reference_stats(logits: torch.Tensor, target: torch.Tensor) -> dict[str, np.
 
 
 def naive_strided(lm, data: bytes | str, stride: int) -> dict[str, np.ndarray]:
-    """The transformers guide's loop: windows of C tokens every ``stride``; score only new targets."""
-    enc = lm.encode(data)
-    seq = torch.tensor(lm.prefix_ids + enc.ids)
-    ctx = lm.max_context
+    """The transformers guide's loop with the model's prefix (BOS) prepended to every window: windows
+    ids[begin:end] of C - P + 1 text tokens start every ``stride``; each is fed as prefix +
+    ids[begin:end-1] (C tokens; the last token's logits would be unused) and scores only the targets
+    the previous window did not reach."""
+    ids = list(lm.encode(data).ids)
+    prefix = list(lm.prefix_ids)
+    width = lm.max_context - len(prefix)
     parts: list[dict[str, np.ndarray]] = []
-    prev_end = 0
-    for begin in range(0, len(seq), stride):
-        end = min(begin + ctx, len(seq))
-        logits, _ = lm.forward(seq[begin:end][None])
-        lo = max(prev_end, len(lm.prefix_ids))
-        parts.append(reference_stats(logits[0, lo - 1 - begin : end - 1 - begin], seq[lo:end]))
+    prev_end = 0 if prefix else 1
+    for begin in range(0, len(ids), stride):
+        end = min(begin + width + 1, len(ids))
+        x = torch.tensor(prefix + ids[begin : end - 1])
+        assert len(x) <= lm.max_context
+        logits, _ = lm.forward(x[None])
+        # target ids[t] is predicted by input position len(prefix) + t - begin - 1
+        rows = logits[0, len(prefix) + prev_end - begin - 1 : len(prefix) + end - begin - 1]
+        parts.append(reference_stats(rows, torch.tensor(ids[prev_end:end])))
         prev_end = end
-        if end == len(seq):
+        if end == len(ids):
             break
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
@@ -115,6 +121,23 @@ def test_bfloat16_precision_is_the_autocast_forward(byte_model: ByteModel) -> No
     assert_matches(fast, ref)
     assert not np.array_equal(fast.surprisal_bits, exact.surprisal_bits)
     assert fast.summary["bits_per_byte"] == pytest.approx(exact.summary["bits_per_byte"], rel=2e-2)
+
+
+def test_auto_precision_is_resolved_once_and_recorded(
+    byte_model: ByteModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "auto" is bfloat16 exactly where the CPU multiplies bf16 in hardware; the result records the
+    concrete precision, and its numbers are those of that precision."""
+    import entropykit.precision as precision
+
+    data = (TEXT * 2).encode()
+    for native, want in ((False, "float32"), (True, "bfloat16")):
+        monkeypatch.setattr(precision, "native_bf16", lambda native=native: native)
+        r = score(data, byte_model, stride=9, precision="auto")
+        assert r.precision == want and r.summary["precision"] == want
+        np.testing.assert_array_equal(
+            r.surprisal_bits, score(data, byte_model, stride=9, precision=want).surprisal_bits
+        )
 
 
 def test_totals_agree(byte_model: ByteModel) -> None:
@@ -242,6 +265,7 @@ def test_bundled_default_model_runs() -> None:
         ({"model": 1.5}, TypeError, "model"),
         ({"model": "no-such-model-xyz"}, ValueError, "no-such-model-xyz"),
         ({"precision": "fp16"}, ValueError, "precision"),
+        ({"precision": "int8kv"}, ValueError, "precision must be one of 'auto', 'float32', 'bfloat16'"),
     ],
 )
 def test_bad_input(byte_model: ByteModel, kwargs: dict, exc: type, match: str) -> None:

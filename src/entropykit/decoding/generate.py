@@ -12,7 +12,8 @@ has :class:`Multinomial` (sample the processed distribution) and :class:`Greedy`
 
 Long sequences: a model's cache holds at most ``max_context`` tokens (ByteGPT's absolute positions
 stop at 512). When a sequence outgrows it, :class:`ContextStream` re-primes the model on the model's
-prefix (BOS) plus the last ``3/4 * max_context`` tokens, then continues with the cache.
+prefix (BOS) plus the last ``3/4 * max_context`` tokens, then continues with the cache: the
+``entropykit.models.stream.Reprime`` schedule, the one window rule of scoring, detection and the codec.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from entropykit._validate import check_int
 from entropykit.decoding.processors import Chain
 from entropykit.models import LanguageModel
+from entropykit.models.stream import Reprime
 
 __all__ = [
     "ContextStream",
@@ -152,9 +155,8 @@ def as_language_model(model: Any) -> LanguageModel:
     if isinstance(model, nn.Module) and hasattr(model, "config") and hasattr(model, "get_output_embeddings"):
         return _ModuleLM(model)
     raise TypeError(
-        f"model: expected an entropykit LanguageModel (entropykit.lm.load_model) or a Hugging Face "
-        f"causal LM, "
-        f"got {type(model).__name__}"
+        "model must be an entropykit LanguageModel (entropykit.lm.load_model) or a Hugging Face causal "
+        f"LM, got {type(model).__name__}"
     )
 
 
@@ -164,8 +166,9 @@ class ContextStream:
     ``append(tokens)`` records tokens without running the model; ``next_logits()`` feeds every token
     not yet seen (one forward call, however many) and returns the next-token logits (B, V). When the
     cache would exceed ``max_context`` the model is re-primed on its prefix plus the last
-    ``REPRIME_FRACTION * max_context`` tokens. Counts ``calls``, ``tokens_processed`` and
-    ``forward_seconds``.
+    ``REPRIME_FRACTION * max_context`` tokens (``schedule``: a ``models.stream.Reprime`` with
+    ``window = max_context``; a sequence that does not start with the prefix is streamed without
+    one). Counts ``calls``, ``tokens_processed`` and ``forward_seconds``.
     """
 
     def __init__(self, model: LanguageModel, input_ids: Tensor) -> None:
@@ -185,7 +188,9 @@ class ContextStream:
             and bool((input_ids[:, : len(pre)] == torch.tensor(pre)).all())
         )
         self.prefix = input_ids[:, : len(pre)] if starts else input_ids[:, :0]
-        self.keep = max(self.prefix.shape[1] + 1, int(model.max_context * REPRIME_FRACTION))
+        n_prefix, ctx = self.prefix.shape[1], model.max_context
+        prime = min(max(1, int(ctx * REPRIME_FRACTION) - n_prefix), ctx - n_prefix)
+        self.schedule = Reprime(window=ctx, prime=prime, n_prefix=n_prefix)
 
     def append(self, tokens: Tensor) -> None:
         self.seq = torch.cat([self.seq, tokens.reshape(self.seq.shape[0], -1).to(self.seq.dtype)], dim=1)
@@ -194,14 +199,13 @@ class ContextStream:
         new = self.seq.shape[1] - self.fed
         if new == 0 and self.last_logits is not None:
             return self.last_logits
-        ctx = self.model.max_context
-        if self.model.supports_cache and self.past is not None and self.cached + new <= ctx:
-            feed, past = self.seq[:, self.fed :], self.past
-        elif self.seq.shape[1] <= ctx:
-            feed, past = self.seq, None
-        else:  # re-prime on the prefix plus the tail
-            tail = self.keep - self.prefix.shape[1]
-            feed, past = torch.cat([self.prefix, self.seq[:, -tail:]], dim=1), None
+        p = self.prefix.shape[1]  # positions below are text positions: seq = prefix + text
+        cached = self.cached if self.model.supports_cache and self.past is not None else 0
+        f = self.schedule.feed(cached, max(self.fed - p, 0), self.seq.shape[1] - p)
+        if f.restart:  # a fresh start: the prefix + the whole text, or + its last `prime` tokens
+            feed, past = torch.cat([self.prefix, self.seq[:, p + f.start : p + f.end]], dim=1), None
+        else:
+            feed, past = self.seq[:, p + f.start : p + f.end], self.past
         t0 = time.perf_counter()
         logits, present = self.model.forward(feed, past)
         self.forward_seconds += time.perf_counter() - t0
@@ -268,7 +272,7 @@ def _as_processor(processors: Any) -> Callable[[Tensor, Tensor], Tensor] | None:
     if isinstance(processors, (list, tuple)):
         return Chain(processors) if processors else None
     if not callable(processors):
-        raise TypeError(f"processors: expected a callable, a list of callables or None, got {processors!r}")
+        raise TypeError(f"processors must be a callable, a list of callables or None, got {processors!r}")
     return processors  # type: ignore[no-any-return]
 
 
@@ -283,13 +287,13 @@ def _as_ids(model: LanguageModel, input_ids: Any) -> Tensor:
         t = torch.tensor([list(input_ids)], dtype=torch.long)
     else:
         raise TypeError(
-            f"input_ids: expected a LongTensor (B, T), a list of ids or a str, got {type(input_ids).__name__}"
+            f"input_ids must be a LongTensor (B, T), a list of ids or a str, got {type(input_ids).__name__}"
         )
     if t.dim() != 2 or t.shape[1] < 1 or t.shape[0] < 1:
-        raise ValueError(f"input_ids: expected shape (batch, length >= 1), got {tuple(t.shape)}")
+        raise ValueError(f"input_ids must have shape (batch, length >= 1), got {tuple(t.shape)}")
     if int(t.min()) < 0 or int(t.max()) >= model.vocab_size:
         raise ValueError(
-            f"input_ids: token ids must lie in [0, {model.vocab_size}), got [{int(t.min())}, {int(t.max())}]"
+            f"input_ids must hold token ids in [0, {model.vocab_size}), got [{int(t.min())}, {int(t.max())}]"
         )
     return t
 
@@ -301,7 +305,7 @@ def _stop_ids(stop: Any) -> list[int]:
         return [stop]
     if isinstance(stop, Sequence) and all(isinstance(s, int) and not isinstance(s, bool) for s in stop):
         return list(stop)
-    raise TypeError(f"stop: expected a token id, a list of token ids or None, got {stop!r}")
+    raise TypeError(f"stop must be a token id, a list of token ids or None, got {stop!r}")
 
 
 def step_statistics(logits: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -353,14 +357,13 @@ def generate(
     t_start = time.perf_counter()
     lm = as_language_model(model)
     ids = _as_ids(lm, input_ids)
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens: expected an integer >= 0, got {max_new_tokens!r}")
+    check_int(max_new_tokens, "max_new_tokens", 0)
     if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     proc = _as_processor(processors)
     samp: Sampler = sampler if sampler is not None else Multinomial()
     if not callable(samp):
-        raise TypeError(f"sampler: expected a callable sampler, got {sampler!r}")
+        raise TypeError(f"sampler must be a callable sampler or None, got {sampler!r}")
     stops = _stop_ids(stop)
     stop_t = torch.tensor(stops, dtype=torch.long)
 

@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from entropykit._validate import check_choice, check_int
 from entropykit.detect import scores as _s
 from entropykit.detect.evaluation import DEFAULT_FPRS, calibrate, evaluate, roc_curve
 from entropykit.detect.passages import generate_passages
@@ -130,36 +131,37 @@ METHODS: dict[str, Method] = {
 
 
 def _method(name: str) -> Method:
-    if name not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {name!r}")
-    return METHODS[name]
+    return METHODS[check_choice(name, list(METHODS), "method")]
 
 
 def _params(method: Method, params: dict[str, Any], vocab_size: int | None) -> dict[str, Any]:
     unknown = sorted(set(params) - set(method.params))
     if unknown:
         allowed = ", ".join(method.params) or "none"
-        raise TypeError(f"{method.name}: unexpected parameter(s) {', '.join(unknown)} (accepted: {allowed})")
+        raise TypeError(
+            f"params must be among ({allowed}) for {method.name}, "
+            f"got unexpected parameter(s) {', '.join(unknown)}"
+        )
     out = {k: params.get(k, v) for k, v in method.params.items()}
     if method.name == "dc_pdd":
         freq = out["frequencies"]
         if freq is None:
             raise ValueError(
-                "dc_pdd needs frequencies=FrequencyTable.from_texts(reference_corpus, model) "
-                "(or the path of a saved table)"
+                "frequencies must be a FrequencyTable or the path of a saved table (dc_pdd needs "
+                "frequencies=FrequencyTable.from_texts(reference_corpus, model)), got None"
             )
         if isinstance(freq, (str, Path)):
             out["frequencies"] = freq = FrequencyTable.load(freq)
         if isinstance(freq, FrequencyTable) and vocab_size is not None and freq.vocab_size != vocab_size:
             raise ValueError(
-                f"frequencies: table counts {freq.vocab_size} token ids, the model has {vocab_size}"
+                f"frequencies must count the model's {vocab_size} token ids, got a table of {freq.vocab_size}"
             )
     return out
 
 
 def _texts(texts: Sequence[str | bytes]) -> list[str | bytes]:
     if isinstance(texts, (str, bytes)):
-        raise TypeError(f"texts: expected a sequence of str/bytes, got a single {type(texts).__name__}")
+        raise TypeError(f"texts must be a sequence of str/bytes, got a single {type(texts).__name__}")
     return list(texts)
 
 
@@ -202,14 +204,14 @@ def score_texts(
     m = _method(method)
     items = _texts(texts)
     lm = resolve_model(model, "model")
+    ref_got = getattr(reference, "name", reference)
     if m.reference == "none" and reference is not None:
-        raise TypeError(f"{method}: takes no reference model")
+        raise TypeError(f"reference must be None for {method} (it takes no reference model), got {ref_got}")
     if m.reference == "required" and reference is None:
-        raise ValueError(f"{method}: needs a reference model (reference=...)")
+        raise ValueError(f"reference must be a model for {method} (it needs a reference model), got None")
     ref = None if reference is None else resolve_model(reference, "reference")
     kw = _params(m, params, lm.vocab_size)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_int(batch_size, "batch_size", 1)
     if not items:
         return np.zeros(0, dtype=np.float64)
     stats = token_statistics(items, lm, ref, batch_size=batch_size, stride=stride, progress=progress)

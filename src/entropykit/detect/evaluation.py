@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.stats import rankdata
 
+from entropykit._validate import check_real
+
 __all__ = ["DEFAULT_FPRS", "calibrate", "evaluate", "roc_curve"]
 
 DEFAULT_FPRS = (0.01, 0.001)
@@ -20,9 +22,10 @@ DEFAULT_FPRS = (0.01, 0.001)
 def _scores(x: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
     a = np.asarray(x, dtype=np.float64)
     if a.ndim != 1 or a.size == 0:
-        raise ValueError(f"{name}: expected a non-empty 1-D sequence of scores, got shape {a.shape}")
+        raise ValueError(f"{name} must be a non-empty 1-D sequence of scores, got shape {a.shape}")
     if not np.isfinite(a).all():
-        raise ValueError(f"{name}: contains NaN or infinite scores")
+        i = int(np.flatnonzero(~np.isfinite(a))[0])
+        raise ValueError(f"{name} must be finite scores (no NaN or inf), got {a[i]} at index {i}")
     return a
 
 
@@ -36,8 +39,7 @@ def calibrate(neg_scores: Sequence[float] | np.ndarray, fpr: float) -> float:
     0.5
     """
     neg = _scores(neg_scores, "neg_scores")
-    if not (isinstance(fpr, (int, float)) and 0 <= fpr <= 1):
-        raise ValueError(f"fpr must be in [0, 1], got {fpr!r}")
+    fpr = check_real(fpr, "fpr", 0, 1)
     m = math.floor(fpr * neg.size + 1e-9)
     if m >= neg.size:
         return -math.inf

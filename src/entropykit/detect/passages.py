@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from entropykit._validate import check_int, check_positive
 from entropykit.models import LanguageModel, resolve_model
 
 __all__ = ["generate_passages"]
@@ -16,18 +17,14 @@ def _check(
     prompts: Sequence[str | bytes], length: int, seed: int, batch_size: int, temperature: float
 ) -> None:
     if isinstance(prompts, (str, bytes)):
-        raise TypeError("prompts: expected a sequence of str/bytes, got a single " + type(prompts).__name__)
+        raise TypeError(f"prompts must be a sequence of str/bytes, got a single {type(prompts).__name__}")
     for i, p in enumerate(prompts):
         if not isinstance(p, (str, bytes)):
-            raise TypeError(f"prompts[{i}]: expected str or bytes, got {type(p).__name__}")
-    if not isinstance(length, int) or isinstance(length, bool) or length < 1:
-        raise ValueError(f"length must be a positive int (tokens), got {length!r}")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not (isinstance(temperature, (int, float)) and temperature > 0 and temperature < float("inf")):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+            raise TypeError(f"prompts[{i}] must be str or bytes, got {type(p).__name__}")
+    check_int(length, "length", 1)
+    check_int(seed, "seed")
+    check_int(batch_size, "batch_size", 1)
+    check_positive(temperature, "temperature")
 
 
 def _sample_rows(
@@ -87,7 +84,8 @@ def generate_passages(
     g = torch.Generator().manual_seed(seed)
     encoded = [list(lm.encode(p).ids) for p in prompts]
     if not lm.prefix_ids and any(not e for e in encoded):
-        raise ValueError("prompts: an empty prompt needs a model with a BOS/prefix token")
+        why = f"model {lm.name!r} has no BOS/prefix token"
+        raise ValueError(f"prompts must be non-empty ({why}), got an empty prompt")
     order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
     out: list[bytes] = [b""] * len(encoded)
     groups: list[list[int]] = []

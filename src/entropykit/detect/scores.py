@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from entropykit._io import atomic_write
+from entropykit._validate import check_positive, check_real
 from entropykit.detect.stats import TokenStats
 
 if TYPE_CHECKING:
@@ -44,14 +45,13 @@ FORMAT = "entropykit-token-frequencies"
 
 
 def _k_count(k: float, n: int) -> int:
-    if not (isinstance(k, (int, float)) and 0 < k <= 1):
-        raise ValueError(f"k must be a fraction in (0, 1], got {k!r}")
+    k = check_real(k, "k", 0, 1, lo_open=True)
     return max(1, math.floor(k * n + 1e-9))
 
 
 def _need_ref(s: TokenStats, method: str) -> np.ndarray:
     if s.ref_logprob is None:
-        raise ValueError(f"{method}: needs statistics computed with a reference model")
+        raise ValueError(f"s must hold statistics computed with a reference model for {method}, got none")
     return s.ref_logprob
 
 
@@ -119,7 +119,7 @@ class FrequencyTable:
     def __post_init__(self) -> None:
         c = np.asarray(self.counts)
         if c.ndim != 1 or c.size == 0 or not np.issubdtype(c.dtype, np.integer) or (c < 0).any():
-            raise ValueError(f"counts: expected a non-empty 1-D array of non-negative integers, got {c!r}")
+            raise ValueError(f"counts must be a non-empty 1-D array of non-negative integers, got {c!r}")
         object.__setattr__(self, "counts", c.astype(np.int64))
         object.__setattr__(self, "_probs", (1.0 + c) / (c.sum() + c.size))
 
@@ -140,7 +140,7 @@ class FrequencyTable:
         counts = np.zeros(lm.vocab_size, dtype=np.int64)
         for i, text in enumerate(texts):
             if not isinstance(text, (str, bytes)):
-                raise TypeError(f"texts[{i}]: expected str or bytes, got {type(text).__name__}")
+                raise TypeError(f"texts[{i}] must be str or bytes, got {type(text).__name__}")
             ids = np.asarray(lm.encode(text).ids, dtype=np.int64)
             counts += np.bincount(ids, minlength=lm.vocab_size)[: lm.vocab_size]
         return cls(counts, source=lm.name)
@@ -161,9 +161,9 @@ class FrequencyTable:
         try:
             doc = json.loads(Path(path).read_text())
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not a token-frequency table ({exc})") from exc
+            raise ValueError(f"path must name a {FORMAT} file, got {str(path)!r}: not JSON ({exc})") from exc
         if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != 1:
-            raise ValueError(f"{path}: not a {FORMAT} file (version 1)")
+            raise ValueError(f"path must name a {FORMAT} file (version 1), got {str(path)!r}: other content")
         counts = np.zeros(int(doc["vocab_size"]), dtype=np.int64)
         for key, value in doc["counts"].items():
             counts[int(key)] = int(value)
@@ -177,12 +177,12 @@ def dc_pdd(s: TokenStats, frequencies: FrequencyTable, a: float = 0.01) -> float
     ``FrequencyTable`` (Laplace smoothed). Higher = member.
     """
     if not isinstance(frequencies, FrequencyTable):
-        raise TypeError(f"frequencies: expected a FrequencyTable, got {type(frequencies).__name__}")
-    if not a > 0:
-        raise ValueError(f"a must be > 0, got {a!r}")
+        raise TypeError(f"frequencies must be a FrequencyTable, got {type(frequencies).__name__}")
+    a = check_positive(a, "a")
     if int(s.ids.max()) >= frequencies.vocab_size:
         raise ValueError(
-            f"frequencies: table has {frequencies.vocab_size} tokens, text has id {int(s.ids.max())}"
+            f"frequencies must count every token id of the text (up to {int(s.ids.max())}), "
+            f"got a table of {frequencies.vocab_size} tokens"
         )
     _, first = np.unique(s.ids, return_index=True)
     f = frequencies.probabilities()[s.ids[first]]

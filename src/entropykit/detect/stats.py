@@ -10,12 +10,12 @@ expectation is taken: the reference/observer model when one is given, else q its
 - ``logprob_range[t]``    max_v log q_t(v) - min_v log q_t(v) over the support of p_t (Azuma range)
 - ``ref_logprob[t]``      log p(x_t | x_<t) under the second model (only when one is given)
 
-Long texts are streamed through windows of the model's ``max_context`` (see ``windows``); every
-window starts with the model's prefix (BOS) tokens, as the bundled ByteGPTs saw in training (each
-training window began with BOS), so a later window is an in-distribution input. Windows of
-several texts are batched (right-padded: the models are causal, so padding after a row's last real
-token cannot change its logits). Logits are upcast to float64 before any log-softmax so sums over
-thousands of positions keep their precision.
+Long texts are streamed through the strided windows of ``entropykit.models.stream.windows`` (the one
+window rule of every part): every window starts with the model's prefix (BOS) tokens, as the bundled
+ByteGPTs saw in training (each training window began with BOS), so a later window is an
+in-distribution input. Windows of several texts are batched (right-padded: the models are causal,
+so padding after a row's last real token cannot change its logits). Logits are upcast to float64
+before any log-softmax so sums over thousands of positions keep their precision.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ import torch
 from tqdm.auto import tqdm
 
 from entropykit import measures
-from entropykit.models import LanguageModel
+from entropykit._validate import check_class_index, check_int, check_logits, check_same_shape
+from entropykit.models import LanguageModel, stream
 
-__all__ = ["TokenStats", "token_statistics", "windows"]
+__all__ = ["TokenStats", "token_statistics"]
 
 _CHUNK_ELEMENTS = 1 << 24
 
@@ -66,7 +67,19 @@ class TokenStats:
         >>> [round(float(v), 4) for v in s.logprob], round(float(s.expected[0]), 4)
         ([-1.3863, -1.3863], -1.3863)
         """
-        target = torch.as_tensor(list(ids), dtype=torch.long)
+        check_logits(logits, "logits")
+        if logits.dim() != 2:
+            raise ValueError(f"logits must have shape (positions, vocab), got {tuple(logits.shape)}")
+        target = check_class_index(
+            torch.as_tensor(list(ids)),
+            (logits.shape[0],),
+            logits.shape[1],
+            None,
+            name="ids",
+            lead_what="one id per logit row:",
+        )
+        if ref_logits is not None:
+            check_same_shape(logits, check_logits(ref_logits, "ref_logits"), "logits", "ref_logits")
         cols = _position_stats(logits, target, ref_logits)
         ref = cols["ref_logprob"]
         return cls(
@@ -114,48 +127,23 @@ def _position_stats(
 
 
 @dataclass(frozen=True)
-class _Window:
+class _Job:
     text: int  # index of the text
     start: int  # first target index (into the text's ids)
     end: int  # one past the last target index
     inputs: list[int]  # prefix + context + targets[:-1]
 
 
-def windows(
-    n_ids: int, max_context: int, n_prefix: int, stride: int | None = None
-) -> list[tuple[int, int, int]]:
-    """Split the targets ``ids[s0:n_ids]`` into chunks ``(a, s, e)``: targets ``ids[s:e]`` are scored
-    from the input ``prefix + ids[a:e-1]`` (so ``ids[a:s]`` is their extra context).
-
-    With W = max_context - n_prefix: the first chunk has a = 0 and up to W + 1 targets (s0 = 0 when
-    there is a prefix, else 1: nothing predicts a first token without one); each later chunk has
-    ``stride`` targets (default W // 2) and a = e - 1 - W, so every later target sees at least
-    W + 1 - stride tokens of context -- the strided evaluation of the transformers docs.
-
-    >>> windows(10, 5, 1, 2)
-    [(0, 0, 5), (2, 5, 7), (4, 7, 9), (5, 9, 10)]
-    """
-    width = max_context - n_prefix
-    if width < 1:
-        raise ValueError(f"max_context={max_context} leaves no room beside {n_prefix} prefix tokens")
-    step = max(1, width // 2) if stride is None else stride
-    if not 1 <= step <= width:
-        raise ValueError(f"stride must be in [1, {width}], got {stride}")
-    s = 0 if n_prefix else 1
-    e = min(n_ids, s + width + (1 if n_prefix else 0))
-    out = [(0, s, e)]
-    while e < n_ids:
-        s, e = e, min(n_ids, e + step)
-        out.append((max(0, e - 1 - width), s, e))
-    return out
-
-
 def _check_pair(model: LanguageModel, reference: LanguageModel | None) -> None:
+    if not isinstance(model, LanguageModel):
+        raise TypeError(f"model must be a LanguageModel, got {type(model).__name__}")
     if reference is None:
         return
+    if not isinstance(reference, LanguageModel):
+        raise TypeError(f"reference must be a LanguageModel or None, got {type(reference).__name__}")
     if reference.vocab_size != model.vocab_size or list(reference.prefix_ids) != list(model.prefix_ids):
         raise ValueError(
-            f"reference: {reference.name!r} must share the tokenizer of {model.name!r} "
+            f"reference must share the tokenizer of {model.name!r}, got {reference.name!r} "
             f"(vocab {reference.vocab_size} vs {model.vocab_size}, "
             f"prefix {reference.prefix_ids} vs {model.prefix_ids})"
         )
@@ -164,18 +152,21 @@ def _check_pair(model: LanguageModel, reference: LanguageModel | None) -> None:
 def _encode_all(
     texts: Sequence[str | bytes], model: LanguageModel, reference: LanguageModel | None
 ) -> list[list[int]]:
+    if isinstance(texts, (str, bytes)):
+        raise TypeError(f"texts must be a sequence of str/bytes, got a single {type(texts).__name__}")
     out = []
     for i, text in enumerate(texts):
         if not isinstance(text, (str, bytes)):
-            raise TypeError(f"texts[{i}]: expected str or bytes, got {type(text).__name__}")
+            raise TypeError(f"texts[{i}] must be str or bytes, got {type(text).__name__}")
         ids = list(model.encode(text).ids)
         if len(ids) < 2:
             raise ValueError(
-                f"texts[{i}]: {len(ids)} token(s); detection scores need a text of at least 2 tokens"
+                f"texts[{i}] must hold at least 2 tokens (detection needs them), got {len(ids)} token(s)"
             )
         if reference is not None and list(reference.encode(text).ids) != ids:
             raise ValueError(
-                f"reference: {reference.name!r} tokenizes texts[{i}] differently from {model.name!r}"
+                f"reference must tokenize texts[{i}] as {model.name!r} does, got other ids from "
+                f"{reference.name!r}"
             )
         out.append(ids)
     return out
@@ -197,18 +188,21 @@ def token_statistics(
 ) -> list[TokenStats]:
     """Stream every text through ``model`` (and ``reference``) and return its ``TokenStats``.
 
-    Windows follow ``windows(...)`` with the smaller of the two models' contexts; windows of different
-    texts are batched ``batch_size`` at a time (longest first). ``progress=None`` shows a tqdm bar
-    only on a terminal. Texts of fewer than 2 tokens raise ``ValueError``.
+    Windows follow ``entropykit.models.stream.windows`` (each starts with the prefix/BOS; targets
+    advance ``stride`` tokens per window, default ``stream.default_stride``) with the smaller of the
+    two models' contexts; windows of different texts are batched ``batch_size`` at a time (longest
+    first). ``progress=None`` shows a tqdm bar only on a terminal. Texts of fewer than 2 tokens raise
+    ``ValueError``.
     """
     _check_pair(model, reference)
+    check_int(batch_size, "batch_size", 1)
     all_ids = _encode_all(texts, model, reference)
     prefix = list(model.prefix_ids)
     ctx = model.max_context if reference is None else min(model.max_context, reference.max_context)
     jobs = [
-        _Window(i, s, e, prefix + ids[a : e - 1])
+        _Job(i, w.first, w.end, prefix + ids[w.start : w.end - 1])
         for i, ids in enumerate(all_ids)
-        for a, s, e in windows(len(ids), ctx, len(prefix), stride)
+        for w in stream.windows(len(ids), ctx, len(prefix), stride)
     ]
     jobs.sort(key=lambda w: -len(w.inputs))
     parts: list[list[tuple[int, dict[str, torch.Tensor | None]]]] = [[] for _ in texts]

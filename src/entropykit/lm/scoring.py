@@ -14,14 +14,18 @@ Every unit in the result is **bits** and the names say so (``surprisal_bits``); 
 ``2 ** mean(surprisal_bits)`` (= exp of the mean surprisal in nats) and bits per byte is the total
 surprisal in bits over the number of UTF-8 bytes of the text (comparable across tokenisers).
 
-Long texts use the strided sliding window of the transformers perplexity guide: windows of
-``C = model.max_context`` tokens start every ``stride`` tokens; each window scores only the tokens
-that the previous window did not reach, so every token is scored exactly once with at least
-``C - stride`` tokens of history (the first window scores all of its tokens with whatever history
-they have). The numbers are exactly those of that naive loop, but windows are batched into one
-forward pass, statistics are computed only for the scored positions, without per-token Python
-work, and results go straight into preallocated arrays, so working memory stays flat in the text
-length (the per-token result arrays, about 45 bytes per token, are the only part that grows).
+Long texts use the strided windows of ``entropykit.models.stream`` (the transformers perplexity
+guide's loop, with one BOS rule for every part): window k feeds the model's prefix (BOS) plus up to
+``C - 1`` text tokens (``C = model.max_context``) starting at token ``k * stride`` and scores only
+the tokens the previous window did not reach, so every token is scored exactly once with at least
+``C - stride`` text tokens of history (the first window scores all of its tokens with whatever
+history they have). **Every window starts with BOS**, as the models were trained; before this
+rule, windows after the first started without it, so long-text numbers differ slightly from
+earlier releases. The numbers are exactly those of the naive loop (one window per forward pass),
+but windows are batched into one forward pass, statistics are computed only for the scored
+positions, without per-token Python work, and results go straight into preallocated arrays, so
+working memory stays flat in the text length (the per-token result arrays, about 45 bytes per
+token, are the only part that grows).
 
 Why no key/value cache is carried across windows: in the next window a token sits at a different
 position (absolute positions: ByteGPT, GPT-2) and, for any model, its keys in layers >= 2 depend on
@@ -39,7 +43,6 @@ import io
 import json
 import math
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -49,11 +52,15 @@ import numpy as np
 import torch
 
 from entropykit import measures
-from entropykit.models import ByteModel, LanguageModel, resolve_model
+from entropykit._validate import check_int, check_real
+from entropykit.models import ByteModel, LanguageModel, resolve_model, stream
+from entropykit.precision import Precision, resolve
 
-__all__ = ["ScoreResult", "default_hwe_threshold", "score"]
+__all__ = ["SCORING_PRECISIONS", "ScoreResult", "default_hwe_threshold", "score"]
 
-PRECISIONS = ("float32", "bfloat16")  # the model's arithmetic: exact, or CPU autocast
+# The precisions scoring can run (``entropykit.precision``): the model's own float32 arithmetic, or
+# bf16 under CPU autocast; ``"auto"`` picks bf16 where the CPU multiplies it in hardware.
+SCORING_PRECISIONS: tuple[Precision, ...] = ("float32", "bfloat16")
 N_SPANS = 5  # how many "most surprising spans" the summary lists
 _BATCH_TOKENS = 4096  # tokens per batched forward pass (several windows at once)
 _BATCH_LOGIT_BYTES = 1 << 26  # ... but at most 64 MiB of float32 logits per pass (large vocabularies)
@@ -105,7 +112,7 @@ class ScoreResult:
     top_k_ids: np.ndarray | None = None
     top_k_tokens: list[list[str]] | None = field(default=None, repr=False)
     top_k_probs: np.ndarray | None = None
-    precision: str = "float32"  # the model's arithmetic: "float32" (exact) or "bfloat16" (autocast)
+    precision: Precision = "float32"  # the resolved arithmetic: "float32" (exact) or "bfloat16" (autocast)
 
     def __len__(self) -> int:
         return len(self.token_ids)
@@ -264,17 +271,6 @@ def _encode(model: LanguageModel, data: str | bytes) -> tuple[np.ndarray, np.nda
     return ids, offsets, raw, enc.lossy
 
 
-def _windows(m: int, context: int, stride: int) -> Iterator[tuple[int, int, int]]:
-    """(begin, end, first target) of each window over a sequence of ``m`` tokens (transformers guide)."""
-    prev_end, begin = 0, 0
-    while True:
-        end = min(begin + context, m)
-        yield begin, end, prev_end
-        if end == m:
-            return
-        prev_end, begin = end, begin + stride
-
-
 def _window_mean(x: np.ndarray, window: int, block: int = 1 << 16) -> np.ndarray:
     """``measures.rolling_mean`` over float32 ``x`` in blocks (float64 inside): flat memory, same values."""
     out = np.empty(len(x), np.float32)
@@ -286,10 +282,6 @@ def _window_mean(x: np.ndarray, window: int, block: int = 1 << 16) -> np.ndarray
     return out
 
 
-def _n_windows(m: int, context: int, stride: int) -> int:
-    return 1 if m <= context else 1 + -(-(m - context) // stride)
-
-
 def score(
     text: str | bytes,
     model: LanguageModel | str | Path | None = None,
@@ -299,7 +291,7 @@ def score(
     hwe_threshold: float | None = None,
     top_k: int = 0,
     batch_size: int | None = None,
-    precision: str = "float32",
+    precision: Precision = "float32",
     progress: bool | None = None,
 ) -> ScoreResult:
     """Score every token of ``text`` under a causal language model (all quantities in bits).
@@ -316,14 +308,17 @@ def score(
             subword model decodes invalid UTF-8 with replacement and sets ``lossy``).
         model: a ``LanguageModel``, a model name or directory (``load_model``), or None = bundled.
         stride: tokens between window starts for texts longer than the model's context ``C``
-            (default ``C // 2``; at most ``C - 1``): each token keeps at least ``C - stride``
-            tokens of history.
+            (default ``C // 2`` for a model with a BOS token, ``stream.default_stride``; at most
+            ``C - 1``, or ``C`` without BOS): each later token keeps at least ``C - stride`` text
+            tokens of history after the window's BOS (``entropykit.models.stream.windows``).
         window: tokens in the window-entropy mean.
         batch_size: windows per forward pass (default: about 4096 tokens per pass).
         precision: ``"float32"`` (default: the model's own arithmetic, the numbers the transformers
-            strided loop gives) or ``"bfloat16"``: the forward passes run under CPU autocast
+            strided loop gives), ``"bfloat16"``: the forward passes run under CPU autocast
             (bf16 matmuls with fp32 accumulation; statistics still in fp32), several times faster on
-            CPUs with AMX/AVX512-BF16; bits/byte then differ from float32 by about 2e-4 relative.
+            CPUs with AMX/AVX512-BF16, bits/byte then differ from float32 by about 2e-4 relative;
+            or ``"auto"``: bfloat16 where the CPU multiplies bf16 in hardware, else float32
+            (``entropykit.precision.resolve``; ``summary["precision"]`` records the choice).
         progress: a tqdm bar on stderr; default only for multi-window texts on a terminal.
 
     Sources: GLTR (Gehrmann et al., 2019); Hugging Face "Perplexity of fixed-length models".
@@ -340,50 +335,43 @@ def score(
     if isinstance(text, (bytearray, memoryview)):
         text = bytes(text)
     if not isinstance(text, (str, bytes)):
-        raise TypeError(f"text: expected str or bytes, got {type(text).__name__}")
+        raise TypeError(f"text must be str or bytes, got {type(text).__name__}")
     if len(text) == 0:
-        raise ValueError("text: empty input (0 bytes), nothing to score")
+        raise ValueError("text must be non-empty, got an empty input (0 bytes): nothing to score")
     lm = resolve_model(model)
+    prec = resolve(precision, SCORING_PRECISIONS)  # once per call; the result records it
     ctx = int(lm.max_context)
+    p = len(lm.prefix_ids)
     if stride is None:
-        stride = max(1, ctx // 2)
-    for name, value, lo, hi in (
-        ("stride", stride, 1, ctx - 1),
-        ("window", window, 1, None),
-        ("top_k", top_k, 0, lm.vocab_size),
-        ("batch_size", batch_size, 1, None),
-    ):
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
-        if value < lo or (hi is not None and value > hi):
-            rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-            raise ValueError(f"{name}: must be {rng} for model {lm.name!r}, got {value}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision: expected one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16")
+        stride = stream.default_stride(ctx, p)
+    check_int(stride, "stride", 1, ctx - p)
+    check_int(window, "window", 1)
+    check_int(top_k, "top_k", 0, lm.vocab_size)
+    if batch_size is not None:
+        check_int(batch_size, "batch_size", 1)
     if hwe_threshold is None:
         hwe_threshold = default_hwe_threshold(lm.vocab_size)
-    elif not isinstance(hwe_threshold, (int, float)) or not math.isfinite(hwe_threshold):
-        raise ValueError(f"hwe_threshold: expected a finite number of bits, got {hwe_threshold!r}")
+    hwe_threshold = check_real(hwe_threshold, "hwe_threshold", finite=True)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=prec == "bfloat16")
 
     ids, offsets, raw, lossy = _encode(lm, text)
-    p = len(lm.prefix_ids)
-    m = p + len(ids)
-    # The sequence as int32, shared with the result's token_ids (a view): scoring keeps no per-token
-    # buffers besides the result arrays. Batches are widened to int64 for the model.
-    seq_np = np.empty(m, np.int32)
-    seq_np[:p] = lm.prefix_ids
-    seq_np[p:] = ids
-    del ids
-    seq = torch.from_numpy(seq_np)
-    first = max(p, 1)  # without a BOS token the first token has nothing to condition on
-    n = m - first
-    if m == p:
+    if len(ids) == 0:
         raise ValueError(f"text: the tokenizer of model {lm.name!r} produced no tokens for this input")
+    first = 0 if p else 1  # without a BOS token the first token has nothing to condition on
+    n = len(ids) - first
     if n <= 0:
         raise ValueError(f"text: a single token and model {lm.name!r} has no BOS token, nothing to score")
+    # The text as int32, shared with the result's token_ids (a view): scoring keeps no per-token
+    # buffers besides the result arrays. Window inputs are widened to int64 for the model.
+    seq_np = np.asarray(ids, dtype=np.int32)
+    del ids
+    seq = torch.from_numpy(seq_np)
+    prefix = torch.tensor(lm.prefix_ids, dtype=torch.long)
+
+    def inputs(w: stream.Window) -> torch.Tensor:
+        """The window's input: the prefix (BOS) + ids[start:end-1] (int64)."""
+        return torch.cat([prefix, seq[w.start : w.end - 1].long()])
+
     # Logit rows per forward pass within the memory budget; a window larger than that (long context,
     # large vocabulary) is fed in chunks through the KV cache, which gives the same numbers.
     rows_budget = max(1, _BATCH_LOGIT_BYTES // (4 * lm.vocab_size))
@@ -402,7 +390,7 @@ def score(
     out_kp = np.empty((n, k), np.float32) if k else None
 
     def consume(z: torch.Tensor, t0: int, t1: int) -> None:
-        """Statistics of targets seq[t0:t1] from their logit rows z (t1 - t0, V), into the outputs."""
+        """Statistics of targets ids[t0:t1] from their logit rows z (t1 - t0, V), into the outputs."""
         target = seq[t0:t1].long().view(z.shape[:-1])
         st = measures.token_stats(z, target, base=2)  # one fused pass: entropy, varentropy, surprisal
         assert st.surprisal is not None
@@ -417,29 +405,31 @@ def score(
             probs = torch.exp(top.values - st.lse.unsqueeze(-1))  # lse: the log-partition, per row
             out_kp[sl] = probs.reshape(-1, k).numpy()
 
-    def run(batch: list[tuple[int, int, int]]) -> int:
-        # Scored targets of window (b, e, lo): t in [max(lo, first), e), predicted by logits at t - 1.
-        t0, t1 = max(batch[0][2], first), batch[-1][1]
+    def run(batch: list[stream.Window]) -> int:
+        # Window w scores targets ids[w.first:w.end] from its logit rows w.rows(p); consecutive
+        # windows' targets are contiguous, so one batch fills one slice of the outputs.
+        t0, t1 = batch[0].first, batch[-1].end
         if chunked:
-            (b, e, _), past = batch[0], None
-            for c0 in range(b, e, rows_budget):
-                c1 = min(c0 + rows_budget, e)
+            w, past = batch[0], None
+            x, rows = inputs(w), w.rows(p)
+            for c0 in range(0, len(x), rows_budget):
+                c1 = min(c0 + rows_budget, len(x))
                 with autocast:  # forward returns float32 logits (the adapter contract)
-                    logits, past = lm.forward(seq[c0:c1].long()[None], past)
-                a, z1 = max(t0 - 1, c0), min(t1 - 1, c1)  # logit rows this chunk contributes
+                    logits, past = lm.forward(x[c0:c1][None], past)
+                a, z1 = max(rows.start, c0), min(rows.stop, c1)  # logit rows this chunk contributes
                 if a < z1:
-                    consume(logits[0, a - c0 : z1 - c0], a + 1, z1 + 1)
+                    consume(logits[0, a - c0 : z1 - c0], t0 + a - rows.start, t0 + z1 - rows.start)
             return t1 - t0
         with autocast:
-            logits, _ = lm.forward(torch.stack([seq[b:e] for b, e, _ in batch]).long())
-        spans = [(max(lo, first) - 1 - b, e - 1 - b) for b, e, lo in batch]
-        if len(set(spans)) == 1:  # same rows in every window (all but the first): a view, no copy
-            consume(logits[:, spans[0][0] : spans[0][1]], t0, t1)
-        else:  # consecutive windows have contiguous targets
-            consume(torch.cat([logits[i, a:z] for i, (a, z) in enumerate(spans)]), t0, t1)
+            logits, _ = lm.forward(torch.stack([inputs(w) for w in batch]))
+        spans = [w.rows(p) for w in batch]
+        if len(set((r.start, r.stop) for r in spans)) == 1:  # same rows in every window: a view, no copy
+            consume(logits[:, spans[0]], t0, t1)
+        else:
+            consume(torch.cat([logits[i, r] for i, r in enumerate(spans)]), t0, t1)
         return t1 - t0
 
-    n_win = _n_windows(m, ctx, stride)
+    n_win = stream.n_windows(len(seq_np), ctx, p, stride)
     show = progress if progress is not None else (n_win > 8 and sys.stderr.isatty())
     from tqdm.auto import tqdm
 
@@ -454,13 +444,13 @@ def score(
             file=sys.stderr,
         ) as bar,
     ):
-        batch: list[tuple[int, int, int]] = []
-        for b, e, lo in _windows(m, ctx, stride):
-            # Windows of one length share a forward pass (consecutive windows' targets are contiguous).
-            if batch and (len(batch) == batch_size or e - b != batch[0][1] - batch[0][0]):
+        batch: list[stream.Window] = []
+        for w in stream.windows(len(seq_np), ctx, p, stride):
+            # Windows of one input length share a forward pass.
+            if batch and (len(batch) == batch_size or w.n_inputs(p) != batch[0].n_inputs(p)):
                 bar.update(run(batch))
                 batch = []
-            batch.append((b, e, lo))
+            batch.append(w)
         bar.update(run(batch))
 
     w_ent = _window_mean(out_h, window)
@@ -474,7 +464,7 @@ def score(
         text=raw,
         model=lm.identity,
         token_ids=seq_np[first:],
-        offsets=offsets[first - p :],
+        offsets=offsets[first:],
         surprisal_bits=out_s,
         entropy_bits=out_h,
         varentropy_bits2=out_v,
@@ -487,9 +477,9 @@ def score(
         stride=stride,
         context=ctx,
         lossy=lossy,
-        scored_from_byte=int(offsets[1, 0]) if first > p else 0,
+        scored_from_byte=int(offsets[1, 0]) if first else 0,
         top_k_ids=out_ki,
         top_k_tokens=top_tokens,
         top_k_probs=out_kp,
-        precision=precision,
+        precision=prec,
     )

@@ -167,7 +167,7 @@ def load_model(name_or_path: str | Path | None = None) -> LanguageModel:
     """
     name = DEFAULT_MODEL if name_or_path is None else str(name_or_path)
     if not name.strip():
-        raise ValueError("model: empty name")
+        raise ValueError(f"model must be a model name or path, got an empty name {name!r}")
     bundled = BUNDLED_DIR / name
     # Only a bare name can be bundled: BUNDLED_DIR / "/abs/path" would be the path itself.
     if Path(name).name == name and (bundled / "model.safetensors").exists():
@@ -176,7 +176,10 @@ def load_model(name_or_path: str | Path | None = None) -> LanguageModel:
     if (path / "model.safetensors").exists() and _is_bytegpt_dir(path):
         return ByteModel(ByteGPT.load(path), path.name)
     if name_or_path is None:
-        raise ValueError(f"model: the bundled default {DEFAULT_MODEL!r} is missing from {BUNDLED_DIR}")
+        raise ValueError(
+            f"model must be given, got None: the bundled default {DEFAULT_MODEL!r} is missing "
+            f"from {BUNDLED_DIR}"
+        )
     return _load_hf(name)
 
 
@@ -190,7 +193,7 @@ def resolve_model(model: LanguageModel | str | Path | None, what: str = "model")
     if model is None or isinstance(model, (str, Path)):
         return load_model(model)
     got = type(model).__name__
-    raise TypeError(f"{what}: expected a LanguageModel, a model name or path, or None; got {got}")
+    raise TypeError(f"{what} must be a LanguageModel, a model name or path, or None, got {got}")
 
 
 def _is_bytegpt_dir(path: Path) -> bool:
