@@ -570,6 +570,18 @@ def test_progress_is_exact_on_a_busy_machine(model) -> None:
             p.wait()
 
 
+@pytest.mark.parametrize("precision", ["float32", "bfloat16", pytest.param("int8kv", marks=needs_kernel)])
+def test_model_without_a_prefix_round_trips(precision: str) -> None:
+    """No BOS: the first token is coded uniformly, the first step goes into an empty cache, and later
+    windows re-prime with the last `prime` tokens alone (the one re-prime rule, models.stream)."""
+    bare = tiny_model()
+    bare.prefix_ids = []
+    data = sample_text(900, 17)
+    blob = compress(data, bare, chunk_size=450, group=2, window=20, prime=5, precision=precision)
+    assert decompress(blob, bare) == data
+    assert all(c["mode"] == 0 for c in parse(blob)["chunks"])
+
+
 def test_hf_model_round_trip(tmp_path: Path) -> None:
     from entropykit.models import load_model
     from hf_fixtures import tiny_hf_model_dir

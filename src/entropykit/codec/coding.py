@@ -3,14 +3,16 @@
 Encoder and decoder run :func:`run_group`, the same incremental procedure on identically shaped
 batches (``docs/container-format.md``, "How the payload is produced"): prefix prime, one KV-cached
 step per token through the model's stepper (``entropykit.models.bytegpt_step``), re-prime when the
-window is full. Each step's logits are quantised by :func:`quantized_probabilities` to the weights
-the range coder (``constriction``) uses.
+window is full, as the one re-prime rule says (``entropykit.models.stream.Reprime``). Each step's
+logits are quantised by :func:`quantized_probabilities` to the weights the range coder
+(``constriction``) uses: ``w_v = exp(-(max(k) - k_v) / 32)`` with ``k = round(32 l)`` (nats on a
+1/32 grid).
 
 Example:
     >>> import numpy as np
     >>> w = quantized_probabilities(np.array([[0.0, -1.0, 2.0]], dtype=np.float32))
-    >>> w.max(), bool(w[0, 2] == 1.0 and w[0, 0] == w[0, 0])
-    (1.0, True)
+    >>> [round(float(x), 6) for x in w[0]]  # exp(-2), exp(-3), 1
+    [0.135335, 0.049787, 1.0]
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from entropykit.codec.container import LOGIT_SCALE, ContainerError, Params, Reco
 from entropykit.codec.pool import Meter
 from entropykit.models import ByteModel, LanguageModel
 from entropykit.models.bytegpt_step import stepper
+from entropykit.models.stream import Reprime
 
 __all__ = ["cut", "decode_group", "encode_group", "quantized_probabilities", "run_group"]
 
@@ -86,6 +89,7 @@ def run_group(
         return
     batch, family = tokens.shape[0], _family()
     prefix = np.tile(np.asarray(model.prefix_ids, dtype=np.int64), (batch, 1))
+    schedule = Reprime(params.window, params.prime, prefix.shape[1])  # the one re-prime rule
     steps = stepper(model, batch, params.precision)
     if prefix.shape[1]:
         logits = steps.prime(prefix)
@@ -116,9 +120,10 @@ def run_group(
             on_step(i)
         if i == n_max - 1:
             break
-        if steps.length >= params.window:  # window full: restart from the prefix + last `prime` tokens
-            logits = steps.prime(np.concatenate([prefix, tokens[:, i + 1 - params.prime : i + 1]], axis=1))
-        else:
+        feed = schedule.feed(cached=steps.length, fed=i, end=i + 1)
+        if feed.restart and steps.length:  # window full: restart from the prefix + the last `prime` tokens
+            logits = steps.prime(np.concatenate([prefix, tokens[:, feed.start : feed.end]], axis=1))
+        else:  # room left: one cached step (into an empty cache for the first token of a prefix-less model)
             logits = steps.step(tokens[:, i])
 
 

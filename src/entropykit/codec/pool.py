@@ -10,9 +10,9 @@ Example:
     >>> calls = []
     >>> m = Meter(lambda done, bits: calls.append(done))
     >>> m.report(0, 40, 8.0); m.report(7, 10, 2.0); m.finish(0, 50, 9.0)
-    >>> m.report(0, 40, 8.0)  # a late report of a finished group changes nothing
+    >>> m.report(0, 40, 8.0)  # a late report of a finished group is ignored
     >>> calls
-    [40, 50, 60, 60]
+    [40, 50, 60]
 """
 
 from __future__ import annotations
