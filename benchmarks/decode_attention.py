@@ -20,6 +20,7 @@ Three parts, anchor and ours in this process, one thread, pinned to the current 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -138,6 +139,9 @@ def main() -> None:
             markdown_table(["precision", "container bytes", "bits/byte", "compress KB/s", "decompress KB/s"],
                            coding_rows()),
         ]
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    lines += ["", f"The machine was shared with other jobs (load average {load} on {os.cpu_count()} cores "
+              "at the end of the run): absolute times are indicative; ratios are measured in one process."]
     body = "\n".join(lines)
     print(body)
     if not args.quick:

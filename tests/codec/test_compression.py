@@ -551,7 +551,7 @@ def test_progress_is_exact_on_a_busy_machine(model) -> None:
     """With both cores kept busy by other processes, progress from 1 or 2 workers never decreases,
     never exceeds the input and ends at exactly its length, compressing and decompressing; many
     small groups in several batches give the late reports every chance to arrive late."""
-    data = sample_text(1500, 31)
+    data = sample_text(1200, 31)
     hogs = spin(2)
     try:
         for workers in (2, 1):
