@@ -18,6 +18,7 @@ import argparse
 import bz2
 import gzip
 import lzma
+import os
 import resource
 import shutil
 import subprocess
@@ -34,8 +35,9 @@ from _common import markdown_table, peak_extra_mb, record
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from entropykit.codec.compression import DEFAULT_CHUNK_SIZE, PRECISIONS, resolve_precision  # noqa: E402
-from entropykit.lm import compress, decompress, load_model  # noqa: E402
+from entropykit.codec import DEFAULT_CHUNK_SIZE, compress, decompress, resolve_precision  # noqa: E402
+from entropykit.models import load_model  # noqa: E402
+from entropykit.precision import PRECISIONS  # noqa: E402
 
 
 def csv_text(n_rows: int = 600) -> bytes:
@@ -157,9 +159,10 @@ def main() -> None:
     lines = [
         f"Model: `{model.identity}`. Bits/byte of every codec (container included for ours); "
         "`score` = the model's cross-entropy as `entropykit score` reports it (strided window, whole "
-        f"text); ours codes {DEFAULT_CHUNK_SIZE // 1024} KiB chunks, each with BOS-primed windows (512 "
-        "tokens, re-primed with the last 255), so the two differ by the chunk resets and the window "
-        f"policy. Model arithmetic: precision={args.precision}"
+        f"text, BOS at every window start); ours codes {DEFAULT_CHUNK_SIZE // 1024} KiB chunks, each with "
+        "BOS-primed windows (512 tokens, re-primed with the last 255: the windows of stride 257, "
+        "`models.stream.Reprime`), so the two differ by the chunk resets and the stride (score's "
+        f"default is 256). Model arithmetic: precision={args.precision}"
         f"{f' (= {used} here)' if args.precision == 'auto' else ''}"
         ". "
         "`peak MB` = extra resident memory of this process; `worker peak MB` = the largest worker "
@@ -189,6 +192,9 @@ def main() -> None:
     lines.append(f"- throughput >= 5 KB/s over all inputs together: compress {comp_kbs:.2f}, decompress "
                  f"{decomp_kbs:.2f} -> {'met' if min(comp_kbs, decomp_kbs) >= 5 else 'NOT met'} (files of a "
                  "few chunks code in small lockstep batches: each step reads all the weights for few rows)")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    lines.append(f"- NOTE: the machine was shared with other jobs (load average {load} on "
+                 f"{os.cpu_count()} cores at the end of the run): absolute speeds are indicative only.")
     busy = subprocess.run(["pgrep", "-f", "train_model.py"], capture_output=True).stdout.strip()
     if busy:
         lines.append("- NOTE: a model-training job shared the CPU during this run; timings are pessimistic.")

@@ -7,8 +7,9 @@ Three parts, anchor and ours in this process, one thread, pinned to the current 
    over the bf16 cache slots ``[:T]`` (the layout of the bf16 steps) against ``Int8KVCache.step``
    (store + attend). Six layers' caches are cycled, as in a real step, so the caches come from L3,
    not L2. Reported: microseconds per layer call, ratio, bytes of cache read per call.
-2. The whole coding step of ``entropykit compress`` (``_ByteGPTStepper.step``, 6 layers) with
-   precision bfloat16 and int8kv, at the same B and context.
+2. The whole coding step of ``entropykit compress`` (``ByteGPTStepper.step`` of
+   ``entropykit.models.bytegpt_step``, 6 layers) with precision bfloat16 and int8kv, at the same
+   B and context.
 3. ``compress`` + ``decompress`` of the first 100 KB of the held-out text with both precisions
    (2 worker processes): bits/byte and KB/s.
 
@@ -19,6 +20,7 @@ Three parts, anchor and ours in this process, one thread, pinned to the current 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,8 +35,9 @@ from _common import markdown_table, record, timeit
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from entropykit.codec.compression import _ByteGPTStepper  # noqa: E402
-from entropykit.lm import compress, decompress, load_model  # noqa: E402
+from entropykit.codec import compress, decompress  # noqa: E402
+from entropykit.models import load_model  # noqa: E402
+from entropykit.models.bytegpt_step import ByteGPTStepper  # noqa: E402
 from entropykit.models.kernels.decode_attention import Int8KVCache, available, unavailable_reason  # noqa: E402
 
 LAYERS, HEADS, D, SLOTS = 6, 8, 32, 512
@@ -77,7 +80,7 @@ def step_rows(batches: list[int], contexts: list[int], steps: int) -> list[list[
         for t in contexts:
             times = []
             for int8 in (False, True):
-                stepper = _ByteGPTStepper(model, b, bf16=True, int8_kv=int8)
+                stepper = ByteGPTStepper(model, b, "int8kv" if int8 else "bfloat16")
                 runs = []
                 for _ in range(3):  # prime (not timed) to t - steps/2, then steps across context t
                     stepper.prime(ids[:, : t - steps // 2])
@@ -123,7 +126,7 @@ def main() -> None:
         markdown_table(["B", "context", "SDPA bf16 µs", "int8 kernel µs", "ours/SDPA", "bf16 MB read",
                         "int8 MB read"], part1),
         "",
-        "Whole coding step of bytegpt-6l (`_ByteGPTStepper.step`, 6 layers; median of 3):",
+        "Whole coding step of bytegpt-6l (`ByteGPTStepper.step`, 6 layers; median of 3):",
         "",
         markdown_table(["B", "context", "bfloat16 ms", "int8kv ms", "int8kv/bf16", "int8kv KB/s per core"],
                        part2),
@@ -136,6 +139,9 @@ def main() -> None:
             markdown_table(["precision", "container bytes", "bits/byte", "compress KB/s", "decompress KB/s"],
                            coding_rows()),
         ]
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    lines += ["", f"The machine was shared with other jobs (load average {load} on {os.cpu_count()} cores "
+              "at the end of the run): absolute times are indicative; ratios are measured in one process."]
     body = "\n".join(lines)
     print(body)
     if not args.quick:

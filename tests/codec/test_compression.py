@@ -19,21 +19,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_compression_fixtures import ROOT, other_model, sample_text, tiny_model, tiny_model_dir
 
-from entropykit.codec.compression import (
-    LOGIT_SCALE,
-    MAGIC,
+from entropykit.codec import (
     ContainerError,
-    _ByteGPTStepper,
-    _Stepper,
+    compress,
+    compress_stream,
     container_info,
-    native_bf16,
-    quantized_probabilities,
+    decompress,
+    decompress_stream,
     resolve_precision,
 )
-from entropykit.lm import compress, compress_stream, decompress, decompress_stream
+from entropykit.codec.coding import quantized_probabilities
+from entropykit.codec.container import LOGIT_SCALE, MAGIC
+from entropykit.codec.pool import Meter
 from entropykit.models import ByteModel
 from entropykit.models.bytegpt import BOS, ByteGPT, ByteGPTConfig
 from entropykit.models.kernels import decode_attention
+from entropykit.precision import native_bf16
 
 # the int8-KV kernel needs a C compiler; without one those tests are skipped (the rest still run)
 needs_kernel = pytest.mark.skipif(
@@ -242,60 +243,6 @@ def test_coded_size_matches_cross_entropy(model, window: int, prime: int) -> Non
     # whole container: plus header, per-chunk records and trailer
     overhead = info["header_size"] + 15 * len(info["chunks"]) + 53
     assert 8 * len(blob) <= 1.01 * ref + 8 * overhead + 64 * len(info["chunks"])
-
-
-def test_fast_stepper_matches_model_forward(model) -> None:
-    ids = np.random.default_rng(1).integers(0, 256, (3, 60))
-    fast, slow = _ByteGPTStepper(model, 3), _Stepper(model)
-    a = [fast.prime(np.full((3, 1), BOS))]
-    b = [slow.prime(np.full((3, 1), BOS))]
-    for i in range(40):
-        a.append(fast.step(ids[:, i]))
-        b.append(slow.step(ids[:, i]))
-    a.append(fast.prime(ids[:, 10:30]))
-    b.append(slow.prime(ids[:, 10:30]))
-    for i in range(30, 60):
-        a.append(fast.step(ids[:, i]))
-        b.append(slow.step(ids[:, i]))
-    np.testing.assert_allclose(np.stack(a), np.stack(b), rtol=1e-5, atol=1e-5)
-
-
-def test_bf16_stepper_is_close_to_float32(model) -> None:
-    """The bf16 path (packed oneDNN weights, bf16 KV cache) computes the same model: its logits
-    stay within bf16 rounding of the fp32 stepper's, and prime and step agree with each other."""
-    ids = np.random.default_rng(3).integers(0, 256, (3, 45))
-    b16, f32 = _ByteGPTStepper(model, 3, bf16=True), _ByteGPTStepper(model, 3)
-    a = [b16.prime(np.full((3, 1), BOS))]
-    b = [f32.prime(np.full((3, 1), BOS))]
-    for i in range(44):
-        a.append(b16.step(ids[:, i]))
-        b.append(f32.step(ids[:, i]))
-    a, b = np.stack(a), np.stack(b)
-    assert a.dtype == np.float32 and np.abs(a - b).max() < 0.15 < np.abs(b).max()
-    fresh = _ByteGPTStepper(model, 3, bf16=True)
-    primed = fresh.prime(np.concatenate([np.full((3, 1), BOS), ids[:, :44]], axis=1))
-    np.testing.assert_allclose(primed, a[-1], atol=0.1)  # one forward pass vs 44 cached steps
-    # the int8 KV cache (fused kernel) stays as close to the fp32 logits as the bf16 cache does
-    if not decode_attention.available():
-        return
-    i8 = _ByteGPTStepper(model, 3, bf16=True, int8_kv=True)
-    c = [i8.prime(np.full((3, 1), BOS))] + [i8.step(ids[:, i]) for i in range(44)]
-    assert np.abs(np.stack(c) - b).max() < 0.15
-    assert not np.array_equal(np.stack(c), a)  # it is another computation
-
-
-@pytest.mark.parametrize(("bf16", "int8_kv"), [(False, False), (True, False),
-                                                pytest.param(True, True, marks=needs_kernel)])
-def test_row_results_do_not_depend_on_other_rows(model, bf16: bool, int8_kv: bool) -> None:
-    """Kernels give a row the same bits whatever the other rows of the batch hold (same shape)."""
-    rng = np.random.default_rng(2)
-    x, y = rng.integers(0, 256, (4, 50)), rng.integers(0, 256, (4, 50))
-    y[1] = x[1]
-    sx, sy = _ByteGPTStepper(model, 4, bf16, int8_kv), _ByteGPTStepper(model, 4, bf16, int8_kv)
-    for s in (sx, sy):
-        s.prime(np.full((4, 1), BOS))
-    for i in range(50):
-        assert np.array_equal(sx.step(x[:, i])[1], sy.step(y[:, i])[1])
 
 
 @settings(max_examples=40, deadline=None)
@@ -555,8 +502,88 @@ def test_progress_is_cumulative_and_complete(model) -> None:
     assert back[-1] == (len(data), pytest.approx(calls[-1][1]))
 
 
+def test_meter_ignores_reports_of_finished_groups() -> None:
+    """A worker's queued progress reports can arrive after its result, even while a later batch of
+    groups runs: they must not count again (the race behind 'assert 4000 == 3000')."""
+    calls: list[tuple[int, float]] = []
+    m = Meter(lambda d, b: calls.append((d, b)))
+    m.report(0, 600, 10.0)
+    m.report(2, 100, 2.0)
+    m.finish(0, 1000, 20.0)
+    m.report(0, 1000, 20.0)  # late: group 0 already counted
+    m.finish(2, 1000, 15.0)
+    m.report(2, 1000, 15.0)
+    m.finish(0, 1000, 20.0)  # a repeated finish counts once too
+    assert [d for d, _ in calls] == [600, 700, 1100, 2000]
+    assert (m.bytes, m.bits) == (2000, 35.0) and calls[-1] == (2000, 35.0)
+
+
+def test_late_worker_reports_do_not_count_twice(model, monkeypatch) -> None:
+    """Each worker repeats its group's final report a little later, as a slow queue would deliver it:
+    the total must still end at exactly the input length (fails with a per-batch filter)."""
+    import threading
+
+    from entropykit.codec import pool
+
+    real = pool._in_worker
+
+    def late(fn, p, key, items):  # type: ignore[no-untyped-def]
+        out = real(fn, p, key, items)
+        threading.Timer(0.01, pool._WORKER["ticks"].put, [(key, out[1], out[2])]).start()
+        return out
+
+    late.__module__, late.__qualname__ = real.__module__, real.__qualname__  # pickled by name
+    monkeypatch.setattr(pool, "_in_worker", late)
+    data = sample_text(1600, 5)
+    calls: list[tuple[int, float]] = []
+    compress(data, model, chunk_size=400, group=1, window=24, prime=8, precision="float32", workers=2,
+             progress=lambda d, b: calls.append((d, b)))
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and max(done) == done[-1] == len(data), done
+
+
+def spin(n: int) -> list[subprocess.Popen]:
+    """``n`` processes spinning one core each (a busy machine)."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def test_progress_is_exact_on_a_busy_machine(model) -> None:
+    """With both cores kept busy by other processes, progress from 1 or 2 workers never decreases,
+    never exceeds the input and ends at exactly its length, compressing and decompressing; many
+    small groups in several batches give the late reports every chance to arrive late."""
+    data = sample_text(1200, 31)
+    hogs = spin(2)
+    try:
+        for workers in (2, 1):
+            calls: list[tuple[int, float]] = []
+            back: list[tuple[int, float]] = []
+            blob = compress(data, model, chunk_size=150, group=1, window=24, prime=8, precision="float32",
+                            workers=workers, progress=lambda d, b, out=calls: out.append((d, b)))
+            assert decompress(blob, model, workers=workers,
+                              progress=lambda d, b, out=back: out.append((d, b))) == data
+            for seq in (calls, back):
+                done = [d for d, _ in seq]
+                assert done == sorted(done) and max(done) == done[-1] == len(data), (workers, done)
+    finally:
+        for p in hogs:
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16", pytest.param("int8kv", marks=needs_kernel)])
+def test_model_without_a_prefix_round_trips(precision: str) -> None:
+    """No BOS: the first token is coded uniformly, the first step goes into an empty cache, and later
+    windows re-prime with the last `prime` tokens alone (the one re-prime rule, models.stream)."""
+    bare = tiny_model()
+    bare.prefix_ids = []
+    data = sample_text(900, 17)
+    blob = compress(data, bare, chunk_size=450, group=2, window=20, prime=5, precision=precision)
+    assert decompress(blob, bare) == data
+    assert all(c["mode"] == 0 for c in parse(blob)["chunks"])
+
+
 def test_hf_model_round_trip(tmp_path: Path) -> None:
-    from entropykit.lm import load_model
+    from entropykit.models import load_model
     from hf_fixtures import tiny_hf_model_dir
 
     hf = load_model(tiny_hf_model_dir(tmp_path))
@@ -590,20 +617,6 @@ def test_int8kv_without_a_compiler_fails_loudly(model, monkeypatch, tmp_path: Pa
     assert decompress(blob, model) == b"some text " * 20
 
 
-@needs_kernel
-def test_int8kv_stepper_with_a_context_that_is_not_a_whole_kernel_block() -> None:
-    """The int8 cache rounds its slots up to whole 64-slot blocks: a 40-token model steps to its end."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(5)
-        gpt = ByteGPT(ByteGPTConfig(block_size=40, n_layer=1, n_head=1, n_embd=32)).eval()
-    lm = ByteModel(gpt, "tiny-40")
-    ids = np.random.default_rng(4).integers(0, 256, (2, 39))
-    i8, b16 = _ByteGPTStepper(lm, 2, True, True), _ByteGPTStepper(lm, 2, True)
-    a = [i8.prime(np.full((2, 1), BOS))] + [i8.step(ids[:, i]) for i in range(39)]
-    b = [b16.prime(np.full((2, 1), BOS))] + [b16.step(ids[:, i]) for i in range(39)]
-    assert i8.length == 40 and np.abs(np.stack(a) - np.stack(b)).max() < 0.05
-
-
 def test_container_info_and_resolve_precision(model) -> None:
     blob = compress(sample_text(3000), model, chunk_size=1000, group=2, precision="bfloat16")
     src = io.BytesIO(blob)
@@ -619,3 +632,39 @@ def test_container_info_and_resolve_precision(model) -> None:
         resolve_precision(model, "fp8")
     with pytest.raises(ContainerError, match="bad magic"):
         container_info(io.BytesIO(b"not a container at all"))
+
+
+def test_container_info_takes_bytes_and_paths(model, tmp_path: Path) -> None:
+    blob = compress(sample_text(700), model, chunk_size=300, group=2, precision="float32")
+    want = container_info(io.BytesIO(blob))
+    path = tmp_path / "x.ekz"
+    path.write_bytes(blob)
+    for src in (blob, bytearray(blob), memoryview(blob), path, str(path)):
+        assert container_info(src) == want  # type: ignore[arg-type]
+    assert want["original_length"] == 700 and want["precision"] == "float32"
+    with pytest.raises(ContainerError, match="bad magic"):
+        container_info(b"not a container")
+    with pytest.raises(ContainerError, match="truncated"):
+        container_info(blob[:20])
+    with pytest.raises(FileNotFoundError):
+        container_info(tmp_path / "missing.ekz")
+    with pytest.raises(TypeError, match="src"):
+        container_info(3)  # type: ignore[arg-type]
+
+
+def test_precision_is_the_one_vocabulary(model) -> None:
+    """resolve_precision speaks entropykit.precision: same choices and message style, and the model
+    decides what is supported (float32 always; bf16 and int8kv for a ByteGPT; int8kv where the
+    kernel builds and fits)."""
+    from entropykit.models.bytegpt_step import step_precisions
+    from entropykit.precision import PRECISIONS, resolve
+
+    for p in PRECISIONS:
+        if p == "auto" or p in step_precisions(model):
+            assert resolve_precision(model, p) == resolve(p, step_precisions(model))
+    with pytest.raises(ValueError, match=r"precision must be one of 'auto', .*got 'fp8'"):
+        resolve_precision(model, "fp8")
+    wide = ByteModel(ByteGPT(ByteGPTConfig(block_size=16, n_layer=1, n_head=1, n_embd=16)).eval(), "wide")
+    with pytest.raises(ValueError, match="'int8kv' is not available here: the kernel needs a head size"):
+        resolve_precision(wide, "int8kv")
+    assert resolve_precision(wide, "bfloat16") == "bfloat16"

@@ -17,8 +17,8 @@ import pytest
 import torch
 from test_compression_fixtures import ROOT, sample_text, tiny_model
 
-from entropykit.lm import compress, decompress, load_model
-from entropykit.models import BUNDLED_DIR
+from entropykit.codec import compress, decompress
+from entropykit.models import BUNDLED_DIR, load_model
 
 HELDOUT = ROOT / "data" / "corpus" / "heldout.bin"
 

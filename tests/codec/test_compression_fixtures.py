@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from entropykit.lm import ByteModel, load_model
+from entropykit.models import ByteModel, load_model
 from entropykit.models.bytegpt import BOS, ByteGPT, ByteGPTConfig
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,0 +1,242 @@
+"""Incremental forward passes in lockstep batches: ByteGPT's fast step, and the generic one.
+
+A *stepper* holds a batch of ``B`` sequences and their KV cache: ``prime(ids)`` forgets the cache
+and runs ``ids`` (B, T) at once, ``step(ids)`` feeds one more token per row (B,); both return the
+next-token float32 logits of the last position (B, V) as NumPy. The computation is exactly
+ByteGPT's forward pass (``entropykit.models.bytegpt``: pre-norm blocks of causal attention and a
+GELU MLP, tied head), restated functionally for speed:
+
+- a preallocated KV cache (a concatenating cache copies every layer's cache at every step) and
+  functional calls on (B, C) rows (module-call overhead dominates a one-token step);
+- ``precision="bfloat16"``: a bf16 copy of the model (weights, activations and KV cache in bf16,
+  fp32 accumulation), its weights packed once for oneDNN and the GELU fused into the first MLP
+  matmul (a separate bf16 GELU costs as much as the matmul);
+- ``precision="int8kv"``: bf16 with keys and values in the int8 cache of the fused C kernel
+  ``entropykit.models.kernels.decode_attention`` (half the bytes read per step).
+
+Every other ``LanguageModel`` steps through its own ``forward`` and opaque cache (:class:`Stepper`).
+A stepper's results for one row do not depend on the other rows of the batch, and with one intra-op
+thread they are a function of the inputs alone: the range coder of ``entropykit.codec`` relies on it.
+
+Example:
+    >>> import numpy as np
+    >>> from entropykit.models import load_model
+    >>> from entropykit.models.bytegpt import BOS
+    >>> lm = load_model("bytegpt-6l")
+    >>> s = stepper(lm, batch=2, precision="float32")
+    >>> first = s.prime(np.full((2, 1), BOS))          # logits of the first byte, (2, 257)
+    >>> nxt = s.step(np.array([ord("a"), ord("b")]))   # after one more byte per row
+    >>> first.shape, nxt.shape, s.length, step_precisions(lm)[0]
+    ((2, 257), (2, 257), 2, 'float32')
+"""
+
+from __future__ import annotations
+
+import copy
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from entropykit.models.adapters import ByteModel, LanguageModel
+from entropykit.models.bytegpt import ByteGPT, ByteGPTConfig
+from entropykit.models.kernels import decode_attention
+from entropykit.models.kernels.decode_attention import Int8KVCache
+from entropykit.precision import Precision
+
+__all__ = ["ByteGPTStepper", "Stepper", "int8kv_unavailable", "is_bytegpt", "step_precisions", "stepper"]
+
+
+class Stepper:
+    """Generic incremental forward through ``LanguageModel.forward`` and its opaque cache (float32,
+    the model's own arithmetic); ``length`` is the number of tokens in the cache."""
+
+    def __init__(self, model: LanguageModel) -> None:
+        self.model, self.length = model, 0
+        self.past: Any = None
+
+    def prime(self, ids: np.ndarray) -> np.ndarray:
+        """Forget the cache, run ``ids`` (B, T) and return the last position's logits (B, V)."""
+        logits, self.past = self.model.forward(torch.as_tensor(ids, dtype=torch.long))
+        self.length = ids.shape[1]
+        return logits[:, -1].numpy()
+
+    def step(self, ids: np.ndarray) -> np.ndarray:
+        """Feed one token per row (B,) and return the next logits (B, V)."""
+        if self.length == 0:
+            return self.prime(ids[:, None])
+        logits, self.past = self.model.forward(torch.as_tensor(ids[:, None], dtype=torch.long), self.past)
+        self.length += 1
+        return logits[:, -1].numpy()
+
+
+def _ln(m: Any) -> tuple[torch.Tensor, torch.Tensor, float]:
+    return m.weight, m.bias, float(m.eps)
+
+
+_BF16_COPIES: weakref.WeakKeyDictionary[ByteGPT, ByteGPT] = weakref.WeakKeyDictionary()
+
+
+def _bf16_copy(gpt: ByteGPT) -> ByteGPT:
+    """A bfloat16 copy of ``gpt``, made once per model object."""
+    if gpt not in _BF16_COPIES:
+        _BF16_COPIES[gpt] = copy.deepcopy(gpt).to(torch.bfloat16).eval()
+    return _BF16_COPIES[gpt]
+
+
+def _linear(
+    weight: torch.Tensor, bias: torch.Tensor | None, batch: int, gelu: str | None = None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``x -> x W^T + b``, or ``gelu(x W^T + b)`` with ``gelu`` the approximation ('none' or
+    'tanh'). bf16 weights are packed once for oneDNN (an unpacked bf16 matmul re-lays out the weight
+    on every call, which dominates a one-token step) and the GELU runs inside the matmul, on its
+    fp32 result."""
+    if weight.dtype != torch.bfloat16:
+        if gelu is None:
+            return lambda x: F.linear(x, weight, bias)
+        return lambda x: F.gelu(F.linear(x, weight, bias), approximate=gelu)
+    packed = torch.ops.mkldnn._reorder_linear_weight(weight, batch)
+    if gelu is None:
+        return lambda x: torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [None], "")
+    return lambda x: torch.ops.mkldnn._linear_pointwise(x, packed, bias, "gelu", [None], gelu)
+
+
+class ByteGPTStepper(Stepper):
+    """ByteGPT's fast step (see the module docstring) for a batch of ``batch`` rows. ``prime`` (all
+    positions at once, causal attention) and ``step`` (one position against the cache) run the same
+    operations in the same order as ``ByteGPT.forward`` (tested against it). ``precision``:
+    ``"float32"``, ``"bfloat16"`` or ``"int8kv"`` (resolve ``"auto"`` with
+    :func:`entropykit.precision.resolve` over :func:`step_precisions` first)."""
+
+    def __init__(self, model: LanguageModel, batch: int, precision: Precision = "float32") -> None:
+        if precision not in ("float32", "bfloat16", "int8kv"):
+            raise ValueError(f"precision must be 'float32', 'bfloat16' or 'int8kv', got {precision!r}")
+        super().__init__(model)
+        gpt: ByteGPT = model.module  # type: ignore[assignment]
+        int8_kv = precision == "int8kv"
+        if precision != "float32":
+            gpt = _bf16_copy(gpt)
+        cfg = gpt.config
+        self.gpt, self.heads = gpt, cfg.n_head
+        dtype = gpt.wte.weight.dtype
+        slots = -(-cfg.block_size // decode_attention.BLOCK) * decode_attention.BLOCK  # whole kernel blocks
+        self.cache8 = Int8KVCache(cfg.n_layer, batch, cfg.n_head, slots) if int8_kv else None
+        shape = (cfg.n_layer, batch, cfg.n_head, 0 if int8_kv else cfg.block_size, cfg.n_embd // cfg.n_head)
+        self.k = torch.zeros(shape, dtype=dtype)
+        self.v = torch.zeros(shape, dtype=dtype)
+        blocks: list[Any] = list(gpt.blocks)
+
+        def lin(m: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+            return _linear(m.weight, m.bias, batch)
+
+        self.layers = [
+            (_ln(b.ln1), lin(b.attn.qkv), lin(b.attn.proj), _ln(b.ln2),
+             _linear(b.mlp[0].weight, b.mlp[0].bias, batch, str(b.mlp[1].approximate)), lin(b.mlp[2]))
+            for b in blocks
+        ]
+        self.ln_f = _ln(gpt.ln_f)
+        self.head = _linear(gpt.wte.weight, None, batch)
+
+    @torch.inference_mode()
+    def prime(self, ids: np.ndarray) -> np.ndarray:
+        gpt, heads, cache8 = self.gpt, self.heads, self.cache8
+        b, t = ids.shape
+        x = F.embedding(torch.as_tensor(ids, dtype=torch.long), gpt.wte.weight) + gpt.wpe.weight[:t]
+        c = x.shape[-1]
+        x = x.reshape(b * t, c)  # rows of all positions: the packed matmuls take any row count
+        for i, (ln1, qkv, proj, ln2, fc_gelu, out) in enumerate(self.layers):
+            rows = qkv(F.layer_norm(x, (c,), *ln1)).split(c, dim=1)
+            q, k, v = (y.view(b, t, heads, -1).transpose(1, 2) for y in rows)
+            if cache8 is not None:
+                cache8.store(i, 0, k, v)
+            else:
+                self.k[i, :, :, :t] = k
+                self.v[i, :, :, :t] = v
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            x = x + proj(y.transpose(1, 2).reshape(b * t, c))
+            x = x + out(fc_gelu(F.layer_norm(x, (c,), *ln2)))
+        self.length = t
+        return self.head(F.layer_norm(x.view(b, t, c)[:, -1], (c,), *self.ln_f)).float().numpy()
+
+    @torch.inference_mode()
+    def step(self, ids: np.ndarray) -> np.ndarray:
+        gpt, t, heads, cache8 = self.gpt, self.length, self.heads, self.cache8
+        x = F.embedding(torch.as_tensor(ids, dtype=torch.long), gpt.wte.weight) + gpt.wpe.weight[t]
+        b, c = x.shape
+        for i, (ln1, qkv, proj, ln2, fc_gelu, out) in enumerate(self.layers):
+            qkv_x = qkv(F.layer_norm(x, (c,), *ln1))
+            if cache8 is not None:
+                y = cache8.step(i, t, qkv_x)
+            else:
+                q, k, v = qkv_x.split(c, dim=1)
+                self.k[i, :, :, t] = k.view(b, heads, -1)
+                self.v[i, :, :, t] = v.view(b, heads, -1)
+                y = F.scaled_dot_product_attention(
+                    q.view(b, heads, 1, -1), self.k[i, :, :, : t + 1], self.v[i, :, :, : t + 1]
+                ).reshape(b, c)
+            x = x + proj(y)
+            x = x + out(fc_gelu(F.layer_norm(x, (c,), *ln2)))
+        self.length = t + 1
+        return self.head(F.layer_norm(x, (c,), *self.ln_f)).float().numpy()
+
+
+def is_bytegpt(model: LanguageModel) -> bool:
+    """True for a ByteGPT behind ``ByteModel`` (the bundled models): the fast step, ``"bfloat16"``
+    and ``"int8kv"`` apply to it.
+
+    >>> from entropykit.models import load_model
+    >>> is_bytegpt(load_model("bytegpt-6l"))
+    True
+    """
+    return isinstance(model, ByteModel) and isinstance(model.module, ByteGPT)
+
+
+def int8kv_unavailable(model: LanguageModel) -> str:
+    """Why ``precision="int8kv"`` cannot run ``model`` here ('' when it can): not a ByteGPT, a head
+    size other than the kernel's, a context longer than its buffer, or no kernel (no C compiler).
+
+    >>> from entropykit.models import load_model
+    >>> isinstance(int8kv_unavailable(load_model("bytegpt-6l")), str)
+    True
+    """
+    if not is_bytegpt(model):
+        return "the int8-KV kernel runs the bundled ByteGPT models only"
+    cfg: ByteGPTConfig = model.module.config  # type: ignore[assignment]
+    head = cfg.n_embd // cfg.n_head
+    if head != decode_attention.HEAD_DIM:
+        return f"the kernel needs a head size of {decode_attention.HEAD_DIM}, the model has {head}"
+    if cfg.block_size > decode_attention.MAX_LENGTH:
+        return f"the kernel holds at most {decode_attention.MAX_LENGTH} tokens, the model {cfg.block_size}"
+    return decode_attention.unavailable_reason()
+
+
+def step_precisions(model: LanguageModel) -> tuple[Precision, ...]:
+    """The concrete precisions :func:`stepper` runs ``model`` with on this machine: ``"float32"``
+    always; ``"bfloat16"`` for a ByteGPT; ``"int8kv"`` for a ByteGPT whose shapes the kernel takes,
+    where the kernel builds. The ``supported`` argument of :func:`entropykit.precision.resolve`.
+
+    >>> from entropykit.models import load_model
+    >>> step_precisions(load_model("bytegpt-6l"))[:2]
+    ('float32', 'bfloat16')
+    """
+    if not is_bytegpt(model):
+        return ("float32",)
+    return ("float32", "bfloat16") if int8kv_unavailable(model) else ("float32", "bfloat16", "int8kv")
+
+
+def stepper(model: LanguageModel, batch: int, precision: Precision = "float32") -> Stepper:
+    """A stepper for ``batch`` rows: :class:`ByteGPTStepper` for a ByteGPT, else the generic
+    :class:`Stepper` (float32 only). ``precision`` is a concrete one of :func:`step_precisions`.
+
+    >>> from entropykit.models import load_model
+    >>> type(stepper(load_model("bytegpt-6l"), 1)).__name__
+    'ByteGPTStepper'
+    """
+    if is_bytegpt(model):
+        return ByteGPTStepper(model, batch, precision)
+    if precision != "float32":
+        raise ValueError(f"precision must be 'float32' for {model.name}, got {precision!r}")
+    return Stepper(model)
