@@ -87,7 +87,7 @@ def part_memory(lengths: list[int], heads: int, dim: int, block: int) -> tuple[s
             rows.append([t, name, sec * 1e3, sec_b * 1e3, mems[0], mems[1], one_matrix_mb,
                          mems[0] / heads / one_matrix_mb])
         per_head = max(res["ours"]) / heads
-        goals.append(f"T={t}: ours' peak extra memory per head {per_head:.2f} MB (forward+backward: the larger) = "
+        goals.append(f"T={t}: ours' peak extra memory per head {per_head:.2f} MB (max of fwd, fwd+bwd) = "
                      f"{per_head / one_matrix_mb:.3f} of one T x T float32 matrix "
                      f"({'meets' if per_head < one_matrix_mb / 10 else 'MISSES'} the < 1/10 goal); "
                      f"eager {max(res['eager']) / heads:.1f} MB per head")

@@ -46,7 +46,7 @@ def test_json_summary(files, capsys) -> None:
     assert s["input_bytes"] == len(DATA) and s["output_bytes"] == out.stat().st_size
     assert s["bits_per_byte"] == pytest.approx(8 * out.stat().st_size / len(DATA))
     assert s["model"].startswith("tiny-bytegpt@")
-    from entropykit.codec.compression import resolve_precision
+    from entropykit.codec import resolve_precision
 
     assert s["precision"] == resolve_precision(model)  # "auto" as it resolved on this machine
     back = src.parent / "back.txt"
@@ -173,7 +173,7 @@ def test_help_has_examples(capsys) -> None:
 
 def test_precision_choices_match_the_library(files, capsys) -> None:
     from entropykit.cli.cmd_compress import PRECISIONS
-    from entropykit.codec.compression import PRECISIONS as LIBRARY
+    from entropykit.precision import PRECISIONS as LIBRARY
 
     assert PRECISIONS == LIBRARY
     src, model = files

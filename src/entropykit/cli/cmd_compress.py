@@ -1,6 +1,6 @@
 """``entropykit compress`` / ``entropykit decompress``: lossless compression with a language model.
 
-The library side is ``entropykit.codec.compression``; this module only parses arguments, shows a
+The library side is ``entropykit.codec``; this module only parses arguments, shows a
 progress bar (bytes/s and the running bits/byte) and writes the output atomically.
 """
 
@@ -120,7 +120,7 @@ def _report(args: argparse.Namespace, summary: dict[str, Any], line: str) -> Non
 
 
 def run_compress(args: argparse.Namespace) -> int:
-    from entropykit.codec.compression import DEFAULT_CHUNK_SIZE, compress_stream, resolve_precision
+    from entropykit.codec import DEFAULT_CHUNK_SIZE, compress_stream, resolve_precision
 
     output = args.output or ("-" if args.file == "-" else args.file + SUFFIX)
     for option in ("--chunk-size", "--group", "--window", "--workers"):
@@ -161,7 +161,7 @@ def run_compress(args: argparse.Namespace) -> int:
 
 
 def run_decompress(args: argparse.Namespace) -> int:
-    from entropykit.codec.compression import ContainerError, container_info, decompress_stream
+    from entropykit.codec import ContainerError, container_info, decompress_stream
 
     if args.output:
         output = args.output
