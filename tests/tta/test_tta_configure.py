@@ -218,5 +218,5 @@ def test_bad_parameters() -> None:
 
 def test_registry_is_complete() -> None:
     for name, m in tta.METHODS.items():
-        assert m.cls.name == name
+        assert m.fn.name == name
         assert m.reference and m.summary

@@ -23,10 +23,7 @@ named for the value they weigh (``old_weight_*`` = the weight of the OLD value, 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
-
+from entropykit._registry import Method
 from entropykit.optim.categorical import (
     CategoricalState,
     categorical_ask,
@@ -66,17 +63,6 @@ __all__ = [
     "minimize",
     "rare_event_probability",
 ]
-
-
-@dataclass(frozen=True)
-class Method:
-    """A CEM variant: its main entry point, the paper it follows and its main parameters (defaults)."""
-
-    name: str
-    fn: Callable[..., Any]
-    reference: str
-    params: dict[str, Any] = field(default_factory=dict)
-    summary: str = ""
 
 
 METHODS: dict[str, Method] = {

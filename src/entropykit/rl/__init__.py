@@ -20,12 +20,11 @@ loss_agg_mode -> (loss, metrics)``), so each loss drops into verl's policy-loss 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor
 
+from entropykit._registry import Method
 from entropykit._validate import check_choice
 from entropykit.rl.advantages import empg_advantages, grpo_advantages, qae_advantages, rloo_advantages
 from entropykit.rl.entropy import (
@@ -94,17 +93,6 @@ __all__ = [
     "verl_policy_loss",
     "window_entropy_flags",
 ]
-
-
-@dataclass(frozen=True)
-class Method:
-    """A registered method: its function, the reference it follows, its parameters with defaults."""
-
-    name: str
-    fn: Callable[..., Any]
-    reference: str
-    params: dict[str, Any] = field(default_factory=dict)
-    summary: str = ""
 
 
 _CLIP = {"clip_ratio": 0.2, "clip_ratio_low": None, "clip_ratio_high": None}

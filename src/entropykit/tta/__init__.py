@@ -39,11 +39,11 @@ torch.Size([16, 3])
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
+from entropykit._registry import Method
 from entropykit._validate import check_choice
 from entropykit.tta import functional
 from entropykit.tta._base import NORM_TYPES, Adapter, Selection, configure, ema_update
@@ -72,17 +72,6 @@ __all__ = [
     "functional",
     "make",
 ]
-
-
-@dataclass(frozen=True)
-class Method:
-    """A registered method: its adapter class, paper, default parameters and a one-line summary."""
-
-    name: str
-    cls: type[Adapter]
-    reference: str
-    params: dict[str, Any] = field(default_factory=dict)
-    summary: str = ""
 
 
 METHODS: dict[str, Method] = {
@@ -121,4 +110,4 @@ def make(method: str, model: nn.Module, **params: Any) -> Adapter:
     'ETA'
     """
     check_choice(method, tuple(METHODS), "method")
-    return METHODS[method].cls(model, **params)
+    return METHODS[method].fn(model, **params)
