@@ -102,6 +102,29 @@ def test_gradcheck(causal: bool) -> None:
     )
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_fused_method_matches_eager(case) -> None:
+    b, h, hk, tq, tk, d, causal, _ = case
+    q, k = _inputs(b, h, hk, tq, tk, d)
+    with torch.no_grad():
+        for mask in _masks(b, h, tq, tk):
+            ent, valid = attention_entropy(
+                q, k, attn_mask=mask, is_causal=causal, method="fused", return_valid=True
+            )
+            ref, has_key = eager_entropy(q, k, mask, causal)
+            torch.testing.assert_close(ent.double(), ref, atol=2e-5, rtol=1e-5)
+            assert torch.equal(valid, has_key)
+
+
+def test_fused_method_with_autograd_is_the_exact_path() -> None:
+    q, k = _inputs(1, 2, 2, 6, 6, 4)
+    fused = attention_entropy(q, k, is_causal=True, method="fused")  # q requires grad: blocked runs
+    blocked = attention_entropy(q, k, is_causal=True)
+    assert torch.equal(fused, blocked) and fused.requires_grad
+    with pytest.raises(ValueError, match="method must be one of 'blocked', 'fused', got 'eager'"):
+        attention_entropy(q, k, method="eager")
+
+
 def test_large_scores_keep_precision() -> None:
     """Scores of order 1e3 (peaked attention): H stays exact because c is kept relative to the max."""
     q, k = _inputs(1, 2, 2, 9, 9, 4, dtype=torch.float32)

@@ -23,7 +23,10 @@ hf                 Hugging Face models whose attention calls transformers' atten
 =================  =============================================================================
 
 A head's entropy at one forward is the mean over batch rows and over the queries that had a key to
-attend to. With ``differentiable=True`` the recorded values keep their autograd graph, so they can
+attend to. Recording uses ``attention_entropy(method="fused")`` (PyTorch's fused CPU attention kernel
+with the keys as values: a few ulps of the log-partition from the exact value) unless
+``differentiable=True``, which uses the exact blocked computation with its gradient.
+With ``differentiable=True`` the recorded values keep their autograd graph, so they can
 feed a loss (``entropykit.losses.regularizers.attention_entropy_penalty``); otherwise they are
 computed under ``torch.no_grad()``.
 
@@ -343,6 +346,7 @@ class AttentionMonitor:
             is_causal=causal,
             scale=scale,
             block_size=self.block_size,
+            method="blocked" if self.differentiable else "fused",
             base=self.base,
             return_valid=True,
         )
