@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from entropykit._validate import check_int
 from entropykit.decoding.processors import Chain
 from entropykit.models import LanguageModel
+from entropykit.models.adapters import hf_forward
 from entropykit.models.stream import Reprime
 
 __all__ = [
@@ -142,10 +143,8 @@ class _ModuleLM(LanguageModel):
     def decode(self, ids: list[int]) -> bytes:
         raise TypeError("this model has no tokenizer")
 
-    @torch.inference_mode()
     def forward(self, input_ids: Tensor, past: Any = None) -> tuple[Tensor, Any]:
-        out = self.module(input_ids=input_ids, past_key_values=past, use_cache=True)
-        return out.logits.float(), out.past_key_values
+        return hf_forward(self.module, input_ids, past)
 
 
 def as_language_model(model: Any) -> LanguageModel:

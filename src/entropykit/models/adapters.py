@@ -146,13 +146,20 @@ class HFModel(LanguageModel):
         text: str = self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
         return text.encode("utf-8")
 
-    @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, past: Any = None) -> tuple[torch.Tensor, Any]:
-        # transformers >= 5.2x names the KV cache ``cache`` (``past_key_values`` is deprecated, with a
-        # FutureWarning on every call); older versions and remote-code models know only the old name.
-        key = "cache" if "cache" in inspect.signature(self.module.forward).parameters else "past_key_values"
-        out = self.module(input_ids=input_ids, use_cache=True, **{key: past})
-        return out.logits.float(), out[key] if key in out else None
+        return hf_forward(self.module, input_ids, past)
+
+
+@torch.inference_mode()
+def hf_forward(module: nn.Module, input_ids: torch.Tensor, past: Any = None) -> tuple[torch.Tensor, Any]:
+    """One forward of a Hugging Face causal LM with its KV cache: (float32 logits, new cache).
+
+    transformers >= 5.2x names the cache ``cache`` (``past_key_values`` is deprecated, with a
+    FutureWarning on every call); older versions and remote-code models know only the old name.
+    """
+    key = "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+    out = module(input_ids=input_ids, use_cache=True, **{key: past})
+    return out.logits.float(), out[key] if key in out else None
 
 
 def bundled_models() -> list[str]:
