@@ -304,7 +304,8 @@ class Adapter(nn.Module):
 
     # -- adaptation ----------------------------------------------------------------------------
     def step(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
+        """One adaptation step on batch ``x``, returning its logits; every method defines its own."""
+        raise TypeError(f"{type(self).__name__} defines no step(x): an Adapter subclass must define it")
 
     def forward(self, x: Tensor) -> Tensor:
         check_tensor(x, "x", floating=True, min_dim=1)
