@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from entropykit._validate import check_int, check_positive, check_real
-from entropykit.optim.gaussian import _as_tensor
+from entropykit.optim.gaussian import _as_tensor, _elite_count
 
 __all__ = ["CategoricalState", "categorical_ask", "categorical_init", "categorical_tell"]
 
@@ -68,14 +68,7 @@ def categorical_init(
         raise ValueError("probs must be finite, non-negative, with a positive sum in every row")
     p = p / p.sum(-1, keepdim=True)
     popsize = check_int(popsize, "popsize", 1)
-    if isinstance(elite, bool) or not isinstance(elite, (int, float)):
-        raise TypeError(f"elite must be a fraction (float) or a count (int), got {type(elite).__name__}")
-    if isinstance(elite, int):
-        k = check_int(elite, "elite", 1)
-        if k > popsize:
-            raise ValueError(f"elite must be <= popsize ({popsize}), got {k} elites")
-    else:
-        k = max(1, round(check_real(elite, "elite", 0, 1, lo_open=True) * popsize))
+    k = _elite_count(elite, popsize)
     if not isinstance(maximize, bool):
         raise TypeError(f"maximize must be a bool, got {type(maximize).__name__}")
     a = check_real(old_weight, "old_weight", 0, 1, hi_open=True)

@@ -68,6 +68,19 @@ def linear_noise(start: float, slope: float) -> Callable[[int], float]:
     return lambda t: max(a - b * t, 0.0)
 
 
+
+def _elite_count(elite: Any, popsize: int) -> int:
+    """The number of elites: ``elite`` as a count (int in [1, popsize]) or a fraction (float in
+    (0, 1], rounded, at least 1) of ``popsize``; shared by the Gaussian and categorical CEM."""
+    if isinstance(elite, bool) or not isinstance(elite, (int, float)):
+        raise TypeError(f"elite must be a fraction (float) or a count (int), got {type(elite).__name__}")
+    if isinstance(elite, int):
+        n = check_int(elite, "elite", 1)
+        if n > popsize:
+            raise ValueError(f"elite must be <= popsize ({popsize}), got {n} elites")
+        return n
+    return max(1, round(check_real(elite, "elite", 0, 1, lo_open=True) * popsize))
+
 def _as_tensor(x: Any, name: str, dtype: torch.dtype | None = None, device: Any = None) -> Tensor:
     """A tensor from a tensor, NumPy array, sequence or number; TypeError naming ``name`` otherwise."""
     if isinstance(x, Tensor):
@@ -245,15 +258,7 @@ def cem_init(
             f"std must broadcast to mean's shape {tuple(m.shape)}, got shape {tuple(s.shape)}"
         ) from None
     popsize = check_int(popsize, "popsize", 1)
-    if isinstance(elite, bool) or not isinstance(elite, (int, float)):
-        raise TypeError(f"elite must be a fraction (float) or a count (int), got {type(elite).__name__}")
-    if isinstance(elite, int):
-        n_elites = check_int(elite, "elite", 1)
-        if n_elites > popsize:
-            raise ValueError(f"elite must be <= popsize ({popsize}), got {n_elites} elites")
-    else:
-        frac = check_real(elite, "elite", 0, 1, lo_open=True)
-        n_elites = max(1, round(frac * popsize))
+    n_elites = _elite_count(elite, popsize)
     covariance = check_choice(covariance, ("diag", "full"), "covariance")
     if not isinstance(maximize, bool):
         raise TypeError(f"maximize must be a bool, got {type(maximize).__name__}")
