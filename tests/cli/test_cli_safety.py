@@ -12,25 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from entropykit.cli.main import main
-from entropykit.models.bytegpt import ByteGPT, ByteGPTConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mknod needs root")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> str:
-    g = torch.Generator().manual_seed(0)
-    m = ByteGPT(ByteGPTConfig(block_size=64, n_layer=1, n_head=2, n_embd=16))
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn(p.shape, generator=g))
-    d = tmp_path_factory.mktemp("models") / "tiny-bytegpt"
-    m.save(d)
-    return str(d)
+def tiny(model_dir: Path) -> str:
+    """The small ByteGPT of tests/cli/conftest.py, as a --model argument."""
+    return str(model_dir)
 
 
 @pytest.fixture
