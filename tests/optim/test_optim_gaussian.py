@@ -384,7 +384,7 @@ def test_nonfinite_objective_counted_in_minimize() -> None:
 
 
 def test_registry_lists_the_methods() -> None:
-    assert set(METHODS) == {"cem", "categorical_cem", "icem", "rare_event"}
+    assert set(METHODS) == {"cem", "amalgam", "categorical_cem", "icem", "rare_event"}
     assert all(callable(m.fn) and m.reference for m in METHODS.values())
 
 

@@ -4,14 +4,17 @@
 method             entry points           what
 =================  =====================  ==============================================================
 cem                ``cem_init/ask/tell``,  Gaussian CEM (diagonal or full covariance), batched over
-                   ``CEM``, ``minimize``   leading dimensions; NaN-safe elites, smoothing, std floor,
-                                          noise schedule, bounds, elite memory, IPOP restarts
+                   ``CEM``, ``minimize``   leading dimensions; NaN-safe elites, smoothing (fixed or
+                                          dynamic), std floor, noise schedule, bounds, elite memory,
+                                          IPOP restarts
+amalgam            ``amalgam_options``    CEM + adaptive variance scaling + anticipated mean shift
+                                          (AMaLGaM): the variant that solves Rosenbrock
 categorical_cem    ``categorical_init/    product-of-categoricals CEM for discrete design spaces
                    ask/tell``
 icem               ``ICEM``,              iCEM planner for MPC: coloured noise along the horizon,
                    ``colored_noise``      decaying population, elite carry-over, shift
-rare_event         ``rare_event_          multilevel CEM importance sampling of P(S(X) >= gamma)
-                   probability``
+rare_event         ``rare_event_          multilevel CEM importance sampling of P(S(X) >= gamma),
+                   probability(ies)``     batched over problems; Gaussian or Gaussian-mixture proposals
 =================  =====================  ==============================================================
 
 Conventions: objectives are minimised unless ``maximize=True``; an objective maps a population
@@ -34,14 +37,21 @@ from entropykit.optim.gaussian import (
     CEM,
     CEMState,
     OptimizeResult,
+    amalgam_options,
     cem_ask,
     cem_init,
     cem_tell,
+    dynamic_smoothing,
     linear_noise,
     minimize,
 )
 from entropykit.optim.icem import ICEM, colored_noise
-from entropykit.optim.rare import RareEventResult, rare_event_probability
+from entropykit.optim.rare import (
+    RareEventBatch,
+    RareEventResult,
+    rare_event_probabilities,
+    rare_event_probability,
+)
 
 __all__ = [
     "CEM",
@@ -51,7 +61,9 @@ __all__ = [
     "CategoricalState",
     "Method",
     "OptimizeResult",
+    "RareEventBatch",
     "RareEventResult",
+    "amalgam_options",
     "categorical_ask",
     "categorical_init",
     "categorical_tell",
@@ -59,8 +71,10 @@ __all__ = [
     "cem_init",
     "cem_tell",
     "colored_noise",
+    "dynamic_smoothing",
     "linear_noise",
     "minimize",
+    "rare_event_probabilities",
     "rare_event_probability",
 ]
 
@@ -75,6 +89,15 @@ METHODS: dict[str, Method] = {
             {"popsize": 100, "elite": 0.1, "covariance": "diag", "variance_center": "old",
              "old_weight_mean": 0.0, "old_weight_var": 0.0, "std_min": 0.0, "noise": 0.0},
             "Gaussian CEM: minimize(f, x0, std0) or the cem_init/cem_ask/cem_tell core",
+        ),
+        Method(
+            "amalgam",
+            minimize,
+            "Bosman, Grahl & Thierens 2008/2013 (AMaLGaM); Kroese, Porotsky & Rubinstein 2006 (smoothing)",
+            {"covariance": "full", "variance_center": "new", "adaptive_scaling": True, "mean_shift": 2.0,
+             "keep_elites": 1, "settings": "amalgam_options(d)"},
+            "full-covariance CEM with adaptive variance scaling and anticipated mean shift: "
+            "minimize(f, x0, std0, **amalgam_options(d)); solves Rosenbrock where plain CEM stalls",
         ),
         Method(
             "categorical_cem",
@@ -94,8 +117,8 @@ METHODS: dict[str, Method] = {
             "rare_event",
             rare_event_probability,
             "Rubinstein 1997; de Boer et al. 2005, algorithm 2.1",
-            {"n_samples": 2000, "rho": 0.1, "adapt_std": False},
-            "P(S(X) >= gamma) by multilevel CEM importance sampling",
+            {"n_samples": 2000, "rho": 0.1, "adapt_std": False, "components": 1},
+            "P(S(X) >= gamma) by multilevel CEM importance sampling (rare_event_probabilities: a batch)",
         ),
     )
 }

@@ -13,6 +13,22 @@ minimisation of ``f`` (maximisation ranks ``-f``)::
     C <- a_C C + (1 - a_C) C' + z_t I  a_C = ``old_weight_var``    as mbrl-lib's ``alpha``)
     std = sqrt(diag C) clamped to [std_min, std_max]   (full C: eigenvalues clamped to std^2 bounds)
 
+``a_m``/``a_C`` may be schedules ``t -> weight``: ``dynamic_smoothing(beta, q)`` is the dynamic
+smoothing of Kroese, Porotsky & Rubinstein (2006, "The cross-entropy method for continuous
+multi-extremal optimization"), new weight ``beta_t = beta - beta (1 - 1/t)^q`` (t = 1, 2, ...), which
+slows the covariance's shrinking from geometric to polynomial.
+
+**Adaptive variance scaling** (``adaptive_scaling=True``; Bosman, Grahl & Thierens 2008/2013,
+AMaLGaM) samples from ``N(m, c C)`` with a per-problem multiplier ``c``: when a generation improves
+on the best so far, ``c <- max(c, 1)``, and ``c <- c / 0.9`` if the improving samples' mean lies more
+than one standard deviation from ``m`` along some principal axis of ``C`` (the standard-deviation
+ratio, SDR > 1: the distribution is being outrun); after ``avs_patience`` generations without an
+improvement ``c <- 0.9 c``. The **anticipated mean shift** (``mean_shift = delta``) moves the first
+``k // 2`` samples of each population by ``c * delta * s``, ``s <- a_s s + (1 - a_s)(m_new - m_old)``
+the smoothed mean step (``old_weight_shift = a_s``). ``amalgam_options(d)`` returns AMaLGaM-Full's
+parameter-free settings; with them CEM solves the 10-D Rosenbrock function, where the plain and the
+smoothed refits stall in the curved valley (``benchmarks/optim.py``).
+
 ``z_t`` is the added-noise schedule (Szita & Lőrincz 2006, "Learning Tetris using the noisy
 cross-entropy method": ``z_t = max(5 - t / 10, 0)``; ``linear_noise(5, 0.1)``). The covariance is
 the maximum-likelihood estimate (divide by the number of elites), so a single elite gives a zero
@@ -46,12 +62,16 @@ __all__ = [
     "OptimizeResult",
     "cem_ask",
     "cem_init",
+    "amalgam_options",
     "cem_tell",
+    "dynamic_smoothing",
     "linear_noise",
     "minimize",
 ]
 
 NoiseSchedule = float | Callable[[int], float]
+Weight = float | Callable[[int], float]
+_AVS_UP, _AVS_DOWN, _SDR, _TOL_SCALE = 1 / 0.9, 0.9, 1.0, 1e-10
 
 
 def linear_noise(start: float, slope: float) -> Callable[[int], float]:
@@ -66,6 +86,62 @@ def linear_noise(start: float, slope: float) -> Callable[[int], float]:
     a = check_positive(start, "start", allow_zero=True)
     b = check_positive(slope, "slope", allow_zero=True)
     return lambda t: max(a - b * t, 0.0)
+
+
+def dynamic_smoothing(beta: float = 0.8, q: float = 6.0) -> Callable[[int], float]:
+    """Kroese, Porotsky & Rubinstein's (2006) dynamic smoothing as an OLD-value weight schedule.
+
+    At iteration ``t`` (0-based; the paper's ``t + 1``) the new estimate gets the weight
+    ``beta_t = beta - beta (1 - 1/(t + 1))^q`` and the old value ``1 - beta_t``: ``beta`` at the
+    first update, then ``~ beta q / t``, so the variance shrinks polynomially instead of
+    geometrically. The paper suggests ``beta`` in [0.8, 0.99] and ``q`` in [5, 10]. Pass it as
+    ``old_weight_var`` (or ``old_weight_mean``).
+
+    >>> w = dynamic_smoothing(0.8, 6)
+    >>> round(w(0), 3), round(w(1), 4), w(1000) > 0.99
+    (0.2, 0.2125, True)
+    """
+    b = check_real(beta, "beta", 0, 1, lo_open=True)
+    qq = check_positive(q, "q")
+    return lambda t: 1.0 - (b - b * (1.0 - 1.0 / (t + 1)) ** qq)
+
+
+def amalgam_options(dim: int) -> dict[str, Any]:
+    """AMaLGaM-Full's parameter-free settings (Bosman, Grahl & Thierens 2013) as ``cem_init`` options.
+
+    Population ``n = 17 + 3 d^1.5``, elite fraction ``tau = 0.35`` (``k = tau n``), full covariance
+    refitted around the new mean, covariance weight ``eta_C = 1 - exp(-1.1 k^1.2 d^-1.6)`` (the old
+    value's weight ``1 - eta_C``), adaptive variance scaling, anticipated mean shift ``delta = 2``
+    with ``eta_s = 1 - exp(-1.2 k^0.31 d^-0.5)``, and one elite kept (elitism).
+
+    >>> o = amalgam_options(10)
+    >>> o["popsize"], o["elite"], o["covariance"], round(o["old_weight_var"], 3)
+    (111, 0.35, 'full', 0.106)
+    """
+    d = check_int(dim, "dim", 1)
+    n = int(17 + 3 * d**1.5)
+    k = int(0.35 * n)
+    return {
+        "popsize": n,
+        "elite": 0.35,
+        "covariance": "full",
+        "variance_center": "new",
+        "old_weight_var": math.exp(-1.1 * k**1.2 * d**-1.6),
+        "adaptive_scaling": True,
+        "mean_shift": 2.0,
+        "old_weight_shift": math.exp(-1.2 * k**0.31 * d**-0.5),
+        "keep_elites": 1,
+    }
+
+
+def _weight(w: Weight, t: int, name: str) -> float:
+    """The smoothing weight at iteration ``t``: the number, or the schedule's value checked in [0, 1)."""
+    if not callable(w):
+        return w
+    v = w(t)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+        raise ValueError(f"{name} schedule must return a number in [0, 1), got {v!r} at iteration {t}")
+    return float(v)
 
 
 
@@ -116,7 +192,10 @@ class CEMState:
     carried to the next ``cem_tell`` (``keep_elites`` of them; ``elite_f`` in minimisation sign).
     ``best_x``/``best_f`` are the best finite sample seen per problem (``f`` in the caller's sign);
     ``evaluations`` counts the objective values told per problem, ``nonfinite`` the NaN/inf values
-    told (over the whole batch). Never mutated: ``cem_tell`` returns a new state.
+    told (over the whole batch). ``var_scale`` (``(*B,)``) is the adaptive-variance multiplier
+    ``c`` (sampling from ``N(m, c C)``; 1 without ``adaptive_scaling``), ``stall`` the generations
+    without improvement, ``shift`` (``(*B, d)``) the smoothed mean step of the anticipated mean shift.
+    Never mutated: ``cem_tell`` returns a new state.
     """
 
     mean: Tensor
@@ -126,8 +205,8 @@ class CEMState:
     popsize: int
     n_elites: int
     maximize: bool
-    old_weight_mean: float
-    old_weight_var: float
+    old_weight_mean: Weight
+    old_weight_var: Weight
     std_min: float
     std_max: float
     noise: NoiseSchedule
@@ -140,6 +219,14 @@ class CEMState:
     elite_f: Tensor
     best_x: Tensor
     best_f: Tensor
+    adaptive_scaling: bool
+    avs_patience: int
+    var_scale: Tensor
+    stall: Tensor
+    mean_shift: float
+    old_weight_shift: float
+    n_shift: int
+    shift: Tensor
     iteration: int = 0
     evaluations: int = 0
     nonfinite: int = 0
@@ -155,10 +242,12 @@ class CEMState:
 
     @property
     def std(self) -> Tensor:
-        """Per-coordinate standard deviations ``sqrt(diag C)``, shape ``(*B, d)``."""
+        """Per-coordinate sampling standard deviations ``sqrt(c diag C)``, shape ``(*B, d)``."""
         if self.covariance == "diag":
-            return self.scale
-        return torch.diagonal(self.cov, dim1=-2, dim2=-1).clamp(min=0).sqrt()
+            s = self.scale
+        else:
+            s = torch.diagonal(self.cov, dim1=-2, dim2=-1).clamp(min=0).sqrt()
+        return s if not self.adaptive_scaling else s * self.var_scale.sqrt().unsqueeze(-1)
 
 
 def _bounds(
@@ -211,8 +300,8 @@ def cem_init(
     elite: float | int = 0.1,
     covariance: str = "diag",
     maximize: bool = False,
-    old_weight_mean: float = 0.0,
-    old_weight_var: float = 0.0,
+    old_weight_mean: Weight = 0.0,
+    old_weight_var: Weight = 0.0,
     std_min: float = 0.0,
     std_max: float = math.inf,
     noise: NoiseSchedule = 0.0,
@@ -221,6 +310,10 @@ def cem_init(
     bounds_mode: str = "clip",
     variance_center: str = "old",
     keep_elites: int | float = 0,
+    adaptive_scaling: bool = False,
+    avs_patience: int | None = None,
+    mean_shift: float = 0.0,
+    old_weight_shift: float = 0.0,
 ) -> CEMState:
     """A fresh CEM state: search distribution ``N(mean, diag(std^2))`` and the update's settings.
 
@@ -229,11 +322,14 @@ def cem_init(
     ``elite`` is a fraction of ``popsize`` (float in (0, 1]) or a count (int >= 1); ``keep_elites``
     likewise a fraction of the elites or a count, carried into the next ``cem_tell`` (elite memory,
     as iCEM). ``old_weight_mean``/``old_weight_var`` are the smoothing weights **of the old value**
-    (0 = no smoothing). ``noise`` is a variance added at each iteration (a number or a schedule
+    (0 = no smoothing), numbers or schedules ``t -> weight`` (``dynamic_smoothing``). ``noise`` is a variance added at each iteration (a number or a schedule
     ``t -> z_t``, see ``linear_noise``). ``lower``/``upper`` bound the samples (``bounds_mode``
     ``"clip"`` or ``"reflect"``). ``variance_center``: ``"old"`` (the spread around the sampling
-    mean, default) or ``"new"`` (the plain ML refit around the elites' mean). The module docstring
-    has the update equations. With
+    mean, default) or ``"new"`` (the plain ML refit around the elites' mean).
+    ``adaptive_scaling`` turns on AMaLGaM's variance multiplier (``avs_patience`` generations
+    without improvement before it shrinks; default ``25 + d``), ``mean_shift`` (delta, 0 = off) and
+    ``old_weight_shift`` the anticipated mean shift; ``amalgam_options(d)`` gives the paper's
+    settings. The module docstring has the update equations. With
     ``covariance="full"`` smooth the covariance (``old_weight_var=0.5``, ``elite=0.2``): the
     unsmoothed full estimate around the old mean overshoots and diverged on the 10-D ellipsoid,
     while the diagonal one needs no smoothing (``benchmarks/optim.py``).
@@ -262,8 +358,17 @@ def cem_init(
     covariance = check_choice(covariance, ("diag", "full"), "covariance")
     if not isinstance(maximize, bool):
         raise TypeError(f"maximize must be a bool, got {type(maximize).__name__}")
-    a_m = check_real(old_weight_mean, "old_weight_mean", 0, 1, hi_open=True)
-    a_v = check_real(old_weight_var, "old_weight_var", 0, 1, hi_open=True)
+    a_m = old_weight_mean if callable(old_weight_mean) else check_real(
+        old_weight_mean, "old_weight_mean", 0, 1, hi_open=True
+    )
+    a_v = old_weight_var if callable(old_weight_var) else check_real(
+        old_weight_var, "old_weight_var", 0, 1, hi_open=True
+    )
+    if not isinstance(adaptive_scaling, bool):
+        raise TypeError(f"adaptive_scaling must be a bool, got {type(adaptive_scaling).__name__}")
+    patience = 25 + d if avs_patience is None else check_int(avs_patience, "avs_patience", 1)
+    delta = check_positive(mean_shift, "mean_shift", allow_zero=True)
+    a_s = check_real(old_weight_shift, "old_weight_shift", 0, 1, hi_open=True)
     std_min = check_positive(std_min, "std_min", allow_zero=True)
     std_max = check_positive(std_max, "std_max", allow_inf=True)
     if std_max < std_min:
@@ -295,7 +400,10 @@ def cem_init(
         maximize=maximize, old_weight_mean=a_m, old_weight_var=a_v, std_min=std_min, std_max=std_max,
         noise=noise, lower=lo, upper=hi, bounds_mode=bounds_mode, variance_center=variance_center,
         keep_elites=keep, elite_x=m.new_zeros((*batch, 0, d)), elite_f=m.new_zeros((*batch, 0)),
-        best_x=m.clone(), best_f=m.new_full(batch, -math.inf if maximize else math.inf), std0=s,
+        best_x=m.clone(), best_f=m.new_full(batch, -math.inf if maximize else math.inf),
+        adaptive_scaling=adaptive_scaling, avs_patience=patience, var_scale=m.new_ones(batch),
+        stall=torch.zeros(batch, dtype=torch.long, device=m.device), mean_shift=delta, old_weight_shift=a_s,
+        n_shift=n_elites // 2 if delta > 0 else 0, shift=torch.zeros_like(m), std0=s,
     )
 
 
@@ -303,7 +411,9 @@ def cem_ask(state: CEMState, generator: torch.Generator | None = None, popsize: 
     """Sample a population ``x`` of shape ``(*B, popsize, d)`` from the state's Gaussian.
 
     ``x = m + A z`` with ``z ~ N(0, I)`` drawn from ``generator`` (``A = diag(std)`` or the full
-    factor), then clipped or reflected into the bounds. ``popsize`` overrides the state's.
+    factor; times ``sqrt(c)`` with adaptive scaling), the first ``k // 2`` moved by the anticipated
+    mean shift ``c * delta * s`` when ``mean_shift > 0``, then clipped or reflected into the bounds.
+    ``popsize`` overrides the state's.
 
     >>> s = cem_init(torch.zeros(2, 3), popsize=8)   # two problems of dimension 3
     >>> cem_ask(s, torch.Generator().manual_seed(0)).shape
@@ -316,10 +426,16 @@ def cem_ask(state: CEMState, generator: torch.Generator | None = None, popsize: 
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     m = state.mean
     z = torch.randn((*m.shape[:-1], n, m.shape[-1]), generator=generator, dtype=m.dtype, device=m.device)
+    if state.adaptive_scaling:
+        z.mul_(state.var_scale.sqrt()[..., None, None])
     if state.covariance == "diag":
         x = z.mul_(state.scale.unsqueeze(-2)).add_(m.unsqueeze(-2))
     else:
         x = m.unsqueeze(-2) + z @ state.scale.transpose(-1, -2)
+    j = min(state.n_shift, n)
+    if j > 0 and state.iteration > 0:
+        step = state.mean_shift * state.var_scale.unsqueeze(-1) * state.shift
+        x[..., :j, :] += step.unsqueeze(-2)
     return _apply_bounds(x, state.lower, state.upper, state.bounds_mode)
 
 
@@ -385,7 +501,8 @@ def cem_tell(state: CEMState, x: Any, f: Any) -> CEMState:
     m_new = (w.unsqueeze(-2) @ ex).squeeze(-2)
     center = m_old if state.variance_center == "old" else m_new
     diff = ex - center.unsqueeze(-2)
-    a_m, a_v = state.old_weight_mean, state.old_weight_var
+    a_m = _weight(state.old_weight_mean, state.iteration, "old_weight_mean")
+    a_v = _weight(state.old_weight_var, state.iteration, "old_weight_var")
     z = float(state.noise(state.iteration)) if callable(state.noise) else float(state.noise)
     mean = torch.where(has.unsqueeze(-1), a_m * m_old + (1 - a_m) * m_new, m_old)
     if state.covariance == "diag":
@@ -400,12 +517,40 @@ def cem_tell(state: CEMState, x: Any, f: Any) -> CEMState:
         cov, scale = _factor(c, state.std_min, state.std_max)
     if state.lower is not None or state.upper is not None:
         mean = _apply_bounds(mean, state.lower, state.upper, "clip")
+    var_scale, stall, shift = state.var_scale, state.stall, state.shift
+    if state.adaptive_scaling:
+        var_scale, stall = _avs(state, xt, loss, cur_best)
+    if state.mean_shift > 0:
+        a_s = state.old_weight_shift
+        shift = torch.where(has.unsqueeze(-1), a_s * shift + (1 - a_s) * (mean - m_old), shift)
     n_keep = min(state.keep_elites, k)
     return replace(
-        state, mean=mean, cov=cov, scale=scale, elite_x=ex[..., :n_keep, :], elite_f=el[..., :n_keep],
+        state, mean=mean, cov=cov, scale=scale, var_scale=var_scale, stall=stall, shift=shift, elite_x=ex[..., :n_keep, :], elite_f=el[..., :n_keep],
         best_x=best_x, best_f=-best_loss if state.maximize else best_loss, iteration=state.iteration + 1,
         evaluations=state.evaluations + xt.shape[-2], nonfinite=state.nonfinite + n_bad,
     )
+
+
+def _avs(state: CEMState, x: Tensor, loss: Tensor, prev_best: Tensor) -> tuple[Tensor, Tensor]:
+    """AMaLGaM's adaptive variance scaling: the new multiplier ``c`` and stall count per problem."""
+    imp = loss < prev_best.unsqueeze(-1)  # finite improvements on the best so far (loss is inf if bad)
+    n_imp = imp.sum(-1)
+    any_imp = n_imp > 0
+    x_imp = (imp.to(x.dtype).unsqueeze(-1) * x).sum(-2) / n_imp.clamp(min=1).unsqueeze(-1).to(x.dtype)
+    v = x_imp - state.mean
+    if state.covariance == "diag":
+        u = v / state.scale.clamp(min=torch.finfo(v.dtype).tiny)
+        sdr = u.abs().amax(-1)
+    else:  # the standardised distance along the principal axes: A^{-1} v with A A^T = C
+        u, info = torch.linalg.solve_ex(state.scale, v.unsqueeze(-1))
+        sdr = torch.where(info == 0, u.squeeze(-1).abs().amax(-1), torch.zeros_like(info, dtype=v.dtype))
+    c, nis, patience = state.var_scale, state.stall, state.avs_patience
+    c_imp = torch.where(c < 1, torch.ones_like(c), c)
+    c_imp = torch.where(sdr > _SDR, c_imp * _AVS_UP, c_imp)
+    nis_no = torch.where(c <= 1, nis + 1, nis)
+    c_no = torch.where((c > 1) | (nis_no >= patience), c * _AVS_DOWN, c)
+    c_no = torch.where((c_no < 1) & (nis_no < patience), torch.ones_like(c), c_no)
+    return torch.where(any_imp, c_imp, c_no), torch.where(any_imp, torch.zeros_like(nis), nis_no)
 
 
 @dataclass
@@ -417,6 +562,7 @@ class OptimizeResult:
     ``nonfinite``: NaN/inf values told; ``success``: per problem, the target reached (None without
     a target); ``stop``: the reasons the run ended; ``history``: one dict per iteration
     (``best_f``, ``std_max``, ``evaluations``, ``popsize``); ``seconds``: wall-clock time.
+    ``stop`` may hold ``tol_scale`` (adaptive scaling: every ``c`` below 1e-10, AMaLGaM's end).
     """
 
     x: Tensor
@@ -508,6 +654,8 @@ class CEM:
             out["max_iters"] = self.max_iters
         if s.iteration > 0 and float(s.std.max()) <= self.tol_std:
             out["tol_std"] = self.tol_std
+        if s.adaptive_scaling and bool((s.var_scale < _TOL_SCALE).all()):
+            out["tol_scale"] = _TOL_SCALE
         return out
 
     @property
@@ -549,9 +697,9 @@ def minimize(
 
     ``f`` maps a population ``(*B, n, d)`` to values ``(*B, n)`` (``vectorized=False``: one row
     ``(d,)`` to a number). Stops on ``target``, ``max_evals`` (per problem, over all restarts),
-    ``max_iters`` or std collapse (``tol_std``); after a collapse without the target, up to
-    ``restarts`` new runs start from ``x0`` with the population multiplied by
-    ``restart_popsize_factor`` (the IPOP rule of Auger & Hansen 2005), keeping the best point found.
+    ``max_iters`` or collapse (``tol_std``; ``tol_scale`` with adaptive scaling); after a collapse
+    without the target, up to ``restarts`` new runs start from ``x0`` with the population multiplied
+    by ``restart_popsize_factor`` (the IPOP rule of Auger & Hansen 2005), keeping the best point found.
     ``options`` go to ``cem_init`` (``popsize``, ``elite``, ``covariance``, ...). With a batch of
     problems a restart restarts all of them (each keeps its best point) once every one has collapsed.
 
@@ -591,7 +739,8 @@ def minimize(
         reasons = es.stop()
         if used >= max_evals:
             reasons["max_evals"] = max_evals
-        if "tol_std" not in reasons or "target" in reasons or done_restarts >= restarts or used >= max_evals:
+        collapsed = "tol_std" in reasons or "tol_scale" in reasons
+        if not collapsed or "target" in reasons or done_restarts >= restarts or used >= max_evals:
             break
         done_restarts += 1
         options["popsize"] = round(s.popsize * factor)
