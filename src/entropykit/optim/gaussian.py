@@ -60,9 +60,9 @@ __all__ = [
     "CEM",
     "CEMState",
     "OptimizeResult",
+    "amalgam_options",
     "cem_ask",
     "cem_init",
-    "amalgam_options",
     "cem_tell",
     "dynamic_smoothing",
     "linear_noise",
@@ -322,7 +322,8 @@ def cem_init(
     ``elite`` is a fraction of ``popsize`` (float in (0, 1]) or a count (int >= 1); ``keep_elites``
     likewise a fraction of the elites or a count, carried into the next ``cem_tell`` (elite memory,
     as iCEM). ``old_weight_mean``/``old_weight_var`` are the smoothing weights **of the old value**
-    (0 = no smoothing), numbers or schedules ``t -> weight`` (``dynamic_smoothing``). ``noise`` is a variance added at each iteration (a number or a schedule
+    (0 = no smoothing), numbers or schedules ``t -> weight`` (``dynamic_smoothing``). ``noise`` is
+    a variance added at each iteration (a number or a schedule
     ``t -> z_t``, see ``linear_noise``). ``lower``/``upper`` bound the samples (``bounds_mode``
     ``"clip"`` or ``"reflect"``). ``variance_center``: ``"old"`` (the spread around the sampling
     mean, default) or ``"new"`` (the plain ML refit around the elites' mean).
@@ -525,7 +526,8 @@ def cem_tell(state: CEMState, x: Any, f: Any) -> CEMState:
         shift = torch.where(has.unsqueeze(-1), a_s * shift + (1 - a_s) * (mean - m_old), shift)
     n_keep = min(state.keep_elites, k)
     return replace(
-        state, mean=mean, cov=cov, scale=scale, var_scale=var_scale, stall=stall, shift=shift, elite_x=ex[..., :n_keep, :], elite_f=el[..., :n_keep],
+        state, mean=mean, cov=cov, scale=scale, var_scale=var_scale, stall=stall, shift=shift,
+        elite_x=ex[..., :n_keep, :], elite_f=el[..., :n_keep],
         best_x=best_x, best_f=-best_loss if state.maximize else best_loss, iteration=state.iteration + 1,
         evaluations=state.evaluations + xt.shape[-2], nonfinite=state.nonfinite + n_bad,
     )

@@ -138,7 +138,7 @@ def _fit(
             s = torch.maximum(var.sqrt(), s_floor.unsqueeze(-2))
         else:
             s = s_old
-        return torch.zeros(w.shape[:-1] + (1,), dtype=x.dtype), mu, s
+        return torch.zeros((*w.shape[:-1], 1), dtype=x.dtype), mu, s
     mu = _kmeanspp(x, w, k, s_old[..., 0, :], g)  # distances in units of the old std
     if adapt_std:
         m_all = (w.unsqueeze(-1) * x).sum(-2, keepdim=True)
@@ -146,7 +146,7 @@ def _fit(
         s = torch.maximum(v_all.sqrt() / k, s_floor.unsqueeze(-2)).expand_as(mu).clone()
     else:
         s = s_old
-    logpi = torch.full(w.shape[:-1] + (k,), -math.log(k), dtype=x.dtype)
+    logpi = torch.full((*w.shape[:-1], k), -math.log(k), dtype=x.dtype)
     for _ in range(em_iters):
         lp = logpi.unsqueeze(-2) + _component_logpdf(x, mu, s)  # (*B, n, K)
         r = (lp - torch.logsumexp(lp, dim=-1, keepdim=True)).exp() * w.unsqueeze(-1)
@@ -342,7 +342,9 @@ def rare_event_probability(
     s0 = _as_tensor(std, "std", dtype)
     for t, name in ((mu0, "mean"), (s0, "std")):
         if t.dim() > 1 or (t.dim() == 1 and t.shape[0] not in (1, dim)):
-            raise ValueError(f"{name} must be a number or a vector of length {dim}, got shape {tuple(t.shape)}")
+            raise ValueError(
+                f"{name} must be a number or a vector of length {dim}, got shape {tuple(t.shape)}"
+            )
     r = rare_event_probabilities(
         score, torch.tensor(gamma, dtype=dtype), dim, log_density=log_density, mean=mu0, std=s0,
         n_samples=n_samples, rho=rho, n_final=n_final, max_levels=max_levels, adapt_std=adapt_std,
@@ -350,7 +352,8 @@ def rare_event_probability(
     )
     single = components == 1
     return RareEventResult(
-        probability=float(r.probability), std_error=float(r.std_error), relative_error=float(r.relative_error),
+        probability=float(r.probability), std_error=float(r.std_error),
+        relative_error=float(r.relative_error),
         levels=[float(v) for v in r.levels if not math.isnan(float(v))],
         proposal_mean=r.proposal_mean[0] if single else r.proposal_mean,
         proposal_std=r.proposal_std[0] if single else r.proposal_std, evaluations=r.evaluations,
