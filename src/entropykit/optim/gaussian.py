@@ -116,7 +116,7 @@ def amalgam_options(dim: int) -> dict[str, Any]:
 
     >>> o = amalgam_options(10)
     >>> o["popsize"], o["elite"], o["covariance"], round(o["old_weight_var"], 3)
-    (111, 0.35, 'full', 0.106)
+    (111, 0.35, 'full', 0.114)
     """
     d = check_int(dim, "dim", 1)
     n = int(17 + 3 * d**1.5)
