@@ -191,7 +191,9 @@ def rare_event_probabilities(
     made of separate regions. With ``adapt_std=False`` (default) the proposal keeps the nominal
     standard deviations and fits means (and mixture weights) only: refitting them from the upper
     tail shrinks them by a constant factor per level, and the levels can stall short of a far
-    threshold. Formulas and sources in the module docstring.
+    threshold; with a mixture it collapsed the components onto the boundary of one region (on
+    ``P(max(X1, X2) >= 4)`` five seeds gave 0 to 0.93 of the truth, all outside 3 standard errors),
+    so keep the default there. Formulas and sources in the module docstring.
 
     >>> from scipy.stats import norm
     >>> c = torch.tensor([3.0, 4.0, 5.0])              # three thresholds at once
