@@ -95,7 +95,8 @@ def dynamic_smoothing(beta: float = 0.8, q: float = 6.0) -> Callable[[int], floa
     ``beta_t = beta - beta (1 - 1/(t + 1))^q`` and the old value ``1 - beta_t``: ``beta`` at the
     first update, then ``~ beta q / t``, so the variance shrinks polynomially instead of
     geometrically. The paper suggests ``beta`` in [0.8, 0.99] and ``q`` in [5, 10]. Pass it as
-    ``old_weight_var`` (or ``old_weight_mean``).
+    ``old_weight_var`` (or ``old_weight_mean``); note that ``old_weight_var`` smooths the variance
+    (the covariance matrix), where the paper smooths the standard deviation.
 
     >>> w = dynamic_smoothing(0.8, 6)
     >>> round(w(0), 3), round(w(1), 4), w(1000) > 0.99
