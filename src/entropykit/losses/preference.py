@@ -197,7 +197,8 @@ def ld_sequence_logprobs(chosen_token_logps: Tensor, rejected_token_logps: Tenso
     mr = check_mask(rejected_mask, rejected_token_logps, "rejected_mask")
     if chosen_token_logps.shape[:-1] != rejected_token_logps.shape[:-1]:
         raise ValueError(f"rejected_token_logps must have the batch shape "
-                         f"{tuple(chosen_token_logps.shape[:-1])} of chosen_token_logps, got {tuple(rejected_token_logps.shape[:-1])}")
+                         f"{tuple(chosen_token_logps.shape[:-1])} of chosen_token_logps, "
+                         f"got {tuple(rejected_token_logps.shape[:-1])}")
     a = check_real(alpha, "alpha", 0.0, 1.0)
     shared = torch.minimum(mc.sum(-1), mr.sum(-1)).unsqueeze(-1)
 
