@@ -59,6 +59,7 @@ __all__ = [
     "simpo_loss",
     "token_logprobs",
     "wpo_weights",
+    "trl_dpo_trainer",
     "wpo_weights_from_hidden",
 ]
 
@@ -503,8 +504,8 @@ def preference_loss(
             per = torch.sigmoid(b * uw) + 1 - torch.sigmoid(b * (uw - ul))
         elif t == "discopop":
             x = b * d
-            m = torch.sigmoid(x / tau)
-            per = -F.logsigmoid(x) * (1 - m) + torch.exp(-x) * m
+            # m e^{-x} as exp(log sigma(x / tau) - x): TRL's e^{-x} * m is inf * 0 = NaN for x << 0
+            per = -F.logsigmoid(x) * torch.sigmoid(-x / tau) + torch.exp(F.logsigmoid(x / tau) - x)
         elif t == "sft":
             assert lc is not None
             per = (-pc.sum() / lc.sum()).expand(pc.shape)
@@ -693,3 +694,115 @@ PREFERENCE_LOSSES: dict[str, Method] = registry(
     Method("orpo", orpo_loss, "Hong et al. 2024, ORPO, arXiv:2403.07691", {"beta": 0.1},
            "reference-free odds ratio + NLL (TRL ORPOTrainer)"),
 )
+
+
+# --------------------------------------------------------------------------------------------------
+# TRL adapter
+# --------------------------------------------------------------------------------------------------
+
+_TRAINER_CACHE: dict[type, type] = {}
+
+
+def trl_dpo_trainer(base: type | None = None) -> type:
+    """A subclass of TRL's ``DPOTrainer`` (or of ``base``, itself a DPOTrainer subclass) whose loss is
+    :func:`preference_loss` -- so ``loss_type="hdpo"`` and the combination checks work inside TRL.
+
+    Usage (TRL >= 1.16, ``pip install entropykit[rl]``)::
+
+        Trainer = trl_dpo_trainer()
+        trainer = Trainer(model=model, args=DPOConfig(beta=0.1, ...), train_dataset=ds,
+                          processing_class=tok, loss_options={"loss_type": "hdpo", "hdpo_alpha": 0.8})
+        trainer.train()
+
+    The options default to the ``DPOConfig``'s own (``loss_type``, ``loss_weights``, ``beta``,
+    ``label_smoothing``, ``f_divergence_type`` -> ``f_divergence``, ``f_alpha_divergence_coef`` ->
+    ``f_alpha``, ``discopop_tau``, ``ld_alpha`` and ``use_weighting`` -> WPO weights from the fused
+    head's ``log_sum_sq_probs``); ``loss_options`` overrides any of them and adds ``hdpo_alpha``.
+    The override is ``_compute_loss``: one policy forward through TRL's fused LM head
+    (``fused_lm_head=True``, per-token log-probs without the logits), the reference log-probs from the
+    batch (``precompute_ref_log_probs``) or ``compute_ref_log_probs``, then :func:`preference_loss`;
+    it logs ``rewards/chosen``, ``rewards/rejected``, ``rewards/accuracies``, ``rewards/margins`` and
+    ``logps/*`` like TRL (not TRL's entropy / logits / token-accuracy metrics, nor the MoE aux loss).
+    Raises ImportError without TRL.
+    """
+    import trl
+
+    cls = trl.DPOTrainer if base is None else base
+    if not (isinstance(cls, type) and issubclass(cls, trl.DPOTrainer)):
+        raise TypeError(f"base must be a subclass of trl.DPOTrainer, got {cls!r}")
+    if cls in _TRAINER_CACHE:
+        return _TRAINER_CACHE[cls]
+
+    def __init__(self: Any, *args: Any, loss_options: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        cls.__init__(self, *args, **kwargs)
+        self.loss_options = _trainer_options(self, loss_options)
+
+    sub = type(f"EntropyKit{cls.__name__}", (cls,),
+               {"__init__": __init__, "_compute_loss": _trainer_compute_loss, "__module__": __name__,
+                "__doc__": f"{cls.__name__} with entropykit.losses.preference_loss as its loss."})
+    _TRAINER_CACHE[cls] = sub
+    return sub
+
+
+def _trainer_options(trainer: Any, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    args = trainer.args
+    opts: dict[str, Any] = {
+        "loss_type": list(trainer.loss_types), "loss_weights": list(trainer.loss_weights), "beta": trainer.beta,
+        "label_smoothing": trainer.label_smoothing, "f_divergence": trainer.f_divergence_type,
+        "f_alpha": trainer.f_alpha_divergence_coef, "discopop_tau": getattr(args, "discopop_tau", 0.05),
+    }
+    for k, v in (overrides or {}).items():
+        if k in ("weights", "chosen_lengths", "rejected_lengths", "reduction"):
+            raise ValueError(f"loss_options must not set {k!r}: the trainer computes it from the batch")
+        opts[k] = v
+    if overrides and "loss_type" in overrides and "loss_weights" not in overrides:
+        opts["loss_weights"] = None
+    x = torch.zeros(1)  # fail at construction, not at the first step
+    preference_loss(x, x, x, x, chosen_lengths=torch.ones(1), rejected_lengths=torch.ones(1), **opts)
+    return opts
+
+
+def _trainer_compute_loss(self: Any, model: Any, inputs: dict[str, Any], return_outputs: bool = False) -> Any:
+    """``DPOTrainer._compute_loss`` with :func:`preference_loss` (see :func:`trl_dpo_trainer`)."""
+    mode = "train" if self.model.training else "eval"
+    skip = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps"}
+    kwargs = {k: v for k, v in inputs.items() if k not in skip}
+    kwargs["use_cache"] = False
+    completion_mask = inputs["completion_mask"]
+    labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+    outputs = model(**kwargs, labels=labels, fused_lm_head=True)
+    shift = completion_mask[..., 1:].bool()
+    seq_len = shift.shape[1]
+    tok = outputs.log_probs[:, -seq_len:]
+    tok = torch.where(shift, tok, torch.zeros((), dtype=tok.dtype, device=tok.device))
+    if self.ld_alpha is None:
+        chosen, rejected = tok.sum(1).chunk(2, dim=0)
+    else:
+        tc, tr = tok.chunk(2, dim=0)
+        mc, mr = shift.chunk(2, dim=0)
+        chosen, rejected = ld_sequence_logprobs(tc, tr, mc, mr, self.ld_alpha)
+    if self.precompute_ref_logps:
+        ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+    else:
+        ref_model = self.ref_model if self.ref_model is not None else self.model
+        ref_chosen, ref_rejected = self.compute_ref_log_probs(ref_model, inputs)
+    lengths = completion_mask.sum(1)
+    weights = None
+    if self.use_weighting:
+        with torch.no_grad():
+            lss = outputs.log_sum_sq_probs[:, -seq_len:]
+            w = _wpo_from_stats(tok.detach(), lss, shift)
+            wc, wr = w.chunk(2, dim=0)
+            weights = wc * wr
+    out = preference_loss(chosen, rejected, ref_chosen.to(chosen.dtype), ref_rejected.to(chosen.dtype),
+                          weights=weights, chosen_lengths=lengths.chunk(2)[0], rejected_lengths=lengths.chunk(2)[1],
+                          **self.loss_options)
+    gather = self.accelerator.gather
+    metrics = self._metrics[mode]
+    metrics["rewards/chosen"].append(gather(out.chosen_rewards).mean().item())
+    metrics["rewards/rejected"].append(gather(out.rejected_rewards).mean().item())
+    metrics["rewards/accuracies"].append(gather(out.accuracies).mean().item())
+    metrics["rewards/margins"].append(gather(out.margins).mean().item())
+    metrics["logps/chosen"].append(gather(chosen.detach()).mean().item())
+    metrics["logps/rejected"].append(gather(rejected.detach()).mean().item())
+    return (out.loss, outputs) if return_outputs else out.loss
