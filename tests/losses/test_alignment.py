@@ -16,6 +16,7 @@ from entropykit.losses import (
     best_of_n_kl,
     best_of_n_kl_bound,
     bon_vs_tilt,
+    f_regularised_policy,
     policy_kl,
     preference_loss,
     tilt_at_kl,
@@ -192,3 +193,30 @@ def test_hdpo_population_optimum_is_the_sharpened_tilt() -> None:
         pi = _population_fit("hdpo", p, r, beta, hdpo_alpha=alpha)
         target = torch.softmax(torch.log(tilted_policy(p, r, beta)) / alpha, 0)  # (p e^{r/beta})^{1/alpha}
         assert float(policy_kl(pi, target)) < 1e-6, alpha
+
+
+@pytest.mark.parametrize(("div", "alpha"), [("forward_kl", 0.5), ("js_divergence", 0.5), ("alpha_divergence", 0.5),
+                                            ("alpha_divergence", 0.2)])
+def test_f_dpo_population_optimum_is_the_f_regularised_policy(div: str, alpha: float) -> None:
+    k, beta = 10, 0.7
+    p = _dist(k, 13)
+    r = torch.randn(k, generator=torch.Generator().manual_seed(14), dtype=torch.float64)
+    pi = _population_fit("sigmoid", p, r, beta, f_divergence=div, f_alpha=alpha)  # type: ignore[arg-type]
+    target = f_regularised_policy(p, r, beta, div, alpha)
+    assert float(policy_kl(pi, target)) < 1e-6
+    # and it is the maximiser of E[r] - beta D_f(pi || p) among perturbations
+    def objective(q: torch.Tensor) -> float:
+        t = q / p
+        if div == "forward_kl":  # f(t) = -log t
+            f = -t.log()
+        elif div == "js_divergence":  # f(t) = t log t - (t + 1) log((t + 1) / 2)
+            f = t * t.log() - (t + 1) * ((t + 1) / 2).log()
+        else:  # f(t) = (t^alpha - alpha t - (1 - alpha)) / (alpha (alpha - 1))
+            f = (t ** alpha - alpha * t - (1 - alpha)) / (alpha * (alpha - 1))
+        return float((q * r).sum() - beta * (p * f).sum())
+
+    best = objective(target)
+    g = torch.Generator().manual_seed(15)
+    for _ in range(30):
+        q = torch.softmax(target.log() + 0.1 * torch.randn(k, generator=g, dtype=torch.float64), 0)
+        assert objective(q) <= best + 1e-12

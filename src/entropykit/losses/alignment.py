@@ -22,10 +22,18 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from entropykit._validate import check_finite, check_int, check_positive, check_same_shape, check_tensor
+from entropykit._validate import (
+    check_choice,
+    check_finite,
+    check_int,
+    check_positive,
+    check_real,
+    check_same_shape,
+    check_tensor,
+)
 
-__all__ = ["BonVsTilt", "best_of_n", "best_of_n_kl", "best_of_n_kl_bound", "bon_vs_tilt", "policy_kl",
-           "tilt_at_kl", "tilted_policy"]
+__all__ = ["BonVsTilt", "best_of_n", "best_of_n_kl", "best_of_n_kl_bound", "bon_vs_tilt",
+           "f_regularised_policy", "policy_kl", "tilt_at_kl", "tilted_policy"]
 
 
 def _probs(probs: Tensor, name: str = "probs") -> Tensor:
@@ -71,6 +79,77 @@ def tilted_policy(probs: Tensor, reward: Tensor, beta: float) -> Tensor:
     r = _reward(reward, p)
     b = check_positive(beta, "beta", allow_inf=True)
     return torch.softmax(p.log() + r / b, -1)
+
+
+def _score_inverse(v: Tensor, divergence: str, alpha: float) -> Tensor:
+    """u = s^{-1}(v) for the f-DPO scores of ``losses.preference.f_divergence_score``."""
+    if divergence == "reverse_kl":
+        return v
+    if divergence == "forward_kl":  # s = 1 - e^{-u}
+        return -torch.log1p(-v)
+    if divergence == "js_divergence":  # s = log 2 + log sigmoid(u)
+        return v - math.log(2) - torch.log1p(-torch.exp(v) / 2)
+    return torch.log1p((alpha - 1) * v) / (alpha - 1)  # s = (e^{(alpha - 1) u} - 1) / (alpha - 1)
+
+
+def f_regularised_policy(probs: Tensor, reward: Tensor, beta: float, divergence: str = "reverse_kl",
+                         alpha: float = 0.5) -> Tensor:
+    r"""The optimum of :math:`E_\pi[r] - \beta D_f(\pi \| p)`: :math:`\beta f'(\pi(y)/p(y)) = r(y) + c`.
+
+    With the f-DPO score s(u) = f'(e^u) (:func:`entropykit.losses.f_divergence_score`, the same
+    ``divergence`` names and ``alpha``), :math:`\pi(y) = p(y)\exp(s^{-1}((r(y) + c)/\beta))`, the
+    constant c found by bisection so that pi sums to 1 (Wang et al. 2024, arXiv:2309.16240, Thm. 1). It is
+    the minimiser of the f-DPO sigmoid loss under Bradley-Terry preferences sigma(r_w - r_l);
+    ``reverse_kl`` is :func:`tilted_policy`. 1-D ``probs`` (float64 result).
+
+    Example:
+        >>> p, r = torch.full((3,), 1 / 3), torch.tensor([0.0, 0.5, 1.0])
+        >>> q = f_regularised_policy(p, r, 1.0, "forward_kl")
+        >>> round(q.sum().item(), 12), bool(q[2] > q[1] > q[0])
+        (1.0, True)
+    """
+    from entropykit.losses.preference import F_DIVERGENCES
+
+    check_choice(divergence, F_DIVERGENCES, "divergence")
+    a = check_real(alpha, "alpha", finite=True)
+    if divergence == "reverse_kl" or (divergence == "alpha_divergence" and abs(a - 1.0) < 1e-6):
+        return tilted_policy(probs, reward, beta)
+    p = _probs(probs)
+    if p.dim() != 1:
+        raise ValueError(f"probs must be 1-D, got shape {tuple(p.shape)}")
+    r = _reward(reward, p)
+    b = check_positive(beta, "beta")
+    vhi = {"forward_kl": 1.0, "js_divergence": math.log(2)}.get(divergence, 1 / (1 - a) if a < 1 else math.inf)
+    vlo = -1 / (a - 1) if divergence == "alpha_divergence" and a > 1 else -math.inf
+    logp = p.log()
+
+    def log_mass(c: float) -> float:
+        return float(torch.logsumexp(logp + _score_inverse((r + c) / b, divergence, a), 0))
+
+    hi = b * vhi - float(r.max()) if math.isfinite(vhi) else None
+    lo = b * vlo - float(r.min()) if math.isfinite(vlo) else None
+    if lo is None:
+        assert hi is not None
+        lo = hi - 1.0
+        while log_mass(lo) > 0:
+            lo = hi - 2 * (hi - lo)
+    if hi is None:
+        hi = lo + 1.0
+        while log_mass(hi) < 0:
+            hi = lo + 2 * (hi - lo)
+    elif not log_mass(lo + (1 - 1e-12) * (hi - lo)) > 0:  # pragma: no cover - the mass diverges at hi
+        raise ValueError("no normalising constant: the optimum leaves the support")
+    if math.isfinite(vlo) and log_mass(lo + 1e-12 * (hi - lo)) > 0:
+        raise ValueError(f"alpha = {a} > 1: the optimum puts zero mass on some responses (not supported)")
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if log_mass(mid) > 0:
+            hi = mid
+        else:
+            lo = mid
+    c = 0.5 * (lo + hi)
+    out = torch.exp(logp + _score_inverse((r + c) / b, divergence, a))
+    return out / out.sum()
 
 
 def best_of_n(probs: Tensor, reward: Tensor, n: int) -> Tensor:
