@@ -151,7 +151,8 @@ def test_alignment_bad_input() -> None:
 # ------------------------------------------------------------------- the tabular optimum of DPO
 
 
-def _population_fit(loss_type: str, p: torch.Tensor, r: torch.Tensor, beta: float, **kw: float) -> torch.Tensor:
+def _population_fit(loss_type: str, p: torch.Tensor, r: torch.Tensor, beta: float,
+                    **kw: float) -> torch.Tensor:
     """Minimise the exact population loss: pairs (i, j) ~ p x p, i preferred w.p. sigma(r_i - r_j)."""
     k = p.shape[0]
     i, j = torch.meshgrid(torch.arange(k), torch.arange(k), indexing="ij")
@@ -195,8 +196,8 @@ def test_hdpo_population_optimum_is_the_sharpened_tilt() -> None:
         assert float(policy_kl(pi, target)) < 1e-6, alpha
 
 
-@pytest.mark.parametrize(("div", "alpha"), [("forward_kl", 0.5), ("js_divergence", 0.5), ("alpha_divergence", 0.5),
-                                            ("alpha_divergence", 0.2)])
+@pytest.mark.parametrize(("div", "alpha"), [("forward_kl", 0.5), ("js_divergence", 0.5),
+                                            ("alpha_divergence", 0.5), ("alpha_divergence", 0.2)])
 def test_f_dpo_population_optimum_is_the_f_regularised_policy(div: str, alpha: float) -> None:
     k, beta = 10, 0.7
     p = _dist(k, 13)

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from entropykit.losses import (
-    PREFERENCE_LOSSES,
     LOSS_TYPES,
+    PREFERENCE_LOSSES,
     ORPOLoss,
     PreferenceLoss,
     SimPOLoss,
@@ -89,7 +89,8 @@ def naive(lt: str, pc: float, pr: float, rc: float, rr: float, *, beta: float = 
     raise AssertionError(lt)
 
 
-CASES = [(-5.0, -7.0, -5.5, -6.5), (-12.0, -3.0, -11.0, -4.0), (-1.0, -1.0, -1.0, -1.0), (-0.3, -9.0, -2.0, -2.0)]
+CASES = [(-5.0, -7.0, -5.5, -6.5), (-12.0, -3.0, -11.0, -4.0), (-1.0, -1.0, -1.0, -1.0),
+         (-0.3, -9.0, -2.0, -2.0)]
 PAIRWISE = [t for t in LOSS_TYPES if t not in ("aot", "aot_unpaired", "sft")]
 
 
@@ -189,7 +190,7 @@ def test_simpo_and_orpo_formulas() -> None:
     assert torch.allclose(out.chosen_rewards, 0.2 * c)
 
 
-@pytest.mark.parametrize("lt", PAIRWISE + ["aot", "aot_unpaired"])
+@pytest.mark.parametrize("lt", [*PAIRWISE, "aot", "aot_unpaired"])
 def test_gradcheck(lt: str) -> None:
     g = torch.Generator().manual_seed(1)
     xs = [(-3 * torch.rand(4, generator=g, dtype=torch.float64)).requires_grad_(True) for _ in range(4)]

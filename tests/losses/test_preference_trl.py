@@ -38,14 +38,16 @@ def _smoothing(lt: str) -> float:
 
 
 def _fake_trainer(loss_types: list[str], **kw: Any) -> types.SimpleNamespace:
-    acc = types.SimpleNamespace(device=torch.device("cpu"), gather_for_metrics=lambda x: x, gather=lambda x: x)
+    acc = types.SimpleNamespace(device=torch.device("cpu"), gather_for_metrics=lambda x: x,
+                                gather=lambda x: x)
     return types.SimpleNamespace(
         model=types.SimpleNamespace(training=True), accelerator=acc, aux_loss_enabled=False,
         ld_alpha=kw.get("ld_alpha"), precompute_ref_logps=True, ref_model=None,
         f_divergence_type=kw.get("fdiv", "reverse_kl"), f_alpha_divergence_coef=kw.get("falpha", 0.5),
         loss_types=loss_types, loss_weights=kw.get("loss_weights") or [1.0] * len(loss_types),
         beta=kw.get("beta", 0.3), label_smoothing=kw.get("label_smoothing", 0.0),
-        args=types.SimpleNamespace(discopop_tau=kw.get("tau", 0.05)), use_weighting=kw.get("weighting", False),
+        args=types.SimpleNamespace(discopop_tau=kw.get("tau", 0.05)),
+        use_weighting=kw.get("weighting", False),
         _metrics={"train": defaultdict(list)}, _total_train_tokens=0, _tp_size=1)
 
 
@@ -79,13 +81,14 @@ class _Batch:
             def __call__(self, **kw: Any) -> Any:
                 return types.SimpleNamespace(log_probs=tok, entropy=torch.zeros_like(tok),
                                              mean_logits=torch.zeros_like(tok),
-                                             is_top1=torch.zeros_like(tok, dtype=torch.bool), log_sum_sq_probs=lss)
+                                             is_top1=torch.zeros_like(tok, dtype=torch.bool),
+                                             log_sum_sq_probs=lss)
         return M()
 
     def inputs(self, ld_alpha: float | None = None) -> dict[str, Any]:
         rc, rr = self.ref_logps(ld_alpha)
-        return {"input_ids": self.ids, "attention_mask": torch.ones_like(self.ids), "completion_mask": self.cm,
-                "ref_chosen_logps": rc, "ref_rejected_logps": rr}
+        return {"input_ids": self.ids, "attention_mask": torch.ones_like(self.ids),
+                "completion_mask": self.cm, "ref_chosen_logps": rc, "ref_rejected_logps": rr}
 
     def ref_logps(self, ld_alpha: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if ld_alpha is None:
@@ -107,7 +110,8 @@ class _Batch:
         if weighting:
             ww = wpo_weights(self.logits, self.ids[:, 1:], mask=self.smask)
             w = ww[:B] * ww[B:]
-        return preference_loss(pc, pr, rc, rr, chosen_lengths=n[:B], rejected_lengths=n[B:], weights=w, **kw).loss
+        return preference_loss(pc, pr, rc, rr, chosen_lengths=n[:B], rejected_lengths=n[B:], weights=w,
+                               **kw).loss
 
 
 def _trl(batch: _Batch, loss_types: list[str], **kw: Any) -> tuple[torch.Tensor, Any]:

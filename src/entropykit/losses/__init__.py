@@ -112,7 +112,8 @@ from entropykit.losses.preference import (
 __all__ += [
     "F_DIVERGENCES", "LOSS_TYPES", "PREFERENCE_LOSSES", "BonVsTilt", "ORPOLoss", "PreferenceLoss",
     "PreferenceOutput", "SimPOLoss", "best_of_n", "best_of_n_kl", "best_of_n_kl_bound", "bon_vs_tilt",
-    "f_divergence_score", "f_regularised_policy", "ld_sequence_logprobs", "orpo_loss", "policy_kl", "preference_loss",
+    "f_divergence_score", "f_regularised_policy", "ld_sequence_logprobs", "orpo_loss", "policy_kl",
+    "preference_loss",
     "sequence_logprobs", "sequence_logprobs_from_hidden", "simpo_loss", "tilt_at_kl", "tilted_policy",
     "token_logprobs", "wpo_weights", "wpo_weights_from_hidden",
 ]

@@ -119,7 +119,8 @@ def f_regularised_policy(probs: Tensor, reward: Tensor, beta: float, divergence:
         raise ValueError(f"probs must be 1-D, got shape {tuple(p.shape)}")
     r = _reward(reward, p)
     b = check_positive(beta, "beta")
-    vhi = {"forward_kl": 1.0, "js_divergence": math.log(2)}.get(divergence, 1 / (1 - a) if a < 1 else math.inf)
+    vhi = {"forward_kl": 1.0, "js_divergence": math.log(2)}.get(divergence,
+                                                                1 / (1 - a) if a < 1 else math.inf)
     vlo = -1 / (a - 1) if divergence == "alpha_divergence" and a > 1 else -math.inf
     logp = p.log()
 

@@ -58,8 +58,8 @@ __all__ = [
     "sequence_logprobs_from_hidden",
     "simpo_loss",
     "token_logprobs",
-    "wpo_weights",
     "trl_dpo_trainer",
+    "wpo_weights",
     "wpo_weights_from_hidden",
 ]
 
@@ -747,7 +747,8 @@ def trl_dpo_trainer(base: type | None = None) -> type:
 def _trainer_options(trainer: Any, overrides: dict[str, Any] | None) -> dict[str, Any]:
     args = trainer.args
     opts: dict[str, Any] = {
-        "loss_type": list(trainer.loss_types), "loss_weights": list(trainer.loss_weights), "beta": trainer.beta,
+        "loss_type": list(trainer.loss_types), "loss_weights": list(trainer.loss_weights),
+        "beta": trainer.beta,
         "label_smoothing": trainer.label_smoothing, "f_divergence": trainer.f_divergence_type,
         "f_alpha": trainer.f_alpha_divergence_coef, "discopop_tau": getattr(args, "discopop_tau", 0.05),
     }
@@ -795,7 +796,8 @@ def _trainer_compute_loss(self: Any, model: Any, inputs: dict[str, Any], return_
             wc, wr = w.chunk(2, dim=0)
             weights = wc * wr
     out = preference_loss(chosen, rejected, ref_chosen.to(chosen.dtype), ref_rejected.to(chosen.dtype),
-                          weights=weights, chosen_lengths=lengths.chunk(2)[0], rejected_lengths=lengths.chunk(2)[1],
+                          weights=weights, chosen_lengths=lengths.chunk(2)[0],
+                          rejected_lengths=lengths.chunk(2)[1],
                           **self.loss_options)
     gather = self.accelerator.gather
     metrics = self._metrics[mode]
