@@ -122,6 +122,8 @@ def bench_losses(p: torch.Tensor, r: torch.Tensor, w: torch.Tensor, lo: torch.Te
                              ["π* (DPO optimum)", "", "", "", "", float((star * r).sum()), entropy(star), ""]]
     for label, name, params in variants():
         form, opt = closed_form(name, params, p, r)
+        kl_exact_cf: Any
+        kl_exact_star: Any
         if name in ("aot", "aot_unpaired", "sft"):
             kl_exact_cf = kl_exact_star = "n/a (batch-level loss)"
         else:
