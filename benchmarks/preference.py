@@ -52,8 +52,9 @@ def problem(m: int = M, seed: int = SEED) -> tuple[torch.Tensor, torch.Tensor, t
 
 
 def fit(name: str, p: torch.Tensor, w: torch.Tensor, lo: torch.Tensor, weights: torch.Tensor | None,
-        params: dict[str, Any]) -> tuple[torch.Tensor, float]:
-    """Minimise sum_pairs weight * loss(pair) over theta; return pi and the final gradient norm."""
+        params: dict[str, Any]) -> tuple[torch.Tensor | None, float]:
+    """Minimise sum_pairs weight * loss(pair) over theta; return pi and the final gradient norm (None and
+    NaN when the loss is unbounded below and the line search runs theta to non-finite values)."""
     meth = PREFERENCE_LOSSES[name]
     logp = p.log()
     theta = logp.clone().requires_grad_(True)
@@ -73,16 +74,40 @@ def fit(name: str, p: torch.Tensor, w: torch.Tensor, lo: torch.Tensor, weights: 
         loss.backward()
         return loss
 
-    opt.step(closure)
-    closure()
+    try:
+        opt.step(closure)
+        closure()
+    except ValueError:  # non-finite log-probs: theta ran off
+        return None, float("nan")
     assert theta.grad is not None
     return torch.softmax(theta.detach(), 0), float(theta.grad.norm())
 
 
+#: What is known of each loss's optimum when no closed form is computed (the exact-population fit is it).
+NOTES = {
+    "hinge": "not unique (piecewise linear)",
+    "ipo": "least squares: u_w - u_l = (2P - 1) / (2β)",
+    "exo_pair": "numerical (reverse KL to ε-smoothed labels)",
+    "nca_pair": "numerical (absolute anchors)",
+    "bco_pair": "numerical (absolute anchors)",
+    "sppo_hard": "numerical (least squares on u)",
+    "aot": "batch-sorted: no per-pair optimum",
+    "aot_unpaired": "batch-sorted: no per-pair optimum",
+    "apo_zero": "numerical (bounded sigmoid loss)",
+    "apo_down": "numerical (bounded sigmoid loss)",
+    "discopop": "numerical",
+    "sft": "the winners' marginal (MLE)",
+    "simpo": "reference-free: margin γ on β log π",
+    "orpo": "reference-free: NLL + odds ratio",
+    "sigmoid": "biased toward p (label smoothing)",
+    "robust": "none: unbounded below where P(lose) / P(win) < ε / (1 - ε)",
+}
+
+
 def closed_form(name: str, params: dict[str, Any], p: torch.Tensor, r: torch.Tensor) -> tuple[str, Any]:
     beta = params.get("beta", BETA)
-    if params.get("label_smoothing"):
-        return "none known", None
+    if params.get("label_smoothing") and name in ("sigmoid", "robust"):
+        return NOTES[name], None
     if name in ("sigmoid", "sigmoid_norm", "robust", "f_dpo_reverse_kl"):
         return "p e^{r/β} / Z", tilted_policy(p, r, beta)
     if name == "hdpo":
@@ -91,7 +116,7 @@ def closed_form(name: str, params: dict[str, Any], p: torch.Tensor, r: torch.Ten
     if name.startswith("f_dpo_"):
         div = name[len("f_dpo_"):]
         return f"β f'(π/p) = r + c ({div})", f_regularised_policy(p, r, beta, div, params.get("f_alpha", 0.5))
-    return "none known", None
+    return NOTES.get(name, "numerical"), None
 
 
 def entropy(q: torch.Tensor) -> float:
@@ -128,13 +153,20 @@ def bench_losses(p: torch.Tensor, r: torch.Tensor, w: torch.Tensor, lo: torch.Te
             kl_exact_cf = kl_exact_star = "n/a (batch-level loss)"
         else:
             q_exact, _ = fit(name, p, i, j, exact_w, params)
-            kl_exact_cf = float(policy_kl(q_exact, opt)) if opt is not None else "—"
-            kl_exact_star = float(policy_kl(q_exact, star))
+            if q_exact is None:
+                kl_exact_cf = kl_exact_star = "diverged"
+            else:
+                kl_exact_cf = float(policy_kl(q_exact, opt)) if opt is not None else "—"
+                kl_exact_star = float(policy_kl(q_exact, star))
         q, gnorm = fit(name, p, w, lo, None, params)
-        rows.append([label, form, kl_exact_cf, kl_exact_star, float(policy_kl(q, star)), float((q * r).sum()),
-                     entropy(q), gnorm])
+        if q is None:
+            rows.append([label, form, kl_exact_cf, kl_exact_star, "diverged", "", "", ""])
+        else:
+            rows.append([label, form, kl_exact_cf, kl_exact_star, float(policy_kl(q, star)),
+                         float((q * r).sum()), entropy(q), gnorm])
         print(rows[-1], flush=True)
-    header = ["loss", "closed-form optimum", "KL(exact-pref fit ‖ closed form)", "KL(exact-pref fit ‖ π*)",
+    header = ["loss", "optimum (closed form or what is known)", "KL(exact-pref fit ‖ closed form)",
+              "KL(exact-pref fit ‖ π*)",
               f"KL({M // 1000}k-pair fit ‖ π*)", "E[r] (pair fit)", "H nats (pair fit)", "|grad| at end"]
     return markdown_table(header, rows)
 
@@ -145,6 +177,7 @@ def bench_hdpo(p: torch.Tensor, r: torch.Tensor, w: torch.Tensor, lo: torch.Tens
         params = {"beta": BETA, "hdpo_alpha": a}
         _, opt = closed_form("hdpo", params, p, r)
         q, _ = fit("hdpo", p, w, lo, None, params)
+        assert q is not None
         rows.append([a, entropy(opt), entropy(q), float(policy_kl(q, opt)), float((q * r).sum())])
     return markdown_table(["α", "H of optimum (nats)", "H of pair fit", "KL(fit ‖ optimum)", "E[r] of fit"],
                           rows)
@@ -157,6 +190,7 @@ def bench_samples(sizes: list[int]) -> str:
         for seed in range(3):
             p, r, w, lo = problem(m, seed)
             q, _ = fit("sigmoid", p, w, lo, None, {"beta": BETA})
+            assert q is not None
             kls.append(float(policy_kl(q, tilted_policy(p, r, BETA))))
         rows.append([m, sum(kls) / 3, max(kls)])
     return markdown_table(["pairs M", "mean KL(DPO fit ‖ π*) over 3 seeds", "max"], rows)

@@ -399,7 +399,8 @@ def preference_loss(
     - ``hinge`` (SLiC): relu(1 - beta Delta);  ``ipo`` (Azar et al. 2023): :math:`(\bar s_w - \bar s_l -
       1/(2\beta))^2`;  ``sigmoid_norm``: :math:`-\log\sigma(\beta(\bar s_w - \bar s_l))`;
     - ``robust`` (rDPO, Chowdhury et al. 2024): :math:`[-(1-\varepsilon)\log\sigma(\beta\Delta) +
-      \varepsilon\log\sigma(-\beta\Delta)] / (1-2\varepsilon)`;
+      \varepsilon\log\sigma(-\beta\Delta)] / (1-2\varepsilon)` (unbiased under label noise eps;
+      unbounded below on pairs whose flipped share is under eps / (1 - eps): no finite minimiser there);
     - ``exo_pair`` (EXO, Ji et al. 2024): KL([q, 1-q] || [1-eps, eps]) with q = sigma(beta Delta);
     - ``nca_pair`` (Chen et al. 2024): -log sigma(beta u_w) - (log sigma(-beta u_w) + log sigma(-beta u_l))
       / 2;
