@@ -725,6 +725,11 @@ def trl_dpo_trainer(base: type | None = None) -> type:
     it logs ``rewards/chosen``, ``rewards/rejected``, ``rewards/accuracies``, ``rewards/margins`` and
     ``logps/*`` like TRL (not TRL's entropy / logits / token-accuracy metrics, nor the MoE aux loss).
     Raises ImportError without TRL.
+
+    Example:
+        >>> import importlib.util
+        >>> importlib.util.find_spec("trl") is None or trl_dpo_trainer().__name__ == "EntropyKitDPOTrainer"
+        True
     """
     import trl
 
