@@ -302,6 +302,7 @@ def _tiny_run(trainer_cls: Any, loss_options: dict[str, Any] | None = None,
         return [h for h in tr.state.log_history if "loss" in h]
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_adapter_trains_like_trl(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     config = {"loss_type": ["ipo", "sigmoid"], "loss_weights": [0.3, 1.0], "beta": 0.2,

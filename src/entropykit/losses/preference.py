@@ -733,6 +733,10 @@ def trl_dpo_trainer(base: type | None = None) -> type:
     """
     import trl
 
+    major, minor = (int(x) for x in trl.__version__.split(".")[:2])
+    if (major, minor) < (1, 16):
+        raise ImportError(f"trl_dpo_trainer needs TRL >= 1.16 (its fused-LM-head DPOTrainer), "
+                          f"got {trl.__version__}")
     cls = trl.DPOTrainer if base is None else base
     if not (isinstance(cls, type) and issubclass(cls, trl.DPOTrainer)):
         raise TypeError(f"base must be a subclass of trl.DPOTrainer, got {cls!r}")
