@@ -76,3 +76,44 @@ __all__ = [
     "tversky_loss",
     "z_loss",
 ]
+
+# preference optimisation (DPO family, SimPO, ORPO) and the exact alignment policies
+from entropykit.losses.alignment import (
+    BonVsTilt,
+    best_of_n,
+    best_of_n_kl,
+    best_of_n_kl_bound,
+    bon_vs_tilt,
+    f_regularised_policy,
+    policy_kl,
+    tilt_at_kl,
+    tilted_policy,
+)
+from entropykit.losses.preference import (
+    F_DIVERGENCES,
+    LOSS_TYPES,
+    PREFERENCE_LOSSES,
+    ORPOLoss,
+    PreferenceLoss,
+    PreferenceOutput,
+    SimPOLoss,
+    f_divergence_score,
+    ld_sequence_logprobs,
+    orpo_loss,
+    preference_loss,
+    sequence_logprobs,
+    sequence_logprobs_from_hidden,
+    simpo_loss,
+    token_logprobs,
+    wpo_weights,
+    wpo_weights_from_hidden,
+)
+
+__all__ += [
+    "F_DIVERGENCES", "LOSS_TYPES", "PREFERENCE_LOSSES", "BonVsTilt", "ORPOLoss", "PreferenceLoss",
+    "PreferenceOutput", "SimPOLoss", "best_of_n", "best_of_n_kl", "best_of_n_kl_bound", "bon_vs_tilt",
+    "f_divergence_score", "f_regularised_policy", "ld_sequence_logprobs", "orpo_loss", "policy_kl",
+    "preference_loss",
+    "sequence_logprobs", "sequence_logprobs_from_hidden", "simpo_loss", "tilt_at_kl", "tilted_policy",
+    "token_logprobs", "wpo_weights", "wpo_weights_from_hidden",
+]
