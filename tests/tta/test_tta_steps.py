@@ -317,6 +317,8 @@ def test_rmt_equals_hand_written_step_with_source_replay() -> None:
         mt=mt,
         source=(xs, ys),
         source_batch_size=4,
+        lambda_cont=0.0,
+        warmup_samples=0,
         augment=lambda x, g: x.flip(0),
         generator=torch.Generator().manual_seed(5),
     )
