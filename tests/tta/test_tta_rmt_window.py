@@ -68,7 +68,8 @@ def project(p: dict[str, Tensor], h: Tensor) -> Tensor:
 
 def sce(zs: Tensor, zt: Tensor) -> Tensor:
     """Döbler et al. 2023 eq. 2 with alpha 0.5: -0.5 sum q log p - 0.5 sum p log q."""
-    return -0.5 * (zt.softmax(-1) * zs.log_softmax(-1)).sum(-1) - 0.5 * (zs.softmax(-1) * zt.log_softmax(-1)).sum(-1)
+    p, q = zs.softmax(-1), zt.softmax(-1)
+    return -0.5 * (q * torch.log(p)).sum(-1) - 0.5 * (p * torch.log(q)).sum(-1)
 
 
 def test_rmt_warmup_contrastive_and_replay_equal_hand_written_steps() -> None:
@@ -84,8 +85,10 @@ def test_rmt_warmup_contrastive_and_replay_equal_hand_written_steps() -> None:
     )
     gen = torch.Generator().manual_seed(7)
     # the projector's initialisation: torch's default rule, drawn from the generator
-    for name, (fan_in, shape) in zip(PROJ, [(6, (proj, 6)), (6, (proj,)), (proj, (proj, proj)), (proj, (proj,))]):
-        student[name] = (torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 1) * (1 / math.sqrt(fan_in))
+    shapes = [(6, (proj, 6)), (6, (proj,)), (proj, (proj, proj)), (proj, (proj,))]
+    for name, (fan_in, shape) in zip(PROJ, shapes):
+        u = torch.rand(shape, generator=gen, dtype=torch.float64)
+        student[name] = (u * 2 - 1) * (1 / math.sqrt(fan_in))
     # source prototypes: class means of the source features (BatchNorm statistics per source batch)
     fs = torch.cat([feats(student, b) for b in xs.split(bs)])
     protos = torch.stack([fs[ys == c].mean(0) for c in range(4)])
@@ -96,10 +99,8 @@ def test_rmt_warmup_contrastive_and_replay_equal_hand_written_steps() -> None:
     for i in range(steps):
         idx = torch.randint(10, (bs,), generator=gen)
         zt = forward(teacher, xs[idx])
-        grads = torch.autograd.grad(
-            sce(forward(leaves := {n: student[n].clone().requires_grad_(True) for n in ALL}, xs[idx]), zt).mean(),
-            [leaves[n] for n in ALL],
-        )
+        leaves = {n: student[n].clone().requires_grad_(True) for n in ALL}
+        grads = torch.autograd.grad(sce(forward(leaves, xs[idx]), zt).mean(), [leaves[n] for n in ALL])
         sgd(student, dict(zip(ALL, grads)), bufs, lr * (i + 1) / steps)
         for n in ALL:
             teacher[n] = mt * teacher[n] + (1 - mt) * student[n]
@@ -149,7 +150,8 @@ def test_window_adapts_on_the_last_w_samples() -> None:
     # the first sample alone: predicted with the source statistics, no update
     with torch.no_grad():
         h = xs[:1] @ params["0.weight"].T + params["0.bias"]
-        h = (h - net[1].running_mean) / torch.sqrt(net[1].running_var + 1e-5) * params["1.weight"] + params["1.bias"]
+        h = (h - net[1].running_mean) / torch.sqrt(net[1].running_var + 1e-5)
+        h = h * params["1.weight"] + params["1.bias"]
         first = torch.relu(h) @ params["3.weight"].T + params["3.bias"]
     torch.testing.assert_close(adapter(xs[:1]), first)
     assert adapter.updates == 0
@@ -192,7 +194,8 @@ def naive_blur(x: Tensor, sigma: Tensor) -> Tensor:
     n, c, h, w = x.shape
     out = torch.empty_like(x)
     for i in range(n):
-        k = torch.tensor([math.exp(-(t**2) / (2 * float(sigma[i]) ** 2)) for t in range(-2, 3)], dtype=x.dtype)
+        s2 = 2 * float(sigma[i]) ** 2
+        k = torch.tensor([math.exp(-(t**2) / s2) for t in range(-2, 3)], dtype=x.dtype)
         k = k / k.sum()
         for ch in range(c):
             for r in range(h):

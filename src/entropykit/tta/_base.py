@@ -334,8 +334,8 @@ class Adapter(nn.Module):
             return self._adapt(x)
         if self._buffer is not None and self._buffer.shape[1:] != x.shape[1:]:
             raise ValueError(
-                f"x must have the sample shape of the window's earlier inputs {tuple(self._buffer.shape[1:])}, "
-                f"got {tuple(x.shape[1:])}"
+                "x must have the sample shape of the window's earlier inputs "
+                f"{tuple(self._buffer.shape[1:])}, got {tuple(x.shape[1:])}"
             )
         buf = x if self._buffer is None else torch.cat([self._buffer, x.to(self._buffer)])
         buf = buf[-max(self.window, len(x)):].detach()

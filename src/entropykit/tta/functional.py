@@ -248,7 +248,7 @@ def supervised_contrastive_loss(
 
     (nats; tau = ``temperature`` 0.1, tau_b = ``base_temperature`` 0.1, RMT's values).
 
-    >>> f = torch.nn.functional.normalize(torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]]]), dim=-1)
+    >>> f = torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]]])
     >>> round(float(supervised_contrastive_loss(f)), 4)  # views agree, samples orthogonal
     0.0001
     """

@@ -460,7 +460,9 @@ def _classifier_name(model: nn.Module, classifier: str | None, method: str) -> s
     if classifier is None:
         linear = [n for n, m in modules.items() if isinstance(m, nn.Linear)]
         if not linear:
-            raise ValueError(f"model must contain an nn.Linear classifier for {method}, or pass classifier=<name>")
+            raise ValueError(
+                f"model must contain an nn.Linear classifier for {method}, or pass classifier=<name>"
+            )
         classifier = linear[-1]
     if classifier not in modules:
         raise ValueError(f"classifier must name a module of the model, got {classifier!r}")
@@ -496,7 +498,8 @@ class RMT(Adapter):
     >>> torch.manual_seed(0) and None
     >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 36, 3))
     >>> src = (torch.rand(12, 1, 8, 8), torch.arange(12) % 3)
-    >>> rmt = RMT(net, source=src, warmup_samples=24, source_batch_size=6, generator=torch.Generator().manual_seed(0))
+    >>> g = torch.Generator().manual_seed(0)
+    >>> rmt = RMT(net, source=src, warmup_samples=24, source_batch_size=6, generator=g)
     >>> rmt(torch.rand(8, 1, 8, 8)).shape, tuple(rmt.prototypes.shape)
     (torch.Size([8, 3]), (3, 144))
     """
@@ -512,8 +515,8 @@ class RMT(Adapter):
         self, model: nn.Module, *, mt: float = 0.999, source: tuple[Tensor, Tensor] | None = None,
         lambda_trg: float = 1.0, lambda_cont: float = 1.0, lambda_src: float = 1.0, temperature: float = 0.1,
         projection_dim: int = 128, warmup_samples: int = 50000, source_batch_size: int = 64,
-        classifier: str | None = None, augment: Callable[[Tensor, torch.Generator | None], Tensor] | None = None,
-        **kw: Any,
+        classifier: str | None = None,
+        augment: Callable[[Tensor, torch.Generator | None], Tensor] | None = None, **kw: Any,
     ) -> None:
         super().__init__(model, **kw)
         self.mt = check_real(mt, "mt", 0.0, 1.0)
@@ -546,15 +549,15 @@ class RMT(Adapter):
             self.prototypes = self._prototypes(*source)
             d = self.prototypes.shape[-1]
             ref = self.params[0] if self.params else self.prototypes
-            self.projector = nn.Sequential(
-                nn.Linear(d, projection_dim), nn.ReLU(), nn.Linear(projection_dim, projection_dim)
-            ).to(device=ref.device, dtype=ref.dtype)
+            lins = (nn.Linear(d, projection_dim), nn.Linear(projection_dim, projection_dim))
+            self.projector = nn.Sequential(lins[0], nn.ReLU(), lins[1]).to(device=ref.device, dtype=ref.dtype)
             if self.generator is not None:  # deterministic initialisation (torch's default rule)
                 with torch.no_grad():
-                    for lin in (self.projector[0], self.projector[2]):
+                    for lin in lins:
                         bound = 1 / math.sqrt(lin.in_features)
                         for p in (lin.weight, lin.bias):
-                            p.copy_((torch.rand(p.shape, generator=self.generator, dtype=p.dtype) * 2 - 1) * bound)
+                            u = torch.rand(p.shape, generator=self.generator, dtype=p.dtype)
+                            p.copy_((u * 2 - 1) * bound)
             if self.optimizer is not None:
                 self.optimizer.add_param_group({"params": list(self.projector.parameters())})
         self.warmup_steps = 0
@@ -624,7 +627,8 @@ class RMT(Adapter):
                     near = (F.normalize(h, dim=1) @ F.normalize(self.prototypes, dim=1).T).argmax(1)
                 views = torch.stack([self.prototypes[near], h, h_aug], 1)  # (N, 3, D)
                 z = self.projector(views.flatten(0, 1)).view(len(x), 3, -1)
-                loss = loss + self.lambda_cont * tf.supervised_contrastive_loss(z, temperature=self.temperature)
+                cont = tf.supervised_contrastive_loss(z, temperature=self.temperature)
+                loss = loss + self.lambda_cont * cont
             if self.source is not None and self.lambda_src > 0:
                 xs, ys = self._source_batch()
                 loss = loss + self.lambda_src * F.cross_entropy(self.model(xs), ys)
@@ -639,7 +643,13 @@ class LAME(Adapter):
 
     The model is frozen, BatchNorm keeps the source statistics. Features are the input of the
     ``classifier`` module (a module name; default: the model's last ``nn.Linear``), captured by a
-    forward hook. Defaults: rbf affinity, knn 5, lambda 1, 100 steps. Returns log-probabilities.
+    forward hook. Defaults (the LAME code's ``LAME_AFFINITY='rbf'``, ``LAME_KNN=5``): rbf affinity
+    with sigma the mean distance to the 5th nearest point (self included), lambda 1, 100 steps. The
+    paper tunes the affinity over kNN / rbf / linear and k over 1, 3, 5: ``affinity="knn"`` (0/1 to
+    the k nearest other points) is sparse and local, where the dense rbf kernel pulls a batch's
+    minority classes to its majority (on Digits-C's label-sorted batches of two or three classes the
+    rbf kernel is worse than no adaptation and the kNN one better; ``benchmarks/RESULTS.md``).
+    A batch of one has no neighbours: use ``window=W``. Returns log-probabilities.
 
     >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
     >>> LAME(net)(torch.randn(6, 4)).exp().sum(-1).allclose(torch.ones(6))
