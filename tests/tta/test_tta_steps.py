@@ -304,6 +304,19 @@ def test_cotta_averages_teacher_logits_over_augmentations() -> None:
     torch.testing.assert_close(out, ref)
 
 
+def test_cotta_augments_only_when_the_source_is_unsure() -> None:
+    """The paper's gate: augmentation-averaged teacher logits when the source model's mean confidence
+    on the batch is below ap, the teacher's logits on x otherwise."""
+    x = batches(8, n=1)[0]
+    net = tiny("ln")
+    params = clone_params(net)
+    conf = float(forward(params, x, "ln").softmax(-1).amax(-1).mean())
+    for ap, augmented in ((conf + 1e-9, True), (conf - 1e-9, False)):
+        adapter = tta.CoTTA(tiny("ln"), lr=0.01, ap=ap, n_augmentations=2, augment=lambda x, g: x + 0.5)
+        ref = forward(params, x + 0.5 if augmented else x, "ln")
+        torch.testing.assert_close(adapter(x), ref)
+
+
 def test_rmt_equals_hand_written_step_with_source_replay() -> None:
     lr, mt = 0.05, 0.99
     net = tiny("bn")
@@ -317,6 +330,8 @@ def test_rmt_equals_hand_written_step_with_source_replay() -> None:
         mt=mt,
         source=(xs, ys),
         source_batch_size=4,
+        lambda_cont=0.0,
+        warmup_samples=0,
         augment=lambda x, g: x.flip(0),
         generator=torch.Generator().manual_seed(5),
     )
@@ -367,19 +382,26 @@ def test_woc_filters_samples_less_confident_than_the_source() -> None:
     assert any((~k).any() for k in kept[1:]), "later batches must drop some samples"
 
 
-def naive_lame(logits: Tensor, feats: Tensor, knn: int, steps: int = 100) -> Tensor:
+def naive_lame(logits: Tensor, feats: Tensor, knn: int, steps: int = 100, affinity: str = "rbf") -> Tensor:
     n = len(feats)
     f = feats / feats.norm(dim=1, keepdim=True)
     dist = torch.tensor(
         [[float(torch.sqrt(((f[i] - f[j]) ** 2).sum())) for j in range(n)] for i in range(n)],
         dtype=feats.dtype,
     )
-    kth = [sorted(dist[i].tolist())[min(knn, n) - 1] for i in range(n)]
-    sigma = sum(kth) / n
-    kern = torch.tensor(
-        [[math.exp(-(dist[i, j] ** 2) / (2 * sigma**2)) for j in range(n)] for i in range(n)],
-        dtype=feats.dtype,
-    )
+    if affinity == "knn":  # the LAME code's kNN_affinity: 1 for the knn nearest *other* points
+        kern = torch.zeros(n, n, dtype=feats.dtype)
+        for i in range(n):
+            others = sorted((float(dist[i, j]), j) for j in range(n) if j != i)
+            for _, j in others[:knn]:
+                kern[i, j] = 1.0
+    else:  # rbf_affinity: sigma = mean distance to the knn-th nearest point, the point itself included
+        kth = [sorted(dist[i].tolist())[min(knn, n) - 1] for i in range(n)]
+        sigma = sum(kth) / n
+        kern = torch.tensor(
+            [[math.exp(-(dist[i, j] ** 2) / (2 * sigma**2)) for j in range(n)] for i in range(n)],
+            dtype=feats.dtype,
+        )
     unary = -torch.log(torch.softmax(logits, -1) + 1e-10)
     y = torch.softmax(-unary, -1)
     old = math.inf
@@ -404,6 +426,20 @@ def test_lame_equals_naive_laplacian_iterations() -> None:
     got = tf.lame(logits, feats, knn=3).exp()
     ref = naive_lame(logits, feats, 3)
     torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-8)
+    got = tf.lame(logits, feats, affinity="knn", knn=3).exp()
+    torch.testing.assert_close(got, naive_lame(logits, feats, 3, affinity="knn"), rtol=1e-6, atol=1e-8)
+
+
+def test_lame_knn_affinity_keeps_a_minority_cluster() -> None:
+    """Two separated clusters of features, 7 vs 3 points, with right but unsure source predictions:
+    the kNN affinity (each point's 2 nearest others) keeps both classes."""
+    g = torch.Generator().manual_seed(0)
+    centre = torch.tensor([[1.0, 0.0, 0.0], [0.6, 0.8, 0.0]], dtype=torch.float64)
+    labels = torch.tensor([0] * 7 + [1] * 3)
+    feats = centre[labels] + 0.05 * torch.randn(10, 3, generator=g, dtype=torch.float64)
+    logits = 0.3 * F.one_hot(labels, 2).double()
+    knn = tf.lame(logits, feats, affinity="knn", knn=2).argmax(-1)
+    assert torch.equal(knn, labels)
 
 
 def test_lame_adapter_uses_the_classifier_input_and_freezes_the_model() -> None:

@@ -5,8 +5,9 @@ configures ``model`` in place (:func:`configure`: the affine parameters of every
 layer train -- BatchNorm1d/2d/3d, LayerNorm, GroupNorm, RMSNorm -- BatchNorm uses test-batch
 statistics), then ``logits = adapter(x)`` adapts on each test batch and returns its predictions;
 ``adapter.reset()`` restores the source state; ``episodic=True`` resets before every batch;
-``reset_every=n`` resets every n updates (the collapse guard); ``adapter.state()`` /
-``load_state()`` save and resume a stream.
+``reset_every=n`` resets every n updates (the collapse guard); ``window=W`` adapts single-sample
+streams on a sliding window of the last W inputs; ``adapter.state()`` / ``load_state()`` save and
+resume a stream.
 
 ==========  =====================================================================================
 method      what it does (reference; defaults in the class docstring)
@@ -21,7 +22,8 @@ rdumb       ETA reset every 1000 updates (Press et al. 2023)
 sar         SAM step on reliable samples, reset on collapse (Niu et al. 2023)
 deyo        entropy + PLPD filter with patch shuffling (Lee et al. 2024)
 cotta       EMA teacher, augmentation averaging, stochastic restore (Wang et al. 2022)
-rmt         EMA teacher, symmetric cross-entropy, optional source replay (Döbler et al. 2023)
+rmt         EMA teacher, symmetric cross-entropy, contrastive loss to source prototypes, source
+            replay, warm-up (Döbler et al. 2023)
 lame        output-only Laplacian adjustment of the predictions (Boudiaf et al. 2022)
 ==========  =====================================================================================
 
@@ -95,7 +97,7 @@ METHODS: dict[str, Method] = {
         Method("cotta", CoTTA, "Wang et al. 2022, arXiv:2203.13591", CoTTA.defaults,
                "mean teacher, augmentation averaging, stochastic restore"),
         Method("rmt", RMT, "Döbler et al. 2023, arXiv:2211.13081", RMT.defaults,
-               "mean teacher, symmetric cross-entropy, source replay"),
+               "mean teacher, symmetric cross-entropy, contrastive prototypes, source replay, warm-up"),
         Method("lame", LAME, "Boudiaf et al. 2022, arXiv:2201.05718", LAME.defaults,
                "Laplacian adjustment of the outputs, no parameter update"),
     )

@@ -207,6 +207,13 @@ class Adapter(nn.Module):
     parameters, buffers, optimizer and method state bit for bit; ``state()`` / ``load_state()``
     save and restore the whole adaptation state (to pause and resume a stream).
 
+    ``window=W`` (> 1) is the sliding-window mode for single-sample (or small-batch) streams, as
+    the test-time-adaptation repository's ``TEST.WINDOW_LENGTH``: every call appends ``x`` to a FIFO
+    buffer of the last W inputs, adapts on the whole buffer (so BatchNorm has statistics and the
+    filters a batch) and returns the logits of the ``len(x)`` newest rows; the very first sample
+    alone is only predicted (:meth:`predict`, BatchNorm with the source statistics). The buffer is
+    part of the state (``reset()`` empties it). Each call costs a forward/backward over W inputs.
+
     The model is configured *in place* (see :func:`configure`); ``selection`` reports what trains.
     Subclasses implement ``step(x) -> logits``; a method without trainable parameters has no
     optimizer.
@@ -233,6 +240,7 @@ class Adapter(nn.Module):
         alpha: float = 0.1,
         exclude: Sequence[str] = (),
         generator: torch.Generator | None = None,
+        window: int = 0,
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -258,6 +266,8 @@ class Adapter(nn.Module):
         )
         self.generator = generator
         self.updates = 0
+        self.window = check_int(window, "window", 0)
+        self._buffer: Tensor | None = None
         self._source: dict[str, Any] | None = None
 
     # -- state ---------------------------------------------------------------------------------
@@ -272,6 +282,7 @@ class Adapter(nn.Module):
             "optimizer": None if self.optimizer is None else copy.deepcopy(self.optimizer.state_dict()),
             "method": copy.deepcopy(self._method_state()),
             "updates": self.updates,
+            "buffer": None if self._buffer is None else self._buffer.clone(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -283,6 +294,8 @@ class Adapter(nn.Module):
             self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
         self._load_method_state(copy.deepcopy(state["method"]))
         self.updates = state["updates"]
+        buf = state.get("buffer")
+        self._buffer = None if buf is None else buf.clone()
 
     def _method_state(self) -> dict[str, Any]:
         return {}
@@ -291,7 +304,8 @@ class Adapter(nn.Module):
         pass
 
     def reset(self) -> None:
-        """Restore the source state (parameters, buffers, optimizer, method state), bit for bit."""
+        """Restore the source state (parameters, buffers, optimizer, method state, an empty window),
+        bit for bit."""
         if self._source is None:
             raise RuntimeError(f"{type(self).__name__} did not record its source state")
         self.load_state(self._source)
@@ -315,14 +329,48 @@ class Adapter(nn.Module):
             )
         check_finite(x, "x")
         if self.episodic:
-            self.reset()
+            self._reset_keep_window()
+        if not self.window:
+            return self._adapt(x)
+        if self._buffer is not None and self._buffer.shape[1:] != x.shape[1:]:
+            raise ValueError(
+                "x must have the sample shape of the window's earlier inputs "
+                f"{tuple(self._buffer.shape[1:])}, got {tuple(x.shape[1:])}"
+            )
+        buf = x if self._buffer is None else torch.cat([self._buffer, x.to(self._buffer)])
+        buf = buf[-max(self.window, len(x)):].detach()
+        self._buffer = buf
+        if len(buf) < 2:  # one sample: nothing to estimate statistics from yet
+            return self.predict(buf)
+        return self._adapt(buf)[-len(x):]
+
+    def _adapt(self, x: Tensor) -> Tensor:
         out = x
         for _ in range(self.steps):
             out = self.step(x)
             self.updates += 1
             if self.reset_every and self.updates % self.reset_every == 0:
-                self.reset()
+                self._reset_keep_window()
         return out
+
+    def _reset_keep_window(self) -> None:
+        """The episodic / periodic reset: the model returns to the source, the window keeps its inputs."""
+        buf = self._buffer
+        self.reset()
+        self._buffer = buf
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        """The model's logits on ``x`` without adapting; BatchNorm uses the source statistics (a
+        window's first sample: one sample has no batch statistics)."""
+        bns = [m for m in self.model.modules() if isinstance(m, _BatchNorm) and m.training]
+        for m in bns:
+            m.eval()
+        try:
+            return self.model(x)  # type: ignore[no-any-return]
+        finally:
+            for m in bns:
+                m.train()
 
     def _update(self, loss: Tensor) -> None:
         """One optimizer step on ``loss`` (zero grads before and after)."""

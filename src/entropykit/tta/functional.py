@@ -35,6 +35,7 @@ __all__ = [
     "patch_shuffle",
     "plpd",
     "sam_perturbation",
+    "supervised_contrastive_loss",
     "symmetric_cross_entropy",
     "teacher_cross_entropy",
 ]
@@ -231,15 +232,59 @@ def symmetric_cross_entropy(student: Tensor, teacher: Tensor, alpha: float = 0.5
     ).sum(-1)
 
 
+def supervised_contrastive_loss(
+    features: Tensor, labels: Tensor | None = None, temperature: float = 0.1, base_temperature: float = 0.1,
+) -> Tensor:
+    """The supervised contrastive loss (Khosla et al. 2020, "Supervised contrastive learning", eq. 2;
+    the SupContrast code, ``contrast_mode="all"``), as RMT uses it (Döbler et al. 2023, eq. 4).
+
+    ``features`` (N, V, D): V views of N samples (RMT: the nearest source prototype, the test
+    feature, the augmented test feature, after the projector); each row is L2-normalised; with
+    a = the N V normalised rows, i ranging over all of them, P(i) the other rows of the same sample
+    (or, with ``labels`` (N,), of the same label):
+
+        L = -(tau / tau_b) (1 / NV) sum_i (1 / |P(i)|) sum_{p in P(i)}
+            log( exp(a_i . a_p / tau) / sum_{k != i} exp(a_i . a_k / tau) )
+
+    (nats; tau = ``temperature`` 0.1, tau_b = ``base_temperature`` 0.1, RMT's values).
+
+    >>> f = torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]]])
+    >>> round(float(supervised_contrastive_loss(f)), 4)  # views agree, samples orthogonal
+    0.0001
+    """
+    check_tensor(features, "features", floating=True)
+    if features.dim() != 3 or features.shape[1] < 2:
+        raise ValueError(f"features must have shape (N, V >= 2, D), got {tuple(features.shape)}")
+    tau = check_positive(temperature, "temperature")
+    tau_b = check_positive(base_temperature, "base_temperature")
+    n, v, _ = features.shape
+    if labels is None:
+        same = torch.eye(n, dtype=torch.bool, device=features.device)
+    else:
+        check_tensor(labels, "labels")
+        if labels.shape != (n,):
+            raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
+        same = labels.view(-1, 1) == labels.view(1, -1)
+    a = F.normalize(torch.cat(torch.unbind(features, dim=1)), p=2, dim=1)  # (V N, D), view-major
+    logits = a @ a.T / tau
+    logits = logits - logits.amax(1, keepdim=True).detach()
+    not_self = ~torch.eye(n * v, dtype=torch.bool, device=features.device)
+    pos = same.repeat(v, v) & not_self
+    log_prob = logits - torch.logsumexp(logits.masked_fill(~not_self, -math.inf), 1, keepdim=True)
+    mean_pos = (log_prob * pos).sum(1) / pos.sum(1)
+    return -(tau / tau_b) * mean_pos.mean()
+
+
 def cotta_augment(
     x: Tensor, generator: torch.Generator | None = None, *, flip: bool = False, noise_std: float = 0.005,
 ) -> Tensor:
     """A tensor version of CoTTA's augmentation (Wang et al. 2022; the anchor's
-    ``get_tta_transforms``): per image, brightness x[0.6, 1.4], contrast x[0.7, 1.3], gamma
-    [0.7, 1.3] on [0, 1]-clipped values, a random affine map (rotation +-15 degrees, translation
-    +-1/16, scale [0.9, 1.1], edge padding), Gaussian noise (std 0.005), clip to [0, 1]. Saturation,
-    hue and the small Gaussian blur are left out; the horizontal flip is off by default (it changes
-    the class of digits and text) and on with ``flip=True``.
+    ``get_tta_transforms``): per image, brightness x[0.6, 1.4], contrast x[0.7, 1.3], saturation
+    x[0.5, 1.5] (3-channel images), gamma [0.7, 1.3] on [0, 1]-clipped values, a random affine map
+    (rotation +-15 degrees, translation +-1/16, scale [0.9, 1.1], edge padding), a Gaussian blur
+    (5 x 5, sigma in [0.001, 0.5], reflect padding), Gaussian noise (std 0.005), clip to [0, 1].
+    Left out: the hue jitter (+-0.06); the horizontal flip is off by default (it changes the class
+    of digits and text) and on with ``flip=True``.
 
     >>> x = torch.rand(2, 1, 8, 8)
     >>> cotta_augment(x, torch.Generator().manual_seed(0)).shape
@@ -257,6 +302,9 @@ def cotta_augment(
     y = (y * u(0.6, 1.4)).clamp(0, 1)
     mean = y.mean(dim=(1, 2, 3), keepdim=True)
     y = ((y - mean) * u(0.7, 1.3) + mean).clamp(0, 1)
+    if y.shape[1] == 3:  # saturation: blend with the grayscale image (torchvision's weights)
+        gray = (0.299 * y[:, :1] + 0.587 * y[:, 1:2] + 0.114 * y[:, 2:]).expand_as(y)
+        y = ((y - gray) * u(0.5, 1.5) + gray).clamp(0, 1)
     y = y.clamp_min(1e-8) ** u(0.7, 1.3)
     ang = u(-15, 15).view(n) * math.pi / 180
     scale = u(0.9, 1.1).view(n)
@@ -265,11 +313,25 @@ def cotta_augment(
     theta = torch.stack([torch.stack([cos, -sin, tx], -1), torch.stack([sin, cos, ty], -1)], 1)
     grid = F.affine_grid(theta, list(y.shape), align_corners=False)
     y = F.grid_sample(y, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    y = _gaussian_blur(y, u(0.001, 0.5).view(n))
     if flip:
         f = torch.rand(n, generator=generator).to(x.device) < 0.5
         y = torch.where(f.view(n, 1, 1, 1), y.flip(-1), y)
     noise = torch.randn(y.shape, generator=generator).to(x) * noise_std
     return (y + noise).clamp(0, 1)
+
+
+def _gaussian_blur(x: Tensor, sigma: Tensor, size: int = 5) -> Tensor:
+    """Per-image 2-D Gaussian blur (``size`` x ``size``, one sigma per image, reflect padding)."""
+    n, c, h, w = x.shape
+    t = torch.arange(size, dtype=x.dtype, device=x.device) - (size - 1) / 2
+    g = torch.exp(-(t**2) / (2 * sigma.view(n, 1) ** 2))
+    g = g / g.sum(-1, keepdim=True)  # (n, size)
+    k = (g[:, :, None] * g[:, None, :]).repeat_interleave(c, 0).unsqueeze(1)  # (n c, 1, size, size)
+    r = size // 2
+    mode = "reflect" if min(h, w) > r else "replicate"
+    y = F.pad(x.reshape(1, n * c, h, w), (r, r, r, r), mode=mode)
+    return F.conv2d(y, k, groups=n * c).view(n, c, h, w)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -454,34 +454,78 @@ class CoTTA(Adapter):
         return t_out
 
 
+def _classifier_name(model: nn.Module, classifier: str | None, method: str) -> str:
+    """``classifier`` checked, or the name of the model's last ``nn.Linear``."""
+    modules = dict(model.named_modules())
+    if classifier is None:
+        linear = [n for n, m in modules.items() if isinstance(m, nn.Linear)]
+        if not linear:
+            raise ValueError(
+                f"model must contain an nn.Linear classifier for {method}, or pass classifier=<name>"
+            )
+        classifier = linear[-1]
+    if classifier not in modules:
+        raise ValueError(f"classifier must name a module of the model, got {classifier!r}")
+    return classifier
+
+
 class RMT(Adapter):
     """RMT, robust mean teacher (Döbler, Marsden & Yang 2023, "Robust mean teacher for continual and
-    gradual test-time adaptation"): the student learns from an EMA teacher (momentum 0.999) by the
-    symmetric cross-entropy (:func:`~entropykit.tta.functional.symmetric_cross_entropy`) on x and
-    on an augmented x (``augment``), loss = 0.5 SCE(f(x), f_t(x)) + 0.5 SCE(f(aug x), f_t(x)),
-    plus, with ``source=(x_src, y_src)``, ``lambda_src`` (1) times the cross-entropy of a random
-    labelled source batch (source replay). All parameters train (Adam lr 1e-3). Returns
-    f(x) + f_t(x). Not included: the paper's contrastive loss to source prototypes and its
-    source warm-up.
+    gradual test-time adaptation"; the anchor's ``rmt.py``). All parameters train (Adam lr 1e-3).
+
+    Per batch x: the teacher f_t (EMA of the student, momentum ``mt`` 0.999) gives z_t = f_t(x); the
+    student gives z = f(x) and z_a = f(aug x) (``augment``, default
+    :func:`~entropykit.tta.functional.cotta_augment`) with features h, h_a (the input of the
+    ``classifier`` module; default the model's last ``nn.Linear``), and
+
+        loss = lambda_trg (0.5 SCE(z, z_t) + 0.5 SCE(z_a, z_t))             (eq. 2-3)
+             + lambda_cont SupCon([proto(h), h, h_a] through the projector)  (eq. 4)
+             + lambda_src CE(f(x_src), y_src)                               (source replay)
+
+    SCE is :func:`~entropykit.tta.functional.symmetric_cross_entropy`; proto(h) is the source class
+    prototype (class mean of the source features) nearest to h by cosine; the projector is
+    Linear(D, 128)-ReLU-Linear(128, 128), trained with the model (``projection_dim``); SupCon is
+    :func:`~entropykit.tta.functional.supervised_contrastive_loss` (temperature 0.1). Then the EMA
+    update. Returns z + z_t. The contrastive and replay terms need ``source=(x_src, y_src)``;
+    replay draws ``source_batch_size`` random source samples per step.
+
+    Warm-up (paper sec. 3.4; the anchor's ``warmup``): before the stream, ``warmup_samples`` //
+    ``source_batch_size`` steps on source inputs with loss SCE(f(x_src), f_t(x_src)), the learning
+    rate ramped linearly to ``lr``, each followed by the EMA update; the warmed-up state is the state
+    ``reset()`` returns to. Paper defaults: lambda_trg = lambda_cont = lambda_src = 1, 50,000 warm-up
+    samples (CIFAR-10-C; 0 turns it off).
 
     >>> torch.manual_seed(0) and None
     >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 36, 3))
-    >>> RMT(net, generator=torch.Generator().manual_seed(0))(torch.rand(8, 1, 8, 8)).shape
-    torch.Size([8, 3])
+    >>> src = (torch.rand(12, 1, 8, 8), torch.arange(12) % 3)
+    >>> g = torch.Generator().manual_seed(0)
+    >>> rmt = RMT(net, source=src, warmup_samples=24, source_batch_size=6, generator=g)
+    >>> rmt(torch.rand(8, 1, 8, 8)).shape, tuple(rmt.prototypes.shape)
+    (torch.Size([8, 3]), (3, 144))
     """
 
     name = "rmt"
     PARAMS = "all"
-    defaults: ClassVar[dict[str, Any]] = {**_ADAM, "mt": 0.999, "lambda_src": 1.0}
+    defaults: ClassVar[dict[str, Any]] = {
+        **_ADAM, "mt": 0.999, "lambda_trg": 1.0, "lambda_cont": 1.0, "lambda_src": 1.0, "temperature": 0.1,
+        "projection_dim": 128, "warmup_samples": 50000,
+    }
 
     def __init__(
         self, model: nn.Module, *, mt: float = 0.999, source: tuple[Tensor, Tensor] | None = None,
-        lambda_src: float = 1.0, source_batch_size: int = 64,
+        lambda_trg: float = 1.0, lambda_cont: float = 1.0, lambda_src: float = 1.0, temperature: float = 0.1,
+        projection_dim: int = 128, warmup_samples: int = 50000, source_batch_size: int = 64,
+        classifier: str | None = None,
         augment: Callable[[Tensor, torch.Generator | None], Tensor] | None = None, **kw: Any,
     ) -> None:
         super().__init__(model, **kw)
         self.mt = check_real(mt, "mt", 0.0, 1.0)
+        self.lambda_trg = check_real(lambda_trg, "lambda_trg", 0.0, finite=True)
+        self.lambda_cont = check_real(lambda_cont, "lambda_cont", 0.0, finite=True)
         self.lambda_src = check_real(lambda_src, "lambda_src", 0.0, finite=True)
+        self.temperature = check_positive(temperature, "temperature")
+        projection_dim = check_int(projection_dim, "projection_dim", 1)
+        warmup_samples = check_int(warmup_samples, "warmup_samples", 0)
         self.source_batch_size = check_int(source_batch_size, "source_batch_size", 1)
         if source is not None:
             if not isinstance(source, (tuple, list)) or len(source) != 2:
@@ -495,8 +539,73 @@ class RMT(Adapter):
                 )
         self.source = source
         self.augment = augment if augment is not None else tf.cotta_augment
-        self.teacher = _frozen_copy(model, self._bn, self._alpha)
+        self.teacher = _frozen_copy(model, self._bn, self._alpha)  # before the hook: deepcopy copies hooks
+        self.classifier = _classifier_name(model, classifier, "RMT")
+        self._feats: Tensor | None = None
+        dict(model.named_modules())[self.classifier].register_forward_pre_hook(self._grab)
+        self.prototypes: Tensor | None = None
+        self.projector: nn.Module | None = None
+        if source is not None and self.lambda_cont > 0:
+            self.prototypes = self._prototypes(*source)
+            d = self.prototypes.shape[-1]
+            ref = self.params[0] if self.params else self.prototypes
+            lins = (nn.Linear(d, projection_dim), nn.Linear(projection_dim, projection_dim))
+            self.projector = nn.Sequential(lins[0], nn.ReLU(), lins[1]).to(device=ref.device, dtype=ref.dtype)
+            if self.generator is not None:  # deterministic initialisation (torch's default rule)
+                with torch.no_grad():
+                    for lin in lins:
+                        bound = 1 / math.sqrt(lin.in_features)
+                        for p in (lin.weight, lin.bias):
+                            u = torch.rand(p.shape, generator=self.generator, dtype=p.dtype)
+                            p.copy_((u * 2 - 1) * bound)
+            if self.optimizer is not None:
+                self.optimizer.add_param_group({"params": list(self.projector.parameters())})
+        self.warmup_steps = 0
+        if source is not None and warmup_samples > 0 and self.optimizer is not None:
+            self.warmup_steps = max(1, warmup_samples // self.source_batch_size)
+            self._warmup()
         self._snapshot_source()
+
+    def _grab(self, module: nn.Module, args: Sequence[Any]) -> None:
+        self._feats = args[0]
+
+    def _features(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.model(x)
+        assert self._feats is not None
+        feats = self._feats.reshape(len(x), -1)
+        self._feats = None
+        return out, feats
+
+    @torch.no_grad()
+    def _prototypes(self, xs: Tensor, ys: Tensor) -> Tensor:
+        """Class means of the source features (C, D); classes absent from the source get a zero row."""
+        feats = torch.cat([self._features(b)[1] for b in xs.split(self.source_batch_size)])
+        ys = ys.long().to(feats.device)
+        c = int(ys.max()) + 1
+        sums = torch.zeros(c, feats.shape[1], dtype=feats.dtype, device=feats.device).index_add_(0, ys, feats)
+        counts = torch.bincount(ys, minlength=c).clamp_min(1).to(feats.dtype)
+        return sums / counts[:, None]
+
+    def _source_batch(self) -> tuple[Tensor, Tensor]:
+        assert self.source is not None
+        xs, ys = self.source
+        n = min(self.source_batch_size, len(xs))
+        idx = torch.randint(len(xs), (n,), generator=self.generator)
+        return xs[idx], ys[idx].long()
+
+    def _warmup(self) -> None:
+        assert self.optimizer is not None
+        for i in range(self.warmup_steps):
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr * (i + 1) / self.warmup_steps
+            xs, _ = self._source_batch()
+            with torch.no_grad():
+                t_out = self.teacher(xs)
+            with torch.enable_grad():
+                self._update(tf.symmetric_cross_entropy(self.model(xs), t_out).mean())
+            ema_update(self.teacher, self.model, self.mt)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
 
     def train(self, mode: bool = True) -> RMT:
         super().train(mode)
@@ -509,15 +618,20 @@ class RMT(Adapter):
             t_out = self.teacher(x)
             x_aug = self.augment(x, self.generator)
         with torch.enable_grad():
-            out = self.model(x)
-            out_aug = self.model(x_aug)
+            out, h = self._features(x)
+            out_aug, h_aug = self._features(x_aug)
             sce = tf.symmetric_cross_entropy
-            loss = (0.5 * sce(out, t_out) + 0.5 * sce(out_aug, t_out)).mean()
+            loss = self.lambda_trg * (0.5 * sce(out, t_out) + 0.5 * sce(out_aug, t_out)).mean()
+            if self.projector is not None and self.prototypes is not None:
+                with torch.no_grad():
+                    near = (F.normalize(h, dim=1) @ F.normalize(self.prototypes, dim=1).T).argmax(1)
+                views = torch.stack([self.prototypes[near], h, h_aug], 1)  # (N, 3, D)
+                z = self.projector(views.flatten(0, 1)).view(len(x), 3, -1)
+                cont = tf.supervised_contrastive_loss(z, temperature=self.temperature)
+                loss = loss + self.lambda_cont * cont
             if self.source is not None and self.lambda_src > 0:
-                xs, ys = self.source
-                n = min(self.source_batch_size, len(xs))
-                idx = torch.randint(len(xs), (n,), generator=self.generator)
-                loss = loss + self.lambda_src * F.cross_entropy(self.model(xs[idx]), ys[idx].long())
+                xs, ys = self._source_batch()
+                loss = loss + self.lambda_src * F.cross_entropy(self.model(xs), ys)
             self._update(loss)
         ema_update(self.teacher, self.model, self.mt)
         return (out.detach() + t_out).detach()
@@ -529,7 +643,13 @@ class LAME(Adapter):
 
     The model is frozen, BatchNorm keeps the source statistics. Features are the input of the
     ``classifier`` module (a module name; default: the model's last ``nn.Linear``), captured by a
-    forward hook. Defaults: rbf affinity, knn 5, lambda 1, 100 steps. Returns log-probabilities.
+    forward hook. Defaults (the LAME code's ``LAME_AFFINITY='rbf'``, ``LAME_KNN=5``): rbf affinity
+    with sigma the mean distance to the 5th nearest point (self included), lambda 1, 100 steps. The
+    paper tunes the affinity over kNN / rbf / linear and k over 1, 3, 5: ``affinity="knn"`` (0/1 to
+    the k nearest other points) is sparse and local, where the dense rbf kernel pulls a batch's
+    minority classes to its majority (on Digits-C's label-sorted batches of two or three classes the
+    rbf kernel is worse than no adaptation and the kNN one better; ``benchmarks/RESULTS.md``).
+    A batch of one has no neighbours: use ``window=W``. Returns log-probabilities.
 
     >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
     >>> LAME(net)(torch.randn(6, 4)).exp().sum(-1).allclose(torch.ones(6))
@@ -547,16 +667,7 @@ class LAME(Adapter):
     ) -> None:
         super().__init__(model, **kw)
         modules = dict(model.named_modules())
-        if classifier is None:
-            linear = [n for n, m in modules.items() if isinstance(m, nn.Linear)]
-            if not linear:
-                raise ValueError(
-                    "model must contain an nn.Linear classifier for LAME, or pass classifier=<name>"
-                )
-            classifier = linear[-1]
-        if classifier not in modules:
-            raise ValueError(f"classifier must name a module of the model, got {classifier!r}")
-        self.classifier = classifier
+        classifier = self.classifier = _classifier_name(model, classifier, "LAME")
         check_choice(affinity, tf.AFFINITIES, "affinity")
         self.affinity = affinity
         self.knn = check_int(knn, "knn", 1)
