@@ -55,8 +55,8 @@ from entropykit.models import LanguageModel, resolve_model
 __all__ = ["ENGINES", "KINDS", "CorpusResult", "ShardScorer", "score_corpus"]
 
 #: file name suffix -> reader kind
-KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".txt": "text",
-         ".md": "text", ".text": "text"}
+KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".txt": "text", ".md": "text",
+         ".text": "text"}
 ENGINES = ("local", "ray")
 _FORMAT = 1  # version of the part files and the shard hash; bump when either changes
 #: the per-document columns, in order (scorer columns follow)
@@ -152,7 +152,8 @@ def _files(source: Path, exclude: Sequence[Path]) -> list[tuple[str, str, str]]:
     skip = [p.resolve() for p in exclude]
     out = []
     for root, dirs, names in os.walk(source):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (Path(root) / d).resolve() not in skip)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not d.endswith(".parts")
+                         and (Path(root) / d).resolve() not in skip)  # no hidden dirs, no parts of a run
         for name in sorted(names):
             p = Path(root) / name
             kind = KINDS.get(p.suffix.lower())
@@ -409,8 +410,9 @@ def score_corpus(
     resumption and the engines.
 
     Args:
-        source: a ``.jsonl``/``.json``/``.ndjson`` (one JSON object per line), ``.parquet`` or text
-            (``.txt``/``.md``: one document per file) file, or a directory of them (sorted walk).
+        source: a ``.jsonl``/``.ndjson`` (one JSON object per line), ``.parquet`` or text
+            (``.txt``/``.md``/``.text``: one document per file) file, or a directory of them (a sorted
+            walk that skips hidden entries, ``*.parts`` directories and ``out`` itself).
         out: ``.parquet`` or ``.jsonl`` output (NaN is written as null in JSON lines).
         model: a ``LanguageModel``, a name or directory for ``load_model``, None = bundled default;
             loaded once per worker.
@@ -514,7 +516,8 @@ def _run_ray(todo: list[dict[str, Any]], model: Any, opts: dict[str, Any], parts
         by_index = {d["index"]: d for d in todo}
         ds = ray.data.from_items([{"desc": json.dumps(d)} for d in todo], override_num_blocks=len(todo))
         res = ds.map_batches(ShardScorer, fn_constructor_kwargs={"model": model, "options": opts},
-                             batch_size=1, concurrency=workers, num_cpus=1, batch_format="numpy")
+                             batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
+                             batch_format="numpy")
         for row in res.iter_rows():  # completion order; each part is written as soon as it arrives
             desc = by_index[int(row["index"])]
             _write_part(_part_path(parts, desc), desc, json.loads(row["rows"]))
