@@ -91,7 +91,7 @@ def test_parquet_input_id_field_jsonl_output_and_scorers(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    texts = docs(9, seed=1) + [""]  # an empty document keeps its row, with NaN numbers and the reason
+    texts = [*docs(9, seed=1), ""]  # an empty document keeps its row, with NaN numbers and the reason
     ids = [f"doc-{i}" for i in range(10)]
     pq.write_table(pa.table({"body": texts, "key": ids}), tmp_path / "c.parquet", row_group_size=3)
     out = tmp_path / "o.jsonl"

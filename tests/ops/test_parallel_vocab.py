@@ -131,7 +131,7 @@ def test_vocab_parallel_matches_single_process(world, tmp_path):
         p.join(timeout=120)
     assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
     parts = [torch.load(tmp_path / f"{r}.pt") for r in range(world)]
-    h0, w0, b0, y, gu = _data()
+    h0, w0, _, y, gu = _data()
     tol = dict(rtol=0, atol=1e-6)
     for name, kw in CASES:
         ref_loss, ref_dh, ref_dw, ref_db = _reference_ce(kw, gu[0])
@@ -143,7 +143,7 @@ def test_vocab_parallel_matches_single_process(world, tmp_path):
             torch.testing.assert_close(dw, ref_dw[a:a + v], **tol)
             if ref_db is not None:
                 torch.testing.assert_close(db, ref_db[a:a + v], **tol)
-    for r, res in enumerate(parts):
+    for res in parts:
         loss, dh, dw, _ = res["all_ignored"]
         assert float(loss) == 0.0 and not dh.any() and not dw.any()
         assert "cover" in res["error_size"] and str(V + 1) in res["error_size"]
@@ -152,7 +152,8 @@ def test_vocab_parallel_matches_single_process(world, tmp_path):
     h, w = h0.clone().requires_grad_(), w0.clone().requires_grad_()
     z = 4.0 * torch.tanh(h @ w.T / 4.0) / 0.7
     ref = measures.token_stats(z, y.clamp(min=0))
-    sum((ref[k] * gu[i]).sum() for i, k in enumerate(("lse", "entropy", "varentropy", "surprisal"))).backward()
+    fields = ("lse", "entropy", "varentropy", "surprisal")
+    sum((ref[k] * gu[i]).sum() for i, k in enumerate(fields)).backward()
     for r, res in enumerate(parts):
         a, v = _shard(world, r)
         st, dh, dw, _ = res["stats"]

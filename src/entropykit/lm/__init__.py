@@ -32,10 +32,10 @@ if TYPE_CHECKING:
     from entropykit.codec import decompress_stream as decompress_stream
     from entropykit.codec import resolve_precision as resolve_precision
     from entropykit.detect import score_texts as score_texts
-    from entropykit.lm.scoring import ScoreResult as ScoreResult
-    from entropykit.lm.scoring import score as score
     from entropykit.lm.corpus import CorpusResult as CorpusResult
     from entropykit.lm.corpus import score_corpus as score_corpus
+    from entropykit.lm.scoring import ScoreResult as ScoreResult
+    from entropykit.lm.scoring import score as score
 
 # public name -> module that defines it (imported lazily)
 _LAZY = {

@@ -88,8 +88,8 @@ def _rows(path: str, kind: str, rel: str, text_field: str, id_field: str | None,
                 pos = start
                 line_no = None if start else 0  # ids need the line number: counted from the file start
                 if line_no is None:
-                    with open(path, "rb") as g:
-                        line_no = g.read(start).count(b"\n")
+                    with open(path, "rb") as head:
+                        line_no = head.read(start).count(b"\n")
                 while stop is None or pos < stop:
                     line = f.readline()
                     if not line:
@@ -257,35 +257,51 @@ class ShardScorer:
                                            text, str) else len(text), "tokens": 0, **_nan_row(),
                                        "peak_start": -1, "peak_end": -1, "error": None}
                 try:
-                    r = score(text, self.lm, window=o["window"], stride=o["stride"],
+                    res = score(text, self.lm, window=o["window"], stride=o["stride"],
                               hwe_threshold=o["hwe_threshold"], precision=o["precision"], progress=False)
                 except ValueError as exc:  # empty text, one token without BOS: keep the row, say why
                     row["error"] = str(exc)
                 else:
-                    s = r.summary
-                    we = r.window_entropy_bits
+                    s = res.summary
+                    we = res.window_entropy_bits
                     k = int(np.argmax(we))
                     row.update(tokens=s["tokens"], bits_per_byte=s["bits_per_byte"],
                                perplexity=s["perplexity"], mean_surprisal_bits=s["mean_surprisal_bits"],
                                mean_entropy_bits=s["mean_entropy_bits"], hwe_fraction=s["hwe_fraction"],
                                max_window_entropy_bits=float(we[k]),
-                               peak_start=int(r.offsets[max(0, k - r.window + 1), 0]),
-                               peak_end=int(r.offsets[k, 1]))
+                               peak_start=int(res.offsets[max(0, k - res.window + 1), 0]),
+                               peak_end=int(res.offsets[k, 1]))
                     texts.append(text)
                 rows.append(row)
         if len(rows) != desc["n"] or hasher.hexdigest() != desc["hash"]:
             raise FileError(f"{desc['segments'][0][0]}: shard {desc['index']} changed since it was planned "
                             "(content hash differs); rerun to re-plan")
-        ok = [r for r in rows if r["error"] is None]
+        ok = [x for x in rows if x["error"] is None]
         for name, fn in o["scorers"].items():
-            vals = list(fn(texts, self.lm)) if texts else []
-            if len(vals) != len(texts):
-                raise ValueError(f"scorers[{name!r}] returned {len(vals)} values for {len(texts)} texts")
-            for r in rows:
-                r[name] = math.nan
-            for r, v in zip(ok, vals):
-                r[name] = float(v)
+            for x in rows:
+                x[name] = math.nan
+            for x, v in zip(ok, self._apply(name, fn, texts, ok)):
+                x[name] = v
         return rows
+
+    def _apply(self, name: str, fn: Scorer, texts: list[Any], rows: list[dict[str, Any]]) -> list[float]:
+        """One call per shard; if it rejects the batch (ValueError), one call per text, and a text it
+        rejects gets NaN with the reason in its row's ``error``."""
+        if not texts:
+            return []
+        try:
+            vals = [float(v) for v in fn(texts, self.lm)]
+        except ValueError:
+            vals = []
+            for t, r in zip(texts, rows):
+                try:
+                    vals += [float(v) for v in fn([t], self.lm)]
+                except ValueError as exc:
+                    vals.append(math.nan)
+                    r["error"] = r["error"] or f"{name}: {exc}"
+        if len(vals) != len(texts):
+            raise ValueError(f"scorers[{name!r}] returned {len(vals)} values for {len(texts)} texts")
+        return vals
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         descs = [json.loads(d) for d in batch["desc"]]
@@ -347,7 +363,8 @@ def _assemble(out: Path, parts: Path, shards: list[dict[str, Any]], names: list[
         for desc in shards:
             for r in json.loads(_part_path(parts, desc).read_text())["rows"]:
                 failed += r["error"] is not None
-                f.write((json.dumps({k: _finite(v) for k, v in r.items()}, ensure_ascii=False) + "\n").encode())
+                line = json.dumps({k: _finite(v) for k, v in r.items()}, ensure_ascii=False)
+                f.write((line + "\n").encode())
     return failed
 
 
@@ -406,7 +423,8 @@ def score_corpus(
     ``mean_entropy_bits``, ``hwe_fraction`` (share of tokens whose ``window``-token mean entropy exceeds
     the threshold), ``max_window_entropy_bits`` with its byte span ``peak_start``/``peak_end``, plus one
     float column per scorer; also ``index`` (0..n-1, input order), ``id``, ``source``, ``sha256`` and
-    ``error`` (None, or why the document has NaN numbers). See the module docstring for shards,
+    ``error`` (None, or why the document has NaN numbers: it could not be scored, or a scorer rejected
+    it, e.g. a detection method that needs 2 tokens). See the module docstring for shards,
     resumption and the engines.
 
     Args:

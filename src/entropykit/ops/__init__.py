@@ -8,6 +8,6 @@ from entropykit.ops.linear import linear_cross_entropy, linear_distill, linear_t
 
 __all__ = ["attention_entropy", "linear_cross_entropy", "linear_distill", "linear_token_stats"]
 
-from entropykit.ops.parallel import parallel_linear_cross_entropy, parallel_linear_token_stats  # noqa: E402
+from entropykit.ops.parallel import parallel_linear_cross_entropy, parallel_linear_token_stats
 
 __all__ += ["parallel_linear_cross_entropy", "parallel_linear_token_stats"]

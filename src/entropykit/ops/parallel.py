@@ -28,8 +28,8 @@ from torch import Tensor
 from entropykit import measures
 from entropykit._validate import check_class_index, check_int, check_positive, check_real, check_reduction
 from entropykit.ops.linear import (
-    _accumulate,
     _acc_dtype,
+    _accumulate,
     _check_head,
     _check_options,
     _logits,
