@@ -107,7 +107,6 @@ class _Layout:
         self.start = starts[rank]
         self.local = local
         self.vocab = total
-        self.max_local = max(sizes)
 
     def all_reduce(self, x: Tensor, op: str) -> Tensor:
         self.dist.all_reduce(x, op=getattr(self.dist.ReduceOp, op), group=self.group)
@@ -120,8 +119,9 @@ class _Layout:
 
 
 def _chunks(n: int, lay: _Layout, d_model: int, chunk_size: int | None, buffers: int) -> range:
-    # every rank must run the same number of chunks (each one all-reduces): size them by the largest shard
-    rows = _rows_per_chunk(n, lay.max_local, d_model, chunk_size, buffers)
+    # every rank must run the same number of chunks (each one all-reduces): rows from the FULL vocabulary,
+    # so each rank's (rows x V_r) buffer is about 1/world of the single-process chunk
+    rows = _rows_per_chunk(n, lay.vocab, d_model, chunk_size, buffers)
     return range(0, n, rows)
 
 
