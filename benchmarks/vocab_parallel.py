@@ -116,8 +116,8 @@ def main() -> None:
     ranks = sorted(q.get() for _ in procs)
     for p in procs:
         p.join()
-    rows = [["ops.linear_cross_entropy (1 process, 2 threads)", f"{single[1]:.0f}", 1.0, f"{single[2]:.3f}",
-             1.0, "-"]]
+    rows = [["ops.linear_cross_entropy (1 process, 2 threads)", f"{single[1]:.0f}", 1.0,
+             f"{single[2]:.3f}", 1.0, "-"]]
     for name, mb, secs, err in ranks:
         rows.append([f"ops.parallel_linear_cross_entropy, {name} of {args.world} (1 thread)", f"{mb:.0f}",
                      round(mb / single[1], 3), f"{secs:.3f}", round(secs / single[2], 2), f"{err:.1e}"])
@@ -126,11 +126,12 @@ def main() -> None:
     table = markdown_table(header, rows)
     load = os.getloadavg()
     body = (f"N={args.n}, D={args.d}, V={args.v} (accuracy: float64, N={args.n_check}); "
-            f"load average {load[0]:.1f} on {os.cpu_count()} cores (shared machine: times are indicative).\n\n"
+            f"load average {load[0]:.1f} on {os.cpu_count()} cores (shared machine: times are "
+            "indicative).\n\n"
             f"{table}\n\n"
-            "Per process the peak is about 1/K of the single-process op: the local weight gradient is V/K x D "
-            "and the chunk buffer is rows x V/K (the rows come from the full vocabulary, so every rank runs "
-            "the same number of chunks and all-reduces). Time: each rank recomputes its logits in backward "
+            "Per process the peak is about 1/K of the single-process op: the local weight gradient is "
+            "V/K x D and the chunk buffer is rows x V/K (the rows come from the full vocabulary, so every "
+            "rank runs the same number of chunks and all-reduces). Time: each rank recomputes its logits in backward "
             "(one extra matmul, CCE style) and waits in 2 all-reduces per chunk plus one of dhidden; the "
             "single process uses both cores, each rank one.")
     print(body)
