@@ -130,10 +130,10 @@ def main() -> None:
             "indicative).\n\n"
             f"{table}\n\n"
             "Per process the peak is about 1/K of the single-process op: the local weight gradient is "
-            "V/K x D and the chunk buffer is rows x V/K (the rows come from the full vocabulary, so every "
-            "rank runs the same number of chunks and all-reduces). Time: each rank recomputes its logits in backward "
-            "(one extra matmul, CCE style) and waits in 2 all-reduces per chunk plus one of dhidden; the "
-            "single process uses both cores, each rank one.")
+            "V/K x D and the chunk buffer is rows x V/K (the rows come from the full vocabulary, so "
+            "every rank runs the same number of chunks and all-reduces). Time: each rank recomputes its "
+            "logits in backward (one extra matmul, CCE style) and waits in 2 all-reduces per chunk plus "
+            "one of dhidden; the single process uses both cores, each rank one.")
     print(body)
     if not args.no_record:
         cmd = "python benchmarks/vocab_parallel.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
