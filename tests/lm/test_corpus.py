@@ -196,3 +196,18 @@ def test_plan_covers_every_document_once_in_order(tmp_path_factory, sizes, shard
     assert all(s["n"] <= shard for s in shards) and sum(s["n"] for s in shards) == len(expect)
     assert [s["first"] for s in shards] == [sum(x["n"] for x in shards[:i]) for i in range(len(shards))]
     assert math.isclose(len(shards), -(-len(expect) // shard))
+
+
+@pytest.mark.slow  # two worker processes import torch
+def test_dask_engine_equals_local(tmp_path):
+    pytest.importorskip("dask.bag", reason="engine='dask' needs Dask")
+    src = tmp_path / "c"
+    src.mkdir()
+    write_jsonl(src / "a.jsonl", docs(12, seed=9))
+    model_dir = tmp_path / "m"
+    MODEL.module.save(model_dir)  # the workers load the model by path, once per process
+    kw = dict(model=str(model_dir), shard_docs=4, threads=1, progress=False)
+    local = score_corpus(src, tmp_path / "l.parquet", engine="local", **kw)
+    dask_run = score_corpus(src, tmp_path / "d.parquet", engine="dask", workers=2, **kw)
+    assert dask_run.scored_shards == local.scored_shards == 3
+    assert read_out(tmp_path / "d.parquet") == read_out(tmp_path / "l.parquet")

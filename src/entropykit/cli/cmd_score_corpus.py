@@ -61,9 +61,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", "-o", required=True, metavar="OUT", help="output .parquet or .jsonl file")
     p.add_argument("--model", "-m", default=None, metavar="M",
                    help="bundled model name, a model directory or a Hugging Face name (default: bundled)")
-    p.add_argument("--engine", choices=("local", "ray"), default="local",
-                   help="local: this process; ray: Ray Data actors (pip install 'entropykit[scale]')")
-    p.add_argument("--workers", type=int, default=2, help="Ray actors, one model each (default: 2)")
+    p.add_argument("--engine", choices=("local", "ray", "dask"), default="local",
+                   help="local: this process; ray: Ray Data actors; dask: a Dask client or process pool "
+                        "(pip install 'entropykit[scale]')")
+    p.add_argument("--workers", type=int, default=2,
+                   help="Ray actors / Dask processes, one model each (default: 2)")
     p.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="connect to a running Ray cluster (ray.init(address=ADDR)); default: a local Ray")
     p.add_argument("--shard-docs", type=int, default=64, metavar="N",

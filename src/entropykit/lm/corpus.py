@@ -21,7 +21,8 @@ How it scales and resumes:
   re-hashes what it read (a file changed since planning is an error, not a wrong row), and returns
   the rows; the driver writes each finished shard atomically to ``<out>.parts/NNNNNN-<hash>.json``.
   The model is loaded once per worker (``ShardScorer``, a Ray actor class under ``map_batches`` with
-  ``concurrency=workers``); ``engine="local"`` runs the same class in this process.
+  ``concurrency=workers``); ``engine="local"`` runs the same class in this process, ``engine="dask"``
+  one per Dask worker process.
 - **Resume**: a rerun reuses every part whose name, hash, row count and ids match its shard, so a run
   killed at any point loses at most the shards in flight and never duplicates a row.
 - **Order**: rows are assembled from the parts by shard index, so Ray's out-of-order completion
@@ -57,7 +58,7 @@ __all__ = ["ENGINES", "KINDS", "CorpusResult", "ShardScorer", "score_corpus"]
 #: file name suffix -> reader kind
 KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".txt": "text", ".md": "text",
          ".text": "text"}
-ENGINES = ("local", "ray")
+ENGINES = ("local", "ray", "dask")
 _FORMAT = 1  # version of the part files and the shard hash; bump when either changes
 #: the per-document columns, in order (scorer columns follow)
 COLUMNS = ("index", "id", "source", "sha256", "bytes", "tokens", "bits_per_byte", "perplexity",
@@ -434,7 +435,9 @@ def score_corpus(
         out: ``.parquet`` or ``.jsonl`` output (NaN is written as null in JSON lines).
         model: a ``LanguageModel``, a name or directory for ``load_model``, None = bundled default;
             loaded once per worker.
-        engine: ``"local"`` (this process) or ``"ray"`` (Ray Data actors, ``workers`` of them).
+        engine: ``"local"`` (this process), ``"ray"`` (Ray Data actors, ``workers`` of them) or
+            ``"dask"`` (a bag of shards on a running ``dask.distributed`` Client, else ``workers``
+            processes; each worker caches its model, so pass a name or path rather than an object).
         shard_docs: documents per shard: the unit of work, of resumption and of worker memory.
         scorers: name -> ``fn(texts, model) -> one float per text``, called once per shard on the
             documents that scored (picklable for Ray), e.g.
@@ -503,8 +506,10 @@ def score_corpus(
             for desc in todo:
                 _write_part(_part_path(parts, desc), desc, scorer.score_shard(desc))
                 bar.update(desc["n"])
-        elif todo:
+        elif todo and engine == "ray":
             _run_ray(todo, model, opts, parts, workers, ray_address, bar)
+        elif todo:
+            _run_dask(todo, model, opts, parts, workers, bar)
 
     failed = _assemble(outp, parts, shards, sorted(scorers))
     keep = {_part_path(parts, d).name for d in shards}
@@ -543,3 +548,37 @@ def _run_ray(todo: list[dict[str, Any]], model: Any, opts: dict[str, Any], parts
     finally:
         if started:
             ray.shutdown()
+
+
+_WORKER_SCORERS: dict[str, ShardScorer] = {}  # engine="dask": one ShardScorer per worker process and config
+
+
+def _dask_shard(desc: dict[str, Any], model: Any, opts: dict[str, Any], parts: str) -> int:
+    """One Dask task: score a shard with this worker's cached model and write its part (atomically)."""
+    scorer = _WORKER_SCORERS.get(opts["config"])
+    if scorer is None:
+        scorer = _WORKER_SCORERS[opts["config"]] = ShardScorer(model, opts)
+    _write_part(_part_path(Path(parts), desc), desc, scorer.score_shard(desc))
+    return int(desc["n"])
+
+
+def _run_dask(todo: list[dict[str, Any]], model: Any, opts: dict[str, Any], parts: Path, workers: int,
+              bar: Any) -> None:
+    """Dask: a bag of shards; the workers write their parts themselves (so a killed job keeps every
+    finished shard). A running ``dask.distributed`` Client is used if there is one, else a pool of
+    ``workers`` processes."""
+    try:
+        import dask
+        import dask.bag as db
+    except ImportError:
+        raise ImportError("engine='dask' needs Dask: pip install dask") from None
+    bag = db.from_sequence(todo, npartitions=len(todo)).map(_dask_shard, model, opts, str(parts))
+    try:
+        from distributed import default_client
+
+        default_client()
+        kw: dict[str, Any] = {}
+    except (ImportError, ValueError):
+        kw = {"scheduler": "processes", "num_workers": workers}
+    done = dask.compute(bag, **kw)[0]
+    bar.update(sum(done))
