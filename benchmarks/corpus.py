@@ -11,6 +11,7 @@ to disk (each Ray worker loads it once). Rows:
 - Ray engine, 2 actors of 1 CPU / 1 thread each, with the Ray session started before the run
   (``ray.init`` is reported separately: a cluster pays it once, not per job); "actor start-up" is the
   time until the first part is written minus one shard's local scoring time;
+- a Ray run during which one actor process is SIGKILLed;
 - kill at 50 %: ``entropykit score-corpus`` (local engine) in a subprocess, SIGKILL once half of the
   shards are on disk, then the same command again.
 
@@ -72,6 +73,42 @@ def first_part_seconds(parts: Path, t0: float) -> float:
     return min(p.stat().st_mtime for p in parts.glob("*.json")) - t0
 
 
+def kill_an_actor_run(src: Path, root: Path, kw: dict) -> tuple[int | None, str]:
+    """A Ray run during which one scoring actor (a process this script's Ray started) is SIGKILLed."""
+    import threading
+
+    import psutil
+
+    parts = root / "ray-killed.parquet.parts"
+    killed: list[int] = []
+
+    def killer() -> None:
+        while not (parts.is_dir() and any(parts.glob("*.json"))):
+            time.sleep(0.05)
+        for p in psutil.Process().children(recursive=True):
+            try:
+                if "MapWorker" in " ".join(p.cmdline()):
+                    p.send_signal(signal.SIGKILL)
+                    killed.append(p.pid)
+                    return
+            except psutil.Error:
+                continue
+
+    th = threading.Thread(target=killer, daemon=True)
+    th.start()
+    out = root / "ray-killed.parquet"
+    try:
+        r = score_corpus(src, out, engine="ray", workers=2, threads=1, **kw)
+        outcome = (f"Ray restarted the actor and retried its shard; the job finished "
+                   f"({r.scored_shards} shards)")
+    except Exception as exc:  # the job failed: the rerun resumes from the parts on disk
+        r = score_corpus(src, out, engine="ray", workers=2, threads=1, **kw)
+        outcome = (f"the job failed ({type(exc).__name__}); the rerun reused {r.reused_shards} shards and "
+                   f"scored {r.scored_shards}")
+    th.join(timeout=1)
+    return (killed[0] if killed else None), outcome
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", type=int, default=1200)
@@ -100,8 +137,10 @@ def main() -> None:
     t0 = time.time()
     r_ray = score_corpus(src, root / "ray.parquet", engine="ray", workers=2, threads=1, **kw)
     startup = first_part_seconds(root / "ray.parquet.parts", t0) - shard_s
+    killed, outcome = kill_an_actor_run(src, root, kw)
     ray.shutdown()
     same = rows_of(root / "ray.parquet") == rows_of(root / "local.parquet")
+    same_killed = rows_of(root / "ray-killed.parquet") == rows_of(root / "local.parquet")
     steady = args.docs / max(1e-9, r_ray.seconds - startup)
     table.append(["Ray Data, 2 actors x 1 thread (session already up)", f"{r_ray.seconds:.1f}",
                   f"{r_ray.docs_per_second:.1f}", round(r_ray.docs_per_second / local_rate, 3),
@@ -145,6 +184,8 @@ def main() -> None:
         "script).\n\n"
         + markdown_table(["engine", "s", "docs/s", "x local", "start-up s"], table)
         + f"\n\nRows identical to the local engine, in input order: {same}.\n\n"
+        f"A Ray actor killed mid-run (SIGKILL to pid {killed} once the first part was on disk): "
+        f"{outcome}; rows identical to the local engine: {same_killed}.\n\n"
         f"Kill at 50 %: SIGKILL after {at_kill} of {n_shards} shards were on disk; the rerun says "
         f"`{report}` ({resume_s:.1f} s). Indices 0..n-1 with unique ids: {ok_ids}; content hashes equal "
         f"to the uninterrupted run: {ok_hash}; every value equal: {ok_vals}.\n\n"

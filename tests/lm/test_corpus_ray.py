@@ -9,6 +9,7 @@ import sys
 import pytest
 
 ray = pytest.importorskip("ray", reason="engine='ray' needs the [scale] extra")
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray Data's own, at start-up
 
 import test_corpus as tc  # noqa: E402  (tests/lm is on the path: rootdir-style imports)
 from ray import cloudpickle  # noqa: E402
