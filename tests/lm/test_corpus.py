@@ -190,8 +190,8 @@ def test_plan_covers_every_document_once_in_order(tmp_path_factory, sizes, shard
     for p in files:
         planner.add_file(str(p), "jsonl", p.name, "text", None)
     shards = planner.finish()
-    got = [did for s in shards for (path, kind, rel, a, b) in s["segments"]
-           for _, did, _ in _rows(path, kind, rel, "text", None, a, b)]
+    got = [did for s in shards for (path, kind, rel, a, b, line0) in s["segments"]
+           for _, _, did, _ in _rows(path, kind, rel, "text", None, a, b, line0)]
     assert got == expect
     assert all(s["n"] <= shard for s in shards) and sum(s["n"] for s in shards) == len(expect)
     assert [s["first"] for s in shards] == [sum(x["n"] for x in shards[:i]) for i in range(len(shards))]

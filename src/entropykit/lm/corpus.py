@@ -59,7 +59,7 @@ __all__ = ["ENGINES", "KINDS", "CorpusResult", "ShardScorer", "score_corpus"]
 KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".txt": "text", ".md": "text",
          ".text": "text"}
 ENGINES = ("local", "ray", "dask")
-_FORMAT = 1  # version of the part files and the shard hash; bump when either changes
+_FORMAT = 2  # version of the part files and the shard hash; bump when either changes
 #: the per-document columns, in order (scorer columns follow)
 COLUMNS = ("index", "id", "source", "sha256", "bytes", "tokens", "bits_per_byte", "perplexity",
            "mean_surprisal_bits", "mean_entropy_bits", "hwe_fraction", "max_window_entropy_bits",
@@ -77,20 +77,17 @@ class FileError(ValueError):
 
 
 def _rows(path: str, kind: str, rel: str, text_field: str, id_field: str | None, start: int = 0,
-          stop: int | None = None) -> Iterator[tuple[int, str, str | bytes]]:
-    """(position after the row, id, text) of the rows in [start, stop): byte offsets for JSON lines,
-    row numbers for Parquet; a text file is one row (positions 0 -> 1)."""
+          stop: int | None = None, line0: int = 0) -> Iterator[tuple[int, int, str, str | bytes]]:
+    """(position after the row, lines read up to there, id, text) of the rows in [start, stop): byte
+    offsets for JSON lines (``line0``: the lines before ``start``, for the ``FILE:LINE`` ids), row
+    numbers for Parquet; a text file is one row (positions 0 -> 1)."""
     try:
         if kind == "text":
-            yield 1, rel, Path(path).read_bytes()
+            yield 1, 1, rel, Path(path).read_bytes()
         elif kind == "jsonl":
             with open(path, "rb") as f:
                 f.seek(start)
-                pos = start
-                line_no = None if start else 0  # ids need the line number: counted from the file start
-                if line_no is None:
-                    with open(path, "rb") as head:
-                        line_no = head.read(start).count(b"\n")
+                pos, line_no = start, line0
                 while stop is None or pos < stop:
                     line = f.readline()
                     if not line:
@@ -106,7 +103,7 @@ def _rows(path: str, kind: str, rel: str, text_field: str, id_field: str | None,
                     if not isinstance(obj, dict) or not isinstance(obj.get(text_field), str):
                         raise FileError(f"{path}:{line_no}: no string field {text_field!r}")
                     did = obj.get(id_field) if id_field else None
-                    yield pos, (f"{rel}:{line_no}" if did is None else str(did)), obj[text_field]
+                    yield pos, line_no, (f"{rel}:{line_no}" if did is None else str(did)), obj[text_field]
         else:
             import pyarrow.parquet as pq
 
@@ -127,7 +124,7 @@ def _rows(path: str, kind: str, rel: str, text_field: str, id_field: str | None,
                         if not isinstance(text, (str, bytes)):
                             raise FileError(f"{path}: row {i}: {text_field!r} is not a string")
                         did = table[id_field][i - first] if len(cols) > 1 else None
-                        yield i + 1, (f"{rel}:{i}" if did is None else str(did)), text
+                        yield i + 1, i + 1, (f"{rel}:{i}" if did is None else str(did)), text
                 first += n
     except FileError:
         raise
@@ -193,13 +190,13 @@ class _Planner:
         state = (len(self.shards), self.docs, [list(s) for s in self.segments], self.count,
                  self.hasher.copy())
         try:
-            pos = 0
-            for end, did, text in _rows(path, kind, rel, text_field, id_field):
+            pos = lines = 0
+            for end, lines_end, did, text in _rows(path, kind, rel, text_field, id_field):
                 if self.segments and self.segments[-1][0] == path and self.segments[-1][4] == pos:
                     self.segments[-1][4] = end
-                else:
-                    self.segments.append([path, kind, rel, pos, end])
-                pos = end
+                else:  # [path, kind, relative name, start, stop, lines before start]
+                    self.segments.append([path, kind, rel, pos, end, lines])
+                pos, lines = end, lines_end
                 self.hasher.update(f"{did}\0{_digest(text)}\n".encode())
                 self.count += 1
                 self.docs += 1
@@ -249,8 +246,8 @@ class ShardScorer:
         hasher = hashlib.sha256(o["config"].encode())
         rows: list[dict[str, Any]] = []
         texts: list[str | bytes] = []
-        for path, kind, rel, a, b in desc["segments"]:
-            for _, did, text in _rows(path, kind, rel, o["text_field"], o["id_field"], a, b):
+        for path, kind, rel, a, b, line0 in desc["segments"]:
+            for _, _, did, text in _rows(path, kind, rel, o["text_field"], o["id_field"], a, b, line0):
                 sha = _digest(text)
                 hasher.update(f"{did}\0{sha}\n".encode())
                 row: dict[str, Any] = {"index": desc["first"] + len(rows), "id": did, "source": rel,
