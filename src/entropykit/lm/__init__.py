@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from entropykit.codec import decompress_stream as decompress_stream
     from entropykit.codec import resolve_precision as resolve_precision
     from entropykit.detect import score_texts as score_texts
+    from entropykit.lm.corpus import CorpusResult as CorpusResult
+    from entropykit.lm.corpus import score_corpus as score_corpus
     from entropykit.lm.scoring import ScoreResult as ScoreResult
     from entropykit.lm.scoring import score as score
 
@@ -48,6 +50,8 @@ _LAZY = {
     "resolve_precision": "entropykit.codec",
     "detect": "entropykit.detect",
     "score_texts": "entropykit.detect",
+    "score_corpus": "entropykit.lm.corpus",
+    "CorpusResult": "entropykit.lm.corpus",
 }
 
 __all__ = [
