@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .discrete import entropy_discrete, mutual_info_discrete
+from .discrete import entropy_counts, entropy_discrete, mutual_info_discrete
 from .knn import (
     PermutationResult,
     conditional_mutual_info,
@@ -53,6 +53,7 @@ __all__ = [
     "alpha_req",
     "cauchy_schwarz_divergence",
     "conditional_mutual_info",
+    "entropy_counts",
     "entropy_discrete",
     "entropy_knn",
     "kl_divergence_knn",
@@ -107,8 +108,12 @@ METHODS: dict[str, Method] = {
         Method("transfer_entropy", "transfer_entropy", transfer_entropy, ("source", "target"),
                {"k": 3, "lag": 1, "source_history": 1, "target_history": 1, "delay": 1, **_COMMON},
                "Schreiber 2000 (kNN form: Frenzel & Pompe 2007)"),
-        Method("entropy_discrete", "entropy", entropy_discrete, ("x",), {"method": "plugin", "base": "e"},
-               "plug-in; Miller 1955; Grassberger 2003; Chao & Shen 2003"),
+        Method("entropy_discrete", "entropy", entropy_discrete, ("x",),
+               {"method": "plugin", "alphabet_size": None, "base": "e"},
+               "plug-in; Miller 1955; Grassberger 2003; Chao & Shen 2003; NSB: Nemenman et al. 2002"),
+        Method("entropy_counts", "entropy", entropy_counts, ("counts",),
+               {"method": "plugin", "alphabet_size": None, "base": "e"},
+               "as entropy_discrete, from a vector of counts (ndd's interface)"),
         Method("mutual_info_discrete", "mutual_info", mutual_info_discrete, ("x", "y"),
                {"method": "plugin", "base": "e"}, "plug-in / bias-corrected entropies, I = H(X)+H(Y)-H(X,Y)"),
         Method("permutation_entropy", "entropy", permutation_entropy, ("x",),

@@ -23,6 +23,7 @@ the GIL). Compiled on first use and cached on disk (numba's ``cache=True``).
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -70,7 +71,7 @@ def _compiled() -> Any:
     @jit
     def knn(vs: np.ndarray, starts: np.ndarray, lo1: np.ndarray, hi1: np.ndarray, strip: np.ndarray,
             k: int, start: int, stop: int, dist: np.ndarray, idx: np.ndarray) -> None:
-        n, d = vs.shape
+        d = vs.shape[1]
         nstrips = starts.size - 1
         for p in range(start, stop):
             bd = dist[p]
@@ -151,7 +152,7 @@ def _compiled() -> Any:
     @jit
     def count(vs: np.ndarray, starts: np.ndarray, lo1: np.ndarray, hi1: np.ndarray, strip: np.ndarray,
               r: np.ndarray, strict: bool, start: int, stop: int, out: np.ndarray) -> None:
-        n, d = vs.shape
+        d = vs.shape[1]
         nstrips = starts.size - 1
         for p in range(start, stop):
             rad = r[p]
@@ -183,7 +184,7 @@ def _run(fn: Callable[[int, int], None], n: int, workers: int) -> None:
         return
     edges = np.linspace(0, n, 4 * workers + 1).astype(int)
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda se: fn(*se), [(int(s), int(e)) for s, e in zip(edges[:-1], edges[1:])]))
+        list(pool.map(lambda se: fn(*se), [(int(s), int(e)) for s, e in itertools.pairwise(edges)]))
 
 
 class Grid:
