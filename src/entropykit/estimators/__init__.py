@@ -40,17 +40,20 @@ from .matrix import (
     von_neumann_entropy,
 )
 from .multivariate import HigherOrderInfo, o_information
+from .resampling import BootstrapResult, bootstrap
 from .neural import BOUNDS, NeuralMIResult, mi_bound, neural_mutual_info
 from .timeseries import permutation_entropy, statistical_complexity
 
 __all__ = [
     "BOUNDS",
     "METHODS",
+    "BootstrapResult",
     "HigherOrderInfo",
     "Method",
     "NeuralMIResult",
     "PermutationResult",
     "alpha_req",
+    "bootstrap",
     "cauchy_schwarz_divergence",
     "conditional_mutual_info",
     "entropy_counts",
@@ -80,7 +83,8 @@ class Method:
 
     name: str
     quantity: Literal["entropy", "mutual_info", "conditional_mutual_info", "divergence",
-                      "transfer_entropy", "complexity", "spectrum", "higher_order"]
+                      "transfer_entropy", "complexity", "spectrum", "higher_order",
+                      "interval", "significance"]
     fn: Callable[..., Any]
     inputs: tuple[str, ...]
     params: dict[str, Any] = field(default_factory=dict)  # name -> default
@@ -141,6 +145,12 @@ METHODS: dict[str, Method] = {
         Method("o_information", "higher_order", o_information, ("x",),
                {"method": "gaussian", "copula": True, "k": 3, "base": "e", "random_state": 0},
                "Rosas et al. 2019; Gaussian copula: Ince et al. 2017"),
+        Method("bootstrap", "interval", bootstrap, ("estimator", "samples"),
+               {"n_resamples": 200, "confidence": 0.95, "method": "percentile", "resample": "bootstrap",
+                "paired": True, "jackknife_groups": None, "random_state": 0},
+               "Efron & Tibshirani 1993 (percentile, basic, BCa); half-sampling: Shao & Tu 1995"),
+        Method("permutation_test", "significance", permutation_test, ("estimator", "x", "y"),
+               {"n_permutations": 100, "random_state": 0}, "permutation null (Kraskov et al. 2004, Sec. IV)"),
         Method("cauchy_schwarz_divergence", "divergence", cauchy_schwarz_divergence, ("x", "y"),
                {"sigma": 1.0, "base": "e"}, "Jenssen et al. 2006 (Parzen windows)"),
     )
