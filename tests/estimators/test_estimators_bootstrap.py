@@ -46,7 +46,7 @@ def test_bootstrap_covers_a_discrete_entropy(method: str) -> None:
     truth, seeds, hits = scipy_entropy(p), 20, 0
     for s in range(seeds):
         x = np.random.default_rng(s).choice(6, 300, p=p)
-        r = est.bootstrap(est.entropy_discrete, x, n_resamples=100, method=method, random_state=s)
+        r = est.bootstrap(est.entropy_discrete, x, n_resamples=100, interval=method, random_state=s)
         hits += r.low <= truth <= r.high
     assert hits >= 16, hits  # nominal 19 of 20
 
@@ -58,9 +58,9 @@ def test_bca_matches_scipy() -> None:
         return float(a.mean())
 
     b = 20_000  # Monte Carlo error of a 2.5 % quantile: ~0.02 standard errors
-    ours = est.bootstrap(mean, x, n_resamples=b, method="bca", random_state=1)
+    ours = est.bootstrap(mean, x, n_resamples=b, interval="bca", random_state=1)
     ref = stats.bootstrap((x,), np.mean, n_resamples=b, method="BCa", random_state=2).confidence_interval
-    pct = est.bootstrap(mean, x, n_resamples=b, method="percentile", random_state=1)
+    pct = est.bootstrap(mean, x, n_resamples=b, interval="percentile", random_state=1)
     se = ours.std
     assert ours.low == pytest.approx(ref.low, abs=0.1 * se)
     assert ours.high == pytest.approx(ref.high, abs=0.1 * se)
@@ -84,12 +84,12 @@ def test_bootstrap_validation() -> None:
         est.bootstrap(3, x)
     with pytest.raises(ValueError, match="samples must hold at least one"):
         est.bootstrap(est.entropy_discrete)
-    with pytest.raises(ValueError, match="method must be 'percentile' or 'basic' with resample='half'"):
-        est.bootstrap(est.entropy_discrete, x, method="bca", resample="half")
+    with pytest.raises(ValueError, match="interval must be 'percentile' or 'basic' with resample='half'"):
+        est.bootstrap(est.entropy_discrete, x, interval="bca", resample="half")
     with pytest.raises(ValueError, match="confidence"):
         est.bootstrap(est.entropy_discrete, x, confidence=1.0)
-    with pytest.raises(ValueError, match="method must be one of"):
-        est.bootstrap(est.entropy_discrete, x, method="studentized")
+    with pytest.raises(ValueError, match="interval must be one of"):
+        est.bootstrap(est.entropy_discrete, x, interval="studentized")
     with pytest.raises(ValueError, match="finite values"):
         est.bootstrap(lambda a: float("nan"), x)
     a = est.bootstrap(est.entropy_discrete, x, random_state=4)

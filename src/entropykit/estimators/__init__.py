@@ -8,7 +8,7 @@ reference, so benchmarks and the CLI enumerate them from one place.
 >>> import numpy as np
 >>> from entropykit import estimators
 >>> sorted(estimators.METHODS)[:3]
-['alpha_req', 'cauchy_schwarz_divergence', 'conditional_mutual_info']
+['alpha_req', 'bootstrap', 'cauchy_schwarz_divergence']
 >>> z = np.random.default_rng(0).standard_normal((1000, 2))
 >>> estimators.METHODS["mutual_info_ksg"].fn(z[:, 0], z[:, 0] + z[:, 1]) > 0.25  # truth log(2)/2
 True
@@ -40,8 +40,8 @@ from .matrix import (
     von_neumann_entropy,
 )
 from .multivariate import HigherOrderInfo, o_information
-from .resampling import BootstrapResult, bootstrap
 from .neural import BOUNDS, NeuralMIResult, mi_bound, neural_mutual_info
+from .resampling import BootstrapResult, bootstrap
 from .timeseries import permutation_entropy, statistical_complexity
 
 __all__ = [
@@ -146,7 +146,7 @@ METHODS: dict[str, Method] = {
                {"method": "gaussian", "copula": True, "k": 3, "base": "e", "random_state": 0},
                "Rosas et al. 2019; Gaussian copula: Ince et al. 2017"),
         Method("bootstrap", "interval", bootstrap, ("estimator", "samples"),
-               {"n_resamples": 200, "confidence": 0.95, "method": "percentile", "resample": "bootstrap",
+               {"n_resamples": 200, "confidence": 0.95, "interval": "percentile", "resample": "bootstrap",
                 "paired": True, "jackknife_groups": None, "random_state": 0},
                "Efron & Tibshirani 1993 (percentile, basic, BCa); half-sampling: Shao & Tu 1995"),
         Method("permutation_test", "significance", permutation_test, ("estimator", "x", "y"),

@@ -40,7 +40,8 @@ __all__ = ["BootstrapResult", "bootstrap"]
 
 @dataclass(frozen=True)
 class BootstrapResult:
-    """An estimate with its resampling interval ``[low, high]`` at level ``confidence``; ``std`` is
+    """An estimate with its resampling interval ``[low, high]`` at level ``confidence`` (``interval``:
+    its kind); ``std`` is
     the standard error implied by the replicates and ``distribution`` the replicates themselves
     (for ``"half"``: shifted to be centred on the estimate)."""
 
@@ -49,7 +50,7 @@ class BootstrapResult:
     high: float
     std: float
     confidence: float
-    method: str
+    interval: str
     resample: str
     distribution: np.ndarray
 
@@ -60,7 +61,7 @@ def _call(estimator: Callable[..., Any], arrays: list[np.ndarray], kwargs: dict[
 
 def bootstrap(
     estimator: Callable[..., Any], *samples: Any, n_resamples: int = 200, confidence: float = 0.95,
-    method: str = "percentile", resample: str = "bootstrap", paired: bool = True,
+    interval: str = "percentile", resample: str = "bootstrap", paired: bool = True,
     jackknife_groups: int | None = None, random_state: RandomState = 0, **kwargs: Any,
 ) -> BootstrapResult:
     r"""Resampling confidence interval of ``estimator(*samples, **kwargs)``.
@@ -69,7 +70,7 @@ def bootstrap(
     (the default: rows are joint observations, as for mutual information) one set of row indices
     resamples all of them; ``paired=False`` resamples each on its own (two independent samples, as
     for ``kl_divergence_knn``). With B replicates :math:`\hat\theta^*_b`, estimate
-    :math:`\hat\theta` and :math:`\alpha = 1 - \text{confidence}`:
+    :math:`\hat\theta` and :math:`\alpha = 1 - \text{confidence}`, ``interval`` is
 
     - ``"percentile"``: :math:`[q_{\alpha/2}, q_{1-\alpha/2}]` of the replicates;
     - ``"basic"``: :math:`[2\hat\theta - q_{1-\alpha/2}, 2\hat\theta - q_{\alpha/2}]`;
@@ -86,9 +87,9 @@ def bootstrap(
     >>> import numpy as np
     >>> from entropykit.estimators import entropy_discrete
     >>> x = np.random.default_rng(0).integers(0, 4, 400)  # truth log 4 = 1.386
-    >>> r = bootstrap(entropy_discrete, x, n_resamples=100, method="bca")
-    >>> r.low < 1.386 < r.high, round(r.estimate, 3)
-    (True, 1.385)
+    >>> r = bootstrap(entropy_discrete, x, n_resamples=100, interval="bca", method="miller_madow")
+    >>> r.low < 1.386 < r.high, round(r.estimate, 3)  # method= goes to entropy_discrete
+    (True, 1.384)
     """
     if not callable(estimator):
         raise TypeError(f"estimator must be callable, got {type(estimator).__name__}")
@@ -96,10 +97,10 @@ def bootstrap(
         raise ValueError("samples must hold at least one sample array, got none")
     b = check_int(n_resamples, "n_resamples", 2)
     conf = check_real(confidence, "confidence", 0.0, 1.0, lo_open=True, hi_open=True)
-    method = check_choice(method, ("percentile", "basic", "bca"), "method")
+    kind = check_choice(interval, ("percentile", "basic", "bca"), "interval")
     resample = check_choice(resample, ("bootstrap", "half"), "resample")
-    if method == "bca" and resample == "half":
-        raise ValueError("method must be 'percentile' or 'basic' with resample='half', got 'bca'")
+    if kind == "bca" and resample == "half":
+        raise ValueError("interval must be 'percentile' or 'basic' with resample='half', got 'bca'")
     arrays = [check_samples(s, f"samples[{i}]", min_samples=2) for i, s in enumerate(samples)]
     if paired:
         check_same_n({f"samples[{i}]": a for i, a in enumerate(arrays)})
@@ -124,17 +125,17 @@ def bootstrap(
         reps = reps - reps.mean() + est  # deviations around the full-sample estimate
     alpha = 1.0 - conf
     lo_q, hi_q = alpha / 2, 1 - alpha / 2
-    if method == "bca":
+    if kind == "bca":
         z0 = float(ndtri(np.mean(reps < est)))
         accel = _acceleration(estimator, arrays, kwargs, paired, jackknife_groups)
         z = ndtri(np.array([lo_q, hi_q]))
         lo_q, hi_q = (float(v) for v in ndtr(z0 + (z0 + z) / (1 - accel * (z0 + z))))
         if not np.isfinite([lo_q, hi_q]).all():  # every replicate on one side: z0 is infinite
             raise ValueError("samples must give replicates on both sides of the estimate for 'bca', "
-                             "got all on one side; use method='percentile'")
+                             "got all on one side; use interval='percentile'")
     q_lo, q_hi = (float(v) for v in np.quantile(reps, [lo_q, hi_q]))
-    low, high = (2 * est - q_hi, 2 * est - q_lo) if method == "basic" else (q_lo, q_hi)
-    return BootstrapResult(est, low, high, float(reps.std(ddof=1)), conf, method, resample, reps)
+    low, high = (2 * est - q_hi, 2 * est - q_lo) if kind == "basic" else (q_lo, q_hi)
+    return BootstrapResult(est, low, high, float(reps.std(ddof=1)), conf, kind, resample, reps)
 
 
 def _acceleration(estimator: Callable[..., Any], arrays: list[np.ndarray], kwargs: dict[str, Any],
