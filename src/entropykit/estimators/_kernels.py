@@ -175,7 +175,35 @@ def _compiled() -> Any:
                 s += 1
             out[p] = total
 
-    return knn, count
+    @jit
+    def count_1d(v: np.ndarray, r: np.ndarray, strict: bool, start: int, stop: int, out: np.ndarray) -> None:
+        """One coordinate, one strip: both window edges by binary search over the sorted values."""
+        n = v.shape[0]
+        for p in range(start, stop):
+            x0 = v[p, 0]
+            rad = r[p]
+            pos = locate(v, 0, n, x0)
+            lo, hi = 0, pos  # first j in [0, pos) inside (x0 - v_j shrinks as j grows)
+            while lo < hi:
+                m = (lo + hi) // 2
+                g = x0 - v[m, 0]
+                if (g < rad) if strict else (g <= rad):
+                    hi = m
+                else:
+                    lo = m + 1
+            left = pos - lo
+            lo, hi = pos, n  # first j in [pos, n) outside
+            while lo < hi:
+                m = (lo + hi) // 2
+                g = v[m, 0] - x0
+                if (g < rad) if strict else (g <= rad):
+                    lo = m + 1
+                else:
+                    hi = m
+            self_in = (0.0 < rad) if strict else (0.0 <= rad)  # p itself lies in [pos, lo) then
+            out[p] = left + (lo - pos) - (1 if self_in else 0)
+
+    return knn, count, count_1d
 
 
 def _run(fn: Callable[[int, int], None], n: int, workers: int) -> None:
@@ -220,7 +248,7 @@ class Grid:
 
     def knn(self, k: int, workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Distances (ascending) and indices of each point's k nearest other points, ``(n, k)``."""
-        knn, _ = _compiled()
+        knn = _compiled()[0]
         dist = np.empty((self.n, k))
         idx = np.empty((self.n, k), dtype=np.int64)
         _run(lambda s, e: knn(*self._args(), k, s, e, dist, idx), self.n, workers)
@@ -232,10 +260,13 @@ class Grid:
 
     def count(self, r: np.ndarray, strict: bool, workers: int = 1) -> np.ndarray:
         """For each point i, the number of other points at distance ``< r_i`` (``<=`` if not strict)."""
-        _, count = _compiled()
+        _, count, count_1d = _compiled()
         rs = np.ascontiguousarray(r[self.order], dtype=np.float64)
         got = np.empty(self.n, dtype=np.int64)
-        _run(lambda s, e: count(*self._args(), rs, strict, s, e, got), self.n, workers)
+        if self.v.shape[1] == 1:
+            _run(lambda s, e: count_1d(self.v, rs, strict, s, e, got), self.n, workers)
+        else:
+            _run(lambda s, e: count(*self._args(), rs, strict, s, e, got), self.n, workers)
         out = np.empty_like(got)
         out[self.order] = got
         return out
