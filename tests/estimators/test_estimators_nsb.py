@@ -98,3 +98,14 @@ def test_entropy_counts_validation() -> None:
     with pytest.raises(ValueError, match="alphabet_size"):
         est.entropy_counts([1, 2, 3], method="nsb", alphabet_size=2)  # fewer than observed
     assert est.entropy_counts([5, 5], base=2) == pytest.approx(1.0)
+
+
+def test_nsb_mutual_information_of_a_well_sampled_joint() -> None:
+    rng = np.random.default_rng(2)
+    p = np.array([[0.3, 0.1], [0.1, 0.5]])
+    cells = rng.choice(4, 20_000, p=p.ravel())
+    x, y = cells // 2, cells % 2
+    truth = float(np.sum(p * np.log(p / np.outer(p.sum(1), p.sum(0)))))
+    nsb = est.mutual_info_discrete(x, y, method="nsb")
+    assert nsb == pytest.approx(est.mutual_info_discrete(x, y), abs=2e-3)
+    assert nsb == pytest.approx(truth, abs=0.02)
