@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from entropykit import estimators as est
-from entropykit.estimators import _neighbors
+from entropykit.estimators import _kernels, _neighbors
 
 
 def gaussian_pair(n: int, rho: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -33,7 +33,7 @@ def multinormal(n: int, dx: int, dy: int, off: float, seed: int) -> tuple[np.nda
 # --------------------------------------------------------------------------- exact agreement
 
 
-@pytest.mark.parametrize("neighbors", ["tree", "brute"])
+@pytest.mark.parametrize("neighbors", ["grid", "tree", "brute"])
 @pytest.mark.parametrize(("dx", "dy", "k"), [(1, 1, 3), (2, 1, 1), (3, 2, 4)])
 def test_ksg_matches_naive_exactly(neighbors: str, dx: int, dy: int, k: int) -> None:
     x, y, _ = multinormal(150, dx, dy, 0.4, seed=dx + 10 * k)
@@ -43,7 +43,7 @@ def test_ksg_matches_naive_exactly(neighbors: str, dx: int, dy: int, k: int) -> 
     assert est.mutual_info_ksg(x, y, variant=2, **kw) == pytest.approx(naive.ksg2(xs, ys, k), abs=1e-12)
 
 
-@pytest.mark.parametrize("neighbors", ["tree", "brute"])
+@pytest.mark.parametrize("neighbors", ["grid", "tree", "brute"])
 def test_cmi_matches_naive_exactly(neighbors: str) -> None:
     g = np.random.default_rng(3).standard_normal((4, 120))
     x, z = g[0], np.c_[g[1], g[2]]
@@ -54,7 +54,7 @@ def test_cmi_matches_naive_exactly(neighbors: str) -> None:
 
 
 @pytest.mark.parametrize("metric", ["chebyshev", "euclidean"])
-@pytest.mark.parametrize("neighbors", ["tree", "brute"])
+@pytest.mark.parametrize("neighbors", ["grid", "tree", "brute"])
 def test_entropy_matches_naive_exactly(metric: str, neighbors: str) -> None:
     x = np.random.default_rng(1).standard_normal((200, 3)) * [1.0, 2.0, 0.5]
     ref = naive.kl_entropy(x, 2, metric)
@@ -62,7 +62,7 @@ def test_entropy_matches_naive_exactly(metric: str, neighbors: str) -> None:
     assert got == pytest.approx(ref, abs=1e-12)
 
 
-@pytest.mark.parametrize("neighbors", ["tree", "brute"])
+@pytest.mark.parametrize("neighbors", ["grid", "tree", "brute"])
 def test_kl_divergence_matches_naive_exactly(neighbors: str) -> None:
     rng = np.random.default_rng(2)
     x, y = rng.standard_normal((150, 2)), rng.standard_normal((170, 2)) + 0.5
@@ -70,7 +70,7 @@ def test_kl_divergence_matches_naive_exactly(neighbors: str) -> None:
     assert got == pytest.approx(naive.wkv(x, y, 2), abs=1e-12)
 
 
-@pytest.mark.parametrize("neighbors", ["tree", "brute"])
+@pytest.mark.parametrize("neighbors", ["grid", "tree", "brute"])
 def test_mixed_matches_gao_reference_code(neighbors: str) -> None:
     rng = np.random.default_rng(4)
     x = rng.integers(0, 4, size=200).astype(float)
@@ -153,7 +153,7 @@ def test_ksg_ensemble_and_lnc() -> None:
 
 
 @pytest.mark.parametrize("variant", [1, 2])
-@pytest.mark.parametrize("neighbors", ["tree", "brute"])
+@pytest.mark.parametrize("neighbors", ["grid", "tree", "brute"])
 def test_ksg_ensemble_is_the_mean_of_single_k(variant: int, neighbors: str) -> None:
     x, y, _ = multinormal(300, 3, 2, 0.4, seed=9)
     kw = {"variant": variant, "neighbors": neighbors}
@@ -256,8 +256,35 @@ def test_ksg_properties(seed: int, n: int, dx: int, dy: int, k: int, ties: bool)
     if not ties:
         b2 = est.mutual_info_ksg(x, y, variant=2, **kw)
         assert est.mutual_info_ksg(x, y, variant=2, neighbors="brute", **kw) == pytest.approx(b2, abs=1e-12)
-    assert est.mutual_info_mixed(x, y, k=k, neighbors="brute") == pytest.approx(
-        est.mutual_info_mixed(x, y, k=k, neighbors="tree"), abs=1e-12)
+    assert est.mutual_info_ksg(x, y, neighbors="tree", **kw) == pytest.approx(base, abs=1e-12)
+    if not ties:
+        assert est.mutual_info_ksg(x, y, variant=2, neighbors="tree", **kw) == pytest.approx(b2, abs=1e-12)
+    for nb in ("grid", "tree"):
+        assert est.mutual_info_mixed(x, y, k=k, neighbors=nb) == pytest.approx(
+            est.mutual_info_mixed(x, y, k=k, neighbors="brute"), abs=1e-12)
+
+
+@pytest.mark.skipif(not _kernels.available(), reason="numba not installed")
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31), n=st.integers(2, 60), d=st.integers(1, 14), k=st.integers(1, 4),
+       h=st.sampled_from([0.0, 0.1, 0.7, 3.0]), ties=st.booleans(), strict=st.booleans())
+def test_grid_kernels_match_brute_force(seed: int, n: int, d: int, k: int, h: float, ties: bool,
+                                        strict: bool) -> None:
+    rng = np.random.default_rng(seed)
+    v = rng.standard_normal((n, d))
+    if ties:
+        v = np.round(v)
+    dist = np.abs(v[:, None, :] - v[None, :, :]).max(axis=2)
+    np.fill_diagonal(dist, np.inf)
+    grid = _kernels.Grid(v, h)
+    k = min(k, n - 1)
+    got_d, got_i = grid.knn(k, workers=2 if seed % 2 else 1)
+    assert np.array_equal(got_d, np.sort(dist, axis=1)[:, :k])
+    assert np.array_equal(np.take_along_axis(dist, got_i, axis=1), got_d)  # indices of those distances
+    assert (got_i != np.arange(n)[:, None]).all()
+    r = rng.choice([0.0, 0.5, 1.0, 2.0], size=n) if ties else rng.uniform(0, 2, n)
+    inside = dist < r[:, None] if strict else dist <= r[:, None]
+    assert np.array_equal(grid.count(r, strict), inside.sum(axis=1))
 
 
 @settings(max_examples=40, deadline=None)
@@ -295,6 +322,7 @@ def test_torch_and_lists_are_accepted_and_seeded_runs_reproduce() -> None:
     assert est.mutual_info_ksg(xt, yt, random_state=5) == est.mutual_info_ksg(xt, yt, random_state=5)
     assert est.mutual_info_ksg(x, y, base=2) == pytest.approx(a / math.log(2))
     assert est.mutual_info_ksg(x, y, workers=2, neighbors="brute") == pytest.approx(a, abs=1e-12)
+    assert est.mutual_info_ksg(x, y, workers=2, neighbors="tree") == pytest.approx(a, abs=1e-12)
 
 
 def test_negative_estimates_are_not_clipped() -> None:

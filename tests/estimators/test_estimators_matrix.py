@@ -3,6 +3,7 @@ naive float64 formulas; properties (rotation invariance, symmetry)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -95,3 +96,64 @@ def test_matrix_validation() -> None:
         est.cauchy_schwarz_divergence(np.zeros((3, 1)), np.ones((3, 1)), sigma=0)
     with pytest.raises(ValueError, match="same number of features"):
         est.cauchy_schwarz_divergence(np.zeros((3, 1)), np.ones((3, 2)))
+
+
+# --------------------------------------------------------------------------- diffusion spectral entropy
+
+
+def dse_reference(z: np.ndarray, sigma: float, t: int) -> float:
+    """The definition read literally: eigenvalues of the non-symmetric P = D^-1 G (general solver)."""
+    d2 = ((z[:, None, :] - z[None, :, :]) ** 2).sum(-1)
+    g = np.exp(-d2 / (2 * sigma**2))
+    p = g / g.sum(axis=1, keepdims=True)
+    lam = np.abs(np.linalg.eigvals(p)) ** t
+    q = lam / lam.sum()
+    q = q[q > 0]
+    return float(-(q * np.log(q)).sum())
+
+
+@pytest.mark.parametrize(("sigma", "t"), [(0.5, 1), (1.0, 2), (2.0, 5)])
+def test_dse_matches_the_literal_definition(sigma: float, t: int) -> None:
+    z = np.random.default_rng(int(sigma * 10) + t).standard_normal((60, 3))
+    assert est.diffusion_spectral_entropy(z, sigma=sigma, t=t) == pytest.approx(dse_reference(z, sigma, t),
+                                                                               abs=1e-9)
+
+
+def test_dse_known_answers() -> None:
+    far = np.arange(12.0)[:, None] * 1000  # every point isolated: P = I
+    assert est.diffusion_spectral_entropy(far, sigma=1.0) == pytest.approx(math.log(12), abs=1e-12)
+    assert est.diffusion_spectral_entropy(far, sigma=1.0, base=2) == pytest.approx(math.log2(12), abs=1e-12)
+    clusters = np.repeat(np.eye(5) * 100, [3, 7, 10, 2, 8], axis=0)  # 5 tight clusters of unequal sizes
+    for t in (1, 3, 10):
+        got = est.diffusion_spectral_entropy(clusters, sigma=1.0, t=t)
+        assert got == pytest.approx(math.log(5), abs=1e-9)
+    blob = np.random.default_rng(0).standard_normal((80, 2))  # one connected blob: large t -> 0
+    values = [est.diffusion_spectral_entropy(blob, sigma=1.0, t=t) for t in (1, 4, 16, 256)]
+    assert all(a > b for a, b in itertools.pairwise(values)) and values[-1] < 0.05
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**31), n=st.integers(2, 30), sigma=st.sampled_from([0.3, 1.0, 3.0]))
+def test_dse_range_and_rigid_invariance(seed: int, n: int, sigma: float) -> None:
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, 3))
+    h = est.diffusion_spectral_entropy(z, sigma=sigma)
+    assert -1e-12 <= h <= math.log(n) + 1e-9
+    q, _ = np.linalg.qr(rng.standard_normal((3, 3)))
+    assert est.diffusion_spectral_entropy(z @ q + 5.0, sigma=sigma) == pytest.approx(h, abs=1e-8)
+
+
+def test_dsmi_known_answers() -> None:
+    y = np.repeat(np.arange(4), 40)
+    z = np.eye(4)[y] * 100 + 1e-3 * np.random.default_rng(0).standard_normal((160, 4))
+    # the label fixes the tight cluster: DSE(Z | y) = 0, a random 40-subset holds all 4 clusters
+    assert est.diffusion_spectral_mutual_info(z, y, sigma=1.0) == pytest.approx(math.log(4), abs=1e-4)
+    shuffled = np.random.default_rng(1).permutation(y)  # labels independent of the clusters
+    assert abs(est.diffusion_spectral_mutual_info(z, shuffled, sigma=1.0)) < 0.05
+    assert est.diffusion_spectral_mutual_info(z, y, sigma=1.0, base=2) == pytest.approx(2.0, abs=1e-4)
+    with pytest.raises(ValueError, match="z and labels must have the same number of samples"):
+        est.diffusion_spectral_mutual_info(z, y[:-1])
+    with pytest.raises(ValueError, match="sigma"):
+        est.diffusion_spectral_entropy(z, sigma=0.0)
+    with pytest.raises(ValueError, match="t must be"):
+        est.diffusion_spectral_entropy(z, t=0)

@@ -43,7 +43,7 @@ Y = np.random.default_rng(1).standard_normal((30, 1))
         (lambda: est.conditional_mutual_info(X, Y, Y[:5]), ValueError, "x and z must have the same number"),
         (lambda: est.transfer_entropy(Y, Y, lag=0), ValueError, "lag must be an int >= 1"),
         (lambda: est.transfer_entropy(Y[:3], Y[:3], lag=2), ValueError, "longer than the embedding window"),
-        (lambda: est.entropy_discrete([0, 1], method="nsb"), ValueError, "method must be one of"),
+        (lambda: est.entropy_discrete([0, 1], method="nsbx"), ValueError, "method must be one of"),
         (lambda: est.permutation_entropy(X), ValueError, "one-dimensional series"),
         (lambda: est.permutation_entropy([1.0, 2.0], order=3), ValueError, "more than"),
         (lambda: est.permutation_entropy([1.0] * 9, weighted=True), ValueError, "x must vary"),

@@ -8,7 +8,7 @@ reference, so benchmarks and the CLI enumerate them from one place.
 >>> import numpy as np
 >>> from entropykit import estimators
 >>> sorted(estimators.METHODS)[:3]
-['alpha_req', 'cauchy_schwarz_divergence', 'conditional_mutual_info']
+['alpha_req', 'bootstrap', 'cauchy_schwarz_divergence']
 >>> z = np.random.default_rng(0).standard_normal((1000, 2))
 >>> estimators.METHODS["mutual_info_ksg"].fn(z[:, 0], z[:, 0] + z[:, 1]) > 0.25  # truth log(2)/2
 True
@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .discrete import entropy_discrete, mutual_info_discrete
+from .discrete import entropy_counts, entropy_discrete, mutual_info_discrete
 from .knn import (
     PermutationResult,
     conditional_mutual_info,
@@ -34,6 +34,8 @@ from .knn import (
 from .matrix import (
     alpha_req,
     cauchy_schwarz_divergence,
+    diffusion_spectral_entropy,
+    diffusion_spectral_mutual_info,
     matrix_mutual_info,
     matrix_renyi_entropy,
     rankme,
@@ -41,18 +43,24 @@ from .matrix import (
 )
 from .multivariate import HigherOrderInfo, o_information
 from .neural import BOUNDS, NeuralMIResult, mi_bound, neural_mutual_info
+from .resampling import BootstrapResult, bootstrap
 from .timeseries import permutation_entropy, statistical_complexity
 
 __all__ = [
     "BOUNDS",
     "METHODS",
+    "BootstrapResult",
     "HigherOrderInfo",
     "Method",
     "NeuralMIResult",
     "PermutationResult",
     "alpha_req",
+    "bootstrap",
     "cauchy_schwarz_divergence",
     "conditional_mutual_info",
+    "diffusion_spectral_entropy",
+    "diffusion_spectral_mutual_info",
+    "entropy_counts",
     "entropy_discrete",
     "entropy_knn",
     "kl_divergence_knn",
@@ -79,7 +87,8 @@ class Method:
 
     name: str
     quantity: Literal["entropy", "mutual_info", "conditional_mutual_info", "divergence",
-                      "transfer_entropy", "complexity", "spectrum", "higher_order"]
+                      "transfer_entropy", "complexity", "spectrum", "higher_order",
+                      "interval", "significance"]
     fn: Callable[..., Any]
     inputs: tuple[str, ...]
     params: dict[str, Any] = field(default_factory=dict)  # name -> default
@@ -107,8 +116,12 @@ METHODS: dict[str, Method] = {
         Method("transfer_entropy", "transfer_entropy", transfer_entropy, ("source", "target"),
                {"k": 3, "lag": 1, "source_history": 1, "target_history": 1, "delay": 1, **_COMMON},
                "Schreiber 2000 (kNN form: Frenzel & Pompe 2007)"),
-        Method("entropy_discrete", "entropy", entropy_discrete, ("x",), {"method": "plugin", "base": "e"},
-               "plug-in; Miller 1955; Grassberger 2003; Chao & Shen 2003"),
+        Method("entropy_discrete", "entropy", entropy_discrete, ("x",),
+               {"method": "plugin", "alphabet_size": None, "base": "e"},
+               "plug-in; Miller 1955; Grassberger 2003; Chao & Shen 2003; NSB: Nemenman et al. 2002"),
+        Method("entropy_counts", "entropy", entropy_counts, ("counts",),
+               {"method": "plugin", "alphabet_size": None, "base": "e"},
+               "as entropy_discrete, from a vector of counts (ndd's interface)"),
         Method("mutual_info_discrete", "mutual_info", mutual_info_discrete, ("x", "y"),
                {"method": "plugin", "base": "e"}, "plug-in / bias-corrected entropies, I = H(X)+H(Y)-H(X,Y)"),
         Method("permutation_entropy", "entropy", permutation_entropy, ("x",),
@@ -122,6 +135,11 @@ METHODS: dict[str, Method] = {
         Method("rankme", "spectrum", rankme, ("z",), {"eps": 1e-7}, "Garrido et al. 2023"),
         Method("alpha_req", "spectrum", alpha_req, ("z",), {"fit_from": 1, "fit_to": None},
                "Agrawal et al. 2022"),
+        Method("diffusion_spectral_entropy", "entropy", diffusion_spectral_entropy, ("z",),
+               {"sigma": 10.0, "t": 1, "base": "e"}, "Liao et al. 2023 (DSE)"),
+        Method("diffusion_spectral_mutual_info", "mutual_info", diffusion_spectral_mutual_info,
+               ("z", "labels"), {"sigma": 10.0, "t": 1, "n_repetitions": 5, "random_state": 0, "base": "e"},
+               "Liao et al. 2023 (DSMI, discrete labels)"),
         Method("matrix_renyi_entropy", "entropy", matrix_renyi_entropy, ("x",),
                {"alpha": 2.0, "sigma": None, "base": "e"}, "Sanchez Giraldo, Rao & Principe 2015"),
         Method("matrix_mutual_info", "mutual_info", matrix_mutual_info, ("x", "y"),
@@ -136,6 +154,12 @@ METHODS: dict[str, Method] = {
         Method("o_information", "higher_order", o_information, ("x",),
                {"method": "gaussian", "copula": True, "k": 3, "base": "e", "random_state": 0},
                "Rosas et al. 2019; Gaussian copula: Ince et al. 2017"),
+        Method("bootstrap", "interval", bootstrap, ("estimator", "samples"),
+               {"n_resamples": 200, "confidence": 0.95, "interval": "percentile", "resample": "bootstrap",
+                "paired": True, "jackknife_groups": None, "random_state": 0},
+               "Efron & Tibshirani 1993 (percentile, basic, BCa); half-sampling: Shao & Tu 1995"),
+        Method("permutation_test", "significance", permutation_test, ("estimator", "x", "y"),
+               {"n_permutations": 100, "random_state": 0}, "permutation null (Kraskov et al. 2004, Sec. IV)"),
         Method("cauchy_schwarz_divergence", "divergence", cauchy_schwarz_divergence, ("x", "y"),
                {"sigma": 1.0, "base": "e"}, "Jenssen et al. 2006 (Parzen windows)"),
     )

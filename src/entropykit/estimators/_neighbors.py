@@ -1,8 +1,12 @@
 """Neighbour machinery of the kNN estimators (internal: callers pass validated float64 arrays).
 
-Two paths compute the same numbers (Chebyshev distances are ``max |a_i - b_i|`` in float64 on both,
+Three paths compute the same numbers (Chebyshev distances are ``max |a_i - b_i|`` in float64 on all,
 so counts agree exactly):
 
+- ``grid`` (the default when numba is installed; max-norm only): strips along one coordinate, sorted
+  by another, swept outwards from each point (``_kernels``), for the joint k-th neighbours and every
+  marginal count; 3-8x a KD-tree KSG from 1x1 to 25x25 (``benchmarks/estimators.py``), because the
+  marginal balls hold ~100 points at N = 5,000 and a KD-tree visits them one by one;
 - ``tree``: SciPy's ``cKDTree`` for the k-th neighbour in the joint space and ball counts in the
   marginal spaces; a one-dimensional marginal is counted by an exact vectorised binary search over
   its sorted values (no tree).
@@ -21,14 +25,28 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist
 
+from . import _kernels
+
 _P = {"chebyshev": np.inf, "euclidean": 2.0}
 _BLOCK_ELEMENTS = 1 << 22  # float64 elements per block matrix (32 MB)
 
 
-def choose(neighbors: str, n: int, dim: int) -> str:
-    """``auto``: brute force from joint dimension 8 up while n^2 stays moderate, else the tree."""
+def choose(neighbors: str, n: int, dim: int, metric: str = "chebyshev") -> str:
+    """``auto``: the numba strip sweep for the max-norm when numba imports; otherwise brute force from
+    joint dimension 8 up while n^2 stays moderate, else the tree. ``grid`` with the Euclidean metric
+    (which it does not implement) falls back to that rule."""
+    if neighbors == "grid" and metric != "chebyshev":
+        neighbors = "auto"
+    if neighbors == "grid" and not _kernels.available():
+        raise ValueError("neighbors must be 'auto', 'tree' or 'brute' without numba installed, got 'grid'")
     if neighbors != "auto":
         return neighbors
+    if metric == "chebyshev" and _kernels.available():
+        return "grid"
+    return _scipy_path(n, dim)
+
+
+def _scipy_path(n: int, dim: int) -> str:
     return "brute" if dim >= 8 and n <= 40_000 else "tree"
 
 
@@ -112,6 +130,9 @@ def ksg_counts_multi(
          np.zeros(n, dtype=np.int64) if mode == "mixed" else None)
         for _ in ks
     ]
+    if path == "grid":
+        _grid_counts(parts, subspaces, ks, mode, out, workers)
+        return out
     if path == "brute":
 
         def block(s: int, e: int) -> None:
@@ -188,6 +209,32 @@ def ksg_counts_multi(
     return out
 
 
+def _grid_counts(parts: Sequence[np.ndarray], subspaces: Sequence[Sequence[int]], ks: Sequence[int],
+                 mode: str, out: list[Counts], workers: int) -> None:
+    joint = np.hstack(parts) if len(parts) > 1 else parts[0]
+    grid = _kernels.Grid(joint, _kernels.knn_scale(joint, max(ks)))
+    dist, idx = grid.knn(max(ks), workers)
+    views = [np.hstack([parts[q] for q in sub]) if len(sub) > 1 else parts[sub[0]] for sub in subspaces]
+    grids: dict[int, _kernels.Grid] = {}
+    for k, (eps, counts, ties) in zip(ks, out):
+        eps[:] = dist[:, k - 1]
+        zero = eps == 0
+        if ties is not None and zero.any():
+            ties[:] = np.where(zero, grid.count(np.zeros_like(eps), False, workers), 0)
+        for j, (c, v) in enumerate(zip(counts, views)):
+            if mode == "ksg2":
+                r = np.abs(v[idx[:, :k]] - v[:, None, :]).max(axis=(1, 2))
+                strict = False
+            else:
+                r, strict = eps, True
+            if j not in grids:
+                pos = r[r > 0]
+                grids[j] = _kernels.Grid(v, float(np.median(pos)) if pos.size else 0.0)
+            c[:] = grids[j].count(r, strict, workers)
+            if mode == "mixed" and (r == 0).any():  # a discrete atom: the ties at distance 0
+                c[:] = np.where(r == 0, grids[j].count(r, False, workers), c)
+
+
 def kth_distance(
     data: np.ndarray, query: np.ndarray | None, k: int, metric: str, *, neighbors: str, workers: int = 1
 ) -> np.ndarray:
@@ -195,7 +242,11 @@ def kth_distance(
     points of ``data`` themselves, each excluding itself)."""
     q = data if query is None else query
     n = q.shape[0]
-    path = choose(neighbors, max(n, data.shape[0]), data.shape[1])
+    path = choose(neighbors, max(n, data.shape[0]), data.shape[1], metric)
+    if path == "grid" and query is None:
+        return _kernels.Grid(data, _kernels.knn_scale(data, k)).knn(k, workers)[0][:, -1].copy()
+    if path == "grid":  # queries from another sample: not a strip sweep
+        path = _scipy_path(max(n, data.shape[0]), data.shape[1])
     if path == "tree":
         kk = k + 1 if query is None else k
         dist, _ = cKDTree(data).query(q, kk, p=_P[metric], workers=workers)

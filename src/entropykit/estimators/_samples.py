@@ -120,7 +120,7 @@ def prepare(
 
 def check_options(jitter: Any, neighbors: Any, workers: Any) -> tuple[float, str, int]:
     jitter = check_real(jitter, "jitter", 0.0, finite=True)
-    neighbors = check_choice(neighbors, ("auto", "tree", "brute"), "neighbors")
+    neighbors = check_choice(neighbors, ("auto", "grid", "tree", "brute"), "neighbors")
     workers = check_int(workers, "workers", -1)
     if workers == 0:
         raise ValueError("workers must be a positive int or -1 (all cores), got 0")

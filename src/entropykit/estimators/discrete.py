@@ -10,6 +10,9 @@ References
 .. [2] P. Grassberger, "Entropy estimates from insufficient samplings", arXiv:physics/0307138, 2003.
 .. [3] A. Chao, T.-J. Shen, "Nonparametric estimation of Shannon's index of diversity when there are
        unseen species in sample", Environ. Ecol. Stat. 10, 2003.
+.. [4] I. Nemenman, F. Shafee, W. Bialek, "Entropy and inference, revisited", NeurIPS 2002; I.
+       Nemenman, W. Bialek, R. de Ruyter van Steveninck, Phys. Rev. E 69, 056111, 2004 (NSB). The
+       reference implementation is S. Marsili's ``ndd``.
 """
 
 from __future__ import annotations
@@ -18,15 +21,17 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy.special import digamma
+from scipy.integrate import quad
+from scipy.optimize import minimize_scalar
+from scipy.special import digamma, gammaln, polygamma
 
-from entropykit._validate import check_choice
+from entropykit._validate import check_choice, check_int
 
 from ._samples import check_base, check_same_n, check_samples, to_base
 
-__all__ = ["DISCRETE_METHODS", "entropy_discrete", "mutual_info_discrete"]
+__all__ = ["DISCRETE_METHODS", "entropy_counts", "entropy_discrete", "mutual_info_discrete"]
 
-DISCRETE_METHODS = ("plugin", "miller_madow", "grassberger", "chao_shen")
+DISCRETE_METHODS = ("plugin", "miller_madow", "grassberger", "chao_shen", "nsb")
 
 
 def _counts(a: np.ndarray) -> np.ndarray:
@@ -34,7 +39,68 @@ def _counts(a: np.ndarray) -> np.ndarray:
     return c.astype(np.float64)
 
 
-def _entropy_from_counts(c: np.ndarray, method: str) -> float:
+_STIRLING = 1e3  # from here on, log-gamma differences and trigamma by their asymptotic series
+
+
+def _lgdiff(x: float, m: np.ndarray | float) -> np.ndarray | float:
+    """log Gamma(x + m) - log Gamma(x) for x > 0, m >= 0, without the cancellation of two huge
+    log-gammas when x is large (Stirling's series, error < 1e-11 from x = 1e3)."""
+    if x < _STIRLING:
+        return gammaln(x + m) - gammaln(x)
+    return (x + m - 0.5) * np.log1p(m / x) + m * math.log(x) - m + (1 / (x + m) - 1 / x) / 12
+
+
+def _dxi(b: float, k: int) -> float:
+    """d/d beta of xi(beta) = psi(K beta + 1) - psi(beta + 1): K psi'(K beta + 1) - psi'(beta + 1),
+    by the asymptotic series of psi' for large beta (its leading terms cancel to (K - 1) / x1 x2)."""
+    if b < _STIRLING:
+        return float(k * polygamma(1, k * b + 1) - polygamma(1, b + 1))
+    x1, x2 = k * b + 1, b + 1
+    return ((k - 1) / (x1 * x2) + (k / x1**2 - 1 / x2**2) / 2 + (k / x1**3 - 1 / x2**3) / 6
+            - (k / x1**5 - 1 / x2**5) / 30)
+
+
+def _nsb(c: np.ndarray, k: int) -> float:
+    """NSB posterior mean of the entropy (nats) of K-bin counts ``c`` (the observed, non-zero ones).
+
+    Integrated over u = log(beta): the density is beta * xi'(beta) * p(n | beta), scaled by its
+    maximum (found by a bounded search) and integrated by adaptive quadrature around it."""
+    n = float(c.sum())
+    k0 = k - c.size  # bins never observed
+
+    def log_weight(u: float) -> float:
+        b = math.exp(u)
+        ev = float(np.sum(_lgdiff(b, c))) - float(_lgdiff(k * b, n))
+        return u + math.log(_dxi(b, k)) + ev
+
+    def mean_h(u: float) -> float:
+        b = math.exp(u)
+        a = n + k * b
+        return float(digamma(a + 1) - (np.sum((c + b) * digamma(c + b + 1)) + k0 * b * digamma(b + 1)) / a)
+
+    lo, hi = -80.0, 80.0  # the weight falls like beta at 0 and like 1 / beta at infinity
+    top = minimize_scalar(lambda u: -log_weight(u), bounds=(-30.0, 25.0), method="bounded",
+                          options={"xatol": 1e-10})
+    u0, l0 = float(top.x), -float(top.fun)
+
+    def edge(step: float) -> float:  # where the weight has fallen below e^-60 of its peak
+        u = u0
+        while lo < u < hi and log_weight(u) > l0 - 60:
+            u += step
+        return min(max(u, lo), hi)
+
+    a, b = edge(-0.5), edge(0.5)
+    num = quad(lambda u: math.exp(log_weight(u) - l0) * mean_h(u), a, b, points=[u0], limit=200,
+               epsabs=0, epsrel=1e-12)[0]
+    den = quad(lambda u: math.exp(log_weight(u) - l0), a, b, points=[u0], limit=200, epsabs=0,
+               epsrel=1e-12)[0]
+    return num / den
+
+
+def _entropy_from_counts(c: np.ndarray, method: str, alphabet_size: int | None = None) -> float:
+    if method == "nsb":
+        k = c.size if alphabet_size is None else alphabet_size
+        return 0.0 if k == 1 else _nsb(c, k)
     n = float(c.sum())
     p = c / n
     if method == "plugin":
@@ -52,7 +118,48 @@ def _entropy_from_counts(c: np.ndarray, method: str) -> float:
     return float(-np.sum(pa * np.log(pa) / (1 - (1 - pa) ** n)))
 
 
-def entropy_discrete(x: Any, *, method: str = "plugin", base: float = math.e) -> float:
+def entropy_counts(
+    counts: Any, *, method: str = "plugin", alphabet_size: int | None = None, base: float = math.e
+) -> float:
+    r"""Entropy from a vector of counts (one per symbol; zeros allowed and ignored except through
+    ``alphabet_size``), by any of :data:`DISCRETE_METHODS` (see :func:`entropy_discrete`).
+
+    ``alphabet_size`` K (only for ``"nsb"``): the number of possible symbols, observed or not
+    (default: the number of non-zero counts). NSB is the Bayesian posterior mean under a mixture of
+    symmetric Dirichlet priors :math:`\mathrm{Dir}(\beta)` weighted so that the prior on the entropy is
+    flat, :math:`p(\beta) \propto d\xi/d\beta` with :math:`\xi(\beta) = \psi(K\beta + 1) - \psi(\beta + 1)`:
+
+    .. math:: \hat H = \frac{\int d\beta\, \xi'(\beta)\, p(n \mid \beta)\, \langle H \rangle_{\beta}}
+                              {\int d\beta\, \xi'(\beta)\, p(n \mid \beta)}, \quad
+              p(n \mid \beta) = \frac{\Gamma(K\beta)}{\Gamma(N + K\beta)} \prod_i
+              \frac{\Gamma(n_i + \beta)}{\Gamma(\beta)},
+
+    :math:`\langle H \rangle_\beta = \psi(N + K\beta + 1) - \sum_i \frac{n_i + \beta}{N + K\beta}
+    \psi(n_i + \beta + 1)` (Wolpert and Wolf), integrated numerically over :math:`\log\beta`
+    (agrees with a 30-digit mpmath integration to 1e-9). Nats (``base=2``: bits). Reference:
+    Nemenman et al. [4]_; ``ndd.entropy(counts, k=K)`` gives the same to 1e-10 at K = 20 and to
+    5e-6 at K = 100 (where ndd's own quadrature is the less accurate one).
+
+    >>> counts = [4, 12, 4, 5, 3, 1, 5, 1, 2, 2, 2, 2, 11, 3, 4, 12, 12, 1, 2]
+    >>> round(entropy_counts(counts, method="nsb", alphabet_size=100), 4)  # ndd's README: 2.80609
+    2.8061
+    >>> entropy_counts([3, 0, 3], base=2)
+    1.0
+    """
+    a = check_samples(counts, "counts", min_samples=1)
+    if a.shape[1] != 1 or (a < 0).any() or (a != np.round(a)).any() or a.sum() == 0:
+        raise ValueError(f"counts must be a 1-D vector of non-negative integers with a positive sum, "
+                         f"got shape {np.shape(counts)}, values {a[:5, 0].tolist()}...")
+    method = check_choice(method, DISCRETE_METHODS, "method")
+    c = a[a[:, 0] > 0, 0]
+    if alphabet_size is not None:
+        alphabet_size = check_int(alphabet_size, "alphabet_size", c.size)
+    return to_base(_entropy_from_counts(c, method, alphabet_size), check_base(base))
+
+
+def entropy_discrete(
+    x: Any, *, method: str = "plugin", alphabet_size: int | None = None, base: float = math.e
+) -> float:
     r"""Shannon entropy of discrete samples, :math:`H = -\sum_i \hat p_i \log \hat p_i` (``"plugin"``,
     :math:`\hat p_i = n_i / N`) or a bias-corrected variant:
 
@@ -60,7 +167,9 @@ def entropy_discrete(x: Any, *, method: str = "plugin", base: float = math.e) ->
     - ``"grassberger"``: :math:`\log N - \frac1N \sum_i n_i G(n_i)`,
       :math:`G(n) = \psi(n) + \tfrac12 (-1)^n (\psi(\tfrac{n+1}2) - \psi(\tfrac n2))` [2]_;
     - ``"chao_shen"``: coverage :math:`C = 1 - f_1/N` (:math:`f_1` singletons),
-      :math:`p_i = C n_i / N`, :math:`H = -\sum_i p_i \log p_i / (1 - (1 - p_i)^N)` [3]_.
+      :math:`p_i = C n_i / N`, :math:`H = -\sum_i p_i \log p_i / (1 - (1 - p_i)^N)` [3]_;
+    - ``"nsb"``: the Nemenman-Shafee-Bialek Bayesian estimate with ``alphabet_size`` possible symbols
+      (default: the observed ones), see :func:`entropy_counts` [4]_.
 
     Nats (``base=2``: bits).
 
@@ -71,7 +180,10 @@ def entropy_discrete(x: Any, *, method: str = "plugin", base: float = math.e) ->
     """
     a = check_samples(x, "x", min_samples=1)
     method = check_choice(method, DISCRETE_METHODS, "method")
-    return to_base(_entropy_from_counts(_counts(a), method), check_base(base))
+    c = _counts(a)
+    if alphabet_size is not None:
+        alphabet_size = check_int(alphabet_size, "alphabet_size", c.size)
+    return to_base(_entropy_from_counts(c, method, alphabet_size), check_base(base))
 
 
 def mutual_info_discrete(x: Any, y: Any, *, method: str = "plugin", base: float = math.e) -> float:

@@ -9,9 +9,9 @@ negative mutual information estimate is reported as such (it means "no detectabl
 
 Shared parameters: ``k`` neighbours; ``standardize`` (divide each column by its standard deviation
 first; the KSG family is then unit-free); ``jitter`` and ``random_state`` (int seed, numpy
-``Generator`` or None) for the tie-breaking noise; ``neighbors`` (``"auto"``, ``"tree"``: SciPy's
-``cKDTree``, ``"brute"``: blocked ``cdist``; same numbers, different speed); ``workers`` (threads,
--1 for all cores).
+``Generator`` or None) for the tie-breaking noise; ``neighbors`` (``"auto"``; ``"grid"``: the numba
+strip-and-sweep max-norm search, the default when numba is installed; ``"tree"``: SciPy's ``cKDTree``;
+``"brute"``: blocked ``cdist``; same numbers, different speed); ``workers`` (threads, -1 for all cores).
 
 References
 ----------
