@@ -397,8 +397,12 @@ def num_semantic_sets(texts: Any, *, equivalence: Any = "exact", clusters: Tenso
 
 
 # --- similarity and graphs --------------------------------------------------------------------------------
+_NON_ALNUM = re.compile(r"[^a-z0-9]+")
+
+
 def _words(text: str) -> list[str]:
-    return normalize_answer(text).split()
+    """rouge-score's default tokens: lower case, runs of characters other than a-z0-9 split."""
+    return _NON_ALNUM.sub(" ", text.lower()).split()
 
 
 def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
@@ -412,22 +416,25 @@ def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
 
 
 def rouge_l(a: str, b: str, *, unit: str = "word") -> float:
-    """ROUGE-L F1 = 2 LCS / (|a| + |b|) over normalised words (``unit="char"``: characters of the
-    normalised text); 1 for two empty answers (Lin 2004).
+    """ROUGE-L F1 = 2 LCS / (|a| + |b|) over words (lower case, split at every character other than
+    a-z0-9: the tokens of Google's ``rouge-score`` without stemming, so the value equals its
+    ``rougeL`` F-measure); ``unit="char"``: over the characters of those words joined by spaces. 1 for
+    two empty answers (Lin 2004).
 
-    >>> rouge_l("the cat sat on the mat", "the cat lay on a mat")  # LCS 'cat on mat' of 4 and 4 words
-    0.75
+    >>> rouge_l("The cat sat on the mat.", "the cat lay on a mat")  # LCS 'the cat on mat': 2 * 4 / 12
+    0.6666666666666666
     """
     check_choice(unit, ("word", "char"), "unit")
-    x: Sequence[str] = _words(a) if unit == "word" else normalize_answer(a)
-    y: Sequence[str] = _words(b) if unit == "word" else normalize_answer(b)
+    x: Sequence[str] = _words(a) if unit == "word" else " ".join(_words(a))
+    y: Sequence[str] = _words(b) if unit == "word" else " ".join(_words(b))
     if not x and not y:
         return 1.0
     return 2.0 * _lcs(x, y) / (len(x) + len(y))
 
 
 def jaccard(a: str, b: str) -> float:
-    """|A & B| / |A | B| of the normalised word sets; 1 for two empty answers (Lin et al. 2023).
+    """|A & B| / |A | B| of the word sets (words as in :func:`rouge_l`); 1 for two empty answers
+    (Lin et al. 2023).
 
     >>> jaccard("red apple", "green apple")
     0.3333333333333333
