@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from entropykit._validate import check_choice, check_int
-from entropykit.uncertainty._common import class_log_probs, labels_for, same_length, vector
+from entropykit.uncertainty._common import class_log_probs, labels_for, same_length, top_label, vector
 
 __all__ = [
     "BINNINGS",
@@ -126,11 +126,10 @@ def confidence_ece(
     return _error(_bins(c, a, n_bins, binning), norm)
 
 
-def _top_label(logits: Any, labels: Any, probs: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    lp = class_log_probs(logits, "logits", probs=probs)
-    y = labels_for(labels, lp.shape[0], lp.shape[1])
-    conf, pred = lp.exp().max(-1)
-    return lp, y, conf, (pred == y).double()
+def _top_label(logits: Any, labels: Any, probs: bool) -> tuple[Tensor, Tensor]:
+    conf, pred = top_label(logits, "logits", probs=probs)
+    y = labels_for(labels, logits.shape[0], logits.shape[1])
+    return conf, (pred == y).double()
 
 
 def ece(
@@ -155,7 +154,7 @@ def ece(
     0.3914
     """
     _check_bins(n_bins, binning, norm)
-    _, _, conf, correct = _top_label(logits, labels, probs)
+    conf, correct = _top_label(logits, labels, probs)
     return _error(_bins(conf, correct, n_bins, binning), norm)
 
 
@@ -181,7 +180,7 @@ def reliability_bins(
     ([0.0, 2.0], [0.0, 0.5])
     """
     _check_bins(n_bins, binning)
-    _, _, conf, correct = _top_label(logits, labels, probs)
+    conf, correct = _top_label(logits, labels, probs)
     return _bins(conf, correct, n_bins, binning)
 
 
