@@ -73,6 +73,7 @@ def test_auroc_auprc_match_sklearn() -> None:
         e = g.random(60) < 0.3
         u = np.round(g.normal(size=60) + e, 1)  # rounding makes ties
         assert unc.auroc(u, e) == pytest.approx(metrics.roc_auc_score(e, u), abs=1e-12)
+        assert unc.auroc(torch.tensor(u), torch.tensor(e)) == unc.auroc(u, e)  # bool tensors read as 0/1
         assert unc.auprc(u, e) == pytest.approx(metrics.average_precision_score(e, u), abs=1e-12)
 
 

@@ -15,7 +15,8 @@ PROB_TOL = 1e-4  # how far a row of given probabilities may sum from 1 (float32 
 
 
 def vector(x: Any, name: str, *, allow_empty: bool = False) -> Tensor:
-    """``x`` (a tensor, NumPy array or sequence of numbers) as a finite float64 1-D tensor."""
+    """``x`` (a tensor, NumPy array or sequence of numbers; booleans read as 0/1) as a finite float64
+    1-D tensor."""
     if isinstance(x, Tensor):
         t = x.detach()
     else:
@@ -23,7 +24,7 @@ def vector(x: Any, name: str, *, allow_empty: bool = False) -> Tensor:
             t = torch.as_tensor(np.asarray(x, dtype=np.float64))
         except (TypeError, ValueError):
             raise TypeError(f"{name} must be a 1-D array of numbers, got {type(x).__name__}") from None
-    if t.dtype == torch.bool or t.is_complex():
+    if t.is_complex():
         raise TypeError(f"{name} must hold real numbers, got dtype {t.dtype}")
     t = t.to(torch.float64)
     if t.dim() != 1:
