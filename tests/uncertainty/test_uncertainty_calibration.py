@@ -102,9 +102,9 @@ def test_classwise_brier_nll_against_naive() -> None:
 def test_confidence_exactly_one_is_in_the_last_bin() -> None:
     # torchmetrics >= 1.0 would give it an extra bin; our bins (and netcal's) keep it in [14/15, 1]
     assert unc.confidence_ece([1.0, 0.95], [1, 0]) == pytest.approx(abs(0.5 - 0.975), abs=1e-12)
-    assert unc.confidence_ece(torch.tensor([1.0, 0.95]), torch.tensor([True, False])) == unc.confidence_ece(
-        [1.0, 0.95], [1, 0]
-    )
+    assert unc.confidence_ece(
+        torch.tensor([1.0, 0.95], dtype=torch.float64), torch.tensor([True, False])
+    ) == unc.confidence_ece([1.0, 0.95], [1, 0])
 
 
 def test_temperature_scaling_matches_grid_search() -> None:
