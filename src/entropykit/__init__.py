@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from entropykit import optim as optim
     from entropykit import rl as rl
     from entropykit import tta as tta
+    from entropykit import uncertainty as uncertainty
     from entropykit.measures import DISTILL_DIVERGENCES as DISTILL_DIVERGENCES
     from entropykit.measures import DIVERGENCE_ALIASES as DIVERGENCE_ALIASES
     from entropykit.measures import DIVERGENCES as DIVERGENCES
@@ -63,7 +64,7 @@ _MEASURES = (
 )
 _PARTS = (
     "measures", "ops", "losses", "decoding", "models", "lm", "detect", "codec",
-    "rl", "optim", "monitors", "estimators", "tta",
+    "rl", "optim", "monitors", "estimators", "tta", "uncertainty",
 )
 __all__ = [*_MEASURES, *_PARTS]
 
