@@ -7,3 +7,8 @@ from entropykit.ops.attention import attention_entropy
 from entropykit.ops.linear import linear_cross_entropy, linear_distill, linear_token_stats
 
 __all__ = ["attention_entropy", "linear_cross_entropy", "linear_distill", "linear_token_stats"]
+
+# fused training objectives (MixCE, sparse-logit KD) built on the chunked kernels above
+from entropykit.ops.objectives import linear_mixce, linear_sparse_kd  # noqa: E402
+
+__all__ += ["linear_mixce", "linear_sparse_kd"]
