@@ -101,11 +101,11 @@ class TeacherCache:
         """Read a cache written by :meth:`save`; with ``vocab_size`` also check the student's vocabulary."""
         try:
             obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-        except (RuntimeError, EOFError, OSError) as exc:
-            if isinstance(exc, FileNotFoundError):
-                raise
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # torch.load raises UnpicklingError, RuntimeError, EOFError, ...
             raise ValueError(f"path must be a teacher cache written by TeacherCache.save, got {path!s} "
-                             f"({exc})") from None
+                             f"({type(exc).__name__})") from None
         if not isinstance(obj, dict) or obj.get("format") != _FORMAT:
             raise ValueError(f"path must be a teacher cache ({_FORMAT}), got {path!s}")
         cache = cls(obj["ids"], obj["weights"], int(obj["vocab_size"]), str(obj["method"]), int(obj["window"]),
