@@ -71,7 +71,8 @@ class TeacherCache:
     @property
     def nbytes(self) -> int:
         """Bytes of the stored pairs (ids + weights)."""
-        return self.ids.numel() * self.ids.element_size() + self.weights.numel() * self.weights.element_size()
+        ids, w = self.ids, self.weights
+        return ids.numel() * ids.element_size() + w.numel() * w.element_size()
 
     def check_vocab(self, vocab_size: int, name: str = "student vocab_size") -> None:
         """Raise ``ValueError`` unless the student has the teacher's vocabulary size."""
@@ -108,8 +109,8 @@ class TeacherCache:
                              f"({type(exc).__name__})") from None
         if not isinstance(obj, dict) or obj.get("format") != _FORMAT:
             raise ValueError(f"path must be a teacher cache ({_FORMAT}), got {path!s}")
-        cache = cls(obj["ids"], obj["weights"], int(obj["vocab_size"]), str(obj["method"]), int(obj["window"]),
-                    dict(obj.get("meta", {})))
+        cache = cls(obj["ids"], obj["weights"], int(obj["vocab_size"]), str(obj["method"]),
+                    int(obj["window"]), dict(obj.get("meta", {})))
         if vocab_size is not None:
             cache.check_vocab(vocab_size)
         return cache
@@ -137,7 +138,8 @@ def build_teacher_cache(model: _Teacher, tokens: Tensor, *, k: int, method: str 
     """
     check_tensor(tokens, "tokens")
     if tokens.dim() != 1 or tokens.dtype.is_floating_point:
-        raise ValueError(f"tokens must be a 1-D integer tensor, got {tokens.dtype} of shape {tuple(tokens.shape)}")
+        raise ValueError(f"tokens must be a 1-D integer tensor, got {tokens.dtype} of shape "
+                         f"{tuple(tokens.shape)}")
     kk = check_int(k, "k", 1)
     check_choice(method, SPARSE_KD_METHODS, "method")
     w_len = check_int(window if window is not None else model.max_context, "window", 1, model.max_context)

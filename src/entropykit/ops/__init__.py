@@ -9,6 +9,6 @@ from entropykit.ops.linear import linear_cross_entropy, linear_distill, linear_t
 __all__ = ["attention_entropy", "linear_cross_entropy", "linear_distill", "linear_token_stats"]
 
 # fused training objectives (MixCE, sparse-logit KD) built on the chunked kernels above
-from entropykit.ops.objectives import linear_mixce, linear_sparse_kd  # noqa: E402
+from entropykit.ops.objectives import linear_mixce, linear_sparse_kd
 
 __all__ += ["linear_mixce", "linear_sparse_kd"]

@@ -64,7 +64,8 @@ def linear_mixce(hidden: Tensor, weight: Tensor, target: Tensor, *, mixing: floa
 
 def linear_sparse_kd(hidden: Tensor, weight: Tensor, teacher_ids: Tensor, teacher_weights: Tensor, *,
                      bias: Tensor | None = None, temperature: float = 1.0, target: Tensor | None = None,
-                     ignore_index: int = -100, reduction: str = "mean", chunk_size: int | None = None) -> Tensor:
+                     ignore_index: int = -100, reduction: str = "mean",
+                     chunk_size: int | None = None) -> Tensor:
     r"""Sparse-logit KD :math:`-\sum_k w_k \log p_S(i_k)`, p_S = softmax((h W^T + b) / T), from the head.
 
     Equals ``entropykit.losses.sparse_kd_loss(F.linear(hidden, weight, bias), ...)`` up to rounding
@@ -112,7 +113,8 @@ def linear_sparse_kd(hidden: Tensor, weight: Tensor, teacher_ids: Tensor, teache
     n = h2.shape[0]
     valid = None
     if target is not None:
-        y = check_class_index(target, lead, v, ignore_index, lead_what="the shape of hidden without its last axis")
+        y = check_class_index(target, lead, v, ignore_index,
+                              lead_what="the shape of hidden without its last axis")
         valid = (y != ignore_index).reshape(-1)
         if not bool(valid.all()):
             h2, ids2, w2 = h2[valid], ids2[valid], w2[valid]
