@@ -18,6 +18,7 @@ Run: ``python benchmarks/objectives.py`` (add ``--no-record`` to skip RESULTS.md
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import sys
@@ -29,17 +30,16 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import markdown_table, peak_extra_mb, record, timeit  # noqa: E402
-
-from entropykit.losses import (  # noqa: E402
+from _common import markdown_table, peak_extra_mb, record, timeit
+from entropykit.losses import (
     build_teacher_cache,
     emo_loss,
     mixce_loss,
     sparse_kd_loss,
 )
-from entropykit.models import load_model  # noqa: E402
-from entropykit.models.bytegpt import BOS, ByteGPT, ByteGPTConfig  # noqa: E402
-from entropykit.ops import linear_mixce, linear_sparse_kd  # noqa: E402
+from entropykit.models import load_model
+from entropykit.models.bytegpt import BOS, ByteGPT, ByteGPTConfig
+from entropykit.ops import linear_mixce, linear_sparse_kd
 
 ROOT = Path(__file__).resolve().parent.parent
 CTX = 64
@@ -69,7 +69,8 @@ def bits_per_byte(model: ByteGPT, rows: torch.Tensor) -> float:
     for i in range(0, rows.shape[0], 64):
         r = rows[i:i + 64]
         logits, _ = model(r[:, :-1])
-        tot += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), r[:, 1:].reshape(-1), reduction="sum"))
+        flat = logits.reshape(-1, logits.shape[-1])
+        tot += float(F.cross_entropy(flat, r[:, 1:].reshape(-1), reduction="sum"))
         cnt += r[:, 1:].numel()
     return tot / cnt / LN2
 
@@ -150,7 +151,7 @@ def ece(probs: torch.Tensor, target: torch.Tensor, bins: int = 15) -> float:
     acc = (pred == target).double()
     edges = torch.linspace(0, 1, bins + 1, dtype=probs.dtype)
     out = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         sel = (conf > lo) & (conf <= hi)
         if bool(sel.any()):
             out += float(sel.double().mean()) * abs(float(acc[sel].mean()) - float(conf[sel].double().mean()))
@@ -213,7 +214,8 @@ def part_kd(train_rows: torch.Tensor, held: torch.Tensor, steps: int, seeds: lis
                 opt.step()
             m.eval()
             with torch.no_grad():
-                lp = torch.cat([torch.log_softmax(m(held[i:i + 64, :-1])[0], -1) for i in range(0, held.shape[0], 64)])
+                lp = torch.cat([torch.log_softmax(m(held[i:i + 64, :-1])[0], -1)
+                                for i in range(0, held.shape[0], 64)])
                 kls.append(float((held_lp.exp() * (held_lp - lp)).sum(-1).mean()))
                 eces.append(ece(lp.exp().reshape(-1, v), held[:, 1:].reshape(-1)))
                 bpbs.append(float(-lp.gather(-1, held[:, 1:, None]).mean()) / LN2)
@@ -285,7 +287,8 @@ def main() -> None:
         f"{args.steps} AdamW steps of 16 windows x {CTX} bytes per run, seeds {seeds}; wall time "
         f"{time.perf_counter() - t0:.0f} s.\n\n"
         "### 1. CE vs MixCE vs EMO: tiny ByteGPT (2 layers, 64 wide) from scratch\n\n"
-        f"Held-out: first 32 KiB of data/corpus/heldout.bin. Distinct-n over 8 samples of {CTX} bytes.\n\n{lm_table}\n\n"
+        "Held-out: first 32 KiB of data/corpus/heldout.bin. "
+        f"Distinct-n over 8 samples of {CTX} bytes.\n\n{lm_table}\n\n"
         "### 2. Distillation from bytegpt-small at matched storage (K = "
         f"{args.k} slots a position for top-k and sampled)\n\n{kd_table}\n\n"
         f"### 3. Fused paths vs the logits path\n\n{mem_table}\n"
@@ -293,7 +296,8 @@ def main() -> None:
     print(body)
     if not args.no_record:
         record("objectives", "More training objectives: MixCE / EMO vs CE, sparse-logit KD, fused memory",
-               f"python benchmarks/objectives.py --steps {args.steps} --seeds {args.seeds} --k {args.k}", body)
+               f"python benchmarks/objectives.py --steps {args.steps} --seeds {args.seeds} --k {args.k}",
+               body)
 
 
 if __name__ == "__main__":
