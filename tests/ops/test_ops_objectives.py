@@ -121,3 +121,17 @@ def test_fused_paths_keep_no_logits_for_backward() -> None:
     fused_s = _saved_bytes(lambda: linear_sparse_kd(h, w, ids, tw))
     assert ref_m >= logits_bytes and ref_s >= logits_bytes
     assert fused_m < logits_bytes / 2 and fused_s < logits_bytes / 2, (fused_m, fused_s, logits_bytes)
+
+
+def test_all_ignored_rows_give_zero_loss_and_grad_and_k_zero_raises() -> None:
+    h, w, _ = _head(4, 3, 7, 13, bias=False)
+    ids = torch.randint(0, 7, (4, 2), generator=_gen(14))
+    tw = torch.rand(4, 2, dtype=D, generator=_gen(15))
+    y = torch.full((4,), -100)
+    for loss in (linear_sparse_kd(h, w, ids, tw, target=y), linear_mixce(h, w, y)):
+        (gh,) = torch.autograd.grad(loss, h)
+        assert float(loss.detach()) == 0.0 and float(gh.abs().sum()) == 0.0
+    with pytest.raises(ValueError, match="K >= 1"):
+        linear_sparse_kd(h, w, ids[:, :0], tw[:, :0])
+    with pytest.raises(ValueError, match="K >= 1"):
+        sparse_kd_loss(h @ w.T, ids[:, :0], tw[:, :0])

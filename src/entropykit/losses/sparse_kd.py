@@ -105,6 +105,8 @@ and student vocabularies differ
     if weights.shape != ids.shape:
         raise ValueError(f"{weights_name} must have the shape of {ids_name} {tuple(ids.shape)}, "
                          f"got {tuple(weights.shape)}")
+    if ids.shape[-1] < 1:
+        raise ValueError(f"{ids_name} must have K >= 1 slots on the last axis, got {tuple(ids.shape)}")
     if ids.numel():
         lo, hi = int(ids.min()), int(ids.max())
         if lo < 0 or hi >= vocab_size:

@@ -93,6 +93,8 @@ def linear_sparse_kd(hidden: Tensor, weight: Tensor, teacher_ids: Tensor, teache
     if teacher_weights.shape != teacher_ids.shape:
         raise ValueError(f"teacher_weights must have the shape of teacher_ids {tuple(teacher_ids.shape)}, "
                          f"got {tuple(teacher_weights.shape)}")
+    if teacher_ids.shape[-1] < 1:
+        raise ValueError(f"teacher_ids must have K >= 1 slots on the last axis, got {tuple(teacher_ids.shape)}")
     if teacher_ids.numel():
         lo, hi = int(teacher_ids.min()), int(teacher_ids.max())
         if lo < 0 or hi >= v:
@@ -119,7 +121,7 @@ def linear_sparse_kd(hidden: Tensor, weight: Tensor, teacher_ids: Tensor, teache
         if not bool(valid.all()):
             h2, ids2, w2 = h2[valid], ids2[valid], w2[valid]
     m = h2.shape[0]
-    lse = linear_token_stats(h2, weight, ids2[:, 0] if k else torch.zeros(m, dtype=torch.long),
+    lse = linear_token_stats(h2, weight, ids2[:, 0],
                              bias=bias, temperature=temp, chunk_size=chunk_size).lse
     # sum_k w_k z_{i_k} = <h, sum_k w_k W[i_k]> + sum_k w_k b[i_k]: a sparse (m x V) @ dense (V x D) product
     rows = torch.arange(m, device=h2.device).repeat_interleave(k)
