@@ -109,6 +109,19 @@ def train(model: ByteGPT, rows: torch.Tensor, steps: int, seed: int, loss_fn) ->
     return model.eval()
 
 
+def verdict(name: str, base: str, diffs: list[float], what: str) -> str:
+    """Paired per-seed differences (same initialisation and batches): method minus baseline."""
+    d = np.asarray(diffs)
+    if bool((d < 0).all()):
+        word = f"lower than {base} on every seed"
+    elif bool((d > 0).all()):
+        word = f"higher than {base} on every seed (does not beat it)"
+    else:
+        word = f"no consistent difference from {base} across seeds (does not beat it)"
+    each = ", ".join(f"{x:+.4f}" for x in d)
+    return f"- {name}: {what} {d.mean():+.4f} (paired, per seed: {each}): {word}."
+
+
 def lm_losses():
     def ce(m, r):
         z, _ = m(r[:, :-1])
@@ -143,7 +156,10 @@ def part_lm(train_rows: torch.Tensor, held: torch.Tensor, steps: int, seeds: lis
         print(rows_out[-1], flush=True)
     table = markdown_table(["objective", "held-out bits/byte (mean ± sd over seeds)", "distinct-2",
                             "distinct-4", "train s / run"], rows_out)
-    return table, raw
+    base = dict(raw)["CE"]
+    notes = [verdict(n, "CE", [a - b for a, b in zip(v, base, strict=True)], "bits/byte minus CE's")
+             for n, v in raw if n != "CE"]
+    return table + "\n\n" + "\n".join(notes), raw
 
 
 def ece(probs: torch.Tensor, target: torch.Tensor, bins: int = 15) -> float:
@@ -182,7 +198,7 @@ def part_kd(train_rows: torch.Tensor, held: torch.Tensor, steps: int, seeds: lis
                                        generator=torch.Generator().manual_seed(7)),
     }
     n = train_rows.shape[0]
-    results = []
+    results, per_seed = [], {}
     teacher_bpb = float(-held_lp.gather(-1, held[:, 1:, None]).mean()) / LN2
     for name in ("full KL", "top-k", "sampled"):
         kls, eces, bpbs = [], [], []
@@ -219,13 +235,20 @@ def part_kd(train_rows: torch.Tensor, held: torch.Tensor, steps: int, seeds: lis
                 kls.append(float((held_lp.exp() * (held_lp - lp)).sum(-1).mean()))
                 eces.append(ece(lp.exp().reshape(-1, v), held[:, 1:].reshape(-1)))
                 bpbs.append(float(-lp.gather(-1, held[:, 1:, None]).mean()) / LN2)
+        per_seed[name] = kls
         storage = 4 * v if name == "full KL" else caches[name].nbytes // caches[name].ids.shape[0]
         results.append([name, storage, f"{np.mean(kls):.4f} ± {np.std(kls):.4f}", f"{np.mean(eces):.4f}",
                         f"{np.mean(bpbs):.4f}"])
         print(results[-1], flush=True)
     table = markdown_table(["teacher targets", "bytes / position", "held-out KL(teacher||student) nats",
                             "student ECE (top-1)", "student bits/byte"], results)
-    return table + f"\n\nTeacher `bytegpt-small` held-out bits/byte on the same windows: {teacher_bpb:.4f}."
+    notes = [verdict("sampled", "top-k", [a - b for a, b in zip(per_seed["sampled"], per_seed["top-k"],
+                                                                  strict=True)], "KL minus top-k's"),
+             verdict("sampled", "full KL", [a - b for a, b in zip(per_seed["sampled"], per_seed["full KL"],
+                                                                    strict=True)], "KL minus full KD's")]
+    return (table + "\n\nTeacher `bytegpt-small` held-out bits/byte on the same windows: "
+            f"{teacher_bpb:.4f}.\n\n"
+            + "\n".join(notes))
 
 
 def part_memory() -> str:
