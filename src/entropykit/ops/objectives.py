@@ -94,7 +94,8 @@ def linear_sparse_kd(hidden: Tensor, weight: Tensor, teacher_ids: Tensor, teache
         raise ValueError(f"teacher_weights must have the shape of teacher_ids {tuple(teacher_ids.shape)}, "
                          f"got {tuple(teacher_weights.shape)}")
     if teacher_ids.shape[-1] < 1:
-        raise ValueError(f"teacher_ids must have K >= 1 slots on the last axis, got {tuple(teacher_ids.shape)}")
+        raise ValueError(f"teacher_ids must have K >= 1 slots on the last axis, "
+                         f"got {tuple(teacher_ids.shape)}")
     if teacher_ids.numel():
         lo, hi = int(teacher_ids.min()), int(teacher_ids.max())
         if lo < 0 or hi >= v:
