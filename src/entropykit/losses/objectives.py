@@ -111,8 +111,10 @@ def emo_loss(logits: Tensor, target: Tensor, *, cost_embedding: Tensor | None = 
     For a one-hot data distribution at y, the earth mover's distance to Q = softmax(z) with a
     transport cost C is :math:`\mathrm{EMD} = \sum_i Q_i\, C(i, y)` (every unit of mass moves to y).
     Ren et al., "EMO: Earth Mover Distance Optimization for Auto-regressive Language Modeling",
-    ICLR 2024, use C(i, j) = 1 - cos(e_i, e_j) over a (frozen) token embedding, whose form needs no
-    V x V matrix (the paper's upper bound, the DEMD of their code ``DRSY/EMO``, ``emo.py``):
+    ICLR 2024, use C(i, j) = 1 - cos(e_i, e_j) over a (frozen) token embedding and train the upper
+    bound of the independent coupling, sum_ij Q_i P_j C(i, j) = 1 - (sum_i Q_i e_i)^T (sum_j P_j e_j)
+    for unit vectors (their DEMD, code ``DRSY/EMO``, ``emo.py``); it needs no V x V matrix and is tight
+    for a one-hot P:
 
     .. math:: \mathrm{EMO} = 1 - \hat e_y^\top \sum_i Q_i \hat e_i, \qquad \hat e = e / \|e\|_2
 
