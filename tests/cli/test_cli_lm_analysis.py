@@ -24,7 +24,9 @@ def _folder(d: Path, texts: list[str]) -> str:
     return str(d)
 
 
-def test_face_json_matches_library(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_face_json_matches_library(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     a, b = _folder(tmp_path / "a", TEXTS_A), _folder(tmp_path / "b", TEXTS_B)
     assert main(["face", a, b, "--model", str(model_dir), "--json", "--preprocess", "zscore"]) == 0
     out = json.loads(capsys.readouterr().out)

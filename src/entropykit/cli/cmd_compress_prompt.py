@@ -26,7 +26,8 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("file", metavar="FILE", help="prompt file ('-' = standard input)")
-    p.add_argument("--ratio", type=float, default=0.5, help="fraction of tokens to drop, in (0, 1) (default 0.5)")
+    p.add_argument("--ratio", type=float, default=0.5,
+                   help="fraction of tokens to drop, in (0, 1) (default 0.5)")
     p.add_argument("--unit", choices=["token", "word", "phrase"], default="word", help="what is dropped")
     p.add_argument("--rank", choices=["mean", "sum"], default="mean",
                    help="rank units by bits per token (mean) or total bits (sum, Selective Context)")

@@ -104,7 +104,8 @@ def loglik_matrix(
     for i, m in enumerate(models):
         lm = resolve_model(m, f"models[{i}]")
         for s, t in enumerate(texts):
-            L[i, s] = -float(score(t, lm, progress=progress).surprisal_bits.astype(np.float64).sum()) * math.log(2)
+            bits = score(t, lm, progress=progress).surprisal_bits.astype(np.float64).sum()
+            L[i, s] = -float(bits) * math.log(2)
     return L
 
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from entropykit.models import LanguageModel
 
-__all__ = ["CompressedPrompt", "UNITS", "compress_prompt", "unit_spans"]
+__all__ = ["UNITS", "CompressedPrompt", "compress_prompt", "unit_spans"]
 
 Unit = Literal["token", "word", "phrase"]
 UNITS = ("token", "word", "phrase")

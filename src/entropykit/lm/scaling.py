@@ -123,7 +123,7 @@ class ScalingFit:
 
     def _cols(self, x: Any, d: Any = None) -> tuple[np.ndarray, ...]:
         xs = np.atleast_1d(np.asarray(x, dtype=np.float64))
-        cols = (_positive(xs, "x"),)
+        cols: tuple[np.ndarray, ...] = (_positive(xs, "x"),)
         if self.kind == "chinchilla":
             if d is None:
                 raise ValueError("d must be given for a chinchilla fit (tokens)")
@@ -197,16 +197,21 @@ def _fit(kind: str, cols: tuple[np.ndarray, ...], loss: np.ndarray, bootstrap: i
     boots = np.array(boot) if boot else theta[None, :]
     params = [_to_params(kind, t) for t in boots]
     q = (1 - level) / 2
-    intervals = {k: (float(np.quantile([p[k] for p in params], q)), float(np.quantile([p[k] for p in params], 1 - q)))
-                 for k in _to_params(kind, theta)}
+    intervals = {}
+    for k in _to_params(kind, theta):
+        vals = [p[k] for p in params]
+        intervals[k] = (float(np.quantile(vals, q)), float(np.quantile(vals, 1 - q)))
     return ScalingFit(kind, _to_params(kind, theta), intervals, boots, cols, loss, level, theta)
 
 
-def _common(loss: Any, n_min: int, bootstrap: int, level: float, delta: float) -> tuple[np.ndarray, int, float, float]:
+def _common(
+    loss: Any, n_min: int, bootstrap: int, level: float, delta: float
+) -> tuple[np.ndarray, int, float, float]:
     y = _positive(loss, "loss")
     if y.size < n_min:
         raise ValueError(f"loss must have at least {n_min} runs for this law, got {y.size}")
-    return (y, check_int(bootstrap, "bootstrap", 0), check_real(level, "level", 0, 1, lo_open=True, hi_open=True),
+    return (y, check_int(bootstrap, "bootstrap", 0),
+            check_real(level, "level", 0, 1, lo_open=True, hi_open=True),
             check_real(delta, "huber_delta", 0, lo_open=True, finite=True))
 
 
@@ -242,7 +247,8 @@ def fit_chinchilla(
     (1.69, 0.34, 0.28)
     """
     y, b, lv, d = _common(loss, 6, bootstrap, level, huber_delta)
-    return _fit("chinchilla", (_positive(n_params, "n_params", y.size), _positive(n_tokens, "n_tokens", y.size)),
+    cols = (_positive(n_params, "n_params", y.size), _positive(n_tokens, "n_tokens", y.size))
+    return _fit("chinchilla", cols,
                 y, b, lv, d, seed)
 
 
