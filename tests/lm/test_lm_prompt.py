@@ -56,14 +56,32 @@ def test_budget_and_order(lm: ByteModel, unit: str, ratio: float) -> None:
     dropped = ~cp.kept
     last = np.flatnonzero(dropped)[np.argmax(key[dropped])]
     assert (cp.unit_tokens[dropped].sum() - cp.unit_tokens[last]) / total < ratio
-    # every dropped unit is less informative per token than every kept one
-    assert key[dropped].max() <= key[cp.kept].min() + 1e-12
+    # every dropped unit is less informative per token than every kept one (but the kept layout)
+    layout = np.array([bool(u.strip() == "" and "\n" in u) for u in cp.units])
+    assert not (layout & dropped).any()
+    assert key[dropped].max() <= key[cp.kept & ~layout].min() + 1e-12
     assert cp.text.encode() == b"".join(u.encode() for u, k in zip(cp.units, cp.kept, strict=True) if k)
 
 
 def test_sum_rank_is_selective_contexts(lm: ByteModel) -> None:
     cp = compress_prompt(TEXT, lm, ratio=0.5, unit="word", rank="sum")
-    assert cp.unit_bits[~cp.kept].max() <= cp.unit_bits[cp.kept].min()
+    layout = np.array([bool(u.strip() == "" and "\n" in u) for u in cp.units])
+    assert cp.unit_bits[~cp.kept].max() <= cp.unit_bits[cp.kept & ~layout].min()
+
+
+def test_layout_units() -> None:
+    text = b"a b\n  c d,\n e"
+    assert unit_spans(text, "word") == [(0, 2), (2, 3), (3, 6), (6, 8), (8, 10), (10, 12), (12, 13)]
+    assert unit_spans(text, "phrase") == [(0, 3), (3, 6), (6, 10), (10, 12), (12, 13)]
+
+
+def test_lines_are_never_joined(lm: ByteModel) -> None:
+    text = "one two three\nfour five six\n  seven eight nine\nten"
+    for method in ("surprisal", "random"):
+        cp = compress_prompt(text, lm, ratio=0.7, method=method, generator=torch.Generator().manual_seed(0))
+        assert cp.text.count("\n") == 3
+    joined = compress_prompt(text, lm, ratio=0.9, keep_layout=False)
+    assert joined.ratio >= 0.9
 
 
 def test_forced_keep_and_random_baseline(lm: ByteModel) -> None:

@@ -12,6 +12,7 @@ budget: the baseline a compressor has to beat.
 Units (byte spans that tile the text, so keeping them all gives the text back):
 ``"token"``: the model's tokens; ``"word"``: a run of non-space bytes and the whitespace after it;
 ``"phrase"``: text up to and including a run of ``, . ; : ! ?`` or a newline, plus the whitespace after.
+A line break with the indentation after it is a unit of its own (kept by default: ``keep_layout``).
 ``keep`` names substrings that must survive (every occurrence; units overlapping them are kept).
 """
 
@@ -89,7 +90,15 @@ def unit_spans(data: bytes, unit: Unit, token_offsets: np.ndarray | None = None)
         starts = sorted({int(a) for a, _ in token_offsets})
     else:
         pattern = _WORD if unit == "word" else _PHRASE
-        starts = [m.start() for m in pattern.finditer(data) if m.end() > m.start()]
+        starts = []
+        for m in pattern.finditer(data):
+            if m.end() > m.start():
+                starts.append(m.start())
+                # a line break and the indentation after it are a unit of their own (the layout)
+                body = m.group().rstrip()
+                nl = m.group().find(b"\n", len(body))
+                if body and nl >= 0:
+                    starts.append(m.start() + nl)
     if not starts or starts[0] != 0:
         starts = [0, *starts]
     ends = [*starts[1:], len(data)]
@@ -115,6 +124,7 @@ def compress_prompt(
     rank: Literal["mean", "sum"] = "mean",
     method: Literal["surprisal", "random"] = "surprisal",
     keep: Sequence[str | bytes] = (),
+    keep_layout: bool = True,
     generator: torch.Generator | None = None,
 ) -> CompressedPrompt:
     """Drop the least informative units of ``text`` until ``ratio`` of its tokens are gone.
@@ -122,8 +132,9 @@ def compress_prompt(
     Self-information of unit u: ``I(u) = sum_{t in u} -log2 p(x_t | x_<t)`` bits (one forward pass
     over the whole prompt with ``entropykit.lm.score``); units are dropped in increasing order of
     ``I(u) / tokens(u)`` (``rank="mean"``) or ``I(u)`` (``rank="sum"``, Selective Context) until at
-    least ``ratio`` of the tokens are dropped; units overlapping ``keep`` are never dropped.
-    ``method="random"`` drops a random order of units to the same budget (``generator`` seeds it).
+    least ``ratio`` of the tokens are dropped; units overlapping ``keep`` are never dropped, nor (with
+    ``keep_layout``) the line breaks and indentation, which are units of their own for ``"word"`` and
+    ``"phrase"``: dropping never joins two lines. ``method="random"`` drops a random order of units to the same budget (``generator`` seeds it).
 
     Sources: Li et al. (2023), Selective Context; Pan et al. (2024), LLMLingua-2 (token-rate budget).
 
@@ -162,6 +173,8 @@ def compress_prompt(
     for a, b in _forced(data, keep):
         forced |= (starts < b) & (np.array([e for _, e in spans]) > a)
     forced |= tokens == 0  # bytes no scored token starts in (e.g. a first token a model cannot score)
+    if keep_layout:  # never join lines: line breaks (and the indentation after them) stay
+        forced |= np.array([b"\n" in data[a:b] and not data[a:b].strip() for a, b in spans])
     if method == "random":
         import torch
 
