@@ -80,7 +80,8 @@ def main() -> None:
                 draws = []
                 for k in range(R):
                     g = torch.Generator().manual_seed(1000 * i + k)
-                    rp = compress_prompt(c.decode(), model, ratio=ratio, unit=unit, method="random", generator=g)
+                    rp = compress_prompt(c.decode(), model, ratio=ratio, unit=unit, method="random",
+                                         generator=g)
                     draws.append(cont_bpb(model, rp.text.encode(), x) - full[i])
                 rand.append(float(np.mean(draws)))
             o, so, rr = np.array(ours), np.array(sums), np.array(rand)
@@ -103,7 +104,8 @@ def main() -> None:
         f"Wall time {elapsed:.0f} s. Load average at the end: {os.getloadavg()[0]:.1f} (shared machine).\n"
     )
     print(body)
-    record("prompt_compression", "Prompt compression by self-information vs random dropping (lm.compress_prompt)",
+    record("prompt_compression",
+           "Prompt compression by self-information vs random dropping (lm.compress_prompt)",
            "python benchmarks/prompt_compression.py" + (" --quick" if args.quick else ""), body)
 
 

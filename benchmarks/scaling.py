@@ -104,7 +104,8 @@ def main() -> None:
     print(f"synthetic: median |E err| {e_err:.4f}, |alpha err| {a_err:.4f}, E interval coverage {cover:.2f}")
 
     corpus = ROOT / "data" / "corpus"
-    train_data = torch.tensor(np.frombuffer((corpus / "train-sample.bin").read_bytes(), np.uint8).astype(np.int64))
+    raw = (corpus / "train-sample.bin").read_bytes()
+    train_data = torch.tensor(np.frombuffer(raw, np.uint8).astype(np.int64))
     held = (corpus / "heldout.bin").read_bytes()
     held_t = torch.tensor(np.frombuffer(held[:65536], np.uint8).astype(np.int64))
     rows, params, losses, models = [], [], [], []
@@ -155,7 +156,8 @@ def main() -> None:
         f"passage, ± s.e.) of each model to the largest trained one, and its nearest neighbour. KL to the "
         f"largest falls monotonically with size across the trained series: {monotone}.\n\n"
         + markdown_table(["model", f"KL to {models[-1].name}", "nearest"], kl_rows)
-        + f"\n\nWall time {elapsed:.0f} s; load average at the end {os.getloadavg()[0]:.1f} (shared machine).\n"
+        + f"\n\nWall time {elapsed:.0f} s; load average at the end {os.getloadavg()[0]:.1f} "
+        "(shared machine).\n"
     )
     print(body)
     record("scaling", "Scaling-law fit and model map of trained ByteGPTs (lm.scaling, lm.model_map)",

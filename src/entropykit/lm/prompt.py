@@ -134,7 +134,8 @@ def compress_prompt(
     ``I(u) / tokens(u)`` (``rank="mean"``) or ``I(u)`` (``rank="sum"``, Selective Context) until at
     least ``ratio`` of the tokens are dropped; units overlapping ``keep`` are never dropped, nor (with
     ``keep_layout``) the line breaks and indentation, which are units of their own for ``"word"`` and
-    ``"phrase"``: dropping never joins two lines. ``method="random"`` drops a random order of units to the same budget (``generator`` seeds it).
+    ``"phrase"``: dropping never joins two lines. ``method="random"`` drops a random order of units
+    to the same budget (``generator`` seeds it).
 
     Sources: Li et al. (2023), Selective Context; Pan et al. (2024), LLMLingua-2 (token-rate budget).
 
