@@ -98,7 +98,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     args = ap.parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-    steps = args.steps or (150 if args.quick else 600)
+    steps = args.steps or (100 if args.quick else 300)
     t0 = time.perf_counter()
     e_err, a_err, cover = synthetic(5 if args.quick else 20)
     print(f"synthetic: median |E err| {e_err:.4f}, |alpha err| {a_err:.4f}, E interval coverage {cover:.2f}")
