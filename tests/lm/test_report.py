@@ -115,7 +115,11 @@ def test_html_payload_decodes_to_the_result(lm: ByteModel) -> None:
     s = r.surprisal_bits.astype(np.float64)
     assert d["hist"]["surprisal"][:3] == [int(((s >= k) & (s < k + 1)).sum()) for k in range(3)]
     assert sum(d["hist"]["surprisal"]) == len(r)
-    assert page.count("<svg") == 2 and "rank histogram" in page and "surprisal histogram" in page
+    assert page.count("<svg") == 2 + (len(r) >= 16)
+    assert "rank histogram" in page and "surprisal histogram" in page
+    if len(r) >= 16:
+        assert "spectrum of the surprisal sequence" in page and "peak at" in page
+
     assert page.index("bits per byte") < page.index('<pre id="text">')
     with pytest.raises(ValueError, match="mode"):
         render_html(r, mode="colour")
@@ -194,3 +198,10 @@ def test_write_html_and_png(lm: ByteModel, tmp_path: Path) -> None:
     for colour in ((0xC0, 0x28, 0x1B), (0x2F, 0x69, 0xD0)):  # surprisal mean, window entropy lines
         near = np.abs(rgb - np.array(colour)).max(axis=1) < 40  # anti-aliased line pixels
         assert near.sum() > 50, colour
+
+
+def test_spectrum_figure_marks_the_period() -> None:
+    from entropykit.lm.report import _svg_spectrum
+
+    assert "peak at 0.250 cycles/token (period 4.0 tokens)" in _svg_spectrum(np.tile([0, 0, 0, 8.0], 64))
+    assert _svg_spectrum(np.ones(8)) == ""

@@ -79,3 +79,17 @@ def require(value: Any, option: str, *, minimum: int = 1) -> None:
 def given(args: argparse.Namespace, *names: str) -> list[str]:
     """The options among ``names`` (attribute names) that the user set (their default is None/False)."""
     return ["--" + n.replace("_", "-") for n in names if getattr(args, n, None) not in (None, False)]
+
+
+def folder_files(path: str, what: str) -> list[str]:
+    """The files under directory ``path`` (recursively, hidden ones skipped), sorted; errors name
+    ``what`` (the option or argument)."""
+    from pathlib import Path
+
+    d = Path(path)
+    if not d.is_dir():
+        raise NotADirectoryError(f"{what}: {path} is not a directory")
+    files = sorted(p for p in d.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise ValueError(f"{what}: no files in {path}")
+    return [str(f) for f in files]

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import io
 import json
-from pathlib import Path
 from typing import Any
 
 from entropykit._io import atomic_write, read_input, utf8_warning
-from entropykit.cli._common import add_force, check_outputs, load_model, renamed, require, warn
+from entropykit.cli._common import add_force, check_outputs, folder_files, load_model, renamed, require, warn
 
 # entropykit.detect.METHODS without importing torch (--help): name -> (kind, reference, parameters).
 # tests/cli/test_cli_detect.py keeps it equal to the registry.
@@ -243,16 +242,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _folder(path: str, what: str) -> list[str]:
-    d = Path(path)
-    if not d.is_dir():
-        raise NotADirectoryError(f"{what}: {path} is not a directory")
-    files = sorted(p for p in d.rglob("*") if p.is_file() and not p.name.startswith("."))
-    if not files:
-        raise ValueError(f"{what}: no files in {path}")
-    return [str(f) for f in files]
-
-
 def _roc_png(curves: tuple[Any, Any], auc: float, title: str) -> bytes:
     try:
         import matplotlib
@@ -285,8 +274,8 @@ def run_eval(args: argparse.Namespace) -> int:
         raise ValueError("--roc/--plot and --no-roc contradict each other")
     roc_path = None if args.no_roc else args.roc or f"roc-{args.method}.png"
     _check_options(args, [("--roc", roc_path)])
-    pos_files = _folder(args.positives, "--positives")
-    neg_files = _folder(args.negatives, "--negatives")
+    pos_files = folder_files(args.positives, "--positives")
+    neg_files = folder_files(args.negatives, "--negatives")
     pos, neg = _read(args, pos_files), _read(args, neg_files)
     scores, _ = _score(args, pos + neg)
     s_pos, s_neg = scores[: len(pos)], scores[len(pos) :]

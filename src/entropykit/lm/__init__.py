@@ -1,4 +1,7 @@
-"""Language-model tools: scoring texts (per-token surprisal, entropy, reports).
+"""Language-model tools: scoring texts (per-token surprisal, entropy, reports) and the analyses built on
+it: FACE spectra (``face``), log-likelihood model maps (``model_map``), prompt compression
+(``compress_prompt``), scaling-law fits (``fit_power_law``, ``fit_chinchilla``) and corpus-scale
+scoring (``score_corpus``, locally, on Ray or on Dask).
 
 ``entropykit.lm`` is also the front door users already know: ``load_model`` and the adapters (from
 ``entropykit.models``) are imported eagerly; ``score`` and the re-exports of the sibling parts
@@ -34,6 +37,14 @@ if TYPE_CHECKING:
     from entropykit.detect import score_texts as score_texts
     from entropykit.lm.corpus import CorpusResult as CorpusResult
     from entropykit.lm.corpus import score_corpus as score_corpus
+    from entropykit.lm.face import face as face
+    from entropykit.lm.face import face_metrics as face_metrics
+    from entropykit.lm.face import surprisal_spectrum as surprisal_spectrum
+    from entropykit.lm.model_map import ModelMap as ModelMap
+    from entropykit.lm.model_map import model_map as model_map
+    from entropykit.lm.prompt import compress_prompt as compress_prompt
+    from entropykit.lm.scaling import fit_chinchilla as fit_chinchilla
+    from entropykit.lm.scaling import fit_power_law as fit_power_law
     from entropykit.lm.scoring import ScoreResult as ScoreResult
     from entropykit.lm.scoring import score as score
 
@@ -52,6 +63,15 @@ _LAZY = {
     "score_texts": "entropykit.detect",
     "score_corpus": "entropykit.lm.corpus",
     "CorpusResult": "entropykit.lm.corpus",
+    # analyses built on the per-token statistics of score (issue 23)
+    "face": "entropykit.lm.face",
+    "face_metrics": "entropykit.lm.face",
+    "surprisal_spectrum": "entropykit.lm.face",
+    "model_map": "entropykit.lm.model_map",
+    "ModelMap": "entropykit.lm.model_map",
+    "compress_prompt": "entropykit.lm.prompt",
+    "fit_power_law": "entropykit.lm.scaling",
+    "fit_chinchilla": "entropykit.lm.scaling",
 }
 
 __all__ = [

@@ -192,7 +192,35 @@ def _histograms(result: ScoreResult, edges: list[int]) -> tuple[str, dict[str, l
     r_labels = [f"top-{e}" for e in edges] + ["other"]
     out = _svg_bars(s_labels, s_counts, shades, "surprisal histogram (bits per token)")
     out += _svg_bars(r_labels, r_counts, PALETTES["rank"], "rank histogram (rank of the actual token)")
-    return out, {"surprisal": s_counts, "rank": r_counts}
+    return out + _svg_spectrum(s), {"surprisal": s_counts, "rank": r_counts}
+
+
+def _svg_spectrum(s: np.ndarray, points: int = 160) -> str:
+    """A small inline SVG line of the surprisal sequence's spectrum (FACE: |FFT| of the z-scored
+    sequence, ``entropykit.lm.face``), averaged into at most ``points`` frequency bins."""
+    if s.size < 16:
+        return ""
+    from entropykit.lm.face import surprisal_spectrum
+
+    sp = surprisal_spectrum(s, preprocess="zscore")
+    f, p = sp.freq[1:], sp.power[1:]  # frequency 0 is the (removed) mean
+    k = min(points, f.size)
+    starts = (np.arange(k) * f.size) // k
+    sizes = np.diff(np.append(starts, f.size))
+    f, p = np.add.reduceat(f, starts) / sizes, np.add.reduceat(p, starts) / sizes
+    w, h, pad = 240, 90, 14
+    top = float(p.max()) or 1.0
+    pts = " ".join(f"{w * fi / 0.5:.1f},{pad + h - h * pi / top:.1f}" for fi, pi in zip(f, p))
+    peak = float(f[int(np.argmax(p))])
+    title = "spectrum of the surprisal sequence (FACE; cycles per token, 0 to 0.5)"
+    return (
+        f'<figure class="hist"><figcaption>{html.escape(title)}</figcaption>'
+        f'<svg width="{w}" height="{h + pad + 16}" role="img" aria-label="{html.escape(title)}">'
+        f"<title>peak at {peak:.3f} cycles/token (period {1 / peak:.1f} tokens)</title>"
+        f'<polyline points="{pts}" fill="none" stroke="#2f69d0" stroke-width="1"/>'
+        f'<text x="0" y="{pad + h + 11}" font-size="8">0</text>'
+        f'<text x="{w}" y="{pad + h + 11}" font-size="8" text-anchor="end">0.5</text></svg></figure>'
+    )
 
 
 def render_html(
