@@ -16,7 +16,9 @@ loss_agg_mode -> (loss, metrics)``), so each loss drops into verl's policy-loss 
   (AEnt), :func:`window_entropy_flags` (ARES), :func:`low_prob_protection` (Lp-Reg's masking simplification);
 - :func:`fit_entropy_performance` (R = -a e^H + b with confidence intervals);
 - :func:`fused_policy_loss`: all of it from hidden states without the N x V logits;
-- :func:`verl_policy_loss`: any of :data:`METHODS` in verl's registry signature.
+- :func:`verl_policy_loss`: any of :data:`METHODS` in verl's registry signature; :class:`EntropyControl`
+  (a loss + entropy-control recipe with its controllers) and :func:`trl_grpo_trainer` (TRL's
+  ``GRPOTrainer`` with that recipe as its loss).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from entropykit.rl.entropy import (
 )
 from entropykit.rl.fit import EntropyPerformanceFit, fit_entropy_performance
 from entropykit.rl.fused import fused_policy_loss
-from entropykit.rl.interop import verl_policy_loss
+from entropykit.rl.interop import EntropyControl, trl_grpo_trainer, verl_policy_loss
 from entropykit.rl.losses import (
     cispo_loss,
     clip_cov_loss,
@@ -68,6 +70,7 @@ __all__ = [
     "METHODS",
     "AdaptiveEntropyCoef",
     "EntroPIC",
+    "EntropyControl",
     "EntropyPerformanceFit",
     "Method",
     "agg_loss",
@@ -97,6 +100,7 @@ __all__ = [
     "rloo_advantages",
     "token_covariance",
     "token_logprob_entropy",
+    "trl_grpo_trainer",
     "verl_policy_loss",
     "window_entropy_flags",
 ]
