@@ -53,7 +53,8 @@ def test_pic_bonus_is_signed_and_follows_the_controller():
     loss, m = ctl.loss(old, lp, ent, adv, mask)
     base, _ = rl.ppo_loss(old, lp, adv, mask)
     h = float((ent * mask).sum() / mask.sum())
-    assert float(loss) == pytest.approx(float(base) + 0.05 * h, abs=1e-12) and m["entropy"] == pytest.approx(h)
+    assert float(loss) == pytest.approx(float(base) + 0.05 * h, abs=1e-12)
+    assert m["entropy"] == pytest.approx(h)
 
 
 def test_entropy_control_bad_input():
