@@ -163,8 +163,11 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-record", action="store_true")
+    ap.add_argument("--n", type=int, default=None, help="tokens N of the fused point (D=512, V=32000)")
     args = ap.parse_args(argv)
     points = QUICK if args.quick else POINTS
+    if args.n:
+        points = [(args.n, 512, 32000)]
     fused_table = bench_fused(points, repeat=1 if not args.quick else 2)
     mask_table = bench_mask([2**16, 2**20] if args.quick else [2**20, 2**24, 2**25])
     load = os.getloadavg()
@@ -177,8 +180,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(body)
     if not args.no_record:
-        record("rl", "RL entropy control: fused policy loss and forking-token mask (entropykit.rl)",
-               "python benchmarks/rl.py" + (" --quick" if args.quick else ""), body)
+        cmd = "python benchmarks/rl.py" + (" --quick" if args.quick else "")
+        cmd += f" --n {args.n}" if args.n else ""
+        title = "RL entropy control: fused policy loss and forking-token mask (entropykit.rl)"
+        record("rl", title, cmd, body)
 
 
 if __name__ == "__main__":
