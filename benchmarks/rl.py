@@ -1,11 +1,13 @@
 """entropykit.rl against its anchors, in one process: the fused policy loss and the forking-token mask.
 
-1. Policy loss + entropy bonus + high-entropy mask, forward + backward, from hidden states (N, D) and
+1. Policy loss + entropy bonus (+ high-entropy mask), forward + backward, from hidden states (N, D) and
    an LM head (V, D): ``rl.fused_policy_loss`` (chunked, no N x V logits) vs the logits path -- naive
    ``h @ W.T`` then log_softmax / entropy in fp32 -- and TRL's logits path (``selective_log_softmax`` +
    ``entropy_from_logits`` + ``get_high_entropy_mask``, when ``trl`` is installed). Same loss pieces
-   after the statistics (``rl.ppo_loss`` with clip-higher, TRL-style mask and bonus). Reports median
-   wall time, ratio to ours, peak extra resident memory, and |loss - ours|.
+   after the statistics (``rl.ppo_loss`` with clip-higher, TRL-style mask and bonus). Two settings:
+   the top-0.2 entropy mask (the fused backward recomputes only the kept rows) and no mask (the fused
+   forward forms the gradients chunk by chunk, Liger-style). Reports median wall time, ratio to ours,
+   peak extra resident memory, and |loss - ours|.
 2. The high-entropy mask over N valid tokens: TRL's ``get_high_entropy_mask`` (``torch.quantile``,
    which refuses more than 2^24 elements) vs ``rl.high_entropy_mask`` (exact quantile by selection).
 
@@ -39,6 +41,7 @@ except Exception:  # not installed (the [rl] extra)
 POINTS = [(8192, 512, 32000)]
 QUICK = [(1024, 256, 8000)]
 RHO, COEF, HIGH = 0.2, 0.01, 0.28
+RHOS = (0.2, 1.0)
 
 
 def _trl_mask(ent: torch.Tensor, mask: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -62,11 +65,15 @@ def make(n: int, d: int, v: int, seed: int = 0):
     return h, w, y, mask, old, adv
 
 
-def logits_loss(h, w, y, mask, old, adv, stats: Callable) -> torch.Tensor:
+def logits_loss(h, w, y, mask, old, adv, stats: Callable, rho: float) -> torch.Tensor:
     z = h @ w.T
     lp, ent = stats(z, y)
-    keep = rl.high_entropy_mask(ent.detach(), mask, RHO) if stats is not _trl_stats else _trl_mask(
-        ent.detach(), mask.long(), 1 - RHO)
+    if rho == 1.0:
+        keep = mask
+    elif stats is _trl_stats:
+        keep = _trl_mask(ent.detach(), mask.long(), 1 - rho)
+    else:
+        keep = rl.high_entropy_mask(ent.detach(), mask, rho)
     loss, _ = rl.ppo_loss(old, lp, adv, mask, clip_ratio_high=HIGH, weights=keep.float())
     return loss - COEF * (ent * keep).sum() / keep.sum().clamp(min=1)
 
@@ -80,9 +87,9 @@ def _trl_stats(z: torch.Tensor, y: torch.Tensor):
     return selective_log_softmax(z, y), entropy_from_logits(z)
 
 
-def fused_loss(h, w, y, mask, old, adv) -> torch.Tensor:
+def fused_loss(h, w, y, mask, old, adv, rho: float) -> torch.Tensor:
     loss, _ = rl.fused_policy_loss(h, w, y, old, adv, mask, clip_ratio_high=HIGH, entropy_coef=COEF,
-                                   top_entropy_quantile=RHO)
+                                   top_entropy_quantile=rho)
     return loss
 
 
@@ -98,32 +105,33 @@ def _runner(fn: Callable[..., torch.Tensor], h, w, y, mask, old, adv) -> Callabl
     return go
 
 
-def bench_point(n: int, d: int, v: int, repeat: int) -> list[list[object]]:
+def bench_point(n: int, d: int, v: int, rho: float, repeat: int) -> list[list[object]]:
     data = make(n, d, v)
     methods: dict[str, Callable[[], float]] = {
         "naive logits (h @ W.T, log_softmax)": _runner(
-            lambda *a: logits_loss(*a, stats=_naive_stats), *data)}
-    if trl is not None:
+            lambda *a: logits_loss(*a, stats=_naive_stats, rho=rho), *data)}
+    if trl is not None and rho < 1.0:
         methods["TRL logits path (selective_log_softmax, entropy_from_logits, mask)"] = _runner(
-            lambda *a: logits_loss(*a, stats=_trl_stats), *data)
-    ours = _runner(fused_loss, *data)
+            lambda *a: logits_loss(*a, stats=_trl_stats, rho=rho), *data)
+    ours = _runner(lambda *a: fused_loss(*a, rho=rho), *data)
     ours_val, ours_mem = peak_extra_mb(ours)
     ours_t = timeit(ours, repeat=repeat, warmup=0)  # the memory run above was the warm-up
     rows: list[list[object]] = []
     for name, fn in methods.items():
         val, mem = peak_extra_mb(fn)
         t = timeit(fn, repeat=repeat, warmup=0)
-        rows.append([f"{n}x{d}x{v}", name, t, t / ours_t, mem, mem / max(ours_mem, 1.0), abs(val - ours_val)])
+        rows.append([f"{n}x{d}x{v}", rho, name, t, t / ours_t, mem, mem / max(ours_mem, 1.0),
+                     abs(val - ours_val)])
         print(rows[-1], flush=True)
-    rows.append([f"{n}x{d}x{v}", "entropykit rl.fused_policy_loss", ours_t, 1.0, ours_mem, 1.0, 0.0])
+    rows.append([f"{n}x{d}x{v}", rho, "entropykit rl.fused_policy_loss", ours_t, 1.0, ours_mem, 1.0, 0.0])
     print(rows[-1], flush=True)
     return rows
 
 
 def bench_fused(points, repeat: int) -> str:
-    rows = [r for n, d, v in points for r in bench_point(n, d, v, repeat)]
-    header = ["N x D x V", "method", "s (fwd+bwd)", "time / ours", "peak extra MB", "mem / ours",
-              "abs(loss - ours)"]
+    rows = [r for n, d, v in points for rho in RHOS for r in bench_point(n, d, v, rho, repeat)]
+    header = ["N x D x V", "entropy mask rho", "method", "s (fwd+bwd)", "time / ours", "peak extra MB",
+              "mem / ours", "abs(loss - ours)"]
     return markdown_table(header, rows)
 
 
@@ -155,21 +163,27 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-record", action="store_true")
+    ap.add_argument("--n", type=int, default=None, help="tokens N of the fused point (D=512, V=32000)")
     args = ap.parse_args(argv)
     points = QUICK if args.quick else POINTS
+    if args.n:
+        points = [(args.n, 512, 32000)]
     fused_table = bench_fused(points, repeat=1 if not args.quick else 2)
     mask_table = bench_mask([2**16, 2**20] if args.quick else [2**20, 2**24, 2**25])
     load = os.getloadavg()
     body = (
-        f"Policy loss (PPO clip-higher {HIGH}) + entropy bonus {COEF} + top-{RHO} entropy mask, forward + "
+        f"Policy loss (PPO clip-higher {HIGH}) + entropy bonus {COEF}, with the top-{RHO} entropy mask and "
+        f"without it (rho 1), forward + "
         f"backward w.r.t. hidden and weight, fp32, sequences of 512 tokens (95% valid). Machine shared by "
         f"other jobs (load average {load[0]:.1f} at the end): times are indicative, ratios measured in one "
         f"process.\n\n{fused_table}\n\nHigh-entropy mask (rho {RHO}) over N valid tokens:\n\n{mask_table}\n"
     )
     print(body)
     if not args.no_record:
-        record("rl", "RL entropy control: fused policy loss and forking-token mask (entropykit.rl)",
-               "python benchmarks/rl.py" + (" --quick" if args.quick else ""), body)
+        cmd = "python benchmarks/rl.py" + (" --quick" if args.quick else "")
+        cmd += f" --n {args.n}" if args.n else ""
+        title = "RL entropy control: fused policy loss and forking-token mask (entropykit.rl)"
+        record("rl", title, cmd, body)
 
 
 if __name__ == "__main__":

@@ -161,3 +161,63 @@ class TrlAdaptiveEntropy:
         else:
             self.coef = max(self.coef - self.delta, self.cmin)
         self.last = world_entropy
+
+
+# --- Lp-Reg (Huang et al. 2025; the authors' verl fork, CarlanLark/Lp-Reg-dev: dp_actor.apply_min_p and
+# core_algos.compute_policy_loss_lp_reg, negative-sample branch), written out with python loops ---------
+
+
+def lp_reg_min_p_log_prob(logits: Tensor, target: Tensor, min_p: float, regular_type: str,
+                          temperature: float) -> Tensor:
+    """Filter (softmax of the raw logits below min_p * max, or below min_p) to -1e4, divide by the
+    temperature, log-softmax, take the target's entry: one row at a time."""
+    z = logits.double().reshape(-1, logits.shape[-1])
+    y = target.reshape(-1)
+    out = torch.empty(z.shape[0], dtype=torch.float64)
+    for i in range(z.shape[0]):
+        p = torch.softmax(z[i], -1)
+        thr = min_p * float(p.max()) if regular_type == "minp" else min_p
+        row = z[i].clone()
+        for j in range(row.numel()):
+            if float(p[j]) < thr:
+                row[j] = -1e4
+        out[i] = torch.log_softmax(row / temperature, -1)[int(y[i])]
+    return out.reshape(target.shape)
+
+
+def verl_kl_penalty(lp: Tensor, ref: Tensor, kind: str) -> Tensor:
+    if kind == "kl":
+        k = lp - ref
+    elif kind == "abs":
+        k = (lp - ref).abs()
+    elif kind == "mse":
+        k = 0.5 * (lp - ref) ** 2
+    else:
+        d = ref - lp
+        k = torch.exp(d) - d - 1
+    return torch.clamp(k, -10, 10)
+
+
+def lp_reg_reference(old, lp, tgt, adv, mask, mode, lo=0.2, hi=0.2, neg_ratio=0.01, coef=1.0,
+                     kind="low_var_kl"):
+    """The per-token PPO loss, then for the k lowest-log-prob negative-advantage valid tokens whose
+    log-prob is below the target's, -A ratio + coef * kl_penalty(log_prob, target) (k >= 2 in the tests:
+    the authors' code skips k = 1)."""
+    ratio = torch.exp(lp - old)
+    l1 = -adv * ratio
+    l2 = -adv * ratio.clamp(1 - lo, 1 + hi)
+    losses = torch.maximum(l1, l2)
+    b, t = lp.shape
+    neg = [(i, j) for i in range(b) for j in range(t) if bool(mask[i, j]) and float(adv[i, j]) < 0]
+    k = max(1, int(len(neg) * neg_ratio))
+    neg.sort(key=lambda ij: float(lp[ij[0], ij[1]]))
+    rows = []
+    for i, j in neg[:k]:
+        if float(lp[i, j]) < float(tgt[i, j]):
+            rows.append((i, j))
+    if rows:
+        new = losses.clone()
+        for i, j in rows:
+            new[i, j] = -adv[i, j] * ratio[i, j] + coef * verl_kl_penalty(lp[i, j], tgt[i, j], kind)
+        losses = new
+    return verl_agg(losses, mask, mode), len(rows)

@@ -114,3 +114,84 @@ def test_fused_rejects_unknown_loss_parameter():
     h, w, y, old, adv, mask = setup(torch.float32)
     with pytest.raises(TypeError, match="unexpected parameter"):
         rl.fused_policy_loss(h, w, y, old, adv, mask, method="vanilla", kl_cov_ratio=0.1)
+
+
+def _logits_ref(h, w, b, y, old, adv, mask, method, mode, coef, rho, weights, **params):
+    z = h.double() @ w.double().T + (0 if b is None else b.double())
+    logp = torch.log_softmax(z, -1)
+    lp = logp.gather(-1, y.clamp(min=0)[..., None])[..., 0]
+    ent = -(logp.exp() * logp).sum(-1)
+    keep = rl.high_entropy_mask(ent, mask, rho) if rho < 1 else mask
+    wt = None if weights is None else weights.double()
+    if rho < 1:
+        wt = keep.double() if wt is None else wt * keep.double()
+    loss, _ = rl.policy_loss(method, old.double(), lp, adv.double(), mask, mode, weights=wt, **params)
+    if coef:
+        loss = loss - coef * (ent * keep).sum() / keep.sum()
+    return loss
+
+
+@pytest.mark.parametrize("mode", rl.LOSS_AGG_MODES)
+@pytest.mark.parametrize(("method", "rho"), [("vanilla", 1.0), ("gpg", 1.0), ("cispo", 1.0), ("vanilla", 0.3),
+                                             ("gspo", 1.0)])
+def test_fused_agg_modes_weights_bias_against_float64(mode, method, rho):
+    """Both gradient paths (formed in the forward for separable methods without the mask; row-sparse
+    recompute otherwise) against float64 autograd through the full logits, with a bias, weights,
+    a normalizer and an empty sequence."""
+    h, w, y, old, adv, mask = setup(torch.float64, b=4, t=6, d=8, v=23, seed=3)
+    mask[2] = False
+    b = torch.randn(23, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).requires_grad_()
+    wts = torch.rand(4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    params = {"normalizer": 17.0} if mode == "token-mean" and method != "gspo" else {}
+    loss, _ = rl.fused_policy_loss(h, w, y, old, adv, mask, method=method, loss_agg_mode=mode, bias=b,
+                                   entropy_coef=0.03, top_entropy_quantile=rho, weights=wts, chunk_size=7,
+                                   **params)
+    grads = torch.autograd.grad(loss, (h, w, b))
+    h2, w2, b2 = (x.detach().clone().requires_grad_() for x in (h, w, b))
+    ref = _logits_ref(h2, w2, b2, y, old, adv, mask, method, mode, 0.03, rho, wts, **params)
+    refs = torch.autograd.grad(ref, (h2, w2, b2))
+    assert float(loss) == pytest.approx(float(ref), abs=1e-10)
+    for g, r in zip(grads, refs, strict=True):
+        assert torch.allclose(g, r, atol=1e-10, rtol=1e-8)
+    assert bool((grads[0][2] == 0).all())  # the empty sequence gets no gradient
+
+
+def test_fused_masked_backward_touches_only_kept_rows():
+    """With the entropy mask and no other gradient source, rows outside the mask get exactly 0."""
+    h, w, y, old, adv, mask = setup(torch.float64, b=3, t=10, d=6, v=17, seed=5)
+    loss, m = rl.fused_policy_loss(h, w, y, old, adv, mask, entropy_coef=0.1, top_entropy_quantile=0.25)
+    (gh,) = torch.autograd.grad(loss, h)
+    with torch.no_grad():
+        logp = torch.log_softmax(h @ w.T, -1)
+        keep = rl.high_entropy_mask(-(logp.exp() * logp).sum(-1), mask, 0.25)
+    nonzero = gh.abs().sum(-1) != 0
+    assert bool((nonzero <= keep).all()) and int(nonzero.sum()) > 0
+    assert m["entropy_mask_frac"] == pytest.approx(float(keep.sum()) / float(mask.sum()))
+
+
+def test_fused_without_grad_and_empty_mask():
+    h, w, y, old, adv, mask = setup(torch.float32)
+    with torch.no_grad():
+        loss, _ = rl.fused_policy_loss(h, w, y, old, adv, mask, entropy_coef=0.1)
+    assert loss.grad_fn is None and torch.isfinite(loss)
+    empty = torch.zeros_like(mask)
+    loss, m = rl.fused_policy_loss(h, w, y, old, adv, empty, entropy_coef=0.1)
+    gh, gw = torch.autograd.grad(loss, (h, w))
+    assert float(loss) == 0.0 and float(gh.abs().sum()) == 0.0 and float(gw.abs().sum()) == 0.0
+    assert m["entropy_mask_frac"] == 0.0
+
+
+def test_fused_head_shape_errors():
+    h, w, y, old, adv, mask = setup(torch.float32)
+    with pytest.raises(ValueError, match="weight"):
+        rl.fused_policy_loss(h, w[:, :3], y, old, adv, mask)
+    with pytest.raises(ValueError, match="bias"):
+        rl.fused_policy_loss(h, w, y, old, adv, mask, bias=torch.zeros(3))
+    with pytest.raises(TypeError, match="weight"):
+        rl.fused_policy_loss(h, w.double(), y, old, adv, mask)
+    bad = y.clone()
+    bad[0, 0] = 10_000
+    with pytest.raises(ValueError, match="target"):
+        rl.fused_policy_loss(h, w, bad, old, adv, mask)
+    with pytest.raises(ValueError, match="temperature"):
+        rl.fused_policy_loss(h, w, y, old, adv, mask, temperature=0.0)

@@ -327,6 +327,7 @@ def test_empty_mask_gives_zero_loss_and_no_selection():
     old, lp, adv, mask = batch()
     none = torch.zeros_like(mask)
     for method in rl.METHODS:
-        loss, m = rl.policy_loss(method, old, lp, adv, none)
+        extra = {"proxy_log_prob": torch.zeros_like(lp)} if method == "lp_reg" else {}
+        loss, m = rl.policy_loss(method, old, lp, adv, none, **extra)
         assert float(loss) == 0.0
         assert m.get("n_selected", 0.0) == 0.0

@@ -9,13 +9,16 @@ loss_agg_mode -> (loss, metrics)``), so each loss drops into verl's policy-loss 
 - advantages: :func:`grpo_advantages` (GRPO, Dr. GRPO), :func:`rloo_advantages`, :func:`qae_advantages`,
   :func:`empg_advantages`;
 - policy losses (:data:`METHODS`): PPO/GRPO with clip-higher and dual clip, GPG, Clip-Cov, KL-Cov (with a
-  batch-level selection, :func:`cov_selection`), GSPO, CISPO;
+  batch-level selection, :func:`cov_selection`), GSPO, CISPO, Lp-Reg (:func:`lp_reg_loss` with the proxy of
+  :func:`lp_reg_proxy_log_prob`);
 - entropy controls: :func:`entropy_bonus`, :class:`AdaptiveEntropyCoef`, :class:`EntroPIC` +
   :func:`entropic_weights`, :func:`high_entropy_mask` (exact quantile, any size), :func:`clamped_entropy`
-  (AEnt), :func:`window_entropy_flags` (ARES), :func:`low_prob_protection` (Lp-Reg style);
+  (AEnt), :func:`window_entropy_flags` (ARES), :func:`low_prob_protection` (Lp-Reg's masking simplification);
 - :func:`fit_entropy_performance` (R = -a e^H + b with confidence intervals);
 - :func:`fused_policy_loss`: all of it from hidden states without the N x V logits;
-- :func:`verl_policy_loss`: any of :data:`METHODS` in verl's registry signature.
+- :func:`verl_policy_loss`: any of :data:`METHODS` in verl's registry signature; :class:`EntropyControl`
+  (a loss + entropy-control recipe with its controllers) and :func:`trl_grpo_trainer` (TRL's
+  ``GRPOTrainer`` with that recipe as its loss).
 """
 
 from __future__ import annotations
@@ -36,11 +39,12 @@ from entropykit.rl.entropy import (
     exact_quantile,
     high_entropy_mask,
     low_prob_protection,
+    lp_reg_proxy_log_prob,
     window_entropy_flags,
 )
 from entropykit.rl.fit import EntropyPerformanceFit, fit_entropy_performance
 from entropykit.rl.fused import fused_policy_loss
-from entropykit.rl.interop import verl_policy_loss
+from entropykit.rl.interop import EntropyControl, trl_grpo_trainer, verl_policy_loss
 from entropykit.rl.losses import (
     cispo_loss,
     clip_cov_loss,
@@ -48,6 +52,8 @@ from entropykit.rl.losses import (
     gpg_loss,
     gspo_loss,
     kl_cov_loss,
+    lp_reg_loss,
+    lp_reg_selection,
     ppo_loss,
 )
 from entropykit.rl.stats import (
@@ -64,6 +70,7 @@ __all__ = [
     "METHODS",
     "AdaptiveEntropyCoef",
     "EntroPIC",
+    "EntropyControl",
     "EntropyPerformanceFit",
     "Method",
     "agg_loss",
@@ -84,12 +91,16 @@ __all__ = [
     "high_entropy_mask",
     "kl_cov_loss",
     "low_prob_protection",
+    "lp_reg_loss",
+    "lp_reg_proxy_log_prob",
+    "lp_reg_selection",
     "policy_loss",
     "ppo_loss",
     "qae_advantages",
     "rloo_advantages",
     "token_covariance",
     "token_logprob_entropy",
+    "trl_grpo_trainer",
     "verl_policy_loss",
     "window_entropy_flags",
 ]
@@ -116,6 +127,10 @@ METHODS: dict[str, Method] = {
         Method("cispo", cispo_loss, "MiniMax-M1 2025 (CISPO)",
                {"clip_ratio_low": 1.0, "clip_ratio_high": 4.0},
                "REINFORCE weighted by the clipped, detached ratio"),
+        Method("lp_reg", lp_reg_loss, "Huang et al. 2025, Low-probability Tokens Sustain Exploration in RLVR",
+               {**_CLIP, "proxy_log_prob": None, "lp_reg_ratio": 0.01, "lp_reg_coef": 1.0,
+                "kl_type": "low_var_kl", "selected": None},
+               "PPO clip + KL toward a min-p filtered proxy on rare tokens of negative samples"),
     )
 }
 

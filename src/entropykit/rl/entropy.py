@@ -6,7 +6,8 @@
 - :class:`EntroPIC` and :func:`entropic_weights`: a PI controller on the entropy error that re-weights
   positive vs negative samples (EntroPIC, Yang et al. 2025).
 - :func:`low_prob_protection`: keep penalised low-probability tokens from being pushed further down
-  (Lp-Reg style).
+  (a gradient-masking simplification of Lp-Reg); :func:`lp_reg_proxy_log_prob`: Lp-Reg's filtered,
+  renormalised proxy distribution (its loss is :func:`entropykit.rl.lp_reg_loss`).
 - :func:`clamped_entropy` (AEnt, top-k renormalised entropy), :func:`window_entropy_flags` (ARES-style
   high window-entropy tokens).
 """
@@ -39,6 +40,7 @@ __all__ = [
     "exact_quantile",
     "high_entropy_mask",
     "low_prob_protection",
+    "lp_reg_proxy_log_prob",
     "window_entropy_flags",
 ]
 
@@ -310,7 +312,8 @@ def low_prob_protection(
     Exploration in RL fine-tuning lives in rare but meaningful tokens ("reasoning sparks"); negative
     advantages keep pushing them toward zero, and their disappearance precedes entropy collapse (Huang
     et al. 2025, "Low-probability Tokens Sustain Exploration in RLVR", Lp-Reg). This is the simple,
-    gradient-masking form of that protection (not Lp-Reg's proxy-distribution KL): weight 0 for valid
+    gradient-masking form of that protection (Lp-Reg's proxy-distribution KL is
+    :func:`entropykit.rl.lp_reg_loss` with :func:`lp_reg_proxy_log_prob`): weight 0 for valid
     tokens with :math:`A_t < 0` whose probability lies in the lowest ``rho`` quantile of the batch's
     valid tokens and above ``min_prob`` (below it: presumed noise, left to be suppressed); 1
     elsewhere. Pass it as ``weights=`` to a policy loss.
@@ -331,3 +334,47 @@ def low_prob_protection(
     tau = exact_quantile(vals, r)
     protect = mask & (a < 0) & (lp <= tau) & (lp.exp() > floor)
     return torch.where(protect, torch.zeros_like(w), w)
+
+
+LP_REG_FILTERS = ("min_p", "fixed")
+
+
+def lp_reg_proxy_log_prob(
+    logits: Tensor, target: Tensor, *, min_p: float = 0.02, mode: str = "min_p", temperature: float = 1.0,
+) -> Tensor:
+    r"""Lp-Reg's proxy distribution, evaluated at the sampled tokens: :math:`\log\pi_{proxy}(y_t)`.
+
+    With :math:`p = \mathrm{softmax}(z)` (before the temperature, as the authors' code filters), the
+    presumed noise tokens are dropped and the rest renormalised (Huang et al. 2025, "Low-probability
+    Tokens Sustain Exploration in RLVR", Lp-Reg):
+
+    .. math:: \pi_{proxy}(o) = \frac{\pi(o)\,[p_o \ge \tau]}{\sum_{o'} \pi(o')\,[p_{o'} \ge \tau]}
+
+    with :math:`\tau = \kappa \max_o p_o` (``mode="min_p"``) or :math:`\tau = \kappa` (``"fixed"``),
+    :math:`\pi = \mathrm{softmax}(z / T)`, :math:`\kappa` = ``min_p``; the most probable token is
+    always kept (with ``"fixed"``, a flat row could otherwise lose every token; the authors' code then
+    falls back to the uniform distribution). Filtered tokens get :math:`-\infty`. Kept tokens get
+    :math:`\log\pi(y) - \log Z \ge \log\pi(y)`: the proxy amplifies the surviving low-probability
+    tokens ("reasoning sparks"), which :func:`entropykit.rl.lp_reg_loss` then protects. Compute it from
+    the logits the batch was sampled with (detached). Nats.
+
+    >>> z = torch.log(torch.tensor([[0.6, 0.3, 0.09, 0.01]]))
+    >>> lp_reg_proxy_log_prob(z, torch.tensor([2]), min_p=0.1).exp()   # drops 0.01 (< 0.1 * 0.6)
+    tensor([0.0909])
+    """
+    check_logits(logits)
+    if not isinstance(target, Tensor) or target.is_floating_point() or tuple(target.shape) != tuple(
+            logits.shape[:-1]):
+        raise ValueError(f"target must be integer token ids of shape {tuple(logits.shape[:-1])}, got "
+                         f"{getattr(target, 'shape', type(target).__name__)}")
+    kappa = check_real(min_p, "min_p", 0.0, 1.0)
+    check_choice(mode, LP_REG_FILTERS, "mode")
+    t = check_positive(temperature, "temperature")
+    z = (logits.float() if logits.dtype not in (torch.float32, torch.float64) else logits).detach()
+    logp = torch.log_softmax(z, -1)
+    thr = math.log(kappa) if kappa > 0 else -math.inf
+    top = logp.amax(-1, keepdim=True)
+    keep = (logp >= top + thr) if mode == "min_p" else (logp >= thr) | (logp == top)
+    zt = torch.where(keep, z / t, torch.full((), -math.inf, dtype=z.dtype, device=z.device))
+    out = torch.log_softmax(zt, -1).gather(-1, target.long().clamp(0, z.shape[-1] - 1)[..., None])[..., 0]
+    return out

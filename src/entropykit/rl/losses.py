@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from entropykit._validate import check_choice, check_positive, check_real
+from entropykit._validate import check_choice, check_positive, check_real, check_tensor
 from entropykit.rl._common import (
     LOSS_AGG_MODES,
     agg,
@@ -42,6 +42,8 @@ __all__ = [
     "gpg_loss",
     "gspo_loss",
     "kl_cov_loss",
+    "lp_reg_loss",
+    "lp_reg_selection",
     "ppo_loss",
 ]
 
@@ -441,3 +443,124 @@ def cispo_loss(
     metrics = {"pg_clipfrac": _f(masked_mean((w != ratio).to(lp.dtype), mask)),
                "ppo_kl": _f(masked_mean(-log_ratio, mask)), "pg_clipfrac_lower": 0.0}
     return loss, metrics
+
+
+KL_ESTIMATORS = ("low_var_kl", "kl", "abs", "mse")
+
+
+def _kl_estimate(lp: Tensor, ref: Tensor, kind: str) -> Tensor:
+    """verl's ``kl_penalty`` per-token estimators of KL(pi || ref) at the sampled token, clamped to +-10."""
+    if kind == "kl":
+        k = lp - ref
+    elif kind == "abs":
+        k = (lp - ref).abs()
+    elif kind == "mse":
+        k = 0.5 * (lp - ref).square()
+    else:  # k3 (Schulman 2020): r - log r - 1 with r = ref / pi
+        d = ref - lp
+        k = torch.exp(d) - d - 1.0
+    return torch.clamp(k, -10.0, 10.0)
+
+
+def lp_reg_selection(log_prob: Tensor, advantages: Tensor, response_mask: Tensor, proxy_log_prob: Tensor,
+                     *, ratio: float = 0.01) -> Tensor:
+    r"""The tokens Lp-Reg regularises: low-probability tokens of negative-advantage samples that the
+    proxy keeps.
+
+    Among the valid tokens with :math:`A_t < 0` (N^- of them), the :math:`k = \max(1, \lfloor
+    \mathrm{ratio} \cdot N^-\rfloor)` of lowest :math:`\log\pi_t` (detached), restricted to those with
+    :math:`\log\pi_t < \log\pi_{proxy,t}` (the proxy did not filter them and amplifies them). A bool
+    mask like ``log_prob``. As with :func:`cov_selection`, call it on the whole batch and pass it as
+    ``selected`` to make the loss independent of the micro-batch split.
+
+    >>> lp = torch.log(torch.tensor([[0.5, 0.05, 0.01, 0.3]]))
+    >>> proxy = torch.log(torch.tensor([[0.6, 0.06, float("nan"), 0.4]])).nan_to_num(-float("inf"))
+    >>> lp_reg_selection(lp, torch.tensor([[-1.0, -1.0, -1.0, 1.0]]), torch.ones(1, 4), proxy, ratio=0.7)
+    tensor([[False,  True, False, False]])
+    """
+    lp = as_float(log_prob, "log_prob").detach()
+    mask = as_mask(response_mask, lp)
+    a = as_advantages(advantages, lp).detach()
+    proxy = _proxy(proxy_log_prob, lp)
+    r = _ratio_param(ratio, "ratio")
+    neg = mask & (a < 0)
+    out = torch.zeros_like(mask)
+    idx = neg.reshape(-1).nonzero().squeeze(1)
+    if idx.numel() == 0:
+        return out
+    k = max(1, int(r * idx.numel()))
+    low = torch.topk(lp.reshape(-1)[idx], k, largest=False).indices
+    out.view(-1)[idx[low]] = True
+    return out & (lp < proxy)
+
+
+def _proxy(proxy_log_prob: Any, like: Tensor) -> Tensor:
+    check_tensor(proxy_log_prob, "proxy_log_prob", floating=True, min_dim=1)
+    same_shape(proxy_log_prob, "proxy_log_prob", like, "log_prob")
+    p = proxy_log_prob.detach().to(like.dtype)
+    if bool(torch.isnan(p).any()) or bool((p == math.inf).any()):
+        raise ValueError("proxy_log_prob must hold log-probabilities (<= 0, -inf allowed), got NaN or +inf")
+    return p
+
+
+def lp_reg_loss(
+    old_log_prob: Tensor, log_prob: Tensor, advantages: Tensor, response_mask: Tensor,
+    loss_agg_mode: str = "token-mean", *, proxy_log_prob: Tensor | None = None, lp_reg_ratio: float = 0.01,
+    lp_reg_coef: float = 1.0, kl_type: str = "low_var_kl", clip_ratio: float = 0.2,
+    clip_ratio_low: float | None = None, clip_ratio_high: float | None = None, selected: Tensor | None = None,
+    normalizer: float | None = None, weights: Tensor | None = None,
+) -> tuple[Tensor, Metrics]:
+    r"""Lp-Reg (Huang et al. 2025): PPO clipping plus a KL pull toward a filtered proxy distribution on the
+    low-probability tokens of negative samples.
+
+    :math:`\ell_t = \max(-A r, -A\,\mathrm{clip}(r, 1-\epsilon_{lo}, 1+\epsilon_{hi}))` except on the
+    selected tokens :math:`s_t` (:func:`lp_reg_selection`: valid, :math:`A_t < 0`, among the
+    ``lp_reg_ratio`` lowest-probability such tokens, and :math:`\pi_t < \pi_{proxy,t}`), where
+
+    .. math:: \ell_t = -A_t r_t + \beta\, \hat D(\log\pi_t, \log\pi_{proxy,t})
+
+    (unclipped, as in the authors' verl code), :math:`\beta` = ``lp_reg_coef`` and :math:`\hat D` the
+    per-token KL estimate ``kl_type`` (verl's ``kl_penalty``, clamped to +-10): ``"low_var_kl"`` (k3,
+    :math:`e^{d} - d - 1` with :math:`d = \log\pi_{proxy} - \log\pi`, the authors' default), ``"kl"``,
+    ``"abs"``, ``"mse"``. Its gradient raises :math:`\log\pi_t` toward the proxy's value (``"kl"``, the
+    plain difference, is the exception: its per-token gradient is +1 and does not protect), so the
+    penalised rare tokens that survive the proxy's noise filter are not pushed to zero; tokens the proxy
+    filtered out (:math:`-\infty`) stay unprotected. ``proxy_log_prob`` comes from
+    :func:`entropykit.rl.lp_reg_proxy_log_prob` on the sampling-time logits (required). The authors'
+    code also has a positive-sample branch, off by default there, omitted here. Metrics: the PPO ones
+    plus ``n_selected`` and ``lp_reg_kl`` (mean estimate over the selected tokens).
+
+    >>> lp = torch.log(torch.tensor([[0.5, 0.05, 0.3]]))
+    >>> proxy = torch.log(torch.tensor([[0.55, 0.1, 0.35]]))
+    >>> a = torch.tensor([[-1.0, -1.0, 1.0]])
+    >>> loss, m = lp_reg_loss(lp, lp, a, torch.ones(1, 3), proxy_log_prob=proxy, lp_reg_ratio=0.5)
+    >>> m["n_selected"], round(m["lp_reg_kl"], 4)   # token 1: e^{log 2} - log 2 - 1
+    (1.0, 0.3069)
+    """
+    old, lp, a, mask, norm = _inputs(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode,
+                                     normalizer, weights)
+    if proxy_log_prob is None:
+        raise ValueError("proxy_log_prob must be given (rl.lp_reg_proxy_log_prob of the sampling logits), "
+                         "got None")
+    proxy = _proxy(proxy_log_prob, lp)
+    lo, hi = _clip_range(clip_ratio, clip_ratio_low, clip_ratio_high)
+    r_sel = _ratio_param(lp_reg_ratio, "lp_reg_ratio")
+    beta = check_positive(lp_reg_coef, "lp_reg_coef", allow_zero=True)
+    check_choice(kl_type, KL_ESTIMATORS, "kl_type")
+    log_ratio = torch.clamp(lp - old, -20.0, 20.0)
+    ratio = torch.exp(log_ratio)
+    pg1 = -a * ratio
+    pg2 = -a * torch.clamp(ratio, 1.0 - lo, 1.0 + hi)
+    clipped = torch.maximum(pg1, pg2)
+    if selected is None:
+        sel = lp_reg_selection(lp, a, mask, proxy, ratio=r_sel)
+    else:
+        sel = _check_selected(selected, lp) & mask & (lp.detach() < proxy)
+    safe_proxy = torch.where(sel, proxy, lp.detach())  # no inf arithmetic off the selection
+    kl = _kl_estimate(lp, safe_proxy, kl_type)
+    loss_mat = torch.where(sel, pg1 + beta * kl, clipped)
+    metrics = {"pg_clipfrac": _f(masked_mean((pg2 > pg1).to(lp.dtype), mask)),
+               "ppo_kl": _f(masked_mean(-log_ratio, mask)), "pg_clipfrac_lower": 0.0,
+               "n_selected": float(sel.sum()),
+               "lp_reg_kl": _f(kl[sel].mean()) if bool(sel.any()) else 0.0}
+    return _agg(loss_mat, mask, loss_agg_mode, norm, weights), metrics
