@@ -62,8 +62,10 @@ def test_rotation_matches_the_complex_form_and_transformers() -> None:
 def test_rotary_scores_depend_only_on_the_distance(m: int, n: int, shift: int) -> None:
     g = torch.Generator().manual_seed(m * 7 + n)
     q, k = torch.randn(2, 32, generator=g, dtype=torch.float64).float()
-    a = apply_rope(q, rope(torch.tensor([m]), 32)) @ apply_rope(k, rope(torch.tensor([n]), 32)).T
-    b = apply_rope(q, rope(torch.tensor([m + shift]), 32)) @ apply_rope(k, rope(torch.tensor([n + shift]), 32)).T
+    def score(i: int, j: int) -> torch.Tensor:
+        return apply_rope(q, rope(torch.tensor([i]), 32)) @ apply_rope(k, rope(torch.tensor([j]), 32)).T
+
+    a, b = score(m, n), score(m + shift, n + shift)
     assert abs(float(a) - float(b)) < 1e-3 * (1 + abs(float(a)))
 
 
@@ -108,7 +110,7 @@ def test_learned_positions_refuse_another_start_and_old_configs_load(tmp_path: P
 @pytest.mark.parametrize("bad", [{"positions": "alibi"}, {"positions": "rope", "n_embd": 6, "n_head": 2}])
 def test_bad_configs_are_clear_errors(bad: dict) -> None:
     kw = {"block_size": 8, "n_layer": 1, "n_head": 1, "n_embd": 8, **bad}
-    with pytest.raises(ValueError, match="positions|n_embd"):
+    with pytest.raises(ValueError, match=r"positions|n_embd"):
         ByteGPTConfig(**kw)
 
 
@@ -118,7 +120,8 @@ def test_bundled_learned_models_still_compute_the_reference(name: str) -> None:
     assert isinstance(lm, ByteModel) and lm.module.config.positions == "learned"
     tokens = [BOS, *b"Return the number of items in a container."]
     got, _ = lm.forward(torch.tensor([tokens]))
-    np.testing.assert_allclose(got[0].detach().double().numpy(), reference_forward(lm.module, tokens), atol=2e-3)
+    want = reference_forward(lm.module, tokens)
+    np.testing.assert_allclose(got[0].detach().double().numpy(), want, atol=2e-3)
 
 
 # --- the fast step ---------------------------------------------------------------------------------------
@@ -138,7 +141,8 @@ def test_rope_fast_step_matches_forward() -> None:
 @pytest.mark.parametrize("precision", ["bfloat16", pytest.param("int8kv", marks=needs_kernel)])
 def test_rope_low_precision_steps_stay_close(precision: str) -> None:
     lm = ByteModel(rope_model(n_embd=64, n_head=2), "rope")  # head size 32: the kernel's
-    assert precision in step_precisions(lm) and int8kv_unavailable(lm) == decode_attention.unavailable_reason()
+    assert precision in step_precisions(lm)
+    assert int8kv_unavailable(lm) == decode_attention.unavailable_reason()
     ids = np.random.default_rng(3).integers(0, 256, (2, 47))
     ref = ByteGPTStepper(lm, 2)
     low = ByteGPTStepper(lm, 2, precision)

@@ -182,7 +182,7 @@ def encode_group(lm: LanguageModel, p: Params, key: int, chunks: list[bytes], me
     records, bits = [], 0.0
     for raw, coder, n_sym in zip(chunks, coders, lengths):
         payload = None if coder is None else coder.get_compressed().astype("<u4").tobytes()
-        record, n_payload = chunk_record(raw, n_sym, payload)
+        record, n_payload = chunk_record(raw, n_sym, payload, use_lzma=p.lzma)
         records.append(record)
         bits += 8.0 * n_payload
     meter.finish(key, n_bytes, bits)

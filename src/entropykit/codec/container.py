@@ -65,6 +65,7 @@ class Params:
     group: int
     flags: int = 0  # the header's FLAG_* bits: the arithmetic
     version: int = VERSION  # of the container read (written containers are always VERSION)
+    lzma: bool = True  # encoder only (not in the header): may write LZMA2 records
 
     @staticmethod
     def flags_of(precision: str) -> int:
@@ -190,18 +191,17 @@ def lzma_decompress(payload: bytes, raw_len: int, index: int) -> bytes:
     return raw
 
 
-def chunk_record(raw: bytes, n_symbols: int, payload: bytes | None, *, lzma_payload: bytes | None = None
+def chunk_record(raw: bytes, n_symbols: int, payload: bytes | None, *, use_lzma: bool = True
                  ) -> tuple[bytes, int]:
     """The smallest record of chunk ``raw`` and the length of the payload it holds: model-coded
-    (``n_symbols`` tokens range-coded into ``payload``; ``None``: not coded), LZMA2
-    (``lzma_payload``, default :func:`lzma_compress` of ``raw``) or stored. Ties go to the earlier
-    of stored, coded, LZMA."""
+    (``n_symbols`` tokens range-coded into ``payload``; ``None``: not coded), LZMA2 (:func:`lzma_compress`
+    of ``raw``; not with ``use_lzma=False``) or stored. Ties go to the earlier of stored, coded, LZMA."""
     size = struct.Struct("<II").size
     n = _varint(len(raw)) + _varint(n_symbols)
     options = [(b"S" + n, raw)]
     if payload is not None and len(payload) < len(raw):
         options.append((b"C" + n + _varint(len(payload)), payload))
-    lz = lzma_compress(raw) if lzma_payload is None else lzma_payload
+    lz = lzma_compress(raw) if use_lzma else raw
     if len(lz) < len(raw):
         options.append((b"L" + n + _varint(len(lz)), lz))
     head, body = min(options, key=lambda o: len(o[0]) + len(o[1]) + size)
