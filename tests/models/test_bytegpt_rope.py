@@ -138,18 +138,20 @@ def test_rope_fast_step_matches_forward() -> None:
     np.testing.assert_allclose(got2, lm.forward(torch.as_tensor(ids[:, 20:30]))[0][:, -1].numpy(), atol=1e-4)
 
 
+@pytest.mark.parametrize("batch", [1, 2])  # batch 1: every size-1 dimension (odd strides) at once
 @pytest.mark.parametrize("precision", ["bfloat16", pytest.param("int8kv", marks=needs_kernel)])
-def test_rope_low_precision_steps_stay_close(precision: str) -> None:
+def test_rope_low_precision_steps_stay_close(precision: str, batch: int) -> None:
     lm = ByteModel(rope_model(n_embd=64, n_head=2), "rope")  # head size 32: the kernel's
     assert precision in step_precisions(lm)
     assert int8kv_unavailable(lm) == decode_attention.unavailable_reason()
-    ids = np.random.default_rng(3).integers(0, 256, (2, 47))
-    ref = ByteGPTStepper(lm, 2)
-    low = ByteGPTStepper(lm, 2, precision)
-    a = [ref.prime(np.full((2, 1), BOS))] + [ref.step(ids[:, i]) for i in range(47)]
-    b = [low.prime(np.full((2, 1), BOS))] + [low.step(ids[:, i]) for i in range(47)]
+    ids = np.random.default_rng(3).integers(0, 256, (batch, 47))
+    bos = np.full((batch, 1), BOS)
+    ref = ByteGPTStepper(lm, batch)
+    low = ByteGPTStepper(lm, batch, precision)
+    a = [ref.prime(bos)] + [ref.step(ids[:, i]) for i in range(47)]
+    b = [low.prime(bos)] + [low.step(ids[:, i]) for i in range(47)]
     err = np.abs(np.stack(a) - np.stack(b)).max()
     assert err < 0.05 * np.abs(np.stack(a)).max()
-    again = ByteGPTStepper(lm, 2, precision)  # deterministic: the same bits in a fresh stepper
-    c = [again.prime(np.full((2, 1), BOS))] + [again.step(ids[:, i]) for i in range(47)]
+    again = ByteGPTStepper(lm, batch, precision)  # deterministic: the same bits in a fresh stepper
+    c = [again.prime(bos)] + [again.step(ids[:, i]) for i in range(47)]
     assert np.array_equal(np.stack(b), np.stack(c))

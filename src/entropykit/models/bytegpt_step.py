@@ -164,7 +164,12 @@ class ByteGPTStepper(Stepper):
             rows = qkv(F.layer_norm(x, (c,), *ln1)).split(c, dim=1)
             q, k, v = (y.view(b, t, heads, -1).transpose(1, 2) for y in rows)
             if tables is not None:
-                q, k, v = apply_rope(q, tables), apply_rope(k, tables).contiguous(), v.contiguous()
+                # rotated keys and values in fresh row-major buffers (equal strides, as the int8 cache
+                # wants; .contiguous() may keep odd strides of size-1 dimensions)
+                dense = torch.contiguous_format
+                q = apply_rope(q, tables)
+                k = torch.empty_like(k, memory_format=dense).copy_(apply_rope(k, tables))
+                v = torch.empty_like(v, memory_format=dense).copy_(v)
             if cache8 is not None:
                 cache8.store(i, 0, k, v)
             else:
@@ -188,7 +193,8 @@ class ByteGPTStepper(Stepper):
                 q, k, v = (z.view(b, heads, 1, -1) for z in qkv_x.split(c, dim=1))
                 q, k = apply_rope(q, tables), apply_rope(k, tables)
                 if cache8 is not None:
-                    cache8.store(i, t, k, v.contiguous())
+                    k = torch.empty_like(k, memory_format=torch.contiguous_format).copy_(k)
+                    cache8.store(i, t, k, torch.empty_like(k).copy_(v))
                     y = cache8.attend(i, t, q.reshape(b, c))
                 else:
                     self.k[i, :, :, t : t + 1] = k
