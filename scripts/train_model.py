@@ -142,7 +142,54 @@ def export(run: Path, out: Path) -> None:
         if (Path(summary) / "summary.json").exists() else None,
     }
     (out / "training.json").write_text(json.dumps(card, indent=2) + "\n")
+    manifest = Path(summary) / "manifest.json"
+    if manifest.exists():
+        packages = json.loads(manifest.read_text())["packages"]
+        (out / "sources.json").write_text(json.dumps(packages, indent=1) + "\n")
+        (out / "README.md").write_text(model_card(out.name, model, ck, card, packages))
     print(f"exported step {ck['step']} ({ck['tokens']} tokens) to {out}")
+
+
+def model_card(name: str, model: ByteGPT, ck: dict[str, Any], card: dict[str, Any],
+               packages: dict[str, Any]) -> str:
+    """A model card (README.md) from the checkpoint and the corpus manifest: shape, training, the corpus
+    per kind, and every source package with version, licence and bytes (also in sources.json)."""
+    cfg = model.config
+    kinds = card["corpus_summary"] or {}
+    rows = [f"| {k} | {v.get('train', 0):,} | {v.get('heldout', 0):,} | {v.get('eval', 0):,} | "
+            f"{v.get('documents', 0):,} |"
+            for k, v in kinds.items() if isinstance(v, dict) and "documents" in v]
+    top = sorted(packages.items(), key=lambda kv: -sum(kv[1]["bytes"].values()))
+    pkg_rows = [f"| {n} | {e['version']} | {str(e['licence'])[:70]} | {e['bytes'].get('train', 0):,} | "
+                f"{e['bytes'].get('heldout', 0):,} | {e['bytes'].get('eval', 0):,} |" for n, e in top]
+    sched = ck["schedule"]
+    hours = ck["seconds"] / 3600
+    mlp, cmd = 4 * cfg.n_embd, ck["args"]["command"]
+    return f"""# Model card: {name}
+
+- **What**: a byte-level causal transformer (`entropykit/models/bytegpt.py`): vocabulary 256 bytes + BOS,
+  context {cfg.block_size}, {cfg.n_layer} layers, {cfg.n_head} heads, width {cfg.n_embd}, MLP {mlp},
+  positions `{cfg.positions}` (rotary, base {cfg.rope_base:g}: scoring can slide its KV cache, `score(...,
+  slide=True)`), head tied to the embedding; {model.num_parameters():,} parameters, fp32 safetensors.
+- **Training**: `scripts/train_model.py` (loss: `entropykit.ops.linear_cross_entropy`, bf16 autocast where
+  the CPU has it), step {ck['step']:,} of a {sched['total']:,}-step schedule (warm-up {sched['warmup']},
+  cosine from lr {sched['lr']:g} to {sched['min_ratio']:g}x), {ck['tokens']:,} tokens, {hours:.1f} h of
+  training time; batch {ck['args']['batch_size']} x {cfg.block_size} bytes. Command: `{cmd}`.
+- **Corpus**: `scripts/build_corpus.py general` from the Debian and PyPI packages of the build machine
+  (bytes per kind below; held out by SHA-256 of kind and path, about 10% per kind; `eval` = kept out of
+  training entirely: git, dpkg and Node.js documentation and changelogs, and the GNU licence texts).
+  Evaluation: `python benchmarks/heldout.py --new <this directory>` (RESULTS.md, `heldout_general`).
+
+| kind | train bytes | held-out bytes | eval-only bytes found | documents |
+|---|---:|---:|---:|---:|
+{chr(10).join(rows)}
+
+## Sources ({len(packages)} packages; `sources.json` has the same list)
+
+| package | version | licence | train bytes | held-out bytes | eval-only bytes |
+|---|---|---|---:|---:|---:|
+{chr(10).join(pkg_rows)}
+"""
 
 
 def main() -> None:
