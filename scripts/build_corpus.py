@@ -47,7 +47,6 @@ import sysconfig
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 SOURCES = "usr/share/doc/python3.11/html/_sources"
@@ -127,15 +126,14 @@ PROSE_NAMES = re.compile(r"^(README|NEWS|CHANGES|CHANGELOG|changelog|HISTORY|AUT
 CONFIG_EXT = {".ini", ".cfg", ".conf", ".toml", ".yaml", ".yml", ".json", ".csv", ".tsv", ".properties"}
 
 
-@dataclass
 class Doc:
-    kind: str
-    path: str
-    data: bytes
-    package: str = "?"
-    version: str = "?"
-    licence: str = "?"
-    split: str = "train"
+    """One document: its kind, path, bytes, provenance and split (a plain class, so that the script
+    also loads through ``importlib`` without being registered in ``sys.modules``)."""
+
+    def __init__(self, kind: str, path: str, data: bytes, package: str = "?", version: str = "?",
+                 licence: str = "?", split: str = "train") -> None:
+        self.kind, self.path, self.data = kind, path, data
+        self.package, self.version, self.licence, self.split = package, version, licence, split
 
 
 def _read(p: Path) -> bytes | None:
