@@ -252,7 +252,8 @@ def _candidates() -> dict[str, list[Path]]:
         return p.name[:-3] if p.name.endswith(".gz") else p.name
 
     cand: dict[str, list[Path]] = {k: [] for k in KINDS}
-    cand["prose"] = [p for p in doc if PROSE_NAMES.search(name(p)) and not name(p).endswith((".md", ".rst"))]
+    cand["prose"] = [p for p in doc if PROSE_NAMES.search(name(p))
+                     and not name(p).endswith((".md", ".rst", ".html", ".htm"))]
     cand["markup"] = [p for p in doc + site if name(p).endswith((".md", ".rst", ".rst.txt", ".html", ".htm"))
                       or (p.name == "METADATA" and p.parent.name.endswith(".dist-info"))]
     cand["man"] = [p for s in range(1, 9) for p in _walk(Path(f"/usr/share/man/man{s}"))]
@@ -315,6 +316,7 @@ def general_main(argv: list[str]) -> None:
         return None
 
     seen: set[bytes] = set()
+    seen_paths: set[str] = set()
     docs: list[Doc] = []
     evals: dict[str, list[Doc]] = {k: [] for k in ("git", "dpkg", "nodejs", "gnu-licences")}
     for kind in KINDS:
@@ -344,9 +346,10 @@ def general_main(argv: list[str]) -> None:
                 if data is None or len(data) < 64:
                     continue
                 h = hashlib.sha256(data).digest()
-                if h in seen:
+                if h in seen or str(p) in seen_paths:  # one copy of a content, one kind per file
                     continue
                 seen.add(h)
+                seen_paths.add(str(p))
                 d = Doc(kind, str(p), data, pkg, ver, lic)
                 if GNU_LICENCE.search(data[:20000]):
                     d.split = "eval"
