@@ -7,11 +7,15 @@ Start (the general-text model of issue 15; corpus from ``scripts/build_corpus.py
         --positions rope --block-size 1024 --n-layer 8 --n-embd 256 --n-head 8 --batch-size 8 \\
         --total-steps 16000 --threads 2 > /work/train/general/log 2>&1 &
 
+The run keeps its own copy of the corpus in ``RUN/corpus`` (``cp -r /work/corpus/general RUN/corpus``),
+used on resume when the original directory is gone; ``train.bin``'s SHA-256 is checked on resume.
+
 Resume: the same command again. When ``RUN/checkpoint.pt`` exists, the run continues exactly where the
 checkpoint left it (model, AdamW moments, step, so the learning-rate schedule and the data position,
 and the RNG state); the model options on the command line are ignored and the checkpoint's are used
-(``--total-steps`` too, unless ``--retarget-steps`` is given: that changes the schedule's length from
-the current step on, see below). Stop it at any time (``kill PID``: SIGTERM/SIGINT write a checkpoint
+(``--total-steps`` too, unless ``--retarget-steps N`` is given: the cosine then ends at step N; the
+learning rate moves at once to its value at the current step on the new schedule; recorded in the
+checkpoint). Stop it at any time (``kill PID``: SIGTERM/SIGINT write a checkpoint
 first); at most ``--checkpoint-minutes`` of work is lost on a hard kill. The log is appended to
 ``RUN/train.log`` (and stdout).
 
@@ -19,11 +23,17 @@ Ship a checkpoint as a bundled model::
 
     python scripts/train_model.py --run /work/train/general \\
         --export src/entropykit/models/bundled/bytegpt-general
+    python benchmarks/heldout.py --new src/entropykit/models/bundled/bytegpt-general   # records RESULTS.md
+    python benchmarks/scoring.py --sliding src/entropykit/models/bundled/bytegpt-general --skip-main
 
-writes ``config.json``, ``model.safetensors`` and ``training.json`` (step, tokens, schedule, corpus
-summary) into that directory and exits. Then: evaluate it (``python benchmarks/heldout.py --model
-DIR``), write its ``README.md`` model card (corpus manifest summary, held-out figures), and only if it
-wins on every held-out kind change the default model name in ``entropykit.models.adapters``.
+``--export`` writes ``config.json``, ``model.safetensors`` (fp32, about 25 MB for 8 x 256: the bundled
+size test allows 25 MiB), ``training.json`` (step, tokens, schedule, corpus summary), ``README.md`` (the
+model card: shape, training, corpus per kind, every source package with version, licence and bytes) and
+``sources.json`` into that directory. Add the held-out figures of ``benchmarks/heldout.py`` to the card.
+Only if the new model's bits/byte beat ``bytegpt-6l``'s on every held-out kind, make it the default:
+``DEFAULT_MODEL`` in ``src/entropykit/models/adapters.py`` (tests keep ``bytegpt-small``; doctests and
+README figures that name ``bytegpt-6l`` stay valid, since that model stays bundled). Loading needs no
+code change: ``load_model("bytegpt-general")`` finds every directory under ``models/bundled``.
 
 Training: random windows of ``train.bin`` (``--block-size`` bytes, each input starting with BOS);
 window offsets of step ``s`` come from a generator seeded with ``(seed, s)``, so the data position is
@@ -43,6 +53,7 @@ The old time-budgeted run of ``bytegpt-6l`` (learned positions, context 512) is
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -268,7 +279,16 @@ def main() -> None:
     else:
         last_eval = None
     corpus = Path(run_args["corpus"])
+    if not (corpus / "train.bin").exists() and (args.run / "corpus" / "train.bin").exists():
+        corpus = args.run / "corpus"  # the run's own copy (the corpus directory may not outlive a session)
+    if not (corpus / "train.bin").exists():
+        raise SystemExit(f"{corpus}/train.bin is missing: rebuild it with `python scripts/build_corpus.py "
+                         f"general --out {corpus}` (deterministic on the same packages) or copy RUN/corpus")
     train = np.fromfile(corpus / "train.bin", dtype=np.uint8)
+    digest = hashlib.sha256(train.tobytes()).hexdigest()
+    if run_args.setdefault("train_sha256", digest) != digest:
+        log(f"WARNING: {corpus}/train.bin differs from the one this run started with "
+            f"({run_args['train_sha256'][:12]} vs {digest[:12]}): the data position means other windows now")
     heldout = heldout_sets(corpus)
     bf16 = args.precision == "auto" and native_bf16()
     b, t, seed = run_args["batch_size"], cfg.block_size, run_args["seed"]
