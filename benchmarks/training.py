@@ -11,7 +11,9 @@ loss, backward, gradient clip, AdamW step, as in training; bf16 autocast rows on
 ``precision.native_bf16()`` (as training does). The two losses run alternately (ABAB...) on the same
 batches; ``--steps`` timed steps each after one warm-up. Peak memory: the rise of the resident-set
 high-water mark over one step (``_common.peak_extra_mb``). Also timed: the loss head alone (loss +
-its backward from fixed hidden states), where the two differ.
+its backward from fixed hidden states), where the two differ, and its peak extra memory measured in a
+fresh process per variant (the whole-step peak in one long process is blurred by the allocator reusing
+memory freed by earlier steps).
 
 Run:  python benchmarks/training.py [--batch 8] [--steps 3] [--threads 2] [--no-record]
 """
@@ -73,14 +75,52 @@ def batches(n: int, b: int, t: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return out
 
 
+def head_child(name: str, bf16: bool, batch: int) -> None:
+    """In a fresh process: peak extra memory (MB) of the loss head alone (loss + backward from fixed
+    hidden states), printed; a fresh process so that no earlier allocation is reused."""
+    torch.manual_seed(0)
+    model = ByteGPT(ByteGPTConfig(1024, 8, 8, 256, positions="rope"))
+    x, y = batches(1, batch, 1024)[0]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        h0, _ = model.hidden_states(x)
+    h = h0.detach().float().requires_grad_(True)
+    w = model.wte.weight.detach().requires_grad_(True)
+
+    def run() -> None:
+        if name == "ours":
+            hh, ww = (h.bfloat16(), w.bfloat16()) if bf16 else (h, w)
+            loss = linear_cross_entropy(hh.reshape(-1, 256), ww, y.reshape(-1))
+        else:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                z = F.linear(h, w)
+            loss = F.cross_entropy(z.float().reshape(-1, 257), y.reshape(-1))
+        loss.backward()  # type: ignore[union-attr]
+
+    _, mb = peak_extra_mb(run)
+    print(f"{mb:.2f}")
+
+
+def head_peak(name: str, bf16: bool, batch: int) -> float:
+    import subprocess
+
+    out = subprocess.run([sys.executable, __file__, "--head-child", name, "--bf16", str(int(bf16)),
+                          "--batch", str(batch)], capture_output=True, text=True, check=True).stdout
+    return float(out.split()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--head-child", choices=("ours", "anchor"), help=argparse.SUPPRESS)
+    ap.add_argument("--bf16", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.head_child:
+        head_child(args.head_child, bool(args.bf16), args.batch)
+        return
     cfg = ByteGPTConfig(1024, 8, 8, 256, positions="rope")
     data = batches(args.steps + 1, args.batch, cfg.block_size)
     losses = {"ours: linear_cross_entropy": fused_loss, "anchor: F.cross_entropy": plain_loss}
@@ -145,9 +185,11 @@ def main() -> None:
             rows.append([
                 "bf16 autocast" if bf16 else "float32", name, f"{tokens / med:.0f}",
                 f"{statistics.median(times[anchor]) / med:.2f}x", f"{peaks[name]:.0f}",
-                f"{head[name] * 1000:.0f}", f"{first_loss[name]:.5f}",
+                f"{head[name] * 1000:.0f}", f"{head_peak(name.split(':')[0], bf16, args.batch):.1f}",
+                f"{first_loss[name]:.5f}",
             ])
-        cols = ["precision", "loss", "tokens/s", "vs anchor", "peak extra MB", "loss head ms", "step-0 loss"]
+        cols = ["precision", "loss", "tokens/s", "vs anchor", "peak extra MB", "loss head ms", "loss head MB",
+                "step-0 loss"]
         print(markdown_table(cols, rows), flush=True)
     load = os.getloadavg()
     body = (
@@ -155,8 +197,8 @@ def main() -> None:
         f"{args.batch} x 1024 tokens; {args.steps} timed steps each (median), alternating; "
         f"{args.threads} threads.\n\n"
         + markdown_table(
-            ["precision", "loss", "tokens/s", "speed vs anchor", "peak extra MB", "loss head ms (fwd+bwd)",
-             "step-0 loss (nats)"], rows)
+            ["precision", "loss", "tokens/s", "speed vs anchor", "peak extra MB (step)",
+             "loss head ms (fwd+bwd)", "loss head peak MB (fresh process)", "step-0 loss (nats)"], rows)
         + f"\n\nShared machine: load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) "
         "during the run, with the long training run and other sessions' jobs on the 2 cores: absolute "
         "figures are indicative, the ratios come from alternating steps in one process. The logits "
