@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep (a shared machine)
+
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
