@@ -32,6 +32,18 @@ def test_sliding_cache_matches_the_masked_reference(n: int, sink: bool) -> None:
     assert r.summary["stride"] == 4 and len(r) == n
 
 
+@pytest.mark.parametrize("stride", [1, 7, 14])
+def test_sliding_stride_sets_the_piece(stride: int) -> None:
+    m = rope_model(block_size=16, n_embd=32, n_head=2)
+    text = np.random.default_rng(stride).integers(97, 105, 60).astype(np.uint8).tobytes()
+    r = score(text, ByteModel(m, "rope"), slide=True, stride=stride)
+    want = sliding_reference(m, list(text), 16, True, stride)
+    np.testing.assert_allclose(r.surprisal_bits, want, atol=2e-4)
+    assert r.summary["stride"] == stride
+    with pytest.raises(ValueError, match="stride"):
+        score(text, ByteModel(m, "rope"), slide=True, stride=15)  # no room for the sink and a token
+
+
 def test_one_window_equals_the_strided_scores_and_the_sink_matters() -> None:
     m = ByteModel(rope_model(block_size=32, n_embd=32, n_head=2), "rope")
     text = np.random.default_rng(0).integers(97, 105, 31).astype(np.uint8).tobytes()

@@ -86,15 +86,16 @@ def forward(
     return _ln(x, sd["ln_f.weight"], sd["ln_f.bias"]) @ sd["wte.weight"].T
 
 
-def sliding_reference(model: torch.nn.Module, text: list[int], ctx: int, sink: bool) -> np.ndarray:
+def sliding_reference(model: torch.nn.Module, text: list[int], ctx: int, sink: bool, piece: int = 0
+                      ) -> np.ndarray:
     """Surprisal (bits) of every token of ``text`` as the sliding-cache scorer defines it, written as
-    one masked forward pass: inputs ``BOS + text[:-1]`` in pieces of ``ctx // 4``; a query of a piece
-    ``[a, b)`` with ``b <= ctx`` sees every earlier input, one of a later piece the last ``ctx - ctx//4
-    - 1`` inputs before ``a`` (plus the BOS sink at position ``lo - 1``) or, without the sink, the
-    last ``ctx - ctx // 4``."""
+    one masked forward pass: inputs ``BOS + text[:-1]`` in pieces of ``piece`` (default ``ctx // 4``); a
+    query of a piece ``[a, b)`` with ``b <= ctx`` sees every earlier input, one of a later piece the last
+    ``ctx - piece - 1`` inputs before ``a`` (plus the BOS sink at position ``lo - 1``) or, without the
+    sink, the last ``ctx - piece``."""
     tokens = [BOS, *text[:-1]]
     t = len(tokens)
-    piece = ctx // 4
+    piece = piece or ctx // 4
     keep = ctx - piece
     allowed = np.zeros((t, t), dtype=bool)
     sink_at = np.full(t, -1)

@@ -34,12 +34,14 @@ one fresh forward pass per window (batched here); a text that fits the context i
 
 **Sliding KV cache** (``slide=True``, models with rotary positions: ByteGPT ``positions="rope"``):
 attention then depends only on the distance between query and key, so the cache can slide over the
-text and every token is computed once. The text (after BOS) is fed in pieces of ``C // 4`` tokens;
-before each piece the cache is cut to its newest ``C - C // 4 - 1`` tokens plus an attention sink
+text and every token is computed once. The text (after BOS) is fed in pieces of ``stride`` tokens
+(default ``C // 4``); before each piece the cache is cut to its newest ``C - stride - 1`` tokens plus an
+attention sink
 (StreamingLLM, Xiao et al. 2024): the BOS keys and values, re-rotated to sit just before the oldest
 kept token, so the cache always looks like a BOS-started window, as in training. Every token after
 the first window sees between ``C - C // 4 - 1`` and ``C - 2`` text tokens directly (the strided loop
-gives ``C - stride`` to ``C - 1``), and through the cached keys, which were computed with their own
+gives ``C - stride`` to ``C - 1``; with the default sliding ``stride = C // 4``, from ``3C/4 - 1``),
+and through the cached keys, which were computed with their own
 history, indirectly more. ``sink=False`` drops the oldest tokens only (no sink). The numbers differ
 from the strided loop's for texts longer than one window (and equal them up to rounding for one
 window); ``benchmarks/scoring.py`` reports the speed and bits/byte of both.
@@ -302,13 +304,12 @@ def _can_slide(lm: LanguageModel) -> bool:
     return isinstance(lm, ByteModel) and isinstance(lm.module, ByteGPT) and lm.module.wpe is None
 
 
-def _slide(gpt: Any, seq: torch.Tensor, ctx: int, sink: bool, consume: Any, update: Any) -> None:
+def _slide(gpt: Any, seq: torch.Tensor, ctx: int, piece: int, sink: bool, consume: Any, update: Any) -> None:
     """Sliding-cache scoring of ``seq`` (the text's tokens) under the rotary ByteGPT ``gpt``: inputs
-    ``BOS + seq[:-1]`` in pieces of ``ctx // 4``; ``consume(logits, t0, t1)`` gets the logit rows of
+    ``BOS + seq[:-1]`` in pieces of ``piece`` tokens; ``consume(logits, t0, t1)`` gets the logit rows of
     targets ``seq[t0:t1]``. Input position ``q`` (BOS = 0) sits at absolute rotary position ``q``."""
     from entropykit.models.bytegpt import BOS, apply_rope, rope
 
-    piece = max(1, ctx // 4)
     keep = ctx - piece  # cache entries kept before a piece (the sink included)
     head = gpt.config.n_embd // gpt.config.n_head
     x_all = torch.cat([torch.tensor([BOS]), seq[:-1].long()])
@@ -375,8 +376,10 @@ def score(
             (``entropykit.precision.resolve``; ``summary["precision"]`` records the choice).
         progress: a tqdm bar on stderr; default only for multi-window texts on a terminal.
         slide: score with a sliding KV cache instead of strided windows (every token computed once;
-            rotary-position ByteGPTs only; ``stride`` and ``batch_size`` do not apply; see the
-            module docstring). ``sink``: keep the BOS attention sink in the sliding cache.
+            rotary-position ByteGPTs only; see the module docstring); ``stride`` is then the number of
+            new tokens per forward pass (default ``C // 4``; at most ``C - 2``; each later token sees at
+            least ``C - stride - 1`` text tokens) and ``batch_size`` does not apply. ``sink``: keep the
+            BOS attention sink in the sliding cache.
 
     Sources: GLTR (Gehrmann et al., 2019); Hugging Face "Perplexity of fixed-length models".
 
@@ -399,7 +402,10 @@ def score(
     prec = resolve(precision, SCORING_PRECISIONS)  # once per call; the result records it
     ctx = int(lm.max_context)
     p = len(lm.prefix_ids)
-    if stride is None:
+    if slide:  # stride = new tokens per forward pass of the sliding cache (room for the sink + 1 token)
+        stride = max(1, ctx // 4) if stride is None else stride
+        check_int(stride, "stride", 1, max(1, ctx - 2))
+    elif stride is None:
         stride = stream.default_stride(ctx, p)
     check_int(stride, "stride", 1, ctx - p)
     check_int(window, "window", 1)
@@ -493,7 +499,7 @@ def score(
 
     n_win = stream.n_windows(len(seq_np), ctx, p, stride)
     if slide:
-        n_win = -(-n // max(1, ctx // 4))
+        n_win = -(-n // stride)
     show = progress if progress is not None else (n_win > 8 and sys.stderr.isatty())
     from tqdm.auto import tqdm
 
@@ -511,7 +517,7 @@ def score(
         batch: list[stream.Window] = []
         if slide:
             with autocast:
-                _slide(lm.module, seq, ctx, sink, consume, bar.update)
+                _slide(lm.module, seq, ctx, stride, sink, consume, bar.update)
         for w in [] if slide else stream.windows(len(seq_np), ctx, p, stride):
             # Windows of one input length share a forward pass.
             if batch and (len(batch) == batch_size or w.n_inputs(p) != batch[0].n_inputs(p)):
@@ -542,7 +548,7 @@ def score(
         high_window_entropy=w_ent > hwe_threshold,
         window=window,
         hwe_threshold_bits=float(hwe_threshold),
-        stride=ctx // 4 if slide else stride,
+        stride=stride,
         context=ctx,
         lossy=lossy,
         scored_from_byte=int(offsets[1, 0]) if first else 0,
