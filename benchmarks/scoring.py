@@ -14,8 +14,15 @@ another model / stride (``--memory-model``, ``--memory-stride``) to keep the run
 per-token result arrays grow with the text by design, so the table also shows the working memory
 (peak minus the result's arrays).
 
+Sliding KV cache (``--sliding MODEL``, a rotary ByteGPT: a model directory, a bundled name or a
+training run directory with checkpoint.pt; its own RESULTS section ``scoring_sliding``): the same
+anchor loop (BOS per window, stride C/2) against ``score(..., slide=True)`` (every token computed once,
+a BOS attention sink; and without the sink) on the first ``--sliding-kb`` KB of the general corpus's
+held-out prose, float32, all in one process; ``--skip-main`` runs only this comparison.
+
 Run:  python benchmarks/scoring.py [--kb 200] [--mem-kb 200] [--big-mb 2] [--model bytegpt-6l]
                                    [--memory-model bytegpt-small] [--memory-stride 511] [--no-record]
+      python benchmarks/scoring.py --sliding /work/train/general --sliding-kb 64 --skip-main
 """
 
 from __future__ import annotations
@@ -105,6 +112,55 @@ def result_mb(r: object) -> float:
     return (sum(a.nbytes for a in arrays) + len(r.text)) / 2**20  # type: ignore[attr-defined]
 
 
+def sliding_comparison(lm: LanguageModel, text: bytes, source: str, record_it: bool) -> None:
+    """The transformers-docs strided loop (anchor) vs the sliding KV cache on a rotary model."""
+    ctx = lm.max_context
+    stride = ctx // 2
+    n = len(text)
+    score(text[:3000], lm, slide=True, progress=False)  # warm-up
+    strided_baseline_bos(lm, text[:3000], stride)
+    runs: list[tuple[str, float, float]] = []
+    t = time.perf_counter()
+    base = strided_baseline_bos(lm, text, stride)
+    anchor = "transformers-docs strided loop, BOS per window, stride C/2 (anchor)"
+    runs.append((anchor, time.perf_counter() - t, float(base.sum()) / n))
+    for label, kw in (
+        ("entropykit.lm.score, strided windows (stride C/2)", {"stride": stride}),
+        ("entropykit.lm.score(slide=True): sliding KV cache + BOS sink", {"slide": True}),
+        ("entropykit.lm.score(slide=True, sink=False): no sink", {"slide": True, "sink": False}),
+        ("entropykit.lm.score(slide=True, stride=C/2): larger pieces, strided's context", {"slide": True,
+                                                                                         "stride": stride}),
+    ):
+        t = time.perf_counter()
+        r = score(text, lm, progress=False, **kw)  # type: ignore[arg-type]
+        runs.append((label, time.perf_counter() - t, r.summary["bits_per_byte"]))
+    t_base = runs[0][1]
+    rows = [[label, n, f"{n / dt:,.0f}", f"{t_base / dt:.2f}", f"{bpb:.5f}"] for label, dt, bpb in runs]
+    table = markdown_table(["method (float32)", "tokens", "tokens/s", "speed-up", "bits/byte"], rows)
+    piece = ctx // 4
+    load = os.getloadavg()
+    body = (
+        f"Model `{lm.identity}` (rotary positions, context C = {ctx}); text: first {n / 1000:g} KB of "
+        f"{source}. Context per token after the first window: strided {ctx - stride}..{ctx - 1} text tokens "
+        f"(each window "
+        f"recomputes its first {ctx - stride}); sliding: {ctx - piece - 1}..{ctx - 2} text tokens directly "
+        f"(pieces of {piece} new tokens; every token computed once), plus what the cached keys carry from "
+        f"their own history; with the sink the cache always starts with BOS, as training windows did.\n\n"
+        f"{table}\n\nGoal: sliding >= 2x the anchor: {t_base / runs[2][1]:.2f}x -> "
+        f"{'met' if t_base / runs[2][1] >= 2 else '**missed**'}; bits/byte sliding {runs[2][2]:.5f} vs "
+        f"strided "
+        f"{runs[0][2]:.5f} ({(runs[2][2] - runs[0][2]) / runs[0][2]:+.2%}); without the sink "
+        f"{runs[3][2]:.5f}; with pieces of C/2 (each token then sees {ctx - stride - 1}..{ctx - 2} text "
+        f"tokens, like strided): {t_base / runs[4][1]:.2f}x, {runs[4][2]:.5f} bits/byte.{other_load()}"
+        f"\nShared machine: load average {load[0]:.1f} / {load[1]:.1f} / "
+        f"{load[2]:.1f}; ratios are measured in one process.\n"
+    )
+    print(body, flush=True)
+    if record_it:
+        cmd = "python benchmarks/scoring.py " + " ".join(sys.argv[1:])
+        record("scoring_sliding", "Exact scoring with a sliding KV cache (rotary ByteGPT)", cmd, body)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kb", type=int, default=200, help="text size for the speed comparison (KB)")
@@ -118,7 +174,19 @@ def main() -> None:
         "--memory-stride", type=int, default=None, help="stride for the memory check (default C/2)"
     )
     ap.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
+    ap.add_argument("--sliding", default=None, help="rotary model for the sliding-cache comparison")
+    ap.add_argument("--sliding-kb", type=float, default=64.0)
+    ap.add_argument("--skip-main", action="store_true", help="only the sliding-cache comparison")
     args = ap.parse_args()
+    if args.sliding:
+        from heldout import load_new
+
+        prose = Path("/work/corpus/general/heldout/prose.bin")
+        src = prose if prose.exists() else HELDOUT
+        text = src.read_bytes()[: int(args.sliding_kb * 1000)]
+        sliding_comparison(load_new(args.sliding), text, f"`{src}`", not args.no_record)
+        if args.skip_main:
+            return
 
     lm = load_model(args.model)
     ctx = lm.max_context

@@ -71,11 +71,11 @@ def parse(blob: bytes) -> dict:
             if not byte & 0x80:
                 return value
 
-    while blob[pos : pos + 1] in (b"C", b"S"):
-        start, mode = pos, {b"C": 0, b"S": 1}[blob[pos : pos + 1]]
+    while blob[pos : pos + 1] in (b"C", b"S", b"L"):
+        start, mode = pos, {b"C": 0, b"S": 1, b"L": 2}[blob[pos : pos + 1]]
         pos += 1
         raw_len, n_sym = varint(), varint()
-        n_pay = varint() if mode == 0 else raw_len
+        n_pay = varint() if mode != 1 else raw_len
         _raw_crc, crc = struct.unpack_from("<II", blob, pos)
         payload = blob[pos + 8 : pos + 8 + n_pay]
         assert crc == zlib.crc32(blob[start : pos + 4] + payload)
@@ -128,8 +128,9 @@ def test_round_trip(model, name: str) -> None:
     assert decompress(blob, model) == data
     info = parse(blob)
     assert info["length"] == len(data) and sum(c["raw_len"] for c in info["chunks"]) == len(data)
-    if name == "text":  # text is model-coded and much smaller than its bytes
-        assert all(c["mode"] == 0 for c in info["chunks"])
+    if name == "text":  # text is model-coded (or LZMA where that is smaller) and much smaller than its bytes
+        modes = [c["mode"] for c in info["chunks"]]
+        assert set(modes) <= {0, 2} and 0 in modes
         assert len(blob) < 0.7 * len(data)
 
 
@@ -230,7 +231,7 @@ def policy_bits(model, tokens: list[int], window: int, prime: int) -> float:
 @pytest.mark.parametrize(("window", "prime"), [(64, 31), (24, 10)])
 def test_coded_size_matches_cross_entropy(model, window: int, prime: int) -> None:
     data = sample_text(6000, 50_000)
-    blob = compress(data, model, chunk_size=2000, group=3, window=window, prime=prime)
+    blob = compress(data, model, chunk_size=2000, group=3, window=window, prime=prime, fallback=None)
     info = parse(blob)
     pos, ref, coded = 0, 0.0, 0
     for c in info["chunks"]:
@@ -333,9 +334,9 @@ def test_missing_model_name_asks_for_model(blob: bytes) -> None:
 def test_other_version_is_refused(blob: bytes, model) -> None:
     header_len = parse(blob)["header_size"]
     bad = bytearray(blob)
-    bad[8] = 3
+    bad[8] = 4
     bad[header_len - 4 : header_len] = struct.pack("<I", zlib.crc32(bytes(bad[: header_len - 4])))
-    with pytest.raises(ContainerError, match="version 3"):
+    with pytest.raises(ContainerError, match="version 4"):
         decompress(bytes(bad), model)
 
 
@@ -400,7 +401,7 @@ def test_damaged_payload_caught_before_decoding(blob: bytes, model) -> None:
 def test_checksum_catches_a_model_that_computes_differently(model) -> None:
     """If the decoder's model computed other probabilities (nondeterminism), the chunk CRC fires."""
     data = sample_text(800)
-    blob = compress(data, model)
+    blob = compress(data, model, fallback=None)  # model-coded (LZMA2 chunks need no model)
     drifted = tiny_model()
     with torch.no_grad():
         drifted.module.ln_f.bias.add_(0.3)  # different logits, same identity (cached)
@@ -413,7 +414,7 @@ def test_worker_process_errors_reach_the_caller(model, tmp_path: Path) -> None:
     """A group failing inside a worker process raises the same ContainerError in the caller, promptly,
     and decompress_stream writes nothing past the last verified group."""
     data = sample_text(4000, 77)
-    blob = compress(data, model, chunk_size=500, group=2, workers=1)  # 8 chunks: 4 groups
+    blob = compress(data, model, chunk_size=500, group=2, workers=1, fallback=None)  # 8 chunks: 4 groups
     drifted = tiny_model()
     with torch.no_grad():
         drifted.module.ln_f.bias.add_(0.3)
@@ -459,7 +460,7 @@ def test_bad_types(model) -> None:
 def test_header_records_parameters_and_identity(model) -> None:
     blob = compress(b"hello", model, chunk_size=777, group=5, window=40, prime=13)
     info = parse(blob)
-    assert (info["magic"], info["version"], info["scale"]) == (MAGIC, 2, LOGIT_SCALE)
+    assert (info["magic"], info["version"], info["scale"]) == (MAGIC, 3, LOGIT_SCALE)
     # "auto": bf16 where the CPU has it, with the int8-KV kernel where it builds
     assert info["flags"] == ((3 if decode_attention.available() else 1) if native_bf16() else 0)
     assert parse(compress(b"hello", model, precision="float32"))["flags"] == 0
@@ -577,7 +578,8 @@ def test_model_without_a_prefix_round_trips(precision: str) -> None:
     bare = tiny_model()
     bare.prefix_ids = []
     data = sample_text(900, 17)
-    blob = compress(data, bare, chunk_size=450, group=2, window=20, prime=5, precision=precision)
+    blob = compress(data, bare, chunk_size=450, group=2, window=20, prime=5, precision=precision,
+                    fallback=None)
     assert decompress(blob, bare) == data
     assert all(c["mode"] == 0 for c in parse(blob)["chunks"])
 

@@ -38,7 +38,10 @@ chunks can be decoded in parallel (lockstep batches here). Inside a chunk the mo
 of ``window`` tokens (prefix included); when the window is full it is re-primed with the prefix and
 the last ``prime`` tokens, so every token but the first ``window`` of a chunk has at least
 ``prime`` tokens of context. A chunk whose coded form would not be smaller than the chunk itself is
-*stored* (so random data grows by at most the per-chunk overhead).
+*stored*, and one whose LZMA2 stream (``xz -9e``'s coding, Python's stdlib ``lzma``) is smaller than
+both is written as that (container version 3, ``fallback="lzma"``, the default): so no chunk costs
+more than the better of the model and LZMA plus a record head, and random or already-compressed
+data grows by at most the per-chunk overhead.
 
 The container format (magic, version, model identity, coding parameters, chunk records with
 CRC-32s, a trailer with the original length and its SHA-256) is documented byte for byte in
@@ -64,7 +67,7 @@ import io
 import os
 from typing import Any, BinaryIO
 
-from entropykit._validate import check_int
+from entropykit._validate import check_choice, check_int
 from entropykit.codec.coding import cut, decode_group, encode_group
 from entropykit.codec.container import (
     ContainerError,
@@ -115,7 +118,8 @@ def resolve_precision(model: LanguageModel | str | None, precision: str = "auto"
 
 
 def _params(
-    model: LanguageModel, chunk_size: int, group: int, window: int | None, prime: int | None, precision: str
+    model: LanguageModel, chunk_size: int, group: int, window: int | None, prime: int | None, precision: str,
+    fallback: str | None = "lzma",
 ) -> Params:
     check_int(chunk_size, "chunk_size", 1, 2**30)
     check_int(group, "group", 1, 4096)
@@ -124,7 +128,10 @@ def _params(
     check_int(w, "window", n_prefix + 2, model.max_context)
     k = (w - n_prefix) // 2 if prime is None else prime
     check_int(k, "prime", 1, w - n_prefix - 1)
-    return Params(w, k, chunk_size, group, Params.flags_of(resolve_precision(model, precision)))
+    if fallback is not None:
+        check_choice(fallback, ("lzma",), "fallback")
+    flags = Params.flags_of(resolve_precision(model, precision))
+    return Params(w, k, chunk_size, group, flags, lzma=fallback is not None)
 
 
 def _check_model(model: LanguageModel | str | None, identity: str, params: Params) -> LanguageModel:
@@ -166,6 +173,7 @@ def compress_stream(
     precision: str = "auto",
     workers: int | None = None,
     progress: Progress | None = None,
+    fallback: str | None = "lzma",
 ) -> int:
     """Compress the binary stream ``src`` into ``dst``; returns the number of bytes written.
 
@@ -190,7 +198,9 @@ def compress_stream(
     Other models run as they are. ``workers``: groups coded at the same time in worker processes,
     one core each (default: the CPU count, at most 8); it changes the speed, never the
     probabilities of a given group.
-    ``progress(done_bytes, coded_bits)`` is called as coding advances.
+    ``progress(done_bytes, coded_bits)`` is called as coding advances. ``fallback``: ``"lzma"``
+    (default) writes a chunk as LZMA2 (``xz -9e``'s filter) when that is smaller than both its
+    model-coded and stored forms; ``None`` only model-codes or stores (as version-2 writers did).
 
     Example:
         >>> import io
@@ -205,7 +215,7 @@ def compress_stream(
         remaining = _remaining(src)
         n_chunks_total = 1 if remaining is None else max(1, -(-remaining // max(1, chunk_size)))
         group = DEFAULT_GROUP if remaining is None else min(DEFAULT_GROUP, -(-n_chunks_total // n_workers))
-    p = _params(lm, chunk_size, group, window, prime, precision)
+    p = _params(lm, chunk_size, group, window, prime, precision, fallback)
     head = header(lm.identity, p)
     dst.write(head)
     written, n_chunks, digest, meter = len(head), 0, hashlib.sha256(), Meter(progress)

@@ -182,7 +182,7 @@ def encode_group(lm: LanguageModel, p: Params, key: int, chunks: list[bytes], me
     records, bits = [], 0.0
     for raw, coder, n_sym in zip(chunks, coders, lengths):
         payload = None if coder is None else coder.get_compressed().astype("<u4").tobytes()
-        record, n_payload = chunk_record(raw, n_sym, payload)
+        record, n_payload = chunk_record(raw, n_sym, payload, use_lzma=p.lzma)
         records.append(record)
         bits += 8.0 * n_payload
     meter.finish(key, n_bytes, bits)
@@ -201,9 +201,9 @@ def decode_group(lm: LanguageModel, p: Params, key: int, records: list[Record], 
             words = np.frombuffer(r.payload, "<u4").astype(np.uint32)
             coders.append(constriction.stream.queue.RangeDecoder(words))
             continue
-        coders.append(None)  # stored: its tokens are known, fed exactly as the encoder fed them
+        coders.append(None)  # stored or LZMA: its tokens are known, fed exactly as the encoder fed them
         if r.n_symbols:
-            known = chunk_tokens(lm, r.payload)
+            known = chunk_tokens(lm, r.raw())
             if known is None or len(known) != r.n_symbols:
                 raise ContainerError(f"damaged container: stored chunk {r.index} does not match its record")
             tokens[b, : r.n_symbols] = known
@@ -215,7 +215,7 @@ def decode_group(lm: LanguageModel, p: Params, key: int, records: list[Record], 
         raise ContainerError(f"damaged container: range decoding failed ({exc})") from exc
     out = []
     for b, r in enumerate(records):
-        raw = r.payload if r.stored else _detokenize(lm, tokens[b, : r.n_symbols])
+        raw = r.raw() if r.stored else _detokenize(lm, tokens[b, : r.n_symbols])
         if len(raw) != r.raw_len or zlib.crc32(raw) != r.raw_crc:
             raise ContainerError(
                 f"chunk {r.index} decoded to bytes that fail its checksum: the file is damaged, or the model "

@@ -1,4 +1,9 @@
-"""The container format (version 2): header, chunk records and trailer, read and written here only.
+"""The container format (version 3): header, chunk records and trailer, read and written here only.
+
+Version 3 adds the ``L`` chunk record: the chunk compressed by LZMA2 (Python's stdlib ``lzma``, raw
+LZMA2 stream, preset 9 + extreme, the filter of ``xz -9e``), kept when it is smaller than both the
+model-coded record and the stored one, so no chunk costs more than the better of the two standard
+ways (plus a record head). Version 2 containers (no ``L`` records) still decode.
 
 The layout is documented byte for byte in ``docs/container-format.md``; a damaged, truncated or
 foreign file raises :class:`ContainerError`. Nothing here runs a model.
@@ -14,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import io
+import lzma
 import os
 import struct
 import zlib
@@ -24,22 +30,24 @@ from typing import Any, BinaryIO
 from entropykit.precision import Precision
 
 __all__ = [
-    "FLAG_BF16", "FLAG_INT8_KV", "LOGIT_SCALE", "MAGIC", "MODE_CODED", "MODE_STORED", "VERSION",
+    "FLAG_BF16", "FLAG_INT8_KV", "LOGIT_SCALE", "MAGIC", "MODE_CODED", "MODE_LZMA", "MODE_STORED", "VERSION",
     "ContainerError", "Params", "Record", "chunk_record", "container_info", "header", "original_length",
     "read_exact", "read_header", "read_record", "read_upto", "trailer", "verify_trailer",
 ]
 
 MAGIC = b"\x89EKZ\r\n\x1a\n"
-VERSION = 2  # 2: bf16 flag, compact chunk records (varint sizes)
+VERSION = 3  # 2: bf16 flag, compact chunk records (varint sizes); 3: LZMA2 chunk records (tag L)
+READABLE = (2, 3)
 FLAG_BF16 = 1  # header flag: the model arithmetic ran in bfloat16
 FLAG_INT8_KV = 2  # header flag (with FLAG_BF16): int8 KV cache read by the fused decode-attention kernel
 LOGIT_SCALE = 32  # logits are rounded to multiples of 1/32 nat
-MODE_CODED, MODE_STORED = 0, 1
+MODE_CODED, MODE_STORED, MODE_LZMA = 0, 1, 2
+LZMA_PRESET = 9 | lzma.PRESET_EXTREME  # xz -9e; the dictionary is sized to the chunk (see _lzma_filters)
 
 _HEADER = struct.Struct("<8sBBHIIIH")  # magic, version, flags, logit scale, window, prime, chunk, group
 _CRCS = struct.Struct("<II")  # a chunk record's raw CRC-32 and record CRC-32
 _TRAILER = struct.Struct("<cQQ32sI")  # tag, n_chunks, original length, sha256, trailer crc
-_TAGS = {b"C": MODE_CODED, b"S": MODE_STORED}  # chunk record tags; b"E" starts the trailer
+_TAGS = {b"C": MODE_CODED, b"S": MODE_STORED, b"L": MODE_LZMA}  # record tags; b"E" starts the trailer
 _FLAGS: dict[str, int] = {"float32": 0, "bfloat16": FLAG_BF16, "int8kv": FLAG_BF16 | FLAG_INT8_KV}
 
 
@@ -56,6 +64,8 @@ class Params:
     chunk_size: int
     group: int
     flags: int = 0  # the header's FLAG_* bits: the arithmetic
+    version: int = VERSION  # of the container read (written containers are always VERSION)
+    lzma: bool = True  # encoder only (not in the header): may write LZMA2 records
 
     @staticmethod
     def flags_of(precision: str) -> int:
@@ -115,9 +125,10 @@ def read_header(src: BinaryIO) -> tuple[str, Params]:
     if len(head) < _HEADER.size:
         raise ContainerError("truncated container: the header is cut short")
     _, version, flags, scale, window, prime, chunk_size, group = _HEADER.unpack(head)
-    if version != VERSION:
+    if version not in READABLE:
         raise ContainerError(
-            f"unsupported container format version {version} (this entropykit reads version {VERSION})"
+            f"unsupported container format version {version} (this entropykit reads versions "
+            f"{', '.join(map(str, READABLE))})"
         )
     n = read_exact(src, 1, "the header")
     ident = read_exact(src, n[0], "the header")
@@ -131,7 +142,7 @@ def read_header(src: BinaryIO) -> tuple[str, Params]:
         identity = ident.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ContainerError("damaged container: the model identity is not UTF-8") from exc
-    return identity, Params(window, prime, chunk_size, group, flags)
+    return identity, Params(window, prime, chunk_size, group, flags, version)
 
 
 # --- chunk records ---------------------------------------------------------------------------------------
@@ -157,16 +168,45 @@ def _read_varint(src: BinaryIO, what: str) -> tuple[int, bytes]:
     raise ContainerError(f"damaged container: over-long size field in {what}")
 
 
-def chunk_record(raw: bytes, n_symbols: int, payload: bytes | None) -> tuple[bytes, int]:
-    """The record of chunk ``raw`` coded as ``n_symbols`` tokens into ``payload``, and the length of
-    the payload it holds: a coded record when the payload is shorter than the chunk, else a stored
-    one (``payload=None``: stored)."""
+def _lzma_filters(raw_len: int) -> list[dict[str, int]]:
+    """LZMA2 at preset 9e with a dictionary of the chunk's size (at least 4 KiB, at most preset 9's
+    64 MiB): the same coding as a 64 MiB dictionary for a chunk that fits, without allocating ~700 MB."""
+    return [{"id": lzma.FILTER_LZMA2, "preset": LZMA_PRESET, "dict_size": min(max(raw_len, 4096), 1 << 26)}]
+
+
+def lzma_compress(raw: bytes) -> bytes:
+    """``raw`` as a raw LZMA2 stream (no .xz container), preset 9 + extreme (``xz -9e``'s filter)."""
+    return lzma.compress(raw, format=lzma.FORMAT_RAW, filters=_lzma_filters(len(raw)))
+
+
+def lzma_decompress(payload: bytes, raw_len: int, index: int) -> bytes:
+    """Inverse of :func:`lzma_compress`; a damaged stream raises ContainerError."""
+    try:
+        d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_lzma_filters(raw_len))
+        raw = d.decompress(payload, max_length=raw_len + 1)
+    except lzma.LZMAError as exc:
+        raise ContainerError(f"damaged container: LZMA chunk {index} does not decode ({exc})") from exc
+    if not d.eof or d.unused_data or len(raw) != raw_len:
+        raise ContainerError(f"damaged container: LZMA chunk {index} has the wrong length")
+    return raw
+
+
+def chunk_record(raw: bytes, n_symbols: int, payload: bytes | None, *, use_lzma: bool = True
+                 ) -> tuple[bytes, int]:
+    """The smallest record of chunk ``raw`` and the length of the payload it holds: model-coded
+    (``n_symbols`` tokens range-coded into ``payload``; ``None``: not coded), LZMA2 (:func:`lzma_compress`
+    of ``raw``; not with ``use_lzma=False``) or stored. Ties go to the earlier of stored, coded, LZMA."""
+    size = struct.Struct("<II").size
+    n = _varint(len(raw)) + _varint(n_symbols)
+    options = [(b"S" + n, raw)]
     if payload is not None and len(payload) < len(raw):
-        head = b"C" + _varint(len(raw)) + _varint(n_symbols) + _varint(len(payload))
-    else:
-        head, payload = b"S" + _varint(len(raw)) + _varint(n_symbols), raw
+        options.append((b"C" + n + _varint(len(payload)), payload))
+    lz = lzma_compress(raw) if use_lzma else raw
+    if len(lz) < len(raw):
+        options.append((b"L" + n + _varint(len(lz)), lz))
+    head, body = min(options, key=lambda o: len(o[0]) + len(o[1]) + size)
     head += struct.pack("<I", zlib.crc32(raw))
-    return head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload, len(payload)
+    return head + struct.pack("<I", zlib.crc32(body, zlib.crc32(head))) + body, len(body)
 
 
 @dataclass(frozen=True)
@@ -182,7 +222,16 @@ class Record:
 
     @property
     def stored(self) -> bool:
-        return self.mode == MODE_STORED
+        """Stored or LZMA: the decoder knows the chunk's bytes without the model (:meth:`raw`)."""
+        return self.mode in (MODE_STORED, MODE_LZMA)
+
+    def raw(self) -> bytes:
+        """The chunk's bytes of a stored or LZMA record (not yet CRC-checked)."""
+        if self.mode == MODE_LZMA:
+            return lzma_decompress(self.payload, self.raw_len, self.index)
+        if self.mode == MODE_STORED:
+            return self.payload
+        raise ValueError(f"chunk {self.index} is model-coded: its bytes come from the range decoder")
 
 
 def read_record(src: BinaryIO, p: Params, index: int) -> Record | bytes:
@@ -193,11 +242,13 @@ def read_record(src: BinaryIO, p: Params, index: int) -> Record | bytes:
     if tag not in _TAGS:
         raise ContainerError(f"damaged container: unexpected record tag {tag!r} at chunk {index}")
     mode, head = _TAGS[tag], bytearray(tag)
+    if mode == MODE_LZMA and p.version < 3:
+        raise ContainerError(f"damaged container: an LZMA record (version 3) in a version {p.version} file")
     raw_len, raw = _read_varint(src, "a chunk record")
     n_sym, raw_sym = _read_varint(src, "a chunk record")
     head += raw + raw_sym
     n_pay = raw_len
-    if mode == MODE_CODED:
+    if mode != MODE_STORED:
         n_pay, raw = _read_varint(src, "a chunk record")
         head += raw
     if not (0 < raw_len <= p.chunk_size and n_sym <= raw_len and n_pay <= raw_len):

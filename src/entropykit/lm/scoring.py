@@ -32,6 +32,20 @@ position (absolute positions: ByteGPT, GPT-2) and, for any model, its keys in la
 that window's history, so reusing them would change the numbers. Exact strided scores therefore need
 one fresh forward pass per window (batched here); a text that fits the context is one pass.
 
+**Sliding KV cache** (``slide=True``, models with rotary positions: ByteGPT ``positions="rope"``):
+attention then depends only on the distance between query and key, so the cache can slide over the
+text and every token is computed once. The text (after BOS) is fed in pieces of ``stride`` tokens
+(default ``C // 4``); before each piece the cache is cut to its newest ``C - stride - 1`` tokens plus an
+attention sink
+(StreamingLLM, Xiao et al. 2024): the BOS keys and values, re-rotated to sit just before the oldest
+kept token, so the cache always looks like a BOS-started window, as in training. Every token after
+the first window sees between ``C - C // 4 - 1`` and ``C - 2`` text tokens directly (the strided loop
+gives ``C - stride`` to ``C - 1``; with the default sliding ``stride = C // 4``, from ``3C/4 - 1``),
+and through the cached keys, which were computed with their own
+history, indirectly more. ``sink=False`` drops the oldest tokens only (no sink). The numbers differ
+from the strided loop's for texts longer than one window (and equal them up to rounding for one
+window); ``benchmarks/scoring.py`` reports the speed and bits/byte of both.
+
 References: GLTR (Gehrmann et al., 2019, rank buckets); the ``surprisal`` package (per-token
 surprisal); Hugging Face "Perplexity of fixed-length models" (strided evaluation).
 """
@@ -113,6 +127,7 @@ class ScoreResult:
     top_k_tokens: list[list[str]] | None = field(default=None, repr=False)
     top_k_probs: np.ndarray | None = None
     precision: Precision = "float32"  # the resolved arithmetic: "float32" (exact) or "bfloat16" (autocast)
+    cache: str = "strided"  # "strided" windows, or a "sliding" KV cache (with a BOS sink; "sliding-nosink")
 
     def __len__(self) -> int:
         return len(self.token_ids)
@@ -152,6 +167,7 @@ class ScoreResult:
             "hwe_threshold_bits": self.hwe_threshold_bits,
             "window": self.window,
             "stride": self.stride,
+            "cache": self.cache,
             "context": self.context,
             "lossy_utf8": self.lossy,
             "top_spans": self.surprising_spans(N_SPANS),
@@ -282,6 +298,43 @@ def _window_mean(x: np.ndarray, window: int, block: int = 1 << 16) -> np.ndarray
     return out
 
 
+def _can_slide(lm: LanguageModel) -> bool:
+    from entropykit.models.bytegpt import ByteGPT
+
+    return isinstance(lm, ByteModel) and isinstance(lm.module, ByteGPT) and lm.module.wpe is None
+
+
+def _slide(gpt: Any, seq: torch.Tensor, ctx: int, piece: int, sink: bool, consume: Any, update: Any) -> None:
+    """Sliding-cache scoring of ``seq`` (the text's tokens) under the rotary ByteGPT ``gpt``: inputs
+    ``BOS + seq[:-1]`` in pieces of ``piece`` tokens; ``consume(logits, t0, t1)`` gets the logit rows of
+    targets ``seq[t0:t1]``. Input position ``q`` (BOS = 0) sits at absolute rotary position ``q``."""
+    from entropykit.models.bytegpt import BOS, apply_rope, rope
+
+    keep = ctx - piece  # cache entries kept before a piece (the sink included)
+    head = gpt.config.n_embd // gpt.config.n_head
+    x_all = torch.cat([torch.tensor([BOS]), seq[:-1].long()])
+    past: Any = None
+    sink_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for a in range(0, len(x_all), piece):
+        b = min(a + piece, len(x_all))
+        if past is not None and past[0][0].shape[2] + (b - a) > ctx:  # slide: keep the newest entries
+            if sink:
+                lo = a - (keep - 1)  # absolute position of the oldest kept token; the sink sits at lo - 1
+                tables = rope(torch.tensor([lo - 1]), head, gpt.config.rope_base)
+                past = [
+                    (torch.cat([apply_rope(k0, tables), k[:, :, -(keep - 1) :]], dim=2),
+                     torch.cat([v0, v[:, :, -(keep - 1) :]], dim=2))
+                    for (k0, v0), (k, v) in zip(sink_kv, past)
+                ]
+            else:
+                past = [(k[:, :, -keep:], v[:, :, -keep:]) for k, v in past]
+        logits, past = gpt(x_all[a:b][None], past, start=a)
+        if a == 0:  # BOS at position 0: its rotation is the identity, so these are the unrotated keys
+            sink_kv = [(k[:, :, :1].clone(), v[:, :, :1].clone()) for k, v in past]
+        consume(logits[0].float(), a, b)
+        update(b - a)
+
+
 def score(
     text: str | bytes,
     model: LanguageModel | str | Path | None = None,
@@ -293,6 +346,8 @@ def score(
     batch_size: int | None = None,
     precision: Precision = "float32",
     progress: bool | None = None,
+    slide: bool = False,
+    sink: bool = True,
 ) -> ScoreResult:
     """Score every token of ``text`` under a causal language model (all quantities in bits).
 
@@ -320,6 +375,11 @@ def score(
             or ``"auto"``: bfloat16 where the CPU multiplies bf16 in hardware, else float32
             (``entropykit.precision.resolve``; ``summary["precision"]`` records the choice).
         progress: a tqdm bar on stderr; default only for multi-window texts on a terminal.
+        slide: score with a sliding KV cache instead of strided windows (every token computed once;
+            rotary-position ByteGPTs only; see the module docstring); ``stride`` is then the number of
+            new tokens per forward pass (default ``C // 4``; at most ``C - 2``; each later token sees at
+            least ``C - stride - 1`` text tokens) and ``batch_size`` does not apply. ``sink``: keep the
+            BOS attention sink in the sliding cache.
 
     Sources: GLTR (Gehrmann et al., 2019); Hugging Face "Perplexity of fixed-length models".
 
@@ -342,7 +402,10 @@ def score(
     prec = resolve(precision, SCORING_PRECISIONS)  # once per call; the result records it
     ctx = int(lm.max_context)
     p = len(lm.prefix_ids)
-    if stride is None:
+    if slide:  # stride = new tokens per forward pass of the sliding cache (room for the sink + 1 token)
+        stride = max(1, ctx // 4) if stride is None else stride
+        check_int(stride, "stride", 1, max(1, ctx - 2))
+    elif stride is None:
         stride = stream.default_stride(ctx, p)
     check_int(stride, "stride", 1, ctx - p)
     check_int(window, "window", 1)
@@ -352,6 +415,11 @@ def score(
     if hwe_threshold is None:
         hwe_threshold = default_hwe_threshold(lm.vocab_size)
     hwe_threshold = check_real(hwe_threshold, "hwe_threshold", finite=True)
+    if slide and not _can_slide(lm):
+        raise ValueError(
+            f"slide=True needs a ByteGPT with rotary positions (positions='rope'), got {lm.name!r}: "
+            "learned absolute positions cannot slide a KV cache"
+        )
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=prec == "bfloat16")
 
     ids, offsets, raw, lossy = _encode(lm, text)
@@ -430,6 +498,8 @@ def score(
         return t1 - t0
 
     n_win = stream.n_windows(len(seq_np), ctx, p, stride)
+    if slide:
+        n_win = -(-n // stride)
     show = progress if progress is not None else (n_win > 8 and sys.stderr.isatty())
     from tqdm.auto import tqdm
 
@@ -445,13 +515,17 @@ def score(
         ) as bar,
     ):
         batch: list[stream.Window] = []
-        for w in stream.windows(len(seq_np), ctx, p, stride):
+        if slide:
+            with autocast:
+                _slide(lm.module, seq, ctx, stride, sink, consume, bar.update)
+        for w in [] if slide else stream.windows(len(seq_np), ctx, p, stride):
             # Windows of one input length share a forward pass.
             if batch and (len(batch) == batch_size or w.n_inputs(p) != batch[0].n_inputs(p)):
                 bar.update(run(batch))
                 batch = []
             batch.append(w)
-        bar.update(run(batch))
+        if batch:
+            bar.update(run(batch))
 
     w_ent = _window_mean(out_h, window)
     top_tokens = None
@@ -482,4 +556,5 @@ def score(
         top_k_tokens=top_tokens,
         top_k_probs=out_kp,
         precision=prec,
+        cache=("sliding" if sink else "sliding-nosink") if slide else "strided",
     )

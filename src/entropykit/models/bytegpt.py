@@ -2,12 +2,19 @@
 
 Tokens are the 256 byte values plus one beginning-of-text token (``BOS = 256``), so the model
 scores *any* byte string and bits/byte is simply total surprisal in bits over the number of bytes.
-Architecture (nanoGPT-style, pre-norm): token + learned position embeddings, ``n_layer`` blocks of
-causal multi-head self-attention and a GELU MLP, final LayerNorm, a head tied to the embedding.
+Architecture (nanoGPT-style, pre-norm): token embeddings, ``n_layer`` blocks of causal multi-head
+self-attention and a GELU MLP, final LayerNorm, a head tied to the embedding. Positions are either
+learned absolute embeddings added to the input (``positions="learned"``, GPT-2; the default, and
+every config saved before the option existed) or rotary embeddings of the queries and keys
+(``positions="rope"``, RoFormer: Su et al. 2021, "RoFormer: Enhanced Transformer with Rotary Position
+Embedding"; the GPT-NeoX half-split layout, as in Hugging Face's Llama).
 
 The forward pass accepts an optional key/value cache so that generation and sliding-window scoring
-do not recompute the prefix. Positions are absolute, so a cache is only valid while the sequence
-fits in ``block_size``; callers that slide past the context start a fresh window.
+do not recompute the prefix. With learned positions a cache is only valid while the sequence fits
+in ``block_size``; callers that slide past the context start a fresh window. With rotary positions
+attention depends only on the distance between query and key, so a cache can slide: drop old keys,
+keep going with ``start`` = the next absolute position (see :func:`rope`; the cache itself still
+holds at most ``block_size`` tokens).
 """
 
 from __future__ import annotations
@@ -34,10 +41,56 @@ class ByteGPTConfig:
     n_head: int = 8
     n_embd: int = 256
     dropout: float = 0.0
+    positions: str = "learned"  # "learned" (absolute, added to the input) or "rope" (rotary q/k)
+    rope_base: float = 10000.0
+
+    def __post_init__(self) -> None:
+        if self.positions not in ("learned", "rope"):
+            raise ValueError(f"positions must be 'learned' or 'rope', got {self.positions!r}")
+        if self.n_embd % self.n_head or (self.positions == "rope" and (self.n_embd // self.n_head) % 2):
+            raise ValueError(
+                f"n_embd must be a multiple of n_head (an even head size with rope), got {self.n_embd}"
+                f" and n_head {self.n_head}"
+            )
 
     @property
     def vocab_size(self) -> int:
         return VOCAB_SIZE
+
+
+Rope = tuple[torch.Tensor, torch.Tensor]
+
+
+def rope(positions: torch.Tensor, head_dim: int, base: float = 10000.0) -> Rope:
+    """Rotary tables ``(cos, sin)``, each (T, head_dim), for absolute ``positions`` (T,).
+
+    ``theta_i = base^(-2i/d)`` for ``i < d/2``; the angle of position ``m`` is ``m theta_i``, computed
+    in float64 (exact for any position a text reaches) and rounded to float32. Source: RoFormer
+    (Su et al. 2021), eq. 34; the half-split layout of GPT-NeoX / Hugging Face ``LlamaRotaryEmbedding``.
+
+    >>> cos, sin = rope(torch.arange(3), 4)
+    >>> cos.shape, float(cos[0, 0]), round(float(sin[1, 0]), 4)
+    (torch.Size([3, 4]), 1.0, 0.8415)
+    """
+    inv = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    ang = positions.to(torch.float64)[:, None] * inv[None]
+    ang = torch.cat([ang, ang], dim=1)
+    return ang.cos().float(), ang.sin().float()
+
+
+def apply_rope(x: torch.Tensor, tables: Rope) -> torch.Tensor:
+    """Rotate ``x`` (..., T, d) by ``tables`` from :func:`rope`: ``x cos + rotate_half(x) sin`` with
+    ``rotate_half([a, b]) = [-b, a]``, in float32, returned in ``x``'s dtype.
+
+    >>> x = torch.randn(1, 2, 5, 8)
+    >>> y = apply_rope(x, rope(torch.arange(5), 8))
+    >>> bool(torch.allclose(y.norm(dim=-1), x.norm(dim=-1), atol=1e-5))  # a rotation
+    True
+    """
+    cos, sin = tables
+    xf = x.float()
+    a, b = xf.chunk(2, dim=-1)
+    return (xf * cos + torch.cat([-b, a], dim=-1) * sin).to(x.dtype)
 
 
 class SelfAttention(nn.Module):
@@ -49,11 +102,13 @@ class SelfAttention(nn.Module):
         self.dropout = cfg.dropout
 
     def forward(
-        self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None
+        self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None, tables: Rope | None = None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         b, t, c = x.shape
         q, k, v = self.qkv(x).split(c, dim=2)
         q, k, v = (y.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for y in (q, k, v))
+        if tables is not None:
+            q, k = apply_rope(q, tables), apply_rope(k, tables)
         if past is not None:
             k = torch.cat([past[0], k], dim=2)
             v = torch.cat([past[1], v], dim=2)
@@ -82,9 +137,9 @@ class Block(nn.Module):
         )
 
     def forward(
-        self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None
+        self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None, tables: Rope | None = None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        a, present = self.attn(self.ln1(x), past)
+        a, present = self.attn(self.ln1(x), past, tables)
         x = x + a
         return x + self.mlp(self.ln2(x)), present
 
@@ -94,7 +149,7 @@ class ByteGPT(nn.Module):
         super().__init__()
         self.config = cfg
         self.wte = nn.Embedding(VOCAB_SIZE, cfg.n_embd)
-        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.positions == "learned" else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd)
         self.apply(self._init)
@@ -112,30 +167,46 @@ class ByteGPT(nn.Module):
             nn.init.normal_(m.weight, 0.0, 0.02)
 
     def hidden_states(
-        self, idx: torch.Tensor, past: KVCache | None = None
+        self, idx: torch.Tensor, past: KVCache | None = None, start: int | None = None
     ) -> tuple[torch.Tensor, KVCache]:
-        """Final-layer hidden states (B, T, n_embd) and the updated cache."""
-        start = 0 if past is None else past[0][0].shape[2]
+        """Final-layer hidden states (B, T, n_embd) and the updated cache. ``start`` is the absolute
+        position of ``idx[:, 0]`` (default: the cache length); only rotary models take another one
+        (a cache that slid keeps its keys' positions, so new tokens continue after them)."""
+        cached = 0 if past is None else past[0][0].shape[2]
         t = idx.shape[1]
-        if start + t > self.config.block_size:
+        if cached + t > self.config.block_size:
             raise ValueError(
-                f"sequence of {start + t} tokens exceeds the context of {self.config.block_size}"
+                f"sequence of {cached + t} tokens exceeds the context of {self.config.block_size}"
             )
+        if start is None:
+            start = cached
+        elif self.wpe is not None and start != cached:
+            raise ValueError(f"start must be the cache length {cached} with learned positions, got {start}")
         pos = torch.arange(start, start + t, device=idx.device)
-        x = self.wte(idx) + self.wpe(pos)
+        tables = None
+        if self.wpe is not None:
+            x = self.wte(idx) + self.wpe(pos)
+        else:
+            x = self.wte(idx)
+            tables = rope(pos, self.config.n_embd // self.config.n_head, self.config.rope_base)
         present: KVCache = []
         for i, block in enumerate(self.blocks):
-            x, kv = block(x, None if past is None else past[i])
+            x, kv = block(x, None if past is None else past[i], tables)
             present.append(kv)
         return self.ln_f(x), present
 
-    def forward(self, idx: torch.Tensor, past: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
-        """Next-token logits (B, T, 257) for every position, and the updated cache."""
-        h, present = self.hidden_states(idx, past)
+    def forward(
+        self, idx: torch.Tensor, past: KVCache | None = None, start: int | None = None
+    ) -> tuple[torch.Tensor, KVCache]:
+        """Next-token logits (B, T, 257) for every position, and the updated cache (``start``: see
+        :meth:`hidden_states`)."""
+        h, present = self.hidden_states(idx, past, start)
         return F.linear(h, self.wte.weight), present
 
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters()) - self.wpe.weight.numel()
+        """Parameters, not counting the position table (GPT-2's convention)."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - (self.wpe.weight.numel() if self.wpe is not None else 0)
 
     # --- persistence: safetensors weights + a JSON config beside them -------------------------
     def save(self, directory: str | Path, *, metadata: dict[str, str] | None = None) -> None:
@@ -145,7 +216,10 @@ class ByteGPT(nn.Module):
         d.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
         save_file(state, str(d / "model.safetensors"), metadata=metadata or {})
-        (d / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        cfg = asdict(self.config)
+        if self.config.positions == "learned":  # the config files of the learned models stay as they were
+            del cfg["positions"], cfg["rope_base"]
+        (d / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
 
     @classmethod
     def load(cls, directory: str | Path) -> ByteGPT:

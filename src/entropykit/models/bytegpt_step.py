@@ -14,6 +14,11 @@ GELU MLP, tied head), restated functionally for speed:
 - ``precision="int8kv"``: bf16 with keys and values in the int8 cache of the fused C kernel
   ``entropykit.models.kernels.decode_attention`` (half the bytes read per step).
 
+Rotary models (``ByteGPTConfig(positions="rope")``) rotate the queries and keys with the same
+:func:`~entropykit.models.bytegpt.apply_rope` as the forward pass before they meet the cache (the
+int8 cache stores rotated keys; a step is then ``store`` + ``attend`` instead of the fused
+``step``, the same kernel arithmetic).
+
 Every other ``LanguageModel`` steps through its own ``forward`` and opaque cache (:class:`Stepper`).
 A stepper's results for one row do not depend on the other rows of the batch, and with one intra-op
 thread they are a function of the inputs alone: the range coder of ``entropykit.codec`` relies on it.
@@ -42,7 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from entropykit.models.adapters import ByteModel, LanguageModel
-from entropykit.models.bytegpt import ByteGPT, ByteGPTConfig
+from entropykit.models.bytegpt import ByteGPT, ByteGPTConfig, apply_rope, rope
 from entropykit.models.kernels import decode_attention
 from entropykit.models.kernels.decode_attention import Int8KVCache
 from entropykit.precision import Precision
@@ -139,17 +144,32 @@ class ByteGPTStepper(Stepper):
         ]
         self.ln_f = _ln(gpt.ln_f)
         self.head = _linear(gpt.wte.weight, None, batch)
+        self.tables = None
+        if gpt.wpe is None:  # rotary positions: the tables of every cache slot, computed once
+            self.tables = rope(torch.arange(cfg.block_size), cfg.n_embd // cfg.n_head, cfg.rope_base)
+
+    def _embed(self, ids: np.ndarray, positions: slice | int) -> torch.Tensor:
+        x = F.embedding(torch.as_tensor(ids, dtype=torch.long), self.gpt.wte.weight)
+        return x if self.gpt.wpe is None else x + self.gpt.wpe.weight[positions]
 
     @torch.inference_mode()
     def prime(self, ids: np.ndarray) -> np.ndarray:
-        gpt, heads, cache8 = self.gpt, self.heads, self.cache8
+        heads, cache8 = self.heads, self.cache8
         b, t = ids.shape
-        x = F.embedding(torch.as_tensor(ids, dtype=torch.long), gpt.wte.weight) + gpt.wpe.weight[:t]
+        x = self._embed(ids, slice(0, t))
         c = x.shape[-1]
+        tables = None if self.tables is None else (self.tables[0][:t], self.tables[1][:t])
         x = x.reshape(b * t, c)  # rows of all positions: the packed matmuls take any row count
         for i, (ln1, qkv, proj, ln2, fc_gelu, out) in enumerate(self.layers):
             rows = qkv(F.layer_norm(x, (c,), *ln1)).split(c, dim=1)
             q, k, v = (y.view(b, t, heads, -1).transpose(1, 2) for y in rows)
+            if tables is not None:
+                # rotated keys and values in fresh row-major buffers (equal strides, as the int8 cache
+                # wants; .contiguous() may keep odd strides of size-1 dimensions)
+                dense = torch.contiguous_format
+                q = apply_rope(q, tables)
+                k = torch.empty_like(k, memory_format=dense).copy_(apply_rope(k, tables))
+                v = torch.empty_like(v, memory_format=dense).copy_(v)
             if cache8 is not None:
                 cache8.store(i, 0, k, v)
             else:
@@ -163,12 +183,26 @@ class ByteGPTStepper(Stepper):
 
     @torch.inference_mode()
     def step(self, ids: np.ndarray) -> np.ndarray:
-        gpt, t, heads, cache8 = self.gpt, self.length, self.heads, self.cache8
-        x = F.embedding(torch.as_tensor(ids, dtype=torch.long), gpt.wte.weight) + gpt.wpe.weight[t]
+        t, heads, cache8 = self.length, self.heads, self.cache8
+        x = self._embed(ids, t)
         b, c = x.shape
+        tables = None if self.tables is None else (self.tables[0][t : t + 1], self.tables[1][t : t + 1])
         for i, (ln1, qkv, proj, ln2, fc_gelu, out) in enumerate(self.layers):
             qkv_x = qkv(F.layer_norm(x, (c,), *ln1))
-            if cache8 is not None:
+            if tables is not None:  # rotate q and k (as the forward pass does), then attend
+                q, k, v = (z.view(b, heads, 1, -1) for z in qkv_x.split(c, dim=1))
+                q, k = apply_rope(q, tables), apply_rope(k, tables)
+                if cache8 is not None:
+                    k = torch.empty_like(k, memory_format=torch.contiguous_format).copy_(k)
+                    cache8.store(i, t, k, torch.empty_like(k).copy_(v))
+                    y = cache8.attend(i, t, q.reshape(b, c))
+                else:
+                    self.k[i, :, :, t : t + 1] = k
+                    self.v[i, :, :, t : t + 1] = v
+                    y = F.scaled_dot_product_attention(
+                        q, self.k[i, :, :, : t + 1], self.v[i, :, :, : t + 1]
+                    ).reshape(b, c)
+            elif cache8 is not None:
                 y = cache8.step(i, t, qkv_x)
             else:
                 q, k, v = qkv_x.split(c, dim=1)

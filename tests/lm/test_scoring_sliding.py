@@ -1,0 +1,61 @@
+"""Scoring with a sliding KV cache (rotary ByteGPT): against an independent masked float64 forward."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from bytegpt_reference import sliding_reference
+from test_bytegpt_rope import rope_model
+
+from entropykit.lm import score
+from entropykit.models import ByteModel, load_model
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("sink", [True, False])
+@pytest.mark.parametrize("n", [5, 47, 48, 100])
+def test_sliding_cache_matches_the_masked_reference(n: int, sink: bool) -> None:
+    m = rope_model(block_size=16, n_embd=32, n_head=2)
+    text = np.random.default_rng(n).integers(97, 105, n).astype(np.uint8).tobytes()
+    r = score(text, ByteModel(m, "rope"), slide=True, sink=sink)
+    want = sliding_reference(m, list(text), 16, sink)
+    np.testing.assert_allclose(r.surprisal_bits, want, atol=2e-4)
+    assert r.summary["cache"] == ("sliding" if sink else "sliding-nosink")
+    assert r.summary["stride"] == 4 and len(r) == n
+
+
+@pytest.mark.parametrize("stride", [1, 7, 14])
+def test_sliding_stride_sets_the_piece(stride: int) -> None:
+    m = rope_model(block_size=16, n_embd=32, n_head=2)
+    text = np.random.default_rng(stride).integers(97, 105, 60).astype(np.uint8).tobytes()
+    r = score(text, ByteModel(m, "rope"), slide=True, stride=stride)
+    want = sliding_reference(m, list(text), 16, True, stride)
+    np.testing.assert_allclose(r.surprisal_bits, want, atol=2e-4)
+    assert r.summary["stride"] == stride
+    with pytest.raises(ValueError, match="stride"):
+        score(text, ByteModel(m, "rope"), slide=True, stride=15)  # no room for the sink and a token
+
+
+def test_one_window_equals_the_strided_scores_and_the_sink_matters() -> None:
+    m = ByteModel(rope_model(block_size=32, n_embd=32, n_head=2), "rope")
+    text = np.random.default_rng(0).integers(97, 105, 31).astype(np.uint8).tobytes()
+    a, b = score(text, m), score(text, m, slide=True)
+    np.testing.assert_allclose(a.surprisal_bits, b.surprisal_bits, atol=1e-5)
+    long = np.random.default_rng(1).integers(97, 105, 200).astype(np.uint8).tobytes()
+    with_sink, without = score(long, m, slide=True), score(long, m, slide=True, sink=False)
+    assert not np.allclose(with_sink.surprisal_bits[40:], without.surprisal_bits[40:])
+    bf = score(long, m, slide=True, precision="bfloat16")
+    assert abs(bf.summary["bits_per_byte"] - with_sink.summary["bits_per_byte"]) < 0.02
+
+
+def test_learned_positions_cannot_slide() -> None:
+    with pytest.raises(ValueError, match="slide=True needs a ByteGPT with rotary positions"):
+        score("some text", load_model("bytegpt-small"), slide=True)
