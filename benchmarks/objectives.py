@@ -4,7 +4,8 @@
    data/corpus/train-sample.bin with CE, MixCE (eta = 0.5) and EMO (mode "mle", cost = 1 - cos of the
    model's own tied embedding, detached each step) for the same steps and seeds; held-out bits/byte on
    data/corpus/heldout.bin and distinct-n of sampled text (temperature 1).
-2. **Sparse-logit distillation.** A tiny student distilled from the bundled ``bytegpt-small`` on cached
+2. **Sparse-logit distillation.** A tiny student distilled from a bundled model (``--teacher``, default
+   ``bytegpt-6l``) on cached
    teacher targets: full KL (all 257 probabilities), top-k (renormalised) and random-sampled
    (Anshumann et al. 2025) at matched storage (K slots a position); held-out KL(teacher || student),
    expected calibration error of the student's top-1 next byte, and bits/byte.
@@ -174,8 +175,9 @@ def ece(probs: torch.Tensor, target: torch.Tensor, bins: int = 15) -> float:
     return out
 
 
-def part_kd(train_rows: torch.Tensor, held: torch.Tensor, steps: int, seeds: list[int], k: int) -> str:
-    teacher = load_model("bytegpt-small")
+def part_kd(train_rows: torch.Tensor, held: torch.Tensor, steps: int, seeds: list[int], k: int,
+            teacher_name: str) -> str:
+    teacher = load_model(teacher_name)
     tmod = teacher.module
     tmod.eval()
     with torch.no_grad():
@@ -186,7 +188,7 @@ def part_kd(train_rows: torch.Tensor, held: torch.Tensor, steps: int, seeds: lis
     v = full_lp.shape[-1]
 
     class _Rows:  # the cache tool over the same windows the student trains on (BOS + 64 bytes each)
-        vocab_size, max_context, name = v, CTX, "bytegpt-small"
+        vocab_size, max_context, name = v, CTX, teacher_name
 
         def forward(self, ids: torch.Tensor, past: object = None) -> tuple[torch.Tensor, None]:
             return tmod(ids)[0], None
@@ -246,7 +248,7 @@ def part_kd(train_rows: torch.Tensor, held: torch.Tensor, steps: int, seeds: lis
                                                                   strict=True)], "KL minus top-k's"),
              verdict("sampled", "full KL", [a - b for a, b in zip(per_seed["sampled"], per_seed["full KL"],
                                                                     strict=True)], "KL minus full KD's")]
-    return (table + "\n\nTeacher `bytegpt-small` held-out bits/byte on the same windows: "
+    return (table + f"\n\nTeacher `{teacher_name}` held-out bits/byte on the same windows: "
             f"{teacher_bpb:.4f}.\n\n"
             + "\n".join(notes))
 
@@ -293,6 +295,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--teacher", default="bytegpt-6l", help="bundled teacher of part 2 (default bytegpt-6l)")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -302,7 +305,7 @@ def main() -> None:
     held = windows(load_bytes("heldout.bin", 32 * 1024), CTX)
     print(f"train windows {train_rows.shape}, held-out windows {held.shape}", flush=True)
     lm_table, _ = part_lm(train_rows, held, args.steps, seeds)
-    kd_table = part_kd(train_rows[:1024], held, args.steps, seeds, args.k)
+    kd_table = part_kd(train_rows[:1024], held, args.steps, seeds, args.k, args.teacher)
     mem_table = part_memory()
     load = os.getloadavg()
     body = (
@@ -312,14 +315,15 @@ def main() -> None:
         "### 1. CE vs MixCE vs EMO: tiny ByteGPT (2 layers, 64 wide) from scratch\n\n"
         "Held-out: first 32 KiB of data/corpus/heldout.bin. "
         f"Distinct-n over 8 samples of {CTX} bytes.\n\n{lm_table}\n\n"
-        "### 2. Distillation from bytegpt-small at matched storage (K = "
+        f"### 2. Distillation from {args.teacher} at matched storage (K = "
         f"{args.k} slots a position for top-k and sampled)\n\n{kd_table}\n\n"
         f"### 3. Fused paths vs the logits path\n\n{mem_table}\n"
     )
     print(body)
     if not args.no_record:
         record("objectives", "More training objectives: MixCE / EMO vs CE, sparse-logit KD, fused memory",
-               f"python benchmarks/objectives.py --steps {args.steps} --seeds {args.seeds} --k {args.k}",
+               f"python benchmarks/objectives.py --steps {args.steps} --seeds {args.seeds} --k {args.k} "
+               f"--teacher {args.teacher}",
                body)
 
 
