@@ -6,7 +6,7 @@
    sample (``data/corpus/train-sample.bin``, 512 KB), held-out loss (bits/byte) on
    ``data/corpus/heldout.bin``. ``fit_power_law`` on the 4 smallest (x = parameters) predicts the
    largest model's loss with a bootstrap interval; we report the miss.
-3. The model map (``lm.model_map``) of the 5 models and the two bundled ones on held-out probe
+3. The model map (``lm.loglik_vectors``) of the 5 models and the two bundled ones on held-out probe
    passages: estimated KL of each to the largest trained model, and nearest neighbours.
 
     python benchmarks/scaling.py            # ~3-6 min on 2 shared cores
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from _common import markdown_table, record
 from entropykit.lm import ByteModel, load_model
-from entropykit.lm.model_map import model_map
+from entropykit.lm.loglik_vectors import model_map
 from entropykit.lm.scaling import fit_power_law
 from entropykit.models.bytegpt import BOS, ByteGPT, ByteGPTConfig
 
@@ -160,7 +160,7 @@ def main() -> None:
         "(shared machine).\n"
     )
     print(body)
-    record("scaling", "Scaling-law fit and model map of trained ByteGPTs (lm.scaling, lm.model_map)",
+    record("scaling", "Scaling-law fit and model map of trained ByteGPTs (lm.scaling, lm.loglik_vectors)",
            "python benchmarks/scaling.py" + (" --quick" if args.quick else ""), body)
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from entropykit.cli.main import main
 from entropykit.lm import load_model
-from entropykit.lm.face import face
+from entropykit.lm.fourier import face
 from entropykit.lm.prompt import compress_prompt
 
 TEXTS_A = ["The cat sat on the mat, all day long, and then it slept.", "A quick brown fox jumps over dogs."]

@@ -11,7 +11,7 @@ from scipy import interpolate, signal
 from scipy.fft import fft, fftfreq, fftshift
 
 from entropykit.lm import ByteModel
-from entropykit.lm.face import (
+from entropykit.lm.fourier import (
     FACE_METRICS,
     Spectrum,
     face,
@@ -159,3 +159,13 @@ def test_bad_input() -> None:
     with pytest.raises(ValueError, match="texts_a must be a non-empty"):
         face("abc", ["abc"], None)
     assert isinstance(surprisal_spectrum([1.0, 2.0]), Spectrum)
+
+
+def test_lm_exports_are_the_functions_not_their_modules() -> None:
+    import entropykit.lm as lm
+    import entropykit.lm.fourier
+    import entropykit.lm.loglik_vectors  # noqa: F401 - importing a submodule sets a package attribute
+    from entropykit.lm import compress_prompt, fit_power_law, model_map
+
+    assert lm.face is face and callable(model_map) and callable(compress_prompt) and callable(fit_power_law)
+    assert lm.detect.__name__ == "entropykit.detect"  # a sibling part re-exported whole stays a module

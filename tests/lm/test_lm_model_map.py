@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from entropykit.lm import ByteModel
-from entropykit.lm.model_map import double_centre, kl_from_loglik, loglik_matrix, model_map
+from entropykit.lm.loglik_vectors import double_centre, kl_from_loglik, loglik_matrix, model_map
 from entropykit.models.bytegpt import ByteGPT, ByteGPTConfig
 
 

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         if importlib.util.find_spec("matplotlib") is None:
             raise ValueError("--plot needs matplotlib: pip install 'entropykit[plot]'")
     model = load_model(args.model)
-    from entropykit.lm.face import face
+    from entropykit.lm.fourier import face
 
     names = {"texts_a": "DIR_A", "texts_b": "DIR_B", "method": "--method", "preprocess": "--preprocess"}
     result = build(face, names, [read_input(f) for f in files_a], [read_input(f) for f in files_b], model,

@@ -37,11 +37,11 @@ if TYPE_CHECKING:
     from entropykit.detect import score_texts as score_texts
     from entropykit.lm.corpus import CorpusResult as CorpusResult
     from entropykit.lm.corpus import score_corpus as score_corpus
-    from entropykit.lm.face import face as face
-    from entropykit.lm.face import face_metrics as face_metrics
-    from entropykit.lm.face import surprisal_spectrum as surprisal_spectrum
-    from entropykit.lm.model_map import ModelMap as ModelMap
-    from entropykit.lm.model_map import model_map as model_map
+    from entropykit.lm.fourier import face as face
+    from entropykit.lm.fourier import face_metrics as face_metrics
+    from entropykit.lm.fourier import surprisal_spectrum as surprisal_spectrum
+    from entropykit.lm.loglik_vectors import ModelMap as ModelMap
+    from entropykit.lm.loglik_vectors import model_map as model_map
     from entropykit.lm.prompt import compress_prompt as compress_prompt
     from entropykit.lm.scaling import fit_chinchilla as fit_chinchilla
     from entropykit.lm.scaling import fit_power_law as fit_power_law
@@ -64,11 +64,11 @@ _LAZY = {
     "score_corpus": "entropykit.lm.corpus",
     "CorpusResult": "entropykit.lm.corpus",
     # analyses built on the per-token statistics of score (issue 23)
-    "face": "entropykit.lm.face",
-    "face_metrics": "entropykit.lm.face",
-    "surprisal_spectrum": "entropykit.lm.face",
-    "model_map": "entropykit.lm.model_map",
-    "ModelMap": "entropykit.lm.model_map",
+    "face": "entropykit.lm.fourier",
+    "face_metrics": "entropykit.lm.fourier",
+    "surprisal_spectrum": "entropykit.lm.fourier",
+    "model_map": "entropykit.lm.loglik_vectors",
+    "ModelMap": "entropykit.lm.loglik_vectors",
     "compress_prompt": "entropykit.lm.prompt",
     "fit_power_law": "entropykit.lm.scaling",
     "fit_chinchilla": "entropykit.lm.scaling",
@@ -83,5 +83,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         module = importlib.import_module(_LAZY[name])
-        return module if name == module.__name__.rsplit(".", 1)[1] else getattr(module, name)
+        # a sibling part re-exported whole (``detect``) is the module; every other name is an attribute
+        # (``face`` is the function of ``entropykit.lm.fourier``, not that module)
+        return module if module.__name__ == f"entropykit.{name}" else getattr(module, name)
     raise AttributeError(f"module 'entropykit.lm' has no attribute {name!r}")

@@ -197,10 +197,10 @@ def _histograms(result: ScoreResult, edges: list[int]) -> tuple[str, dict[str, l
 
 def _svg_spectrum(s: np.ndarray, points: int = 160) -> str:
     """A small inline SVG line of the surprisal sequence's spectrum (FACE: |FFT| of the z-scored
-    sequence, ``entropykit.lm.face``), averaged into at most ``points`` frequency bins."""
+    sequence, ``entropykit.lm.fourier``), averaged into at most ``points`` frequency bins."""
     if s.size < 16:
         return ""
-    from entropykit.lm.face import surprisal_spectrum
+    from entropykit.lm.fourier import surprisal_spectrum
 
     sp = surprisal_spectrum(s, preprocess="zscore")
     f, p = sp.freq[1:], sp.power[1:]  # frequency 0 is the (removed) mean
