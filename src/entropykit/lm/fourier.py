@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from scipy import signal, stats
+from scipy import interpolate, signal, stats
 
 from entropykit._registry import Method, registry
 from entropykit._validate import check_choice, check_int
@@ -135,18 +135,11 @@ def surprisal_spectrum(
 
 
 def _on_grid(sp: Spectrum, grid: np.ndarray) -> np.ndarray:
-    """Linear interpolation with linear extrapolation at both ends (scipy ``interp1d(...,
-    fill_value="extrapolate")``, which FACE uses)."""
-    f, p = sp.freq, sp.power
-    if f.size == 1:
-        return np.full_like(grid, p[0])
-    y = np.interp(grid, f, p)
-    lo, hi = grid < f[0], grid > f[-1]
-    if lo.any():
-        y[lo] = p[0] + (grid[lo] - f[0]) * (p[1] - p[0]) / (f[1] - f[0])
-    if hi.any():
-        y[hi] = p[-1] + (grid[hi] - f[-1]) * (p[-1] - p[-2]) / (f[-1] - f[-2])
-    return y
+    """Linear interpolation onto ``grid``, extrapolated linearly at both ends (FACE's
+    ``scipy.interpolate.interp1d(..., fill_value="extrapolate")``)."""
+    if sp.freq.size == 1:
+        return np.full_like(grid, sp.power[0])
+    return interpolate.interp1d(sp.freq, sp.power, fill_value="extrapolate")(grid)
 
 
 def spectral_overlap(y1: np.ndarray, y2: np.ndarray, grid: np.ndarray) -> float:

@@ -165,6 +165,7 @@ def compress_prompt(
         raise ValueError("text must have at least one token, got an empty text")
     spans = unit_spans(data, unit, res.offsets)
     starts = np.array([a for a, _ in spans])
+    ends = np.array([b for _, b in spans])
     # each token belongs to the unit holding its first byte
     which = np.searchsorted(starts, res.offsets[:, 0], side="right") - 1
     n_units = len(spans)
@@ -172,7 +173,7 @@ def compress_prompt(
     bits = np.bincount(which, weights=res.surprisal_bits.astype(np.float64), minlength=n_units)
     forced = np.zeros(n_units, dtype=bool)
     for a, b in _forced(data, keep):
-        forced |= (starts < b) & (np.array([e for _, e in spans]) > a)
+        forced |= (starts < b) & (ends > a)
     forced |= tokens == 0  # bytes no scored token starts in (e.g. a first token a model cannot score)
     if keep_layout:  # never join lines: line breaks (and the indentation after them) stay
         forced |= np.array([b"\n" in data[a:b] and not data[a:b].strip() for a, b in spans])

@@ -205,9 +205,7 @@ def _svg_spectrum(s: np.ndarray, points: int = 160) -> str:
     sp = surprisal_spectrum(s, preprocess="zscore")
     f, p = sp.freq[1:], sp.power[1:]  # frequency 0 is the (removed) mean
     k = min(points, f.size)
-    starts = (np.arange(k) * f.size) // k
-    sizes = np.diff(np.append(starts, f.size))
-    f, p = np.add.reduceat(f, starts) / sizes, np.add.reduceat(p, starts) / sizes
+    f, p = _binned(f, k)[1], _binned(p, k)[1]  # the mean of each bin, as the long-text plot bins
     w, h, pad = 240, 90, 14
     top = float(p.max()) or 1.0
     pts = " ".join(f"{w * fi / 0.5:.1f},{pad + h - h * pi / top:.1f}" for fi, pi in zip(f, p))
