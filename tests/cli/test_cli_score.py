@@ -136,3 +136,28 @@ def test_precision_choices_match_the_library() -> None:
     from entropykit.lm.scoring import SCORING_PRECISIONS as LIBRARY
 
     assert set(PRECISIONS) == {"auto", *LIBRARY} and set(PRECISIONS) <= set(precision.PRECISIONS)
+
+
+def test_slide_matches_the_library_and_needs_rotary_positions(
+    tmp_path: Path, model_dir: Path, capsys
+) -> None:
+    import torch
+
+    from entropykit.models.bytegpt import ByteGPT, ByteGPTConfig
+
+    torch.manual_seed(0)
+    rope = tmp_path / "rope-bytegpt"
+    ByteGPT(ByteGPTConfig(block_size=32, n_layer=1, n_head=2, n_embd=16, positions="rope")).save(rope)
+    f = tmp_path / "long.txt"
+    text = "sliding caches compute every token once. " * 4  # 164 bytes > context 32
+    f.write_text(text)
+    code, out, err = run(capsys, str(f), "--model", str(rope), "--slide", "--format", "json", "--no-progress")
+    assert code == 0 and err == ""
+    got = json.loads(out)["summary"]
+    want = score(text, load_model(rope), slide=True).summary
+    strided = score(text, load_model(rope)).summary
+    assert got["bits_per_byte"] == pytest.approx(want["bits_per_byte"], rel=1e-12)
+    assert got["bits_per_byte"] != strided["bits_per_byte"]  # the option reached the library
+    code, out, err = run(capsys, str(f), "--model", str(model_dir), "--slide")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "--slide" in err and "rotary positions" in err

@@ -57,5 +57,5 @@ def test_one_window_equals_the_strided_scores_and_the_sink_matters() -> None:
 
 
 def test_learned_positions_cannot_slide() -> None:
-    with pytest.raises(ValueError, match="slide=True needs a ByteGPT with rotary positions"):
+    with pytest.raises(ValueError, match="slide: True needs a ByteGPT with rotary positions"):
         score("some text", load_model("bytegpt-small"), slide=True)

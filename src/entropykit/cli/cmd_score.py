@@ -23,7 +23,8 @@ All quantities are in bits. perplexity = 2^(mean surprisal); bits/byte = total s
 High window entropy (HWE): the mean entropy of the last --window tokens exceeds --hwe-threshold
 (default 0.5 * log2(vocabulary size) bits: 4.0 bits for the bundled byte models).
 Texts longer than the model's context C are scored in windows of C tokens every --stride tokens
-(default C/2), so every token keeps at least C - stride tokens of history.
+(default C/2), so every token keeps at least C - stride tokens of history; with --slide (rotary-position
+models) a KV cache slides over the text instead and every token is computed once.
 """
 
 TABLE_LIMIT = 60  # longer texts show the summary and spans only, unless --all
@@ -70,6 +71,10 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--stride", type=int, default=None, help="tokens between window starts (default: context/2)"
     )
+    p.add_argument("--slide", action="store_true",
+                   help="long texts: slide a KV cache (with a BOS attention sink) instead of strided "
+                        "windows, so every token is computed once (rotary-position models only; "
+                        "--stride is then the new tokens per forward pass, default context/4)")
     p.add_argument("--window", type=int, default=16, help="tokens in the window-entropy mean (default: 16)")
     p.add_argument(
         "--hwe-threshold",
@@ -189,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
             data,
             model,
             stride=args.stride,
+            slide=args.slide,
             window=args.window,
             hwe_threshold=args.hwe_threshold,
             top_k=args.top_k,
@@ -197,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise renamed(exc, {"stride": "--stride", "window": "--window", "hwe_threshold": "--hwe-threshold",
-                            "top_k": "--top-k", "precision": "--precision"}) from None
+                            "top_k": "--top-k", "precision": "--precision", "slide": "--slide"}) from None
     if result.lossy:
         warn(args, f"model {model.name} scored {name} decoded with replacement characters (U+FFFD)")
     if args.format == "json":

@@ -417,7 +417,7 @@ def score(
     hwe_threshold = check_real(hwe_threshold, "hwe_threshold", finite=True)
     if slide and not _can_slide(lm):
         raise ValueError(
-            f"slide=True needs a ByteGPT with rotary positions (positions='rope'), got {lm.name!r}: "
+            f"slide: True needs a ByteGPT with rotary positions (positions='rope'), got model {lm.name!r}: "
             "learned absolute positions cannot slide a KV cache"
         )
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=prec == "bfloat16")
