@@ -276,3 +276,10 @@ def test_hf_loading_is_quiet_unless_verbose(tmp_path: Path, capsys, recwarn) -> 
     assert not [w for w in recwarn if "past_key_values" in str(w.message)]
     code, _, err = run(capsys, "score", str(f), "--model", d, "--no-progress", "--verbose")
     assert code == 0 and "Loading weights" in err
+
+
+def test_help_texts_name_the_library_default_model() -> None:
+    from entropykit.cli._common import DEFAULT_MODEL
+    from entropykit.models import DEFAULT_MODEL as LIBRARY
+
+    assert DEFAULT_MODEL == LIBRARY

@@ -15,6 +15,10 @@ from entropykit._io import check_output
 
 T = TypeVar("T")
 
+# The bundled default model's name, for help texts: the same as ``entropykit.models.DEFAULT_MODEL``
+# (tests/cli/test_cli_safety.py checks it), written here because importing models would import torch.
+DEFAULT_MODEL = "bytegpt-6l"
+
 
 def add_force(p: argparse.ArgumentParser, what: str = "output files") -> None:
     """``-f/--force``: the one overwrite rule (an existing regular file is replaced only with it)."""

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from entropykit._io import atomic_output, open_input
-from entropykit.cli._common import add_force, check_outputs, load_model, renamed, require
+from entropykit.cli._common import DEFAULT_MODEL, add_force, check_outputs, load_model, renamed, require
 from entropykit.precision import PRECISIONS
 
 SUFFIX = ".ekz"
 
 COMPRESS_EXAMPLES = """examples:
-  entropykit compress notes.txt                      # -> notes.txt.ekz (bundled bytegpt-6l)
+  entropykit compress notes.txt                      # -> notes.txt.ekz (the bundled default model)
   entropykit compress data.bin -o data.ekz --force   # overwrite an existing output
   entropykit compress big.log --model bytegpt-small  # a faster, smaller model
   cat notes.txt | entropykit compress - -o - > notes.ekz
@@ -53,7 +53,7 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(c, f"output file (default: FILE{SUFFIX}; '-' for standard output)")
-    c.add_argument("--model", default=None, help="model name or path (default: the bundled bytegpt-6l)")
+    c.add_argument("--model", default=None, help=f"model name or path (default: the bundled {DEFAULT_MODEL})")
     c.add_argument("--chunk-size", type=int, default=None, metavar="BYTES",
                    help="bytes per independently decodable chunk (default: 4096)")
     c.add_argument("--group", type=int, default=None, metavar="N",

@@ -8,7 +8,16 @@ import json
 from typing import Any
 
 from entropykit._io import atomic_write, read_input, utf8_warning
-from entropykit.cli._common import add_force, check_outputs, folder_files, load_model, renamed, require, warn
+from entropykit.cli._common import (
+    DEFAULT_MODEL,
+    add_force,
+    check_outputs,
+    folder_files,
+    load_model,
+    renamed,
+    require,
+    warn,
+)
 
 # entropykit.detect.METHODS without importing torch (--help): name -> (kind, reference, parameters).
 # tests/cli/test_cli_detect.py keeps it equal to the registry.
@@ -56,7 +65,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="scoring model: bundled name, ByteGPT dir or HF name (default: the bundled bytegpt-6l)",
+        help=f"scoring model: bundled name, ByteGPT dir or HF name (default: the bundled {DEFAULT_MODEL})",
     )
     p.add_argument("--reference", default=None, help="second model (reference / observer / sampling model)")
     p.add_argument(

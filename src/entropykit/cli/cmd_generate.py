@@ -8,10 +8,19 @@ import json
 import sys
 from typing import Any
 
-from entropykit.cli._common import add_force, build, check_outputs, given, load_model, require, warn
+from entropykit.cli._common import (
+    DEFAULT_MODEL,
+    add_force,
+    build,
+    check_outputs,
+    given,
+    load_model,
+    require,
+    warn,
+)
 
 EXAMPLES = """examples:
-  entropykit generate "The entropy of"                       # bundled bytegpt-6l, plain sampling
+  entropykit generate "The entropy of"                       # the bundled default model, plain sampling
   entropykit generate "def main(" --sampler mirostat --tau 3 --seed 1 --stats
   entropykit generate "Once" --min-p 0.05 --temperature 0.8 -n 300
   entropykit generate "Once" --top-h 0.4 --format json > out.json
@@ -42,7 +51,7 @@ def register(subparsers: Any) -> None:
         "-m",
         default=None,
         metavar="M",
-        help="bundled model name (bytegpt-6l [default], bytegpt-small), or a model directory/name",
+        help=f"bundled model name (default {DEFAULT_MODEL}), or a model directory/name",
     )
     p.add_argument(
         "--max-new-tokens", "-n", type=int, default=200, metavar="N", help="tokens to generate (default 200)"

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from entropykit.cli._common import add_force, check_outputs, load_model, renamed, require, warn
+from entropykit.cli._common import DEFAULT_MODEL, add_force, check_outputs, load_model, renamed, require, warn
 from entropykit.precision import PRECISIONS as _ALL
 
 PRECISIONS = tuple(p for p in _ALL if p != "int8kv")  # int8kv is for incremental decoding only
@@ -46,7 +46,7 @@ def register(subparsers: Any) -> None:
         "-m",
         default=None,
         metavar="M",
-        help="bundled model name (bytegpt-6l [default], bytegpt-small), a ByteGPT or Hugging Face "
+        help=f"bundled model name (default {DEFAULT_MODEL}), a ByteGPT or Hugging Face "
         "model directory, or a Hugging Face model name",
     )
     p.add_argument(

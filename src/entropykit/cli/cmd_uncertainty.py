@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from entropykit._io import atomic_write, read_input
-from entropykit.cli._common import add_force, build, check_outputs, load_model, require, warn
+from entropykit.cli._common import DEFAULT_MODEL, add_force, build, check_outputs, load_model, require, warn
 
 # entropykit.uncertainty.METHODS without importing torch (--help); tests/cli/test_cli_uncertainty.py
 # keeps the two equal.
@@ -36,7 +36,7 @@ EXAMPLES = (
 ("answer" is accepted for "reference"; without references only the uncertainties are reported).
 
 examples:
-  entropykit uncertainty questions.jsonl                      # bundled bytegpt-6l, 10 samples each
+  entropykit uncertainty questions.jsonl                      # the bundled default model, 10 samples each
   entropykit uncertainty q.jsonl --samples 20 --temperature 0.8 --top-p 0.95 --seed 0
   entropykit uncertainty q.jsonl --methods semantic_entropy,max_sequence_probability --format json
   entropykit uncertainty q.jsonl --output per-prompt.jsonl --plot rejection.png
@@ -67,7 +67,7 @@ def register(subparsers: Any) -> None:
         "-m",
         default=None,
         metavar="M",
-        help="bundled model name (bytegpt-6l [default], bytegpt-small), or a model directory/name",
+        help=f"bundled model name (default {DEFAULT_MODEL}), or a model directory/name",
     )
     p.add_argument(
         "--samples", type=int, default=10, metavar="N", help="sampled answers per prompt (default 10)"
