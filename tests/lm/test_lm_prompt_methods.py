@@ -350,3 +350,34 @@ def test_budget_and_keep_property(
         assert not cp.kept[~f].any()
     else:
         assert dropped - cp.unit_tokens[~cp.kept].max() < ratio * total
+
+
+def test_contrastive_longer_than_the_context() -> None:
+    """A prompt longer than the model's context: each deletion and its reference see the same window of
+    the last ``context - 1`` tokens (after BOS)."""
+    torch.manual_seed(1)
+    m = ByteModel(ByteGPT(ByteGPTConfig(block_size=16, n_layer=1, n_head=2, n_embd=16)))
+    text = "one two three four five six seven eight nine ten"
+    window, room = 3, 15
+    cp = compress_prompt(text, m, ratio=0.5, method="contrastive", window=window, lookahead=0)
+    data = list(text.encode())
+
+    def bits(seq: list[int], n: int) -> float:  # surprisal of the last n tokens of seq
+        with torch.no_grad():
+            z = m.module(torch.tensor([[BOS, *seq[:-1]]]))[0][0].double()
+        s = -torch.log_softmax(z, -1).gather(-1, torch.tensor(seq)[:, None])[:, 0] / math.log(2)
+        return float(s[-n:].sum())
+
+    pos = 0
+    assert cp.unit_score is not None
+    for i, u in enumerate(cp.units):
+        a, b = pos, pos + len(u.encode())
+        pos = b
+        e = min(b + window, len(data))
+        if e <= b:
+            assert cp.unit_score[i] == math.inf
+            continue
+        cut = (data[:a] + data[b:e])[-room:]
+        ref = data[:e][-room:]
+        want = (bits(cut, e - b) - bits(ref, e - b)) / (b - a)
+        assert cp.unit_score[i] == pytest.approx(want, abs=1e-4)
