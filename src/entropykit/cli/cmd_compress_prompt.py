@@ -13,15 +13,19 @@ EXAMPLES = """examples:
   entropykit compress-prompt prompt.txt --ratio 0.5                 # drop half of the tokens
   entropykit compress-prompt prompt.txt --ratio 0.3 --unit phrase --keep "Question:" --json
   entropykit compress-prompt prompt.txt --ratio 0.5 --out short.txt
+  entropykit compress-prompt prompt.txt --ratio 0.5 --method contrastive   # best against random dropping
 """
 
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "compress-prompt",
-        help="shorten a prompt by dropping what the model finds least surprising (Selective Context)",
-        description="Score the prompt once, rank its units by self-information (bits per token) and drop "
-        "the least informative until --ratio of its tokens are gone.",
+        help="shorten a prompt by dropping what the model can best do without (Selective Context, "
+        "LLMLingua, contrastive)",
+        description="Score the prompt's units with the model and drop the least informative until --ratio "
+        "of its tokens are gone. Methods: surprisal (Selective Context: self-information), llmlingua "
+        "(sentence budget + iterative compression given the compressed prefix), contrastive (how much "
+        "removing a unit raises the surprisal of the text after it), random (baseline).",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -29,8 +33,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--ratio", type=float, default=0.5,
                    help="fraction of tokens to drop, in (0, 1) (default 0.5)")
     p.add_argument("--unit", choices=["token", "word", "phrase"], default="word", help="what is dropped")
+    p.add_argument("--method", choices=["surprisal", "llmlingua", "contrastive", "random"],
+                   default="surprisal", help="how units are scored (default surprisal)")
     p.add_argument("--rank", choices=["mean", "sum"], default="mean",
-                   help="rank units by bits per token (mean) or total bits (sum, Selective Context)")
+                   help="surprisal: rank units by bits per token (mean) or total bits (sum, "
+                   "Selective Context)")
     p.add_argument("--keep", action="append", default=[], metavar="TEXT",
                    help="a substring that must survive (repeatable)")
     p.add_argument("--model", default=None, help="scoring model (default: the bundled model)")
@@ -51,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from entropykit.lm.prompt import compress_prompt
 
     cp = build(compress_prompt, {"ratio": "--ratio", "unit": "--unit", "keep": "--keep", "text": "FILE"},
-               text, model, ratio=args.ratio, unit=args.unit, rank=args.rank, keep=args.keep)
+               text, model, ratio=args.ratio, unit=args.unit, method=args.method, rank=args.rank,
+               keep=args.keep)
     if args.out is not None:
         atomic_write(args.out, cp.text.encode("utf-8"), force=args.force, option="--out")
     if args.json:
