@@ -101,7 +101,7 @@ def zstd_19() -> tuple[Callable[[bytes], int] | None, str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None, help="model name or path (default: bundled bytegpt-6l)")
+    ap.add_argument("--model", default=None, help="model name or path (default: the bundled default model)")
     ap.add_argument("--quick", action="store_true", help="4 KB slices, no RESULTS.md record")
     ap.add_argument("--workers", type=int, default=None, help="compression workers (default: CPU count)")
     ap.add_argument("--precision", default="auto", choices=PRECISIONS,
@@ -204,7 +204,9 @@ def main() -> None:
         cmd = "python benchmarks/compression.py" + (f" --model {args.model}" if args.model else "") + (
             f" --other-bytes {args.other_bytes}" if args.other_bytes else "") + (
             f" --precision {args.precision}" if args.precision != "auto" else "")
-        record("compression", "Lossless compression with a language model (entropykit compress)", cmd, body)
+        base = model.name.split("@")[0]  # one section per model: compression_<model>
+        title = f"Lossless compression with a language model (entropykit compress, {base})"
+        record(f"compression_{base}", title, cmd, body)
 
 
 if __name__ == "__main__":

@@ -167,7 +167,7 @@ def main() -> None:
     ap.add_argument(
         "--big-mb", type=float, default=2.0, help="large text for the memory check (MB; 0 = skip)"
     )
-    ap.add_argument("--model", default=None, help="model (default: bundled bytegpt-6l)")
+    ap.add_argument("--model", default=None, help="model (default: the bundled default model)")
     ap.add_argument("--mem-kb", type=int, default=200, help="small text for the memory check (KB)")
     ap.add_argument("--memory-model", default=None, help="model for the memory check (default: --model)")
     ap.add_argument(
