@@ -210,16 +210,20 @@ class ByteGPT(nn.Module):
 
     # --- persistence: safetensors weights + a JSON config beside them -------------------------
     def save(self, directory: str | Path, *, metadata: dict[str, str] | None = None) -> None:
-        from safetensors.torch import save_file
+        """Write ``model.safetensors`` and ``config.json`` into ``directory`` (created if missing), each
+        atomically (``entropykit._io.atomic_write``: a reader never sees a half-written file)."""
+        from safetensors.torch import save
+
+        from entropykit._io import atomic_write
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(d / "model.safetensors"), metadata=metadata or {})
+        atomic_write(d / "model.safetensors", save(state, metadata=metadata or {}))
         cfg = asdict(self.config)
         if self.config.positions == "learned":  # the config files of the learned models stay as they were
             del cfg["positions"], cfg["rope_base"]
-        (d / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        atomic_write(d / "config.json", json.dumps(cfg, indent=2) + "\n")
 
     @classmethod
     def load(cls, directory: str | Path) -> ByteGPT:
