@@ -177,31 +177,75 @@ def _compiled() -> Any:
 
     @jit
     def count_1d(v: np.ndarray, r: np.ndarray, strict: bool, start: int, stop: int, out: np.ndarray) -> None:
-        """One coordinate, one strip: both window edges by binary search over the sorted values."""
+        """One coordinate, sorted: both window edges of each point, found by galloping from the
+        previous point's edges (neighbouring points have nearby edges) and a binary search inside
+        the bracket. The predicates ``fl(x0 - v_j) < r`` and ``fl(v_j - x0) < r`` are monotone in j,
+        so the edges are exactly those of a full binary search (or of a KD-tree)."""
         n = v.shape[0]
+        left = start  # guesses: the previous point's edges
+        right = start
         for p in range(start, stop):
             x0 = v[p, 0]
             rad = r[p]
-            pos = locate(v, 0, n, x0)
-            lo, hi = 0, pos  # first j in [0, pos) inside (x0 - v_j shrinks as j grows)
+            pos = p  # first j with v_j >= x0 (p itself unless ties precede it)
+            if p > 0 and v[p - 1, 0] >= x0:
+                pos = locate(v, 0, p, x0)
+            # left edge: first j in [0, pos) with x0 - v_j inside (False ... False True ... True)
+            g = min(max(left, 0), pos)
+            if g == pos or ((x0 - v[g, 0] < rad) if strict else (x0 - v[g, 0] <= rad)):
+                step = 1  # inside (or at pos, an upper bound): gallop left until outside (or 0)
+                hi = g
+                lo = g - step
+                while lo >= 0 and ((x0 - v[lo, 0] < rad) if strict else (x0 - v[lo, 0] <= rad)):
+                    hi = lo
+                    step *= 2
+                    lo = g - step
+                lo = max(lo + 1, 0)  # answer in [lo, hi]
+            else:
+                step = 1  # outside: gallop right until inside (or pos)
+                lo = g + 1
+                hi = g + step
+                while hi < pos and not ((x0 - v[hi, 0] < rad) if strict else (x0 - v[hi, 0] <= rad)):
+                    lo = hi + 1
+                    step *= 2
+                    hi = g + step
+                hi = min(hi, pos)  # answer in [lo, hi]
             while lo < hi:
                 m = (lo + hi) // 2
-                g = x0 - v[m, 0]
-                if (g < rad) if strict else (g <= rad):
+                if (x0 - v[m, 0] < rad) if strict else (x0 - v[m, 0] <= rad):
                     hi = m
                 else:
                     lo = m + 1
-            left = pos - lo
-            lo, hi = pos, n  # first j in [pos, n) outside
+            left = lo
+            # right edge: first j in [pos, n) with v_j - x0 outside (True ... True False ... False)
+            g = min(max(right, pos), n)
+            if g < n and ((v[g, 0] - x0 < rad) if strict else (v[g, 0] - x0 <= rad)):
+                step = 1  # inside: gallop right until outside (or n)
+                lo = g + 1
+                hi = g + step
+                while hi < n and ((v[hi, 0] - x0 < rad) if strict else (v[hi, 0] - x0 <= rad)):
+                    lo = hi + 1
+                    step *= 2
+                    hi = g + step
+                hi = min(hi, n)  # answer in [lo, hi]
+            else:
+                step = 1  # outside (or g == n): gallop left until inside (or pos)
+                hi = g
+                lo = g - step
+                while lo >= pos and not ((v[lo, 0] - x0 < rad) if strict else (v[lo, 0] - x0 <= rad)):
+                    hi = lo
+                    step *= 2
+                    lo = g - step
+                lo = max(lo + 1, pos)  # answer in [lo, hi]
             while lo < hi:
                 m = (lo + hi) // 2
-                g = v[m, 0] - x0
-                if (g < rad) if strict else (g <= rad):
+                if (v[m, 0] - x0 < rad) if strict else (v[m, 0] - x0 <= rad):
                     lo = m + 1
                 else:
                     hi = m
-            self_in = (0.0 < rad) if strict else (0.0 <= rad)  # p itself lies in [pos, lo) then
-            out[p] = left + (lo - pos) - (1 if self_in else 0)
+            right = lo
+            self_in = (0.0 < rad) if strict else (0.0 <= rad)  # p itself lies in [pos, right) then
+            out[p] = (pos - left) + (right - pos) - (1 if self_in else 0)
 
     return knn, count, count_1d
 
@@ -222,23 +266,27 @@ class Grid:
     def __init__(self, v: np.ndarray, h: float) -> None:
         n, d = v.shape
         self.n = n
+        w = v
         if d > 1:  # c0, c1 = the two widest coordinates
-            w = v[:, np.argsort(-v.std(axis=0), kind="stable")]
-        else:
-            w = v
+            perm = np.argsort(-v.std(axis=0), kind="stable")
+            if (perm != np.arange(d)).any():
+                w = v[:, perm]
+        # the order among equal c0 values is free (it never changes a distance or a count), so the
+        # fast unstable sort; inside strips, by the unique key (strip, rank in c0)
+        by0 = np.argsort(w[:, 0])
         if 1 < d < _MAX_STRIP_DIM and h > 0:
-            raw = np.floor((w[:, 1] - w[:, 1].min()) / h)
-            raw = np.minimum(raw, n)  # at most n + 1 strips, whatever h
-            _, strip = np.unique(raw, return_inverse=True)  # non-empty strips, numbered in order
-            strip = strip.astype(np.int64).ravel()
-            self.order = np.lexsort((w[:, 0], strip))
+            raw = np.minimum(np.floor((w[:, 1] - w[:, 1].min()) / h), n).astype(np.int64)  # <= n + 1 strips
+            present = np.bincount(raw, minlength=n + 1) > 0
+            strip = (np.cumsum(present) - 1)[raw]  # non-empty strips, numbered in order
+            self.order = by0[np.argsort(strip[by0] * n + np.arange(n))]
             self.strip = np.ascontiguousarray(strip[self.order])
+            nstrips = int(self.strip[-1]) + 1
+            self.starts = np.searchsorted(self.strip, np.arange(nstrips + 1)).astype(np.int64)
         else:  # one strip: a plain sort-and-sweep
-            self.order = np.argsort(w[:, 0], kind="stable")
+            self.order = by0
             self.strip = np.zeros(n, dtype=np.int64)
+            self.starts = np.array([0, n], dtype=np.int64)
         self.v = np.ascontiguousarray(w[self.order])
-        nstrips = int(self.strip[-1]) + 1
-        self.starts = np.searchsorted(self.strip, np.arange(nstrips + 1)).astype(np.int64)
         c1 = self.v[:, 1] if d > 1 else np.zeros(n)
         self.lo1 = np.minimum.reduceat(c1, self.starts[:-1])
         self.hi1 = np.maximum.reduceat(c1, self.starts[:-1])

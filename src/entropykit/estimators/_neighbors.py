@@ -227,8 +227,8 @@ def _grid_counts(parts: Sequence[np.ndarray], subspaces: Sequence[Sequence[int]]
                 strict = False
             else:
                 r, strict = eps, True
-            if j not in grids:
-                pos = r[r > 0]
+            if j not in grids:  # strip width: the median radius (one coordinate: no strips)
+                pos = r[r > 0] if v.shape[1] > 1 else r[:0]
                 grids[j] = _kernels.Grid(v, float(np.median(pos)) if pos.size else 0.0)
             c[:] = grids[j].count(r, strict, workers)
             if mode == "mixed" and (r == 0).any():  # a discrete atom: the ties at distance 0
