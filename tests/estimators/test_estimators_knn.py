@@ -284,7 +284,25 @@ def test_grid_kernels_match_brute_force(seed: int, n: int, d: int, k: int, h: fl
     assert (got_i != np.arange(n)[:, None]).all()
     r = rng.choice([0.0, 0.5, 1.0, 2.0], size=n) if ties else rng.uniform(0, 2, n)
     inside = dist < r[:, None] if strict else dist <= r[:, None]
-    assert np.array_equal(grid.count(r, strict), inside.sum(axis=1))
+    assert np.array_equal(grid.count(r, strict, workers=2 if seed % 3 else 1), inside.sum(axis=1))
+
+
+@pytest.mark.skipif(not _kernels.available(), reason="numba not installed")
+@pytest.mark.parametrize("ties", [False, True])
+def test_galloping_1d_counts_match_binary_search(ties: bool) -> None:
+    """The 1-D count gallops from the previous point's window edges: radii that jump by orders of
+    magnitude between neighbouring points (0, 1e-9, 0.01, 10), ties, and row blocks split over
+    threads must give the same counts as independent binary searches."""
+    rng = np.random.default_rng(3)
+    v = rng.standard_normal(3000)
+    if ties:
+        v = np.round(v, 1)
+    r = rng.choice([0.0, 1e-9, 0.01, 0.3, 10.0], size=v.size)
+    grid = _kernels.Grid(v[:, None], 0.0)
+    for strict in (True, False):
+        want = _neighbors.count_sorted_1d(v, r, strict)
+        for workers in (1, 3):
+            assert np.array_equal(grid.count(r, strict, workers), want)
 
 
 @settings(max_examples=40, deadline=None)

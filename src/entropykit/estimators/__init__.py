@@ -104,7 +104,8 @@ METHODS: dict[str, Method] = {
         Method("entropy_knn", "entropy", entropy_knn, ("x",), {"k": 3, "metric": "chebyshev", **_COMMON},
                "Kozachenko & Leonenko 1987"),
         Method("mutual_info_ksg", "mutual_info", mutual_info_ksg, ("x", "y"),
-               {"k": 3, "variant": 1, "lnc_alpha": None, "cca_dims": None, **_COMMON},
+               {"k": 3, "variant": 1, "lnc_alpha": None, "cca_dims": None, "copula": False,
+                "gaussian_surrogates": 0, **_COMMON},
                "Kraskov, Stögbauer & Grassberger 2004; LNC: Gao, Ver Steeg & Galstyan 2015; "
                "CCA projection: Gowri et al. 2024 (linear case)"),
         Method("mutual_info_mixed", "mutual_info", mutual_info_mixed, ("x", "y"),

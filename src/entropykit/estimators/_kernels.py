@@ -41,169 +41,10 @@ def available() -> bool:
 @functools.cache
 def _compiled() -> Any:
     try:
-        import numba
+        from . import _jit
     except ImportError:  # pragma: no cover - numba is a dev dependency (via infomeasure)
         return None
-    jit = numba.njit(nogil=True, cache=True)
-
-    @jit
-    def locate(vs: np.ndarray, a: int, b: int, x0: float) -> int:  # first i in [a, b) with v_i0 >= x0
-        while a < b:
-            m = (a + b) // 2
-            if vs[m, 0] < x0:
-                a = m + 1
-            else:
-                b = m
-        return a
-
-    @jit
-    def dist_upto(vs: np.ndarray, j: int, p: int, g: float, bound: float, closed: bool) -> float:
-        """max(g, max_{c >= 1} |v_jc - v_pc|), abandoned once it is outside the ball of radius bound
-        (open: >= bound; closed: > bound), when the exact value no longer matters."""
-        d = vs.shape[1]
-        m = g
-        for c in range(1, d):
-            m = max(m, abs(vs[j, c] - vs[p, c]))
-            if (c & 7) == 0 and ((m > bound) if closed else (m >= bound)):
-                return m
-        return m
-
-    @jit
-    def knn(vs: np.ndarray, starts: np.ndarray, lo1: np.ndarray, hi1: np.ndarray, strip: np.ndarray,
-            k: int, start: int, stop: int, dist: np.ndarray, idx: np.ndarray) -> None:
-        d = vs.shape[1]
-        nstrips = starts.size - 1
-        for p in range(start, stop):
-            bd = dist[p]
-            bi = idx[p]
-            for t in range(k):
-                bd[t] = np.inf
-                bi[t] = -1
-            x0 = vs[p, 0]
-            x1 = vs[p, 1] if d > 1 else 0.0
-            up = strip[p]
-            dn = up - 1
-            while True:
-                if up == strip[p]:
-                    s = up
-                    up += 1
-                else:
-                    lb_up = lo1[up] - x1 if up < nstrips else np.inf
-                    lb_dn = x1 - hi1[dn] if dn >= 0 else np.inf
-                    if min(lb_up, lb_dn) >= bd[k - 1]:
-                        break
-                    if lb_up <= lb_dn:
-                        s = up
-                        up += 1
-                    else:
-                        s = dn
-                        dn -= 1
-                a = starts[s]
-                b = starts[s + 1]
-                hi = locate(vs, a, b, x0)
-                lo = hi - 1
-                while True:
-                    gl = x0 - vs[lo, 0] if lo >= a else np.inf
-                    gh = vs[hi, 0] - x0 if hi < b else np.inf
-                    if gl <= gh:
-                        j, g = lo, gl
-                        lo -= 1
-                    else:
-                        j, g = hi, gh
-                        hi += 1
-                    kth = bd[k - 1]
-                    if g >= kth:  # every remaining candidate of this strip is at least this far
-                        break
-                    if j == p:
-                        continue
-                    m = dist_upto(vs, j, p, g, kth, False)
-                    if m < kth:
-                        q = k - 1
-                        while q > 0 and bd[q - 1] > m:
-                            bd[q] = bd[q - 1]
-                            bi[q] = bi[q - 1]
-                            q -= 1
-                        bd[q] = m
-                        bi[q] = j
-
-    @jit
-    def count_strip(vs: np.ndarray, a: int, b: int, p: int, x0: float, rad: float, strict: bool) -> int:
-        pos = locate(vs, a, b, x0)
-        total = 0
-        j = pos - 1
-        while j >= a:
-            g = x0 - vs[j, 0]
-            if (g >= rad) if strict else (g > rad):
-                break
-            m = dist_upto(vs, j, p, g, rad, not strict)
-            total += (m < rad) if strict else (m <= rad)
-            j -= 1
-        j = pos
-        while j < b:
-            g = vs[j, 0] - x0
-            if (g >= rad) if strict else (g > rad):
-                break
-            if j != p:
-                m = dist_upto(vs, j, p, g, rad, not strict)
-                total += (m < rad) if strict else (m <= rad)
-            j += 1
-        return total
-
-    @jit
-    def count(vs: np.ndarray, starts: np.ndarray, lo1: np.ndarray, hi1: np.ndarray, strip: np.ndarray,
-              r: np.ndarray, strict: bool, start: int, stop: int, out: np.ndarray) -> None:
-        d = vs.shape[1]
-        nstrips = starts.size - 1
-        for p in range(start, stop):
-            rad = r[p]
-            x0 = vs[p, 0]
-            x1 = vs[p, 1] if d > 1 else 0.0
-            total = 0
-            s = strip[p]
-            while s >= 0:
-                lb = x1 - hi1[s] if s < strip[p] else 0.0
-                if (lb >= rad) if strict else (lb > rad):
-                    break
-                total += count_strip(vs, starts[s], starts[s + 1], p, x0, rad, strict)
-                s -= 1
-            s = strip[p] + 1
-            while s < nstrips:
-                lb = lo1[s] - x1
-                if (lb >= rad) if strict else (lb > rad):
-                    break
-                total += count_strip(vs, starts[s], starts[s + 1], p, x0, rad, strict)
-                s += 1
-            out[p] = total
-
-    @jit
-    def count_1d(v: np.ndarray, r: np.ndarray, strict: bool, start: int, stop: int, out: np.ndarray) -> None:
-        """One coordinate, one strip: both window edges by binary search over the sorted values."""
-        n = v.shape[0]
-        for p in range(start, stop):
-            x0 = v[p, 0]
-            rad = r[p]
-            pos = locate(v, 0, n, x0)
-            lo, hi = 0, pos  # first j in [0, pos) inside (x0 - v_j shrinks as j grows)
-            while lo < hi:
-                m = (lo + hi) // 2
-                g = x0 - v[m, 0]
-                if (g < rad) if strict else (g <= rad):
-                    hi = m
-                else:
-                    lo = m + 1
-            left = pos - lo
-            lo, hi = pos, n  # first j in [pos, n) outside
-            while lo < hi:
-                m = (lo + hi) // 2
-                g = v[m, 0] - x0
-                if (g < rad) if strict else (g <= rad):
-                    lo = m + 1
-                else:
-                    hi = m
-            self_in = (0.0 < rad) if strict else (0.0 <= rad)  # p itself lies in [pos, lo) then
-            out[p] = left + (lo - pos) - (1 if self_in else 0)
-
-    return knn, count, count_1d
+    return _jit.knn, _jit.count, _jit.count_1d
 
 
 def _run(fn: Callable[[int, int], None], n: int, workers: int) -> None:
@@ -222,23 +63,27 @@ class Grid:
     def __init__(self, v: np.ndarray, h: float) -> None:
         n, d = v.shape
         self.n = n
+        w = v
         if d > 1:  # c0, c1 = the two widest coordinates
-            w = v[:, np.argsort(-v.std(axis=0), kind="stable")]
-        else:
-            w = v
+            perm = np.argsort(-v.std(axis=0), kind="stable")
+            if (perm != np.arange(d)).any():
+                w = v[:, perm]
+        # the order among equal c0 values is free (it never changes a distance or a count), so the
+        # fast unstable sort; inside strips, by the unique key (strip, rank in c0)
+        by0 = np.argsort(w[:, 0])
         if 1 < d < _MAX_STRIP_DIM and h > 0:
-            raw = np.floor((w[:, 1] - w[:, 1].min()) / h)
-            raw = np.minimum(raw, n)  # at most n + 1 strips, whatever h
-            _, strip = np.unique(raw, return_inverse=True)  # non-empty strips, numbered in order
-            strip = strip.astype(np.int64).ravel()
-            self.order = np.lexsort((w[:, 0], strip))
+            raw = np.minimum(np.floor((w[:, 1] - w[:, 1].min()) / h), n).astype(np.int64)  # <= n + 1 strips
+            present = np.bincount(raw, minlength=n + 1) > 0
+            strip = (np.cumsum(present) - 1)[raw]  # non-empty strips, numbered in order
+            self.order = by0[np.argsort(strip[by0] * n + np.arange(n))]
             self.strip = np.ascontiguousarray(strip[self.order])
+            nstrips = int(self.strip[-1]) + 1
+            self.starts = np.searchsorted(self.strip, np.arange(nstrips + 1)).astype(np.int64)
         else:  # one strip: a plain sort-and-sweep
-            self.order = np.argsort(w[:, 0], kind="stable")
+            self.order = by0
             self.strip = np.zeros(n, dtype=np.int64)
+            self.starts = np.array([0, n], dtype=np.int64)
         self.v = np.ascontiguousarray(w[self.order])
-        nstrips = int(self.strip[-1]) + 1
-        self.starts = np.searchsorted(self.strip, np.arange(nstrips + 1)).astype(np.int64)
         c1 = self.v[:, 1] if d > 1 else np.zeros(n)
         self.lo1 = np.minimum.reduceat(c1, self.starts[:-1])
         self.hi1 = np.maximum.reduceat(c1, self.starts[:-1])

@@ -6,7 +6,8 @@ so counts agree exactly):
 - ``grid`` (the default when numba is installed; max-norm only): strips along one coordinate, sorted
   by another, swept outwards from each point (``_kernels``), for the joint k-th neighbours and every
   marginal count; 3-8x a KD-tree KSG from 1x1 to 25x25 (``benchmarks/estimators.py``), because the
-  marginal balls hold ~100 points at N = 5,000 and a KD-tree visits them one by one;
+  marginal balls hold ~100 points at N = 5,000 and a KD-tree visits them one by one; a 1-D
+  marginal is counted over its sorted values, each window edge galloped from the previous point's;
 - ``tree``: SciPy's ``cKDTree`` for the k-th neighbour in the joint space and ball counts in the
   marginal spaces; a one-dimensional marginal is counted by an exact vectorised binary search over
   its sorted values (no tree).
@@ -227,8 +228,8 @@ def _grid_counts(parts: Sequence[np.ndarray], subspaces: Sequence[Sequence[int]]
                 strict = False
             else:
                 r, strict = eps, True
-            if j not in grids:
-                pos = r[r > 0]
+            if j not in grids:  # strip width: the median radius (one coordinate: no strips)
+                pos = r[r > 0] if v.shape[1] > 1 else r[:0]
                 grids[j] = _kernels.Grid(v, float(np.median(pos)) if pos.size else 0.0)
             c[:] = grids[j].count(r, strict, workers)
             if mode == "mixed" and (r == 0).any():  # a discrete atom: the ties at distance 0

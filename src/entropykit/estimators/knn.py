@@ -30,6 +30,13 @@ References
 .. [7] T. Schreiber, "Measuring information transfer", Phys. Rev. Lett. 85, 461, 2000.
 .. [8] G. Gowri, X.-K. Lun, A. M. Klein, P. Yin, "Approximating mutual information of
        high-dimensional variables using learned representations", NeurIPS 2024.
+.. [9] R. A. A. Ince, B. L. Giordano, C. Kayser, G. A. Rousselet, J. Gross, P. G. Schyns, "A statistical
+       framework for neuroimaging data analysis based on mutual information estimated via a gaussian
+       copula", Human Brain Mapping 38, 2017 (copula normalisation).
+.. [10] B. Efron, R. Tibshirani, "An Introduction to the Bootstrap", 1993, Ch. 10 (bias estimation by
+       the parametric bootstrap); N. R. Goodman, "The distribution of the determinant of a complex
+       Wishart distributed matrix", Ann. Math. Stat. 34, 1963, and T. W. Anderson, "An Introduction
+       to Multivariate Statistical Analysis", Thm. 7.5.4 (E log det of a Wishart matrix).
 """
 
 from __future__ import annotations
@@ -41,7 +48,8 @@ from typing import Any
 
 import numpy as np
 from scipy.spatial import cKDTree
-from scipy.special import digamma, gammaln
+from scipy.special import digamma, gammaln, ndtri
+from scipy.stats import rankdata
 
 from entropykit._validate import check_choice, check_int, check_real
 
@@ -176,10 +184,32 @@ def _cca_project(a: np.ndarray, c: np.ndarray, m: int) -> tuple[np.ndarray, np.n
     return wa @ u[:, :m], wc @ vt[:m].T
 
 
+def _copula(v: np.ndarray) -> np.ndarray:
+    """Per-column normal scores ``Phi^-1(rank / (n + 1))`` (ties: average ranks): an invertible
+    monotone map of each coordinate, so the MI is unchanged (the GCMI normalisation of Ince et al.)."""
+    return np.asarray(ndtri(rankdata(v, axis=0) / (v.shape[0] + 1)))
+
+
+def _log_det_bias(p: int, n: int) -> float:
+    """E[log det S] - log det Sigma for the sample covariance S (divisor n - 1) of n Gaussian rows in
+    p dimensions: sum_{i=1}^p psi((n - i) / 2) - p log((n - 1) / 2) (Wishart; Anderson Thm. 7.5.4)."""
+    return float(np.sum(digamma((n - np.arange(1, p + 1)) / 2)) - p * math.log((n - 1) / 2))
+
+
+def _gaussian_mi(cov: np.ndarray, dx: int) -> float:
+    """I(X; Y) of a Gaussian with covariance ``cov`` (X the first dx coordinates), nats."""
+    logdet = [np.linalg.slogdet(m) for m in (cov[:dx, :dx], cov[dx:, dx:], cov)]
+    if any(sign <= 0 for sign, _ in logdet):
+        raise ValueError("x and y must have a non-singular joint sample covariance for gaussian_surrogates "
+                         f"(n_samples > n_features of x and y, no collinear columns), got shape {cov.shape}")
+    return 0.5 * (logdet[0][1] + logdet[1][1] - logdet[2][1])
+
+
 def mutual_info_ksg(
     x: Any, y: Any, *, k: int | Sequence[int] = 3, variant: int = 1, base: float = math.e,
     standardize: bool = True, jitter: float = 1e-10, random_state: RandomState = 0,
-    lnc_alpha: float | None = None, cca_dims: int | None = None, neighbors: str = "auto", workers: int = 1,
+    lnc_alpha: float | None = None, cca_dims: int | None = None, copula: bool = False,
+    gaussian_surrogates: int = 0, neighbors: str = "auto", workers: int = 1,
 ) -> float:
     r"""Kraskov-Stögbauer-Grassberger (KSG) estimate of the mutual information I(X; Y).
 
@@ -198,8 +228,35 @@ def mutual_info_ksg(
     ``cca_dims=m`` estimates I(U; V) between the first m canonical variates of x and y (fitted on
     the sample) instead: a lower bound on I(X; Y) by data processing, exact when the dependence is
     Gaussian of rank <= m, and far less biased than KSG in many dimensions (the linear case of
-    estimating MI on low-dimensional representations, Gowri et al. 2024 [8]_). Nats (``base=2``:
-    bits); never clipped at 0. Reference: Kraskov et al. (2004) [2]_, Gao et al. (2015) [6]_.
+    estimating MI on low-dimensional representations, Gowri et al. 2024 [8]_). With ``d_x = d_y``,
+    ``cca_dims=d_x`` keeps every canonical variate (an invertible linear map of each variable, so
+    the MI is unchanged), but KSG does far worse there (0.11 against 0.98 nats on the dense 25x25
+    Gaussian of ``benchmarks/estimators.py``): whitening puts the weak directions on the scale of
+    the one carrying the dependence.
+
+    ``copula=True`` replaces every coordinate by its normal scores :math:`\Phi^{-1}(r / (N + 1))`
+    (r its rank) first: a monotone invertible map per coordinate, so the MI is unchanged for any
+    distribution (the normalisation of Ince et al.'s GCMI [9]_); it undoes heavy tails and
+    per-coordinate distortions before the neighbour search.
+
+    ``gaussian_surrogates=m`` (m >= 1) subtracts the bias KSG shows on m Gaussian samples of the
+    same size with the sample's joint covariance :math:`\hat\Sigma` (after the maps above), whose
+    MI is known: :math:`\hat I = \hat I_{KSG} - (\overline{I_{KSG}(\text{surrogates})} -
+    I_G(\hat\Sigma)) - b_N`, where :math:`I_G(\hat\Sigma)` is the Gaussian MI of
+    :math:`\hat\Sigma` and :math:`b_N = \tfrac12[B(d_x) + B(d_y) - B(d_x + d_y)]`,
+    :math:`B(p) = \sum_{i=1}^p \psi(\tfrac{N - i}2) - p \log\tfrac{N - 1}2`, the exact bias
+    of that plug-in for Gaussian data (Wishart log-determinants) [10]_. A parametric-bootstrap bias
+    correction: unbiased to first order for Gaussian data, *approximate otherwise*: it assumes the
+    data's KSG bias equals that of a Gaussian with the same covariance. Measured over 10 seeds at
+    N = 5,000 (``benchmarks/estimators.py --part bias``): bias -0.322 -> -0.026 nats on the dense
+    25x25 Gaussian and -1.555 -> -0.007 on 16 correlated pairs, with 1.5x and 2.0x plain KSG's sd;
+    on the non-Gaussian 1x1/2x2 tasks, where KSG's bias is small, it does not help (Student-t
+    -0.016 -> -0.017, normal-CDF 2x2 -0.005 -> -0.011); ``copula=True`` first makes the
+    surrogates match better (Student-t -0.003). Costs m + 1 KSG estimates; seeded by
+    ``random_state``.
+
+    Nats (``base=2``: bits); never clipped at 0. Reference: Kraskov et al. (2004) [2]_, Gao et al.
+    (2015) [6]_.
 
     >>> import numpy as np
     >>> z = np.random.default_rng(0).standard_normal((2000, 2))
@@ -219,16 +276,40 @@ def mutual_info_ksg(
         if min(ks) < dim:
             raise ValueError(f"k must be >= the joint dimension {dim} with lnc_alpha (the local PCA needs "
                              f"k neighbours spanning the space), got {min(ks)}")
+    if not isinstance(copula, (bool, np.bool_)):
+        raise TypeError(f"copula must be a bool, got {type(copula).__name__}")
+    m = check_int(gaussian_surrogates, "gaussian_surrogates", 0)
     if cca_dims is not None:
         cca_dims = check_int(cca_dims, "cca_dims", 1, min(a.shape[1], c.shape[1]))
         if standardize:  # constant columns are an error here as everywhere
             a, c = standardize_(a, "x")[0], standardize_(c, "y")[0]
         a, c = _cca_project(a, c, cca_dims)
-    parts = prepare({"x": a, "y": c}, standardize_=standardize, jitter=jitter, rng=rng_of(random_state))
-    est = sum(_ksg(parts, ks, variant, neighbors, workers))
-    if lnc_alpha is not None:
-        est += sum(_lnc_correction(np.hstack(parts), kk, lnc_alpha, workers) for kk in ks)
-    return to_base(est / len(ks), b)
+    if copula:
+        if standardize:
+            standardize_(a, "x"), standardize_(c, "y")  # constant columns: the same error as without
+        a, c = _copula(a), _copula(c)
+    rng = rng_of(random_state)
+
+    def estimate(parts: list[np.ndarray]) -> float:
+        e = sum(_ksg(parts, ks, variant, neighbors, workers))
+        if lnc_alpha is not None:
+            e += sum(_lnc_correction(np.hstack(parts), kk, lnc_alpha, workers) for kk in ks)
+        return e / len(ks)
+
+    est = estimate(prepare({"x": a, "y": c}, standardize_=standardize, jitter=jitter, rng=rng))
+    if m:
+        dx, dy = a.shape[1], c.shape[1]
+        cov = np.cov(np.hstack([a, c]), rowvar=False).reshape(dx + dy, dx + dy)
+        truth = _gaussian_mi(cov, dx) - 0.5 * (_log_det_bias(dx, n) + _log_det_bias(dy, n)
+                                               - _log_det_bias(dx + dy, n))
+        chol = np.linalg.cholesky(cov)
+        sur = []
+        for _ in range(m):
+            z = rng.standard_normal((n, dx + dy)) @ chol.T
+            sur.append(estimate(prepare({"x": z[:, :dx], "y": z[:, dx:]}, standardize_=standardize,
+                                        jitter=jitter, rng=rng)))
+        est -= float(np.mean(sur)) - truth
+    return to_base(est, b)
 
 
 def conditional_mutual_info(
