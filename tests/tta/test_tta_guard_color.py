@@ -23,7 +23,8 @@ def _pixels(seed: int, n: int) -> Tensor:
     x = torch.rand(n, 3, 1, 1, generator=g, dtype=torch.float64)
     # edge cases among the random pixels: greys, black, white, ties between channels, pure hues
     x[:6, :, 0, 0] = torch.tensor(
-        [[0.5, 0.5, 0.5], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [1.0, 1.0, 0.0], [0.2, 0.7, 0.7], [0.0, 0.0, 1.0]],
+        [[0.5, 0.5, 0.5], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [1.0, 1.0, 0.0], [0.2, 0.7, 0.7],
+         [0.0, 0.0, 1.0]],
         dtype=torch.float64,
     )
     return x
@@ -104,7 +105,8 @@ def test_drift_guard_state_reset_and_bad_input() -> None:
     xs = torch.randn(6, 1, 5, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     for x in xs:
         adapter(x)
-    assert adapter.guard_model is not None and not any(p.requires_grad for p in adapter.guard_model.parameters())
+    guard = adapter.guard_model
+    assert guard is not None and not any(p.requires_grad for p in guard.parameters())
     saved = adapter.state()
     a = adapter(xs[0])
     adapter.load_state(saved)
