@@ -198,12 +198,12 @@ class EATA(Adapter):
         with torch.enable_grad():
             out = self.model(x)
             e0 = _margin(self.e_margin, self.margin, out)
-            with torch.no_grad():
-                self.kept_reliable += int((entropy(out) < e0).sum())
+            h = entropy(out)  # once: the count, and the loss below
+            self.kept_reliable += int((h.detach() < e0).sum())
             keep, w, self.probs_ema = tf.eata_select(out.detach(), e0, self.d_margin, self.probs_ema)
             self.kept += int(keep.sum())
             if bool(keep.any()):
-                loss = reduce(entropy(out) * w, "mean", keep)
+                loss = reduce(h * w, "mean", keep)
                 if self.fisher:
                     pmap = dict(self.model.named_parameters())
                     for n, f in self.fisher.items():
