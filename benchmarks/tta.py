@@ -580,23 +580,40 @@ def measure_throughput(nets: dict[str, nn.Module], x_te: Tensor, lr: float) -> d
             opt.step()
         plain.zero_grad(set_to_none=True)
 
-    t_plain, t_adam, t_tent = [], [], []
+    def cpu_time(fn: Callable[[], Any], repeat: int = 15, warmup: int = 3) -> float:
+        """Median CPU seconds of this thread (time.thread_time): not inflated by other jobs' load."""
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(repeat):
+            t = time.thread_time()
+            fn()
+            times.append(time.thread_time() - t)
+        return float(np.median(times))
+
+    fns = {"plain": fwd_bwd, "adam": lambda: fwd_bwd(True), "tent": lambda: ours(xb)}
+    wall: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(5):  # interleaved rounds, medians of medians: the machine is shared
-        t_plain.append(timeit(fwd_bwd, repeat=15, warmup=3))
-        t_adam.append(timeit(lambda: fwd_bwd(True), repeat=15, warmup=3))
-        t_tent.append(timeit(lambda: ours(xb), repeat=15, warmup=3))
-    tp, ta, tt = (float(np.median(v)) for v in (t_plain, t_adam, t_tent))
+        for k, fn in fns.items():
+            wall[k].append(timeit(fn, repeat=15, warmup=3))
+            cpu[k].append(cpu_time(fn))
+    tp, ta, tt = (float(np.median(wall[k])) for k in ("plain", "adam", "tent"))
+    cp, ca, ct = (float(np.median(cpu[k])) for k in ("plain", "adam", "tent"))
     _, mem = peak_extra_mb(lambda: ours(xb))
     out = {
-        "tt": tt, "tp": tp, "ta": ta, "mem": mem,
-        "rounds": [t / p for t, p in zip(t_tent, t_plain)],
-        "rounds_adam": [t / p for t, p in zip(t_tent, t_adam)],
+        "tt": tt, "tp": tp, "ta": ta, "mem": mem, "ct": ct, "cp": cp, "ca": ca,
+        "rounds": [t / p for t, p in zip(wall["tent"], wall["plain"])],
+        "rounds_adam": [t / p for t, p in zip(wall["tent"], wall["adam"])],
+        "cpu_rounds": [t / p for t, p in zip(cpu["tent"], cpu["plain"])],
+        "load": list(os.getloadavg()),
     }
-    r, ra = out["rounds"], out["rounds_adam"]
+    r, ra, rc = out["rounds"], out["rounds_adam"], out["cpu_rounds"]
     print(
         f"TENT step {1e3 * tt:.2f} ms; plain forward+backward {1e3 * tp:.2f} ms ({tt / tp:.2f}x, rounds "
         f"{min(r):.2f}-{max(r):.2f}); plain forward+backward+Adam step {1e3 * ta:.2f} ms "
-        f"({tt / ta:.2f}x, rounds {min(ra):.2f}-{max(ra):.2f})"
+        f"({tt / ta:.2f}x, rounds {min(ra):.2f}-{max(ra):.2f}); CPU time {1e3 * ct:.2f} / {1e3 * cp:.2f} ms "
+        f"({ct / cp:.2f}x, rounds {min(rc):.2f}-{max(rc):.2f}); load {out['load']}"
     )
     return out
 
@@ -645,6 +662,15 @@ def render(cache: dict[str, Any]) -> str:
             f"{', '.join(f'{r:.2f}' for r in tp['rounds_adam'])}); peak extra memory of one step "
             f"{tp['mem']:.1f} MB."
         )
+        if "ct" in tp:
+            tput += (
+                f" In CPU time of the process's thread (`time.thread_time`, which other jobs' load does not "
+                f"inflate, cache contention aside): TENT {1e3 * tp['ct']:.2f} ms, plain forward + backward "
+                f"{1e3 * tp['cp']:.2f} ms: **{tp['ct'] / tp['cp']:.2f}x** (rounds "
+                f"{', '.join(f'{r:.2f}' for r in tp['cpu_rounds'])}); with the Adam step "
+                f"{1e3 * tp['ca']:.2f} ms: {tp['ct'] / tp['ca']:.2f}x. Load average during the timing "
+                f"{' / '.join(f'{v:.1f}' for v in tp['load'])}."
+            )
     else:
         tput = "Throughput: not measured (`--settings throughput`)."
     m = meta or {"per_domain": 256, "wild_per_domain": 256, "seeds": 3, "lr": LR}

@@ -649,7 +649,10 @@ class LAME(Adapter):
     the k nearest other points) is sparse and local, where the dense rbf kernel pulls a batch's
     minority classes to its majority (on Digits-C's label-sorted batches of two or three classes the
     rbf kernel is worse than no adaptation and the kNN one better; ``benchmarks/RESULTS.md``).
-    A batch of one has no neighbours: use ``window=W``. Returns log-probabilities.
+    A batch of one has no neighbours, so LAME returns the source prediction; ``window=W`` gives it
+    the last W inputs as neighbours, which helps on label-correlated streams and hurts on i.i.d.
+    ones (Digits-C, single samples, GN CNN: 56.9 % rbf, 47.2 % kNN against source 36.2 %; a memory
+    of up to 256 past features did not help either). Returns log-probabilities.
 
     >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
     >>> LAME(net)(torch.randn(6, 4)).exp().sum(-1).allclose(torch.ones(6))
