@@ -507,7 +507,7 @@ def load_cache() -> dict[str, Any]:
 
 
 def _pm(cell: str) -> tuple[float, float | None] | None:
-    m = re.fullmatch(r"\s*([\d.]+)(?:\s*±\s*([\d.]+))?\s*", cell)
+    m = re.fullmatch(r"\s*([\d.]+)(?:\s*±\s*([\d.]+))?(?:\s*\[\d+\])?\s*", cell)
     return None if m is None else (float(m.group(1)), None if m.group(2) is None else float(m.group(2)))
 
 
