@@ -31,7 +31,12 @@ of the same model (same trainable parameters), images per second for every metho
 
     python benchmarks/tta.py              # 3 seeds, records the "tta" section of RESULTS.md
     python benchmarks/tta.py --quick      # 1 seed, fewer settings, prints only
-    python benchmarks/tta.py --record-only --reading notes.md   # re-record the last run + a reading
+    python benchmarks/tta.py --settings bs1,bs1_bn --methods tent_drift,eta_drift   # rerun a part
+    python benchmarks/tta.py --settings throughput                 # only the timing (idle machine)
+    python benchmarks/tta.py --record-only --reading notes.md      # re-record the merged results
+
+Every run merges its entries into a cache (``tta_results.json`` next to the weights; seeded once from
+the existing section of RESULTS.md) and records the whole table, each entry tagged with its run.
 """
 
 from __future__ import annotations
@@ -39,8 +44,10 @@ from __future__ import annotations
 import argparse
 import copy
 import io
+import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -312,6 +319,7 @@ def batched(x: Tensor, y: Tensor, bs: int, seed: int, sort: bool = False) -> Str
 
 LR = 1e-2
 WINDOW = 16
+AGREEMENT = 0.95  # the drift guard's threshold (tent_drift, eta_drift)
 
 
 def split_name(name: str) -> tuple[str, str, int]:
@@ -334,6 +342,10 @@ def method_params(name: str, bs: int, src_x: Tensor, src_y: Tensor, seed: int) -
         return {"affinity": "knn", "knn": 5}
     if name == "tent_guard":
         return {**opt, "reset_every": 50 if bs > 1 else 200}
+    if name == "tent_drift":
+        return {**opt, "reset_agreement": AGREEMENT}
+    if name == "eta_drift":
+        return {**opt, "d_margin": 0.4, "reset_agreement": AGREEMENT}
     if name in ("eta", "eata"):
         p = {**opt, "d_margin": 0.4}
         if name == "eata":
@@ -354,7 +366,8 @@ def method_params(name: str, bs: int, src_x: Tensor, src_y: Tensor, seed: int) -
 
 
 def make(name: str, net: nn.Module, params: dict[str, Any], window: int = 0) -> tta.Adapter:
-    base = {"tent_guard": "tent", "lame_knn": "lame"}.get(name, name)
+    alias = {"tent_guard": "tent", "tent_drift": "tent", "eta_drift": "eta", "lame_knn": "lame"}
+    base = alias.get(name, name)
     return tta.make(base, net, **params, window=window)
 
 
@@ -409,27 +422,37 @@ class TentRepoLoop:
 # main
 # ------------------------------------------------------------------------------------------------
 
-CHEAP = ("source", "bn_adapt", "tent", "tent_guard", "eta", "eata", "rdumb", "sar", "lame", "lame_knn")
+CHEAP = (
+    "source", "bn_adapt", "tent", "tent_guard", "tent_drift", "eta", "eta_drift", "eata", "rdumb", "sar",
+    "lame", "lame_knn",
+)
 SETTING_METHODS: dict[str, tuple[str, ...]] = {
     "reset": CHEAP,
     "continual": (*CHEAP, "deyo", "cotta", "rmt"),
     "long": CHEAP,
     "mixed": CHEAP,
-    "sorted": (*CHEAP, "deyo", "rmt", "source@gn", "lame@gn", "lame_knn@gn"),
-    "wild": ("source", "tent", "tent_guard", "eta", "sar", "rmt", "lame", "lame_knn"),
-    "bs1": (
-        "source", "tent", "tent_guard", "eta", "sar", "lame",
-        *(f"{m}+w{WINDOW}" for m in ("tent", "eta", "lame", "lame_knn")),
+    "sorted": (
+        *CHEAP, "deyo", "rmt", "source@gn", "tent_drift@gn", "eta_drift@gn", "lame@gn", "lame_knn@gn",
     ),
-    "bs1_bn": ("source", *(f"{m}+w{WINDOW}" for m in ("bn_adapt", "tent", "eta"))),
+    "wild": (
+        "source", "tent", "tent_guard", "tent_drift", "eta", "eta_drift", "sar", "rmt", "lame", "lame_knn",
+    ),
+    "bs1": (
+        "source", "tent", "tent_guard", "tent_drift", "eta", "eta_drift", "rdumb", "sar", "lame",
+        *(f"{m}+w{WINDOW}" for m in ("tent", "eta", "eta_drift", "lame", "lame_knn")),
+    ),
+    "bs1_bn": ("source", *(f"{m}+w{WINDOW}" for m in ("bn_adapt", "tent", "tent_guard", "tent_drift", "eta",
+                                                     "eta_drift"))),
 }
 ARCH = {"wild": "gn", "bs1": "gn"}  # the setting's default architecture (else the BN CNN)
 ROW_ORDER = (
-    "source", "bn_adapt", "tent", "tent_guard", "eta", "eata", "rdumb", "sar", "deyo", "cotta", "rmt", "lame",
-    "lame_knn", "source@gn", "lame@gn", "lame_knn@gn",
-    *(f"{m}+w{WINDOW}" for m in ("bn_adapt", "tent", "tent_guard", "eta", "sar", "lame", "lame_knn")),
+    "source", "bn_adapt", "tent", "tent_guard", "tent_drift", "eta", "eta_drift", "eata", "rdumb", "sar",
+    "deyo", "cotta", "rmt", "lame", "lame_knn", "source@gn", "tent_drift@gn", "eta_drift@gn", "lame@gn",
+    "lame_knn@gn",
+    *(f"{m}+w{WINDOW}" for m in (
+        "bn_adapt", "tent", "tent_guard", "tent_drift", "eta", "eta_drift", "sar", "lame", "lame_knn"
+    )),
 )
-BODY = CACHE / "tta_last_body.md"
 
 
 def streams_for(x: Tensor, y: Tensor, seed: int, wild_per_domain: int) -> dict[str, list[Stream]]:
@@ -455,14 +478,265 @@ def streams_for(x: Tensor, y: Tensor, seed: int, wild_per_domain: int) -> dict[s
     return out
 
 
-def fmt(v: list[float] | None, digits: int = 1) -> str:
-    if v is None:
+RESULTS_CACHE = CACHE / "tta_results.json"
+THROUGHPUT = "throughput"
+
+
+def fmt(e: dict[str, Any] | None, key: str = "err", digits: int = 1) -> str:
+    """``mean ± std`` of a cached entry's per-seed values (or of its imported mean and std)."""
+    if e is None:
         return "--"
-    return f"{np.mean(v):.{digits}f} ± {np.std(v):.{digits}f}" if len(v) > 1 else f"{v[0]:.{digits}f}"
+    if key in e:
+        v = e[key]
+        return f"{np.mean(v):.{digits}f} ± {np.std(v):.{digits}f}" if len(v) > 1 else f"{v[0]:.{digits}f}"
+    m, sd = e.get(f"{key}_mean"), e.get(f"{key}_std")
+    if m is None:
+        return "--"
+    return f"{m:.{digits}f} ± {sd:.{digits}f}" if sd is not None else f"{m:.{digits}f}"
+
+
+def tagged(e: dict[str, Any] | None, tag: bool) -> str:
+    """A table cell: ``fmt`` and, when several runs are merged, the run it comes from ``[k]``."""
+    return fmt(e) + (f" [{e['run']}]" if tag and e is not None else "")
+
+
+def load_cache() -> dict[str, Any]:
+    if RESULTS_CACHE.exists():
+        return dict(json.loads(RESULTS_CACHE.read_text()))
+    return {"entries": {}, "speed": {}, "runs": [], "throughput": None, "meta": {}}
+
+
+def _pm(cell: str) -> tuple[float, float | None] | None:
+    m = re.fullmatch(r"\s*([\d.]+)(?:\s*±\s*([\d.]+))?(?:\s*\[\d+\])?\s*", cell)
+    return None if m is None else (float(m.group(1)), None if m.group(2) is None else float(m.group(2)))
+
+
+def import_results(cache: dict[str, Any]) -> None:
+    """Seed the cache with the error, share and speed tables of the ``tta`` section of RESULTS.md (mean
+    and std only: the per-seed values of that run are not stored), for entries the cache lacks."""
+    from _common import RESULTS
+
+    text = RESULTS.read_text()
+    m = re.search(r"<!-- BEGIN tta -->(.*?)<!-- END tta -->", text, re.S)
+    if m is None:
+        return
+    sec = m.group(1)
+    date = re.search(r"- date: (.*)", sec)
+    run = {"date": date.group(1) if date else "?", "load": None, "measured": "imported from RESULTS.md"}
+    load = re.search(r"load average\s+([\d.]+) / ([\d.]+) / ([\d.]+)", sec)
+    if load:
+        run["load"] = [float(load.group(k)) for k in (1, 2, 3)]
+    tables = re.findall(r"((?:^\|.*\|\n)+)", sec, re.M)
+    entries = cache["entries"]
+    for tab in tables:
+        lines = [ln.strip().strip("|").split("|") for ln in tab.strip().splitlines()]
+        head = [h.strip() for h in lines[0]]
+        for row in lines[2:]:
+            cells = [c.strip() for c in row]
+            name = cells[0]
+            if head[0] == "method" and len(head) > 2:  # the error table
+                for setting, cell in zip(head[1:], cells[1:]):
+                    v = _pm(cell)
+                    key = f"{setting}|{name}"
+                    if v is not None and key not in entries and "anchor" not in name:
+                        entries[key] = {"err_mean": v[0], "err_std": v[1], "run": 0}
+                    if v is not None and "anchor" in name and "anchor" not in cache:
+                        cache["anchor"] = {"err_mean": v[0], "err_std": v[1], "run": 0}
+            elif head[0] == "method (wild)":
+                v = _pm(cells[2])
+                e = entries.get(f"wild|{name}")
+                if v is not None and e is not None and e.get("run") == 0:
+                    e["share_mean"], e["share_std"] = v
+            elif head[0] == "method" and "images/s" in head[1]:
+                cache["speed"].setdefault(name, {"mean": float(cells[1]), "run": 0})
+    tp = re.search(
+        r"Adam step\)\s+([\d.]+) ms against.*?trainable set ([\d.]+) ms: \*\*([\d.]+)x\*\*"
+        r".*?rounds gave\s+([\d., ]+)\).*?Adam step\s+([\d.]+) ms: ([\d.]+)x \(rounds ([\d., ]+)\);"
+        r" peak extra\s+memory of one step ([\d.]+) MB",
+        sec, re.S,
+    )
+    if tp and cache.get("throughput") is None:
+        cache["throughput"] = {
+            "tt": float(tp.group(1)) / 1e3, "tp": float(tp.group(2)) / 1e3, "ta": float(tp.group(5)) / 1e3,
+            "rounds": [float(r) for r in tp.group(4).split(",")],
+            "rounds_adam": [float(r) for r in tp.group(7).split(",")], "mem": float(tp.group(8)), "run": 0,
+        }
+    if not cache["runs"]:
+        cache["runs"].append(run)
+
+
+def measure_throughput(nets: dict[str, nn.Module], x_te: Tensor, lr: float) -> dict[str, Any]:
+    """TENT at batch 64 against a plain forward + backward of the same trainable set (interleaved rounds)."""
+    xb = corrupt("gaussian_noise", x_te, 5, 0)[:64]
+    ours = tta.Tent(copy.deepcopy(nets["bn"]), optimizer="adam", lr=lr)
+    plain = copy.deepcopy(nets["bn"])
+    tta.configure(plain)
+    opt = torch.optim.Adam([p for p in plain.parameters() if p.requires_grad], lr=lr)
+
+    def fwd_bwd(step: bool = False) -> None:
+        out = plain(xb)
+        F.cross_entropy(out, out.argmax(-1).detach()).backward()
+        if step:
+            opt.step()
+        plain.zero_grad(set_to_none=True)
+
+    def cpu_time(fn: Callable[[], Any], repeat: int = 15, warmup: int = 3) -> float:
+        """Median CPU seconds of this thread (time.thread_time): not inflated by other jobs' load."""
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(repeat):
+            t = time.thread_time()
+            fn()
+            times.append(time.thread_time() - t)
+        return float(np.median(times))
+
+    fns = {"plain": fwd_bwd, "adam": lambda: fwd_bwd(True), "tent": lambda: ours(xb)}
+    wall: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(5):  # interleaved rounds, medians of medians: the machine is shared
+        for k, fn in fns.items():
+            wall[k].append(timeit(fn, repeat=15, warmup=3))
+            cpu[k].append(cpu_time(fn))
+    tp, ta, tt = (float(np.median(wall[k])) for k in ("plain", "adam", "tent"))
+    cp, ca, ct = (float(np.median(cpu[k])) for k in ("plain", "adam", "tent"))
+    _, mem = peak_extra_mb(lambda: ours(xb))
+    out = {
+        "tt": tt, "tp": tp, "ta": ta, "mem": mem, "ct": ct, "cp": cp, "ca": ca,
+        "rounds": [t / p for t, p in zip(wall["tent"], wall["plain"])],
+        "rounds_adam": [t / p for t, p in zip(wall["tent"], wall["adam"])],
+        "cpu_rounds": [t / p for t, p in zip(cpu["tent"], cpu["plain"])],
+        "load": list(os.getloadavg()),
+    }
+    r, ra, rc = out["rounds"], out["rounds_adam"], out["cpu_rounds"]
+    print(
+        f"TENT step {1e3 * tt:.2f} ms; plain forward+backward {1e3 * tp:.2f} ms ({tt / tp:.2f}x, rounds "
+        f"{min(r):.2f}-{max(r):.2f}); plain forward+backward+Adam step {1e3 * ta:.2f} ms "
+        f"({tt / ta:.2f}x, rounds {min(ra):.2f}-{max(ra):.2f}); CPU time {1e3 * ct:.2f} / {1e3 * cp:.2f} ms "
+        f"({ct / cp:.2f}x, rounds {min(rc):.2f}-{max(rc):.2f}); load {out['load']}"
+    )
+    return out
+
+
+def render(cache: dict[str, Any]) -> str:
+    """The RESULTS.md body from the merged cache: every (setting, method) entry with its run."""
+    entries, meta, runs = cache["entries"], cache["meta"], cache["runs"]
+    settings = list(SETTING_METHODS)
+    names = list(ROW_ORDER) + sorted(
+        {k.split("|", 1)[1] for k in entries} - set(ROW_ORDER) - {"anchor"}
+    )
+    rows = []
+    for name in names:
+        if not any(f"{s}|{name}" in entries for s in settings):
+            continue
+        rows.append([name, *(tagged(entries.get(f"{s}|{name}"), len(runs) > 1) for s in settings)])
+    anchor_row = ["tent (tent-repo loop, anchor)"] + ["--"] * len(settings)
+    anchor_row[settings.index("continual") + 1] = fmt(cache.get("anchor"))
+    rows.append(anchor_row)
+    table = markdown_table(["method", *settings], rows)
+    wild = [n for n in names if f"wild|{n}" in entries]
+    share_table = markdown_table(
+        ["method (wild)", "error %", "top-class share of the last third's predictions"],
+        [[n, fmt(entries[f"wild|{n}"]), fmt(entries[f"wild|{n}"], "share", 2)] for n in wild],
+    )
+    speed_rows = [
+        [n, f"{np.mean(v['ips']) if 'ips' in v else v['mean']:.0f}", str(v["run"])]
+        for n, v in cache["speed"].items()
+    ]
+    speed_table = markdown_table(["method", "images/s (continual, batch 64)", "run"], speed_rows)
+
+    def run_line(i: int, r: dict[str, Any]) -> str:
+        load = "?" if r.get("load") is None else " / ".join(f"{v:.1f}" for v in r["load"])
+        extra = f", {r['elapsed']:.0f} s wall" if "elapsed" in r else ""
+        return f"- run {i} ({r['date']}, load average {load}{extra}): {r['measured']}"
+
+    tp = cache.get("throughput")
+    if tp:
+        tput = (
+            f"Throughput (run {tp['run']}): one TENT step at batch 64 on the BN CNN (forward, entropy from "
+            f"`measures`, backward, Adam step) {1e3 * tp['tt']:.2f} ms against a plain forward + "
+            f"cross-entropy backward of the same model and trainable set {1e3 * tp['tp']:.2f} ms: "
+            f"**{tp['tt'] / tp['tp']:.2f}x** (goal <= 1.3x; the 5 interleaved rounds gave "
+            f"{', '.join(f'{r:.2f}' for r in tp['rounds'])}), and against forward + backward + the same Adam "
+            f"step {1e3 * tp['ta']:.2f} ms: {tp['tt'] / tp['ta']:.2f}x (rounds "
+            f"{', '.join(f'{r:.2f}' for r in tp['rounds_adam'])}); peak extra memory of one step "
+            f"{tp['mem']:.1f} MB."
+        )
+        if "ct" in tp:
+            tput += (
+                f" In CPU time of the process's thread (`time.thread_time`, which other jobs' load does not "
+                f"inflate, cache contention aside): TENT {1e3 * tp['ct']:.2f} ms, plain forward + backward "
+                f"{1e3 * tp['cp']:.2f} ms: **{tp['ct'] / tp['cp']:.2f}x** (rounds "
+                f"{', '.join(f'{r:.2f}' for r in tp['cpu_rounds'])}); with the Adam step "
+                f"{1e3 * tp['ca']:.2f} ms: {tp['ct'] / tp['ca']:.2f}x. Load average during the timing "
+                f"{' / '.join(f'{v:.1f}' for v in tp['load'])}."
+            )
+    else:
+        tput = "Throughput: not measured (`--settings throughput`)."
+    m = meta or {"per_domain": 256, "wild_per_domain": 256, "seeds": 3, "lr": LR}
+    head = ""
+    if "clean" in meta:
+        head = (
+            f"Clean test error: BN CNN {meta['clean']['bn']:.1f} %, GN/LN CNN {meta['clean']['gn']:.1f} %. "
+            f"Source error of the BN CNN by severity 1-5: {', '.join(f'{v:.1f}' for v in meta['sev'])}."
+        )
+    return f"""
+Digits-C (scikit-learn digits upsampled to 16x16, {m['per_domain']} test images per corruption,
+15 corruptions, severity 5), error % (mean ± std over {m['seeds']} seeds: corruption noise, stream order,
+method randomness; one source model per architecture). {head}
+
+Settings: `reset` each corruption from the source state (mean of 15); `continual` the 15 in a row;
+`long` the continual sequence three times (45 domains); `mixed` all corruptions shuffled together;
+`sorted` continual with label-sorted domains (images sorted by label: batches of two or three
+classes); `wild` SAR's wild test on the GroupNorm/LayerNorm CNN: all 15 corruptions mixed into one
+stream *and* sorted by label (online imbalanced label shift), batch 8, {m['wild_per_domain']} images per
+corruption; `bs1` the GroupNorm/LayerNorm CNN at batch size 1, 40 images per corruption in a row
+(`+w{WINDOW}`: adapting on a sliding window of the last {WINDOW} samples, `window={WINDOW}`); `bs1_bn` the
+same single-sample stream through the BatchNorm CNN with the window (BatchNorm needs a batch).
+CoTTA runs only on `continual` (CPU time: 32 augmented teacher forwards per step), DeYO and RMT
+on `continual`, `sorted` and `wild` (RMT) only.
+
+Every gradient method: Adam, lr {m['lr']:g} for batches (also `wild`'s batch 8: the high rate and small
+batch are the wild test) or {m['lr']:g}/16 for single-sample streams (window or not), one step per batch
+(60 updates cover the continual stream, against 750 of lr 1e-3 in the anchor's CIFAR10-C stream: the
+larger step stands in for the longer stream). EATA d_margin 0.4, Fisher alpha 1 from 500 clean
+train images (the anchor's CIFAR-10 values); `tent_guard` (TENT + the periodic collapse guard) and
+`rdumb` reset to the source every 50 updates (200 single-sample); `tent_drift` and `eta_drift` are
+TENT and ETA with the drift guard (`reset_agreement={AGREEMENT}`: reset when the running top-1 agreement
+with the frozen source model, an average over ~50 samples, falls below {AGREEMENT}); CoTTA the paper's
+CIFAR values (EMA 0.999, restore 0.01, confidence threshold 0.92, 32 augmentations, colour jitter with
+hue only on RGB inputs: Digits-C is grayscale); RMT the paper's losses (symmetric CE to the EMA teacher
+on x and an augmented x, the contrastive loss to the nearest source prototype through a 128-d
+projector, source replay) and warm-up over one pass of the 1,000 clean train digits (the paper: one
+pass of CIFAR-10's 50,000); `lame` the LAME code's default (rbf kernel, sigma = mean distance to the
+5th neighbour), `lame_knn` the paper's kNN affinity (5 neighbours). The anchor row is a transcription
+of the tent repository's loop run in this process.
+
+Runs merged into this section (`--settings` / `--methods` rerun a part; each entry comes from the
+latest run that measured it, tagged `[k]` in the table; the imported run's entries have mean ± std
+only):
+
+{chr(10).join(run_line(i, r) for i, r in enumerate(runs))}
+
+{table}
+
+`@gn`: the GroupNorm/LayerNorm CNN (the anchor's correlated setting uses a GN model).
+
+Collapse in the `wild` stream (share 1.00 = every prediction of the last third is one class):
+
+{share_table}
+
+{tput}
+
+{speed_table}
+
+The machine is shared with other jobs (load averages above), so times are indicative; ratios are
+measured in one process.
+"""
 
 
 def main() -> None:
-    global LR
+    global LR, AGREEMENT
     torch.set_num_threads(1)  # small models: one thread is faster, and the machine is shared
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 seed, continual + bs1 only, print only")
@@ -470,9 +744,18 @@ def main() -> None:
     ap.add_argument("--per-domain", type=int, default=256, help="test images per corruption")
     ap.add_argument("--wild-per-domain", type=int, default=256, help="images per corruption in `wild`")
     ap.add_argument("--lr", type=float, default=LR, help="Adam learning rate for batches (batch 1: lr / 16)")
-    ap.add_argument("--settings", default=None, help="comma-separated subset of the settings")
+    ap.add_argument(
+        "--settings", default=None,
+        help=f"comma-separated subset of {', '.join([*SETTING_METHODS, THROUGHPUT])} (default: all)",
+    )
+    ap.add_argument(
+        "--methods", default=None,
+        help="comma-separated subset of the methods (row names, e.g. tent_drift,eta_drift+w16); "
+        "the other entries of RESULTS.md are kept from earlier runs",
+    )
+    ap.add_argument("--agreement", type=float, default=AGREEMENT, help="the drift guard's threshold")
     ap.add_argument("--no-record", action="store_true")
-    ap.add_argument("--record-only", action="store_true", help="re-record the last run's body (no run)")
+    ap.add_argument("--record-only", action="store_true", help="re-record the merged results (no run)")
     ap.add_argument("--reading", default=None, help="a markdown file appended to the body as the reading")
     args = ap.parse_args()
     reading = ""
@@ -480,47 +763,53 @@ def main() -> None:
         reading = "\n\nReading (written after the run, against the issue's goals):\n\n"
         reading += Path(args.reading).read_text().strip()
     title, command = "Test-time adaptation: Digits-C", "python benchmarks/tta.py"
+    cache = load_cache()
+    import_results(cache)
     if args.record_only:
-        record("tta", title, command, BODY.read_text() + reading)
+        record("tta", title, command, render(cache) + reading)
         return
-    LR = args.lr
+    LR, AGREEMENT = args.lr, args.agreement
     seeds = list(range(1 if args.quick else args.seeds))
-    settings = (
-        ["continual", "bs1"]
-        if args.quick
-        else args.settings.split(",")
-        if args.settings
-        else list(SETTING_METHODS)
-    )
+    known = [*SETTING_METHODS, THROUGHPUT]
+    settings = ["continual", "bs1"] if args.quick else args.settings.split(",") if args.settings else known
+    for s in settings:
+        check_name(s, known, "--settings")
+    wanted = None if args.methods is None else args.methods.split(",")
+    plan = {
+        s: [n for n in SETTING_METHODS[s] if wanted is None or n in wanted]
+        for s in settings
+        if s != THROUGHPUT
+    }
+    if wanted is not None:
+        unknown = set(wanted) - {n for v in plan.values() for n in v}
+        if unknown:
+            raise SystemExit(f"--methods: {sorted(unknown)} not in the chosen settings' methods {plan}")
     t0 = time.perf_counter()
     x_tr, y_tr, x_te, y_te = digits()
     nets = {norm: source_model(norm, x_tr, y_tr) for norm in ("bn", "gn")}
     clean = {k: 100.0 * float((v(x_te).argmax(-1) != y_te).float().mean()) for k, v in nets.items()}
     print(f"clean test error: BN CNN {clean['bn']:.1f} %, GN/LN CNN {clean['gn']:.1f} %")
-    sev = {
-        s: float(
-            np.mean(
-                [
-                    100.0 * float((nets["bn"](corrupt(c, x_te, s, 0)).argmax(-1) != y_te).float().mean())
-                    for c in CORRUPTIONS
-                ]
-            )
-        )
+    sev = [
+        float(np.mean([
+            100.0 * float((nets["bn"](corrupt(c, x_te, s, 0)).argmax(-1) != y_te).float().mean())
+            for c in CORRUPTIONS
+        ]))
         for s in range(1, 6)
-    }
-    print("source error by severity (BN CNN): " + ", ".join(f"{s}: {v:.1f}" for s, v in sev.items()))
+    ]
+    print("source error by severity (BN CNN): " + ", ".join(f"{s + 1}: {v:.1f}" for s, v in enumerate(sev)))
 
     err: dict[tuple[str, str], list[float]] = {}
     share: dict[tuple[str, str], list[float]] = {}
     speed: dict[str, list[float]] = {}
     anchor_err: list[float] = []
-    for seed in seeds:
+    run_anchor = "continual" in plan and wanted is None
+    for seed in seeds if plan else []:
         keep = torch.randperm(len(y_te), generator=torch.Generator().manual_seed(100 + seed))[
             : args.per_domain
         ]
         streams = streams_for(x_te[keep], y_te[keep], seed, min(args.wild_per_domain, len(keep)))
-        for setting in settings:
-            for name in SETTING_METHODS[setting]:
+        for setting, names in plan.items():
+            for name in names:
                 base, arch, window = split_name(name)
                 errs, shares = [], []
                 for stream in streams[setting]:
@@ -539,125 +828,45 @@ def main() -> None:
                     f"(top-class share {shares[-1]:.2f}; {time.perf_counter() - t0:.0f} s)",
                     flush=True,
                 )
-            if setting == "continual":
+            if setting == "continual" and run_anchor:
                 e, _, _ = run(TentRepoLoop(copy.deepcopy(nets["bn"]), LR), streams["continual"][0])
                 anchor_err.append(e)
                 print(f"seed {seed} continual tent (tent-repo loop) {e:5.1f} %", flush=True)
-
-    # throughput: TENT at batch 64 against a plain forward + backward of the same trainable set
-    xb = corrupt("gaussian_noise", x_te, 5, 0)[:64]
-    ours = tta.Tent(copy.deepcopy(nets["bn"]), optimizer="adam", lr=LR)
-    plain = copy.deepcopy(nets["bn"])
-    tta.configure(plain)
-
-    opt = torch.optim.Adam([p for p in plain.parameters() if p.requires_grad], lr=LR)
-
-    def fwd_bwd(step: bool = False) -> None:
-        out = plain(xb)
-        F.cross_entropy(out, out.argmax(-1).detach()).backward()
-        if step:
-            opt.step()
-        plain.zero_grad(set_to_none=True)
-
-    t_plain, t_adam, t_tent = [], [], []
-    for _ in range(5):  # interleaved rounds, medians of medians: the machine is shared
-        t_plain.append(timeit(fwd_bwd, repeat=15, warmup=3))
-        t_adam.append(timeit(lambda: fwd_bwd(True), repeat=15, warmup=3))
-        t_tent.append(timeit(lambda: ours(xb), repeat=15, warmup=3))
-    tp, ta, tt = (float(np.median(v)) for v in (t_plain, t_adam, t_tent))
-    rounds = [t / p for t, p in zip(t_tent, t_plain)]
-    rounds_adam = [t / p for t, p in zip(t_tent, t_adam)]
-    _, mem = peak_extra_mb(lambda: ours(xb))
-    ratio, ratio_adam = tt / tp, tt / ta
-    print(
-        f"TENT step {1e3 * tt:.2f} ms; plain forward+backward {1e3 * tp:.2f} ms ({ratio:.2f}x, rounds "
-        f"{min(rounds):.2f}-{max(rounds):.2f}); plain forward+backward+Adam step {1e3 * ta:.2f} ms "
-        f"({ratio_adam:.2f}x, rounds {min(rounds_adam):.2f}-{max(rounds_adam):.2f})"
-    )
-
-    header = ["method", *settings]
-    rows = []
-    for name in ROW_ORDER:
-        if not any((s, name) in err for s in settings):
-            continue
-        rows.append([name, *(fmt(err.get((s, name))) for s in settings)])
-    if "continual" in settings:
-        anchor_row = ["tent (tent-repo loop, anchor)"] + ["--"] * len(settings)
-        anchor_row[settings.index("continual") + 1] = fmt(anchor_err)
-        rows.append(anchor_row)
-    table = markdown_table(header, rows)
-    share_table = ""
-    if "wild" in settings:
-        wild = [n for n in ROW_ORDER if ("wild", n) in err]
-        share_table = markdown_table(
-            ["method (wild)", "error %", "top-class share of the last third's predictions"],
-            [[n, fmt(err[("wild", n)]), fmt(share[("wild", n)], 2)] for n in wild],
-        )
-    speed_rows = [[n, f"{np.mean(v):.0f}"] for n, v in speed.items()]
-    speed_table = markdown_table(["method", "images/s (continual, batch 64)"], speed_rows)
-    print(table)
-    print(share_table)
-    print(speed_table)
+    tp = measure_throughput(nets, x_te, LR) if THROUGHPUT in settings else None
+    for (setting, name), v in err.items():
+        print(f"{setting:9s} {name:16s} {fmt({'err': v})}")
     elapsed = time.perf_counter() - t0
     print(f"total {elapsed:.0f} s")
     if args.quick or args.no_record:
         return
-    load = os.getloadavg()
-    body = f"""
-Digits-C (scikit-learn digits upsampled to 16x16, {args.per_domain} test images per corruption,
-15 corruptions, severity 5), error % (mean ± std over {len(seeds)} seeds: corruption noise, stream order,
-method randomness; one source model per architecture). Clean test error: BN CNN {clean["bn"]:.1f} %,
-GN/LN CNN {clean["gn"]:.1f} %. Source error of the BN CNN by severity 1-5:
-{", ".join(f"{v:.1f}" for v in sev.values())}.
+    run_id = len(cache["runs"])
+    measured = "; ".join(f"`{s}`: {', '.join(n)}" for s, n in plan.items() if n)
+    if tp is not None:
+        measured += ("; " if measured else "") + "throughput"
+    cache["runs"].append({
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": list(os.getloadavg()),
+        "elapsed": elapsed, "measured": measured, "seeds": len(seeds),
+    })
+    for key, v in err.items():
+        cache["entries"]["|".join(key)] = {"err": v, "share": share[key], "run": run_id}
+    for name, v in speed.items():
+        cache["speed"][name] = {"ips": v, "run": run_id}
+    if anchor_err:
+        cache["anchor"] = {"err": anchor_err, "run": run_id}
+    if tp is not None:
+        cache["throughput"] = {**tp, "run": run_id}
+    cache["meta"] = {
+        "clean": clean, "sev": sev, "per_domain": args.per_domain, "wild_per_domain": args.wild_per_domain,
+        "seeds": len(seeds), "lr": LR,
+    }
+    RESULTS_CACHE.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_CACHE.write_text(json.dumps(cache, indent=1))
+    record("tta", title, command, render(cache) + reading)
 
-Settings: `reset` each corruption from the source state (mean of 15); `continual` the 15 in a row;
-`long` the continual sequence three times (45 domains); `mixed` all corruptions shuffled together;
-`sorted` continual with label-sorted domains (images sorted by label: batches of two or three
-classes); `wild` SAR's wild test on the GroupNorm/LayerNorm CNN: all 15 corruptions mixed into one
-stream *and* sorted by label (online imbalanced label shift), batch 8, {args.wild_per_domain} images per
-corruption; `bs1` the GroupNorm/LayerNorm CNN at batch size 1, 40 images per corruption in a row
-(`+w{WINDOW}`: adapting on a sliding window of the last {WINDOW} samples, `window={WINDOW}`); `bs1_bn` the
-same single-sample stream through the BatchNorm CNN with the window (BatchNorm needs a batch).
-CoTTA runs only on `continual` (CPU time: 32 augmented teacher forwards per step), DeYO and RMT
-on `continual`, `sorted` and `wild` (RMT) only.
 
-Every gradient method: Adam, lr {LR:g} for batches (also `wild`'s batch 8: the high rate and small
-batch are the wild test) or {LR:g}/16 for single-sample streams (window or not), one step per batch
-(60 updates cover the continual stream, against 750 of lr 1e-3 in the anchor's CIFAR10-C stream: the
-larger step stands in for the longer stream). EATA d_margin 0.4, Fisher alpha 1 from 500 clean
-train images (the anchor's CIFAR-10 values); `tent_guard` (TENT + the collapse guard) and `rdumb`
-reset to the source every 50 updates (200 single-sample); CoTTA the paper's CIFAR values (EMA 0.999,
-restore 0.01, confidence threshold 0.92, 32 augmentations); RMT the paper's losses (symmetric CE to
-the EMA teacher on x and an augmented x, the contrastive loss to the nearest source prototype through
-a 128-d projector, source replay) and warm-up over one pass of the 1,000 clean train digits (the
-paper: one pass of CIFAR-10's 50,000); `lame` the LAME code's default (rbf kernel, sigma = mean
-distance to the 5th neighbour), `lame_knn` the paper's kNN affinity (5 neighbours). The anchor row is a
-transcription of the tent repository's loop run in this process.
-
-{table}
-
-`@gn`: the GroupNorm/LayerNorm CNN (the anchor's correlated setting uses a GN model).
-
-Collapse in the `wild` stream (share 1.00 = every prediction of the last third is one class):
-
-{share_table}
-
-Throughput: one TENT step at batch 64 on the BN CNN (forward, entropy from `measures`, backward,
-Adam step) {1e3 * tt:.2f} ms against a plain forward + cross-entropy backward of the same model and
-trainable set {1e3 * tp:.2f} ms: **{ratio:.2f}x** (goal <= 1.3x; the 5 interleaved rounds gave
-{", ".join(f"{r:.2f}" for r in rounds)}), and against forward + backward + the same Adam step
-{1e3 * ta:.2f} ms: {ratio_adam:.2f}x (rounds {", ".join(f"{r:.2f}" for r in rounds_adam)}); peak extra
-memory of one step {mem:.1f} MB.
-
-{speed_table}
-
-Whole run {elapsed:.0f} s. The machine was shared with other jobs (load average
-{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end), so times are indicative; ratios are measured
-in one process.
-"""
-    BODY.parent.mkdir(parents=True, exist_ok=True)
-    BODY.write_text(body)
-    record("tta", title, command, body + reading)
+def check_name(name: str, known: list[str], flag: str) -> None:
+    if name not in known:
+        raise SystemExit(f"{flag}: unknown {name!r}; choose from {', '.join(known)}")
 
 
 if __name__ == "__main__":

@@ -207,6 +207,19 @@ class Adapter(nn.Module):
     parameters, buffers, optimizer and method state bit for bit; ``state()`` / ``load_state()``
     save and restore the whole adaptation state (to pause and resume a stream).
 
+    ``reset_agreement=a`` (in (0, 1]) is the drift guard, a collapse guard with a self-check: a
+    frozen copy of the source model (same normalisation mode) also predicts every input, and the
+    model returns to the source state when the running rate of agreement between the adapted and
+    the source top-1 predictions falls below ``a``. The rate is an exponential moving average over
+    samples with time constant ``agreement_samples`` T (50): a batch of n samples with agreement
+    rate r_b moves it as A <- d A + (1 - d) r_b, d = (1 - 1/T)^n, from A = r_b after a reset.
+    Periodic resets (RDumb, Press et al. 2023) and SAR's entropy-EMA reset (Niu et al. 2023) are
+    the published guards; this agreement rule is ours. It costs one forward of the frozen copy, and
+    it caps how far adaptation may move the predictions from the source (about a share 1 - a of
+    them): on Digits-C it keeps TENT from collapsing on SAR's wild stream (34.9 % error against
+    82.9 % without it, source 38.6 %) but takes back ETA's gain on the mixed stream (57.2 against
+    53.8 %); ``benchmarks/RESULTS.md``.
+
     ``window=W`` (> 1) is the sliding-window mode for single-sample (or small-batch) streams, as
     the test-time-adaptation repository's ``TEST.WINDOW_LENGTH``: every call appends ``x`` to a FIFO
     buffer of the last W inputs, adapts on the whole buffer (so BatchNorm has statistics and the
@@ -241,6 +254,8 @@ class Adapter(nn.Module):
         exclude: Sequence[str] = (),
         generator: torch.Generator | None = None,
         window: int = 0,
+        reset_agreement: float = 0.0,
+        agreement_samples: float = 50.0,
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -269,10 +284,23 @@ class Adapter(nn.Module):
         self.window = check_int(window, "window", 0)
         self._buffer: Tensor | None = None
         self._source: dict[str, Any] | None = None
+        self.reset_agreement = check_real(reset_agreement, "reset_agreement", 0.0, 1.0)
+        self.agreement_samples = check_real(agreement_samples, "agreement_samples", 1.0, finite=True)
+        self.agreement: float | None = None  # the drift guard's running agreement with the source
+        self.drift_resets = 0
+        self.guard_model: nn.Module | None = None
+        if self.reset_agreement > 0:  # copied before any subclass hook; synced in _snapshot_source
+            self.guard_model = copy.deepcopy(model)
+            _apply_modes(self.guard_model, self._bn, alpha)
+            self.guard_model.requires_grad_(False)
 
     # -- state ---------------------------------------------------------------------------------
     def _snapshot_source(self) -> None:
         """Record the source state (call at the end of a subclass's ``__init__``)."""
+        if self.guard_model is not None:  # the source of the drift guard is this state (RMT: warmed up)
+            with torch.no_grad():
+                for g, p in zip(self.guard_model.parameters(), self.model.parameters()):
+                    g.copy_(p)
         self._source = copy.deepcopy(self.state())
 
     def state(self) -> dict[str, Any]:
@@ -283,6 +311,7 @@ class Adapter(nn.Module):
             "method": copy.deepcopy(self._method_state()),
             "updates": self.updates,
             "buffer": None if self._buffer is None else self._buffer.clone(),
+            "agreement": self.agreement,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -296,6 +325,7 @@ class Adapter(nn.Module):
         self.updates = state["updates"]
         buf = state.get("buffer")
         self._buffer = None if buf is None else buf.clone()
+        self.agreement = state.get("agreement")
 
     def _method_state(self) -> dict[str, Any]:
         return {}
@@ -314,6 +344,8 @@ class Adapter(nn.Module):
         """Keep the configured modes (eval everywhere, BatchNorm per ``bn``) whatever ``mode`` is."""
         super().train(mode)
         _apply_modes(self.model, self._bn, self._alpha)
+        if getattr(self, "guard_model", None) is not None:
+            _apply_modes(self.guard_model, self._bn, self._alpha)  # type: ignore[arg-type]
         return self
 
     # -- adaptation ----------------------------------------------------------------------------
@@ -331,7 +363,7 @@ class Adapter(nn.Module):
         if self.episodic:
             self._reset_keep_window()
         if not self.window:
-            return self._adapt(x)
+            return self._guard(x, self._adapt(x), len(x))
         if self._buffer is not None and self._buffer.shape[1:] != x.shape[1:]:
             raise ValueError(
                 "x must have the sample shape of the window's earlier inputs "
@@ -342,7 +374,23 @@ class Adapter(nn.Module):
         self._buffer = buf
         if len(buf) < 2:  # one sample: nothing to estimate statistics from yet
             return self.predict(buf)
-        return self._adapt(buf)[-len(x):]
+        return self._guard(buf, self._adapt(buf), len(x))
+
+    def _guard(self, x: Tensor, out: Tensor, n: int) -> Tensor:
+        """The drift guard (``reset_agreement``): update the running agreement with the frozen source
+        on the ``n`` newest rows of the predictions ``out`` of inputs ``x`` (a window: all of it, for
+        BatchNorm's statistics); reset when it falls below the threshold. Returns those ``n`` rows."""
+        out = out[-n:]
+        if self.guard_model is None:
+            return out
+        with torch.no_grad():
+            rate = float((self.guard_model(x)[-n:].argmax(-1) == out.argmax(-1)).double().mean())
+        d = (1.0 - 1.0 / self.agreement_samples) ** n
+        self.agreement = rate if self.agreement is None else d * self.agreement + (1.0 - d) * rate
+        if self.agreement < self.reset_agreement:
+            self._reset_keep_window()
+            self.drift_resets += 1
+        return out
 
     def _adapt(self, x: Tensor) -> Tensor:
         out = x

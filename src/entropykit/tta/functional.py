@@ -25,15 +25,19 @@ from entropykit.measures import entropy
 
 __all__ = [
     "AFFINITIES",
+    "adjust_hue",
+    "adjust_saturation",
     "cotta_augment",
     "deyo_weights",
     "eata_select",
     "entropy_margin",
     "fisher_diagonal",
+    "hsv_to_rgb",
     "lame",
     "laplacian_optimization",
     "patch_shuffle",
     "plpd",
+    "rgb_to_hsv",
     "sam_perturbation",
     "supervised_contrastive_loss",
     "symmetric_cross_entropy",
@@ -280,11 +284,13 @@ def cotta_augment(
 ) -> Tensor:
     """A tensor version of CoTTA's augmentation (Wang et al. 2022; the anchor's
     ``get_tta_transforms``): per image, brightness x[0.6, 1.4], contrast x[0.7, 1.3], saturation
-    x[0.5, 1.5] (3-channel images), gamma [0.7, 1.3] on [0, 1]-clipped values, a random affine map
-    (rotation +-15 degrees, translation +-1/16, scale [0.9, 1.1], edge padding), a Gaussian blur
-    (5 x 5, sigma in [0.001, 0.5], reflect padding), Gaussian noise (std 0.005), clip to [0, 1].
-    Left out: the hue jitter (+-0.06); the horizontal flip is off by default (it changes the class
-    of digits and text) and on with ``flip=True``.
+    x[0.5, 1.5] and hue +-0.06 (3-channel RGB images only: :func:`adjust_saturation`,
+    :func:`adjust_hue`; grayscale and other channel counts skip both), gamma [0.7, 1.3] on [0,
+    1]-clipped values, a random affine map (rotation +-15 degrees, translation +-1/16, scale [0.9,
+    1.1], edge padding), a Gaussian blur (5 x 5, sigma in [0.001, 0.5], reflect padding), Gaussian
+    noise (std 0.005), clip to [0, 1]. The colour jitters run in this fixed order (torchvision's
+    ``ColorJitter`` draws a random order per call); the horizontal flip is off by default (it
+    changes the class of digits and text) and on with ``flip=True``.
 
     >>> x = torch.rand(2, 1, 8, 8)
     >>> cotta_augment(x, torch.Generator().manual_seed(0)).shape
@@ -302,9 +308,9 @@ def cotta_augment(
     y = (y * u(0.6, 1.4)).clamp(0, 1)
     mean = y.mean(dim=(1, 2, 3), keepdim=True)
     y = ((y - mean) * u(0.7, 1.3) + mean).clamp(0, 1)
-    if y.shape[1] == 3:  # saturation: blend with the grayscale image (torchvision's weights)
-        gray = (0.299 * y[:, :1] + 0.587 * y[:, 1:2] + 0.114 * y[:, 2:]).expand_as(y)
-        y = ((y - gray) * u(0.5, 1.5) + gray).clamp(0, 1)
+    if y.shape[1] == 3:
+        y = adjust_saturation(y, u(0.5, 1.5))
+        y = adjust_hue(y, u(-0.06, 0.06))
     y = y.clamp_min(1e-8) ** u(0.7, 1.3)
     ang = u(-15, 15).view(n) * math.pi / 180
     scale = u(0.9, 1.1).view(n)
@@ -319,6 +325,86 @@ def cotta_augment(
         y = torch.where(f.view(n, 1, 1, 1), y.flip(-1), y)
     noise = torch.randn(y.shape, generator=generator).to(x) * noise_std
     return (y + noise).clamp(0, 1)
+
+
+def _check_rgb(x: Tensor) -> None:
+    check_tensor(x, "x", floating=True)
+    if x.dim() < 3 or x.shape[-3] != 3:
+        raise ValueError(f"x must hold RGB images (..., 3, H, W), got shape {tuple(x.shape)}")
+
+
+def rgb_to_hsv(x: Tensor) -> Tensor:
+    """RGB -> HSV of images (..., 3, H, W) with values in [0, 1]; H, S, V in [0, 1] (hue as a
+    fraction of the circle), the formulas of Python's ``colorsys.rgb_to_hsv`` (Smith 1978):
+    V = max, S = (max - min) / max (0 when max = 0), H from the channel holding the max
+    (0 for grey pixels).
+
+    >>> [round(v, 4) for v in rgb_to_hsv(torch.tensor([1.0, 0.5, 0.0]).view(3, 1, 1)).flatten().tolist()]
+    [0.0833, 1.0, 1.0]
+    """
+    _check_rgb(x)
+    r, g, b = x.unbind(-3)
+    maxc, minc = x.amax(-3), x.amin(-3)
+    delta = maxc - minc
+    s = torch.where(maxc > 0, delta / maxc.clamp_min(1e-30), torch.zeros_like(maxc))
+    d = delta.clamp_min(1e-30)
+    rc, gc, bc = (maxc - r) / d, (maxc - g) / d, (maxc - b) / d
+    h = torch.where(r == maxc, bc - gc, torch.where(g == maxc, 2.0 + rc - bc, 4.0 + gc - rc))
+    h = torch.where(delta > 0, (h / 6.0) % 1.0, torch.zeros_like(h))
+    return torch.stack([h, s, maxc], -3)
+
+
+def hsv_to_rgb(x: Tensor) -> Tensor:
+    """HSV -> RGB of images (..., 3, H, W), the inverse of :func:`rgb_to_hsv` (``colorsys.hsv_to_rgb``:
+    sector i = floor(6 H), f = 6 H - i, p = V (1 - S), q = V (1 - S f), t = V (1 - S (1 - f))).
+
+    >>> hsv_to_rgb(torch.tensor([1 / 12, 1.0, 1.0]).view(3, 1, 1)).flatten().tolist()
+    [1.0, 0.5, 0.0]
+    """
+    _check_rgb(x)
+    h, s, v = x.unbind(-3)
+    h6 = (h % 1.0) * 6.0
+    i = torch.floor(h6).clamp(0, 5)
+    f = h6 - i
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    i = i.to(torch.long).unsqueeze(-3)
+    # per sector (0..5) the (r, g, b) sources among v, t, p, q
+    table = torch.stack([
+        torch.stack([v, q, p, p, t, v], -3),
+        torch.stack([t, v, v, q, p, p], -3),
+        torch.stack([p, p, t, v, v, q], -3),
+    ], -4)  # (..., 3, 6, H, W)
+    return table.gather(-3, i.unsqueeze(-4).expand(*table.shape[:-3], 1, *table.shape[-2:])).squeeze(-3)
+
+
+def adjust_hue(x: Tensor, hue_factor: Tensor | float) -> Tensor:
+    """Rotate the hue of RGB images (..., 3, H, W) in [0, 1] by ``hue_factor`` (a fraction of the
+    circle in [-0.5, 0.5]; a tensor broadcasting against (..., 1, H, W) for one factor per image):
+    H <- (H + factor) mod 1 in HSV, S and V unchanged (torchvision's ``adjust_hue``).
+
+    >>> adjust_hue(torch.tensor([1.0, 0.0, 0.0]).view(3, 1, 1), 1 / 3).flatten().tolist()
+    [0.0, 1.0, 0.0]
+    """
+    hsv = rgb_to_hsv(x)
+    f = torch.as_tensor(hue_factor, dtype=x.dtype, device=x.device)
+    h = (hsv[..., :1, :, :] + f) % 1.0
+    return hsv_to_rgb(torch.cat([h, hsv[..., 1:, :, :]], -3))
+
+
+def adjust_saturation(x: Tensor, factor: Tensor | float) -> Tensor:
+    """Scale the saturation of RGB images (..., 3, H, W) in [0, 1]: blend with the grayscale image,
+    factor * x + (1 - factor) * gray, gray = 0.299 R + 0.587 G + 0.114 B, clipped to [0, 1]
+    (torchvision's ``adjust_saturation``; 0 gives the grayscale image, 1 the input).
+
+    >>> red = torch.tensor([1.0, 0.0, 0.0]).view(3, 1, 1)
+    >>> [round(v, 4) for v in adjust_saturation(red, 0.0).flatten().tolist()]
+    [0.299, 0.299, 0.299]
+    """
+    _check_rgb(x)
+    r, g, b = x.unbind(-3)
+    gray = (0.299 * r + 0.587 * g + 0.114 * b).unsqueeze(-3)
+    f = torch.as_tensor(factor, dtype=x.dtype, device=x.device)
+    return ((x - gray) * f + gray).clamp(0, 1)
 
 
 def _gaussian_blur(x: Tensor, sigma: Tensor, size: int = 5) -> Tensor:

@@ -198,12 +198,12 @@ class EATA(Adapter):
         with torch.enable_grad():
             out = self.model(x)
             e0 = _margin(self.e_margin, self.margin, out)
-            with torch.no_grad():
-                self.kept_reliable += int((entropy(out) < e0).sum())
+            h = entropy(out)  # once: the count, and the loss below
+            self.kept_reliable += int((h.detach() < e0).sum())
             keep, w, self.probs_ema = tf.eata_select(out.detach(), e0, self.d_margin, self.probs_ema)
             self.kept += int(keep.sum())
             if bool(keep.any()):
-                loss = reduce(entropy(out) * w, "mean", keep)
+                loss = reduce(h * w, "mean", keep)
                 if self.fisher:
                     pmap = dict(self.model.named_parameters())
                     for n, f in self.fisher.items():
@@ -649,7 +649,10 @@ class LAME(Adapter):
     the k nearest other points) is sparse and local, where the dense rbf kernel pulls a batch's
     minority classes to its majority (on Digits-C's label-sorted batches of two or three classes the
     rbf kernel is worse than no adaptation and the kNN one better; ``benchmarks/RESULTS.md``).
-    A batch of one has no neighbours: use ``window=W``. Returns log-probabilities.
+    A batch of one has no neighbours, so LAME returns the source prediction; ``window=W`` gives it
+    the last W inputs as neighbours, which helps on label-correlated streams and hurts on i.i.d.
+    ones (Digits-C, single samples, GN CNN: 56.9 % rbf, 47.2 % kNN against source 36.2 %; a memory
+    of up to 256 past features did not help either). Returns log-probabilities.
 
     >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
     >>> LAME(net)(torch.randn(6, 4)).exp().sum(-1).allclose(torch.ones(6))
