@@ -102,31 +102,27 @@ def memory_child(what: str, name: str, bf16: bool, batch: int) -> None:
     torch.manual_seed(0)
     model = ByteGPT(ByteGPTConfig(1024, 8, 8, 256, positions="rope")).train()
     data = batches(2, batch, 1024)
-    if what == "step":
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
-        fn = fused_loss if name == "ours" else plain_loss
-        runs = []
-        for x, y in data:
-            def step(x: torch.Tensor = x, y: torch.Tensor = y) -> None:
-                loss = fn(model, x, y, bf16)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-            runs.append(step)
-    else:
-        x, y = data[0]
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            h0, _ = model.hidden_states(x)
-        h = h0.detach().float().requires_grad_(True)
-        w = model.wte.weight.detach().requires_grad_(True)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
+    fn = fused_loss if name == "ours" else plain_loss
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        h0, _ = model.hidden_states(data[0][0])
+    h = h0.detach().float().requires_grad_(True)
+    w = model.wte.weight.detach().requires_grad_(True)
 
-        def head() -> None:
-            h.grad = w.grad = None
+    def run(i: int) -> None:
+        x, y = data[i]
+        if what == "head":
             head_loss(name, h, w, y, bf16).backward()
-        runs = [head, head]
-    runs[0]()  # warm-up: one-off allocations (oneDNN primitives, JIT code, optimizer state)
-    _, mb = peak_extra_mb(runs[1])
+            return
+        loss = fn(model, x, y, bf16)
+        opt.zero_grad(set_to_none=True)  # as training does: last step's gradients live until here
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    run(0)  # warm-up: one-off allocations (oneDNN primitives, JIT code, optimizer state)
+    h.grad = w.grad = None  # the head's gradients are its output: measured from none
+    _, mb = peak_extra_mb(lambda: run(1 if what == "step" else 0))
     print(f"{mb:.2f}")
 
 

@@ -728,7 +728,7 @@ def test_single_chunk_bf16_sub_blocks(monkeypatch, opts):
     import entropykit.ops.linear as L
 
     whole, chunked, y = _single_vs_chunked(torch.bfloat16, **dict(opts))
-    monkeypatch.setattr(L, "_SUB_BYTES", 1)
+    monkeypatch.setattr(L, "_WHOLE_SUB_BYTES", 1)
     monkeypatch.setattr(L, "_WHOLE_MIN_ROWS", 16)  # 150 rows -> 10 sub-blocks of 15
     blocks, _, _ = _single_vs_chunked(torch.bfloat16, **dict(opts))
     torch.testing.assert_close(blocks[0], whole[0], rtol=1e-6, atol=1e-6)

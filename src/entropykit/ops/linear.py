@@ -21,7 +21,7 @@ the cross-entropy takes a single-chunk pass (``_ce_whole``) that forms the logit
 and then runs ``dh = dz W`` and ``dW = dz^T h`` as one matmul each, the mean/sum row weight folded
 into their ``alpha``; for bf16 inputs both are native bf16 matmuls on the bf16 ``dz`` (fp32
 accumulation, one rounding of the output, as the returned gradients are bf16 anyway), the logits are
-formed in fp32 sub-blocks of about 4 MB, and no fp32 copy of ``h`` or fp32 ``dW`` is kept.
+formed in fp32 sub-blocks of about 1 MB, and no fp32 copy of ``h`` or fp32 ``dW`` is kept.
 
 Precision: statistics are accumulated in float32 (float64 for float64 inputs). bfloat16 inputs are
 multiplied with bf16 products and fp32 accumulation *and fp32 outputs* (oneDNN's bf16 math mode on the
@@ -65,8 +65,9 @@ __all__ = ["linear_cross_entropy", "linear_distill", "linear_token_stats"]
 
 _CHUNK_BYTES = 64 * 2**20  # minimum size of one chunk of fp32 logits
 _MAX_CHUNK_BYTES = 512 * 2**20  # cap of the (V D / 2)-sized chunk budget
-_SUB_BYTES = 4 * 2**20  # cache-sized fp32 sub-blocks of a bf16 chunk (logits_dtype=bf16; _ce_whole)
-_WHOLE_MIN_ROWS = 256  # _ce_whole: at least this many rows per fp32 sub-block (matmul efficiency)
+_SUB_BYTES = 4 * 2**20  # logits_dtype=bf16: cache-sized fp32 sub-blocks of the bf16 chunk
+_WHOLE_SUB_BYTES = 1 * 2**20  # _ce_whole, bf16 inputs: fp32 logits sub-blocks (L2-sized) ...
+_WHOLE_MIN_ROWS = 256  # ... of at least this many rows (matmul efficiency)
 _ADD_BLOCK = 4096  # vocabulary rows per block when adding a bf16 dW chunk into the fp32 dW
 _FILTER_BLOCK = 1024  # vocabulary block size for gradient filtering
 _softmax_out = torch.ops.aten._softmax.out  # in-place row softmax (one cached pass per row)
@@ -557,8 +558,8 @@ def _ce_whole(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEConfig,
         if bool((g == g[0]).all()):
             alpha = float(g[0])
     sub = n
-    if low:  # fp32 sub-blocks of about _SUB_BYTES (at least _WHOLE_MIN_ROWS rows), balanced
-        sub = max(_WHOLE_MIN_ROWS, _SUB_BYTES // (4 * v * (2 if cap is not None else 1)))
+    if low:  # fp32 sub-blocks of about _WHOLE_SUB_BYTES (at least _WHOLE_MIN_ROWS rows), balanced
+        sub = max(_WHOLE_MIN_ROWS, _WHOLE_SUB_BYTES // (4 * v * (2 if cap is not None else 1)))
         sub = n if n <= sub else -(-n // -(-n // sub))
     sub = max(1, sub)
     dz = torch.empty(n, v, dtype=h.dtype if low else acc, device=dev) if want else None
@@ -599,20 +600,20 @@ def _ce_whole(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEConfig,
     scale = 1.0 if alpha is None else alpha
     if db is not None:
         db.mul_(scale)
-    dh = _scaled_mm(dz, w if low else wa, scale, h.dtype) if need_h else None
+    dh = _scaled_mm(dz, w if low else wa, scale) if need_h else None
     if dh is not None and idx is not None:
         dh = dh.new_zeros(h.shape).index_copy_(0, idx, dh)
-    dw = _scaled_mm(dz.t(), hv if low else hv.to(acc), scale, h.dtype) if need_w else None
+    dw = _scaled_mm(dz.t(), hv if low else hv.to(acc), scale) if need_w else None
     return loss, lse, dh, dw, db
 
 
-def _scaled_mm(a: Tensor, b: Tensor, alpha: float, mode: torch.dtype) -> Tensor:
-    """alpha (a @ b) in a's dtype, alpha applied inside the matmul (before its output is rounded)."""
+def _scaled_mm(a: Tensor, b: Tensor, alpha: float) -> Tensor:
+    """alpha (a @ b) in a's dtype, alpha applied inside the matmul (before its output is rounded);
+    operands of one dtype, so bf16 ones take a native bf16 matmul (fp32 accumulation)."""
     out = a.new_empty(a.shape[0], b.shape[1])
     if a.shape[1] == 0:  # nothing to sum (every row ignored)
         return out.zero_()
-    with _matmul_mode(mode):  # bf16 operands: a native matmul whatever the mode
-        return torch.addmm(out, a, b, beta=0.0, alpha=alpha, out=out)
+    return torch.addmm(out, a, b, beta=0.0, alpha=alpha, out=out)
 
 
 def _run_ce(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, valid: Tensor | None, cfg: _CEConfig,
