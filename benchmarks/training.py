@@ -8,8 +8,8 @@ Model: the shape ``scripts/train_model.py`` trains (rotary ByteGPT, 8 layers, n_
 context 1024; fresh weights, same seed for both), batch ``--batch`` windows of 1024 bytes of
 ``/work/corpus/general/train.bin`` (or random bytes when the corpus is absent). One step = forward,
 loss, backward, gradient clip, AdamW step, as in training; bf16 autocast rows only where
-``precision.native_bf16()`` (as training does). The two losses run alternately (ABAB...) on the same
-batches (the order flips every step, so drift in the machine's load cancels); ``--steps`` timed steps
+``precision.native_bf16()`` (as training does). The two losses run alternately on the same batches,
+the order flipping every step (ABBA..., so drift in the machine's load cancels); ``--steps`` timed steps
 each after one warm-up; the speed ratio is the median of the per-step ratios. Also timed: the loss
 head alone (loss + its backward from fixed hidden states), where the two differ.
 
@@ -18,9 +18,9 @@ measured after a warm-up step, in a fresh process per variant, with glibc's mmap
 64 KB (``MALLOC_MMAP_THRESHOLD_``): every tensor above 64 KB is then its own mapping, touched when
 written and returned when freed, so the rise is the step's peak of live tensor memory. Without that,
 glibc serves tensors from memory freed earlier in the process and the rise depends on what ran before:
-in one process, with the two losses alternating, ours read 184 MB and the anchor 16 MB when ours was
-measured first, 29 MB and 148 MB the other way round. Measured so for the whole step and for the loss
-head alone.
+the in-process figures of an earlier version of this script read 184 MB for ours and 16 MB for the
+anchor; a 1-thread probe of the same step read 54 / 94 MB with ours measured first and 29 / 148 MB the
+other way round. Measured so for the whole step and for the loss head alone.
 
 Run:  python benchmarks/training.py [--batch 8] [--steps 6] [--threads 2] [--no-record]
 """
