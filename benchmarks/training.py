@@ -136,10 +136,16 @@ def child_peak(what: str, name: str, bf16: bool, batch: int, threads: int) -> fl
 
 
 def training_running() -> bool:
-    import subprocess
-
-    out = subprocess.run(["pgrep", "-f", "scripts/train_model.py"], capture_output=True, text=True)
-    return bool(out.stdout.strip())
+    """A python process running scripts/train_model.py (not a shell that merely names it)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and b"python" in Path(argv[0].decode(errors="replace")).name.encode() and any(
+                a.endswith(b"scripts/train_model.py") for a in argv[1:3]):
+            return True
+    return False
 
 
 def main() -> None:
