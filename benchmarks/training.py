@@ -8,14 +8,21 @@ Model: the shape ``scripts/train_model.py`` trains (rotary ByteGPT, 8 layers, n_
 context 1024; fresh weights, same seed for both), batch ``--batch`` windows of 1024 bytes of
 ``/work/corpus/general/train.bin`` (or random bytes when the corpus is absent). One step = forward,
 loss, backward, gradient clip, AdamW step, as in training; bf16 autocast rows only where
-``precision.native_bf16()`` (as training does). The two losses run alternately (ABAB...) on the same
-batches; ``--steps`` timed steps each after one warm-up. Peak memory: the rise of the resident-set
-high-water mark over one step (``_common.peak_extra_mb``). Also timed: the loss head alone (loss +
-its backward from fixed hidden states), where the two differ, and its peak extra memory measured in a
-fresh process per variant (the whole-step peak in one long process is blurred by the allocator reusing
-memory freed by earlier steps).
+``precision.native_bf16()`` (as training does). The two losses run alternately on the same batches,
+the order flipping every step (ABBA..., so drift in the machine's load cancels); ``--steps`` timed steps
+each after one warm-up; the speed ratio is the median of the per-step ratios. Also timed: the loss
+head alone (loss + its backward from fixed hidden states), where the two differ.
 
-Run:  python benchmarks/training.py [--batch 8] [--steps 3] [--threads 2] [--no-record]
+Peak memory: the rise of the resident-set high-water mark over one step (``_common.peak_extra_mb``),
+measured after a warm-up step, in a fresh process per variant, with glibc's mmap threshold fixed at
+64 KB (``MALLOC_MMAP_THRESHOLD_``): every tensor above 64 KB is then its own mapping, touched when
+written and returned when freed, so the rise is the step's peak of live tensor memory. Without that,
+glibc serves tensors from memory freed earlier in the process and the rise depends on what ran before:
+the in-process figures of an earlier version of this script read 184 MB for ours and 16 MB for the
+anchor; a 1-thread probe of the same step read 54 / 94 MB with ours measured first and 29 / 148 MB the
+other way round. Measured so for the whole step and for the loss head alone.
+
+Run:  python benchmarks/training.py [--batch 8] [--steps 6] [--threads 2] [--no-record]
 """
 
 from __future__ import annotations
@@ -75,55 +82,91 @@ def batches(n: int, b: int, t: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return out
 
 
-def head_child(name: str, bf16: bool, batch: int) -> None:
-    """In a fresh process: peak extra memory (MB) of the loss head alone (loss + backward from fixed
-    hidden states), printed; a fresh process so that no earlier allocation is reused."""
+#: a fixed mmap threshold: each tensor above 64 KB is mapped on allocation and unmapped when freed
+MMAP_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+
+
+def head_loss(name: str, h: torch.Tensor, w: torch.Tensor, y: torch.Tensor, bf16: bool) -> torch.Tensor:
+    """The loss head alone, from hidden states ``h`` (fp32 leaf) and the tied weight ``w`` (fp32 leaf)."""
+    if name == "ours":
+        hh, ww = (h.bfloat16(), w.bfloat16()) if bf16 else (h, w)
+        return linear_cross_entropy(hh.reshape(-1, 256), ww, y.reshape(-1))  # type: ignore[return-value]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        z = F.linear(h, w)
+    return F.cross_entropy(z.float().reshape(-1, 257), y.reshape(-1))
+
+
+def memory_child(what: str, name: str, bf16: bool, batch: int) -> None:
+    """In a fresh process (started with MMAP_ENV): the peak extra memory (MB) of one training step
+    (``what="step"``) or of the loss head alone (``"head"``), after one warm-up run; printed."""
     torch.manual_seed(0)
-    model = ByteGPT(ByteGPTConfig(1024, 8, 8, 256, positions="rope"))
-    x, y = batches(1, batch, 1024)[0]
+    model = ByteGPT(ByteGPTConfig(1024, 8, 8, 256, positions="rope")).train()
+    data = batches(2, batch, 1024)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
+    fn = fused_loss if name == "ours" else plain_loss
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        h0, _ = model.hidden_states(x)
+        h0, _ = model.hidden_states(data[0][0])
     h = h0.detach().float().requires_grad_(True)
     w = model.wte.weight.detach().requires_grad_(True)
 
-    def run() -> None:
-        if name == "ours":
-            hh, ww = (h.bfloat16(), w.bfloat16()) if bf16 else (h, w)
-            loss = linear_cross_entropy(hh.reshape(-1, 256), ww, y.reshape(-1))
-        else:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                z = F.linear(h, w)
-            loss = F.cross_entropy(z.float().reshape(-1, 257), y.reshape(-1))
-        loss.backward()  # type: ignore[union-attr]
+    def run(i: int) -> None:
+        x, y = data[i]
+        if what == "head":
+            head_loss(name, h, w, y, bf16).backward()
+            return
+        loss = fn(model, x, y, bf16)
+        opt.zero_grad(set_to_none=True)  # as training does: last step's gradients live until here
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
 
-    _, mb = peak_extra_mb(run)
+    run(0)  # warm-up: one-off allocations (oneDNN primitives, JIT code, optimizer state)
+    h.grad = w.grad = None  # the head's gradients are its output: measured from none
+    _, mb = peak_extra_mb(lambda: run(1 if what == "step" else 0))
     print(f"{mb:.2f}")
 
 
-def head_peak(name: str, bf16: bool, batch: int) -> float:
+def child_peak(what: str, name: str, bf16: bool, batch: int, threads: int) -> float:
     import subprocess
 
-    out = subprocess.run([sys.executable, __file__, "--head-child", name, "--bf16", str(int(bf16)),
-                          "--batch", str(batch)], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, __file__, "--memory-child", what, name, "--bf16", str(int(bf16)),
+                          "--batch", str(batch), "--threads", str(threads)],
+                         capture_output=True, text=True, check=True, env={**os.environ, **MMAP_ENV}).stdout
     return float(out.split()[-1])
+
+
+def training_running() -> bool:
+    """A python process running scripts/train_model.py (not a shell that merely names it)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and b"python" in Path(argv[0].decode(errors="replace")).name.encode() and any(
+                a.endswith(b"scripts/train_model.py") for a in argv[1:3]):
+            return True
+    return False
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--head-child", choices=("ours", "anchor"), help=argparse.SUPPRESS)
+    ap.add_argument("--memory-child", nargs=2, metavar=("WHAT", "NAME"), help=argparse.SUPPRESS)
     ap.add_argument("--bf16", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--head-repeat", type=int, default=15, help="timed runs of the loss head alone")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    if args.head_child:
-        head_child(args.head_child, bool(args.bf16), args.batch)
+    if args.memory_child:
+        memory_child(args.memory_child[0], args.memory_child[1], bool(args.bf16), args.batch)
         return
+    busy = training_running()
     cfg = ByteGPTConfig(1024, 8, 8, 256, positions="rope")
     data = batches(args.steps + 1, args.batch, cfg.block_size)
     losses = {"ours: linear_cross_entropy": fused_loss, "anchor: F.cross_entropy": plain_loss}
+    anchor = "anchor: F.cross_entropy"
     precisions = [True, False] if native_bf16() else [False]
     rows = []
     for bf16 in precisions:
@@ -135,79 +178,81 @@ def main() -> None:
             states[name] = (model, opt)
         times: dict[str, list[float]] = {n: [] for n in losses}
         first_loss: dict[str, float] = {}
-        peaks: dict[str, float] = {}
         for i, (x, y) in enumerate(data):
-            for name, fn in losses.items():
+            order = list(losses) if i % 2 == 0 else list(reversed(losses))  # ABBA: load drift cancels
+            for name in order:
+                fn = losses[name]
                 model, opt = states[name]
-
-                def step(fn=fn, model=model, opt=opt, x=x, y=y, bf16=bf16) -> float:
-                    loss = fn(model, x, y, bf16)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                    opt.step()
-                    return float(loss.detach())
-
                 t = time.perf_counter()
-                if i == 1:  # after the warm-up: peak memory of one step
-                    value, peaks[name] = peak_extra_mb(step)
-                else:
-                    value = step()
+                loss = fn(model, x, y, bf16)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                value = float(loss.detach())
                 if i == 0:
                     first_loss[name] = value
                 else:
                     times[name].append(time.perf_counter() - t)
-        # the loss head alone, from fixed hidden states of the fused model
+        # the loss head alone, from fixed hidden states of the fused model, alternating
         model = states["ours: linear_cross_entropy"][0]
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             h0, _ = model.hidden_states(data[0][0])
-        head: dict[str, float] = {}
-        for name in losses:
-            ts = []
-            for _ in range(3):
+        y0 = data[0][1]
+        head: dict[str, list[float]] = {n: [] for n in losses}
+        for k in range(args.head_repeat + 1):
+            for name in losses:
                 h = h0.detach().float().requires_grad_(True)
-                t = time.perf_counter()
                 w = model.wte.weight.detach().requires_grad_(True)
-                if name.startswith("ours"):
-                    hh, ww = (h.bfloat16(), w.bfloat16()) if bf16 else (h, w)
-                    loss = linear_cross_entropy(hh.reshape(-1, 256), ww, data[0][1].reshape(-1))
-                else:
-                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                        z = F.linear(h, w)
-                    loss = F.cross_entropy(z.float().reshape(-1, 257), data[0][1].reshape(-1))
-                loss.backward()  # type: ignore[union-attr]
-                ts.append(time.perf_counter() - t)
-            head[name] = statistics.median(ts)
-        tokens = args.batch * cfg.block_size
-        anchor = "anchor: F.cross_entropy"
+                t = time.perf_counter()
+                head_loss(name.split(":")[0], h, w, y0, bf16).backward()
+                if k:  # the first round is a warm-up
+                    head[name].append(time.perf_counter() - t)
         for name in losses:
             med = statistics.median(times[name])
+            ratio = statistics.median(a / o for a, o in zip(times[anchor], times[name]))
+            short = name.split(":")[0]
             rows.append([
-                "bf16 autocast" if bf16 else "float32", name, f"{tokens / med:.0f}",
-                f"{statistics.median(times[anchor]) / med:.2f}x", f"{peaks[name]:.0f}",
-                f"{head[name] * 1000:.0f}", f"{head_peak(name.split(':')[0], bf16, args.batch):.1f}",
+                "bf16 autocast" if bf16 else "float32", name, f"{tokens_of(args) / med:.0f}", f"{ratio:.3f}x",
+                f"{child_peak('step', short, bf16, args.batch, args.threads):.1f}",
+                f"{statistics.median(head[name]) * 1000:.1f}",
+                f"{statistics.median(head[anchor]) / statistics.median(head[name]):.2f}x",
+                f"{child_peak('head', short, bf16, args.batch, args.threads):.1f}",
                 f"{first_loss[name]:.5f}",
             ])
-        cols = ["precision", "loss", "tokens/s", "vs anchor", "peak extra MB", "loss head ms", "loss head MB",
-                "step-0 loss"]
+        cols = ["precision", "loss", "tokens/s", "vs anchor", "step MB", "head ms", "head vs anchor",
+                "head MB", "step-0 loss"]
         print(markdown_table(cols, rows), flush=True)
     load = os.getloadavg()
+    tokens = tokens_of(args)
+    machine_note = (
+        "the long training run (scripts/train_model.py) was running on the same 2 cores: absolute figures "
+        "are indicative, the ratios come from alternating steps in one process" if busy else
+        "no training run on the machine (other sessions' jobs may have been)")
     body = (
         f"Model: rotary ByteGPT 8 x 256, context 1024, {ByteGPT(cfg).num_parameters():,} parameters; batch "
-        f"{args.batch} x 1024 tokens; {args.steps} timed steps each (median), alternating; "
-        f"{args.threads} threads.\n\n"
+        f"{args.batch} x 1024 tokens; {args.steps} timed steps each after one warm-up, alternating ABBA; "
+        f"speed = median of the per-step time ratios anchor / ours; loss head: median of {args.head_repeat} "
+        f"alternating runs; {args.threads} threads.\n\n"
         + markdown_table(
-            ["precision", "loss", "tokens/s", "speed vs anchor", "peak extra MB (step)",
-             "loss head ms (fwd+bwd)", "loss head peak MB (fresh process)", "step-0 loss (nats)"], rows)
-        + f"\n\nShared machine: load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) "
-        "during the run, with the long training run and other sessions' jobs on the 2 cores: absolute "
-        "figures are indicative, the ratios come from alternating steps in one process. The logits "
-        f"here are only {tokens} x 257 floats ({tokens * 257 * 4 / 2**20:.1f} MB in float32), so the "
-        "fused loss can save little memory on a byte-level model; its gain grows with the vocabulary."
+            ["precision", "loss", "tokens/s", "step speed vs anchor", "step peak extra MB",
+             "loss head ms (fwd+bwd)", "loss head speed vs anchor", "loss head peak extra MB",
+             "step-0 loss (nats)"], rows)
+        + "\n\nPeak extra MB: one step (or the loss head alone) after a warm-up, each in a fresh process "
+        "with glibc's mmap threshold fixed at 64 KB, so that the rise of the resident set is the peak of "
+        "live tensor memory (in one long process the allocator reuses memory freed earlier and the figure "
+        "depends on what ran before). The loss head's tensors are small next to the model's activations: "
+        f"the logits are {tokens} x 257 floats ({tokens * 257 * 4 / 2**20:.1f} MB in float32).\n\n"
+        f"Machine: load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) at the end of the "
+        f"run; {machine_note}."
     )
     if not args.no_record:
         record("training", "Training step: fused linear cross-entropy vs F.cross_entropy (ByteGPT 8x256)",
                "python " + " ".join(["benchmarks/training.py", *sys.argv[1:]]), body)
+
+
+def tokens_of(args: argparse.Namespace) -> int:
+    return int(args.batch) * 1024
 
 
 if __name__ == "__main__":

@@ -120,12 +120,14 @@ def test_grad_output_scaling_and_lse():
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_all_ignored(reduction, dtype):
+@pytest.mark.parametrize("chunk", [None, 4])  # the single-chunk pass / the chunked pass
+@pytest.mark.parametrize("opts", [{"z_loss": 0.1, "label_smoothing": 0.1}, {}])
+def test_all_ignored(reduction, dtype, chunk, opts):
     h, w, b, y = make((2, 9), 7, 33, dtype, bias=True, ignore_frac=1.1)
     h.requires_grad_()
     w.requires_grad_()
     b.requires_grad_()
-    out = linear_cross_entropy(h, w, y, bias=b, reduction=reduction, z_loss=0.1, label_smoothing=0.1)
+    out = linear_cross_entropy(h, w, y, bias=b, reduction=reduction, chunk_size=chunk, **opts)
     assert torch.isfinite(out).all() and (out == 0).all()
     out.sum().backward()
     for g in (h.grad, w.grad, b.grad):
@@ -356,12 +358,13 @@ def test_distill_bf16_and_identity():
     assert got.item() <= math.log(2) + 1e-6
 
 
-def test_underflowing_target_probability():
+@pytest.mark.parametrize("chunk", [None, 1])
+def test_underflowing_target_probability(chunk):
     # p_y = exp(-300) underflows in float32: lse must come from the fallback, not from log(0)
     h = torch.tensor([[1.0], [1.0]])
     w = torch.tensor([[150.0], [-150.0], [0.0]])
     y = torch.tensor([1, 0])
-    got = linear_cross_entropy(h, w, y, reduction="none")
+    got = linear_cross_entropy(h, w, y, reduction="none", chunk_size=chunk)
     ref = naive_ce(h.double(), w.double(), y, reduction="none")
     torch.testing.assert_close(got.double(), ref, rtol=1e-6, atol=1e-4)
     assert got[0].item() == pytest.approx(300.0, rel=1e-6)
@@ -372,10 +375,11 @@ def test_underflowing_target_probability():
 
 
 @pytest.mark.parametrize("which", ["hidden", "weight"])
-def test_partial_requires_grad(which):
+@pytest.mark.parametrize("chunk", [None, 4])
+def test_partial_requires_grad(which, chunk):
     h, w, b, y = make((15,), 6, 40, torch.float64, bias=True)
     hh, ww = h.clone().requires_grad_(which == "hidden"), w.clone().requires_grad_(which == "weight")
-    linear_cross_entropy(hh, ww, y, bias=b, label_smoothing=0.1).backward()
+    linear_cross_entropy(hh, ww, y, bias=b, label_smoothing=0.1, chunk_size=chunk).backward()
     h2, w2 = h.clone().requires_grad_(), w.clone().requires_grad_()
     naive_ce(h2, w2, y, b, ls=0.1).backward()
     if which == "hidden":
@@ -633,3 +637,152 @@ def test_float32_generalised_jsd_as_close_as_a_plain_formula(beta):
     ref_err = abs(plain(hs @ ws.T, ht @ wt.T).item() - exact)  # ~2.7e-7 relative (the old kernel: 2e-6)
     ours = linear_distill(hs, ws, ht, wt, divergence="js_div", beta=beta).item()
     assert abs(ours - exact) <= ref_err
+
+
+# --------------------------------------------------------------------------------------------------
+# the single-chunk pass (_ce_whole): every row's logits in one chunk, e.g. a byte vocabulary
+# --------------------------------------------------------------------------------------------------
+
+
+def test_single_chunk_pass_is_taken_when_all_rows_fit():
+    from entropykit.ops.linear import _CEConfig, _whole_fits
+
+    plain = _CEConfig(0.0, 0.0, None, None, None)
+    assert _whole_fits(4096, 257, 256, plain)  # ByteGPT's head: 4096 x 257 fp32 logits, 4 MB
+    assert _whole_fits(512, 32000, 512, plain)  # few tokens: the one default chunk holds them all
+    assert not _whole_fits(4096, 128256, 1024, plain)  # a large vocabulary is chunked
+    assert not _whole_fits(4096, 257, 256, _CEConfig(0.0, 0.0, None, None, 1000))  # chunk_size < N
+    assert not _whole_fits(4096, 257, 256, _CEConfig(0.0, 0.0, None, 1e-9, None))  # grad_filter
+    assert not _whole_fits(4096, 257, 256, _CEConfig(0.0, 0.0, None, None, None, True))  # bf16 logits
+
+
+@pytest.mark.parametrize("config,reduction,dtype", THREE_WAY)
+def test_single_chunk_three_way(config, reduction, dtype):
+    """As test_three_way, through the single-chunk pass (default chunking): at least as accurate as
+    the naive path in the input dtype, against float64 ground truth."""
+    opts = dict(CONFIGS[config])
+    has_bias = opts.pop("bias", False)
+    h, w, b, y = make((3, 41), 29, 257, dtype, seed=hash(config) % 1000 + 1, bias=has_bias)
+    upstream = torch.rand(y.shape, dtype=torch.float64) if reduction == "none" else 1.0
+    kw = {"ls": "label_smoothing", "zl": "z_loss", "cap": "softcap", "shift": "shift"}
+
+    def ours(h_, w_, b_):
+        return linear_cross_entropy(h_, w_, y, bias=b_, reduction=reduction,
+                                    **{kw[k]: val for k, val in opts.items()})
+
+    def naive(h_, w_, b_):
+        return naive_ce(h_, w_, y, b_, reduction=reduction, **opts)
+
+    gt = run(naive, h.double(), w.double(), b.double() if b is not None else None, upstream)
+    ref = run(naive, h, w, b, upstream)
+    got = run(ours, h, w, b, upstream)
+    assert_three_way(got, ref, gt, 1e-5 if dtype == torch.float32 else 4e-3)
+
+
+@pytest.mark.parametrize("opts", [
+    {},
+    {"bias": True, "label_smoothing": 0.2, "z_loss": 0.05, "softcap": 2.0},
+    {"reduction": "none", "softcap": 1.5, "bias": True},
+    {"reduction": "sum", "shift": True, "label_smoothing": 0.1},
+    {"reduction": "mean", "z_loss": 0.02},
+])
+def test_single_chunk_gradcheck(opts):
+    opts = dict(opts)
+    h, w, b, y = make((2, 5), 3, 7, torch.float64, bias=opts.pop("bias", False), seed=4)
+    inputs = [h.requires_grad_(), w.requires_grad_()] + ([b.requires_grad_()] if b is not None else [])
+
+    def f(*args):
+        return linear_cross_entropy(args[0], args[1], y, bias=args[2] if len(args) > 2 else None, **opts)
+
+    assert torch.autograd.gradcheck(f, inputs)
+
+
+def _single_vs_chunked(dtype, **opts):
+    h, w, b, y = make((150,), 24, 61, dtype, seed=11, bias=True, scale=2.0, ignore_frac=0.25)
+    red = opts.pop("reduction", "mean")
+    up = torch.rand(y.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) \
+        if red == "none" else 1.0
+    one = run(lambda h_, w_, b_: linear_cross_entropy(h_, w_, y, bias=b_, reduction=red, **opts),
+              h, w, b, up)
+    chunked = run(lambda h_, w_, b_: linear_cross_entropy(h_, w_, y, bias=b_, reduction=red, chunk_size=7,
+                                                          **opts), h, w, b, up)
+    return one, chunked, y
+
+
+@pytest.mark.parametrize("opts", [{}, {"label_smoothing": 0.1}, {"softcap": 4.0, "z_loss": 1e-3},
+                                  {"reduction": "none"}, {"reduction": "sum", "label_smoothing": 0.3}])
+def test_single_chunk_equals_chunked_float64(opts):
+    """The two passes compute the same function: float64 agreement to rounding, ignored rows' dh = 0."""
+    one, chunked, y = _single_vs_chunked(torch.float64, **dict(opts))
+    for a, c in zip(one, chunked):
+        torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-14)
+    assert (one[1][y == IGN] == 0).all()
+
+
+@pytest.mark.parametrize("opts", [{}, {"label_smoothing": 0.1}, {"softcap": 4.0, "z_loss": 1e-3},
+                                  {"reduction": "none"}])
+def test_single_chunk_bf16_sub_blocks(monkeypatch, opts):
+    """bf16: several fp32 sub-blocks (forced small) give the loss of the one-block pass to fp32
+    rounding, and both agree with the chunked pass (same precision contract: fp32 logits of exact bf16
+    products; backward matmuls on the bf16 logit gradient)."""
+    import entropykit.ops.linear as L
+
+    whole, chunked, y = _single_vs_chunked(torch.bfloat16, **dict(opts))
+    monkeypatch.setattr(L, "_WHOLE_SUB_BYTES", 1)
+    monkeypatch.setattr(L, "_WHOLE_MIN_ROWS", 16)  # 150 rows -> 10 sub-blocks of 15
+    blocks, _, _ = _single_vs_chunked(torch.bfloat16, **dict(opts))
+    torch.testing.assert_close(blocks[0], whole[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(whole[0], chunked[0], rtol=1e-6, atol=1e-6)
+    for a, b_, c in zip(blocks[1:], whole[1:], chunked[1:]):
+        scale = c.abs().max().item()
+        assert (a - b_).abs().max().item() <= 2**-7 * scale
+        assert (b_ - c).abs().max().item() <= 2**-7 * scale
+    assert (whole[1][y == IGN] == 0).all() and (blocks[1][y == IGN] == 0).all()
+
+
+def test_single_chunk_bf16_logits_are_not_rounded():
+    """The precision contract: bf16 inputs get fp32 logits of the exact products (not bf16-rounded
+    logits): with |z| ~ 30 the per-token loss matches the float64 CE of the same bf16 values to fp32
+    rounding, far closer than the CE of bf16-rounded logits."""
+    h, w, _, y = make((64,), 32, 257, torch.bfloat16, seed=2, scale=8.0, ignore_frac=0.0)
+    got = linear_cross_entropy(h, w, y, reduction="none").double()
+    exact = F.cross_entropy(h.double() @ w.double().T, y, reduction="none")
+    rounded = F.cross_entropy((h @ w.T).double(), y, reduction="none")
+    err = (got - exact).abs().max().item()
+    assert err <= 1e-5 * exact.abs().max().item()
+    assert err * 100 < (rounded - exact).abs().max().item()
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 30), v=st.integers(1, 40), d=st.integers(1, 9), seed=st.integers(0, 99),
+       ls=st.sampled_from([0.0, 0.25]), zl=st.sampled_from([0.0, 0.01]),
+       cap=st.sampled_from([None, 2.0]), bias=st.booleans(),
+       reduction=st.sampled_from(["mean", "sum", "none"]))
+def test_single_chunk_property_matches_naive(n, v, d, seed, ls, zl, cap, bias, reduction):
+    """float64, random shapes and options: loss and gradients equal the naive autograd ones."""
+    h, w, b, y = make((n,), d, v, torch.float64, seed=seed, bias=bias, ignore_frac=0.3)
+    up = torch.rand(y.shape, dtype=torch.float64) if reduction == "none" else 1.0
+    got = run(lambda h_, w_, b_: linear_cross_entropy(h_, w_, y, bias=b_, reduction=reduction,
+                                                      label_smoothing=ls, z_loss=zl, softcap=cap),
+              h, w, b, up)
+    want = run(lambda h_, w_, b_: naive_ce(h_, w_, y, b_, reduction=reduction, ls=ls, zl=zl, cap=cap),
+               h, w, b, up)
+    for a, c in zip(got, want):
+        torch.testing.assert_close(a, c, rtol=1e-10, atol=1e-12)
+    if reduction == "none":
+        assert (got[0] >= 0).all() and (got[0][y == IGN] == 0).all()
+
+
+@settings(max_examples=10, deadline=None)
+@given(n=st.integers(1, 40), v=st.integers(2, 60), d=st.integers(1, 12), seed=st.integers(0, 99),
+       grad_out=st.floats(0.1, 10.0))
+def test_single_chunk_property_bf16_scale_and_bounds(n, v, d, seed, grad_out):
+    """bf16: the mean loss lies in [0, max token loss], and an upstream scale c gives c times the
+    gradients of c = 1 (the saved gradients are scaled in backward, not recomputed)."""
+    h, w, _, y = make((n,), d, v, torch.bfloat16, seed=seed, ignore_frac=0.0)
+    per = linear_cross_entropy(h, w, y, reduction="none")
+    a = run(lambda h_, w_, b_: linear_cross_entropy(h_, w_, y), h, w, None, 1.0)
+    c = run(lambda h_, w_, b_: linear_cross_entropy(h_, w_, y) * grad_out, h, w, None, 1.0)
+    assert (per >= 0).all() and 0 <= a[0].item() <= per.max().item() * (1 + 1e-6)
+    for x, z in zip(a[1:], c[1:]):
+        assert (z - x * grad_out).abs().max().item() <= 2**-7 * (x * grad_out).abs().max().item() + 1e-30

@@ -16,10 +16,20 @@ outputs whose upstream gradient is a vector (``reduction="none"``, token statist
 logits in backward instead (Cut Cross-Entropy style, Wijmans et al. 2025, arXiv:2411.09009), costing
 one extra matmul.
 
+Small problems (a byte or character vocabulary, or few tokens): when every row's logits fit one chunk,
+the cross-entropy takes a single-chunk pass (``_ce_whole``) that forms the logit gradient of all rows
+and then runs ``dh = dz W`` and ``dW = dz^T h`` as one matmul each, the mean/sum row weight folded
+into their ``alpha``; for bf16 inputs both are native bf16 matmuls on the bf16 ``dz`` (fp32
+accumulation, one rounding of the output, as the returned gradients are bf16 anyway), the logits are
+formed in fp32 sub-blocks of about 1 MB, and no fp32 copy of ``h`` or fp32 ``dW`` is kept.
+
 Precision: statistics are accumulated in float32 (float64 for float64 inputs). bfloat16 inputs are
 multiplied with bf16 products and fp32 accumulation *and fp32 outputs* (oneDNN's bf16 math mode on the
 upcast operands: exact products of bf16 numbers, fp32 sums), so the logits are never rounded to bf16,
-and ``dW`` is accumulated over chunks in fp32. float16 inputs use plain fp32 matmuls. The opt-in
+and ``dW`` is accumulated over chunks in fp32. The backward matmuls multiply the logit gradient as
+bf16 (the math mode rounds its fp32 operands to bf16 anyway), so the single-chunk pass's native bf16
+``dW`` (fp32 accumulation, output rounded to bf16 once) is the fp32 ``dW`` rounded to the bf16
+gradient, up to summation order. float16 inputs use plain fp32 matmuls. The opt-in
 ``linear_cross_entropy(..., logits_dtype=torch.bfloat16)`` instead uses native bf16 matmuls (bf16
 outputs, as ``F.linear`` and Cut Cross-Entropy do): the logits are rounded to bf16, everything after
 the matmul is fp32.
@@ -31,7 +41,7 @@ whose softmax gradient is below ``eps`` in every row of a chunk are skipped in b
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +66,8 @@ __all__ = ["linear_cross_entropy", "linear_distill", "linear_token_stats"]
 _CHUNK_BYTES = 64 * 2**20  # minimum size of one chunk of fp32 logits
 _MAX_CHUNK_BYTES = 512 * 2**20  # cap of the (V D / 2)-sized chunk budget
 _SUB_BYTES = 4 * 2**20  # logits_dtype=bf16: cache-sized fp32 sub-blocks of the bf16 chunk
+_WHOLE_SUB_BYTES = 1 * 2**20  # _ce_whole, bf16 inputs: fp32 logits sub-blocks (L2-sized) ...
+_WHOLE_MIN_ROWS = 256  # ... of at least this many rows (matmul efficiency)
 _ADD_BLOCK = 4096  # vocabulary rows per block when adding a bf16 dW chunk into the fp32 dW
 _FILTER_BLOCK = 1024  # vocabulary block size for gradient filtering
 _softmax_out = torch.ops.aten._softmax.out  # in-place row softmax (one cached pass per row)
@@ -217,6 +229,25 @@ def _dense_logit_grad(z: Tensor, y: Tensor, g: Tensor, lse: Tensor, eps: float, 
         _softcap_chain(z, t)
 
 
+def _softmax_stats(z: Tensor, y: Tensor, hc: Tensor, logits: Callable[[Tensor], Tensor], eps: float,
+                   zl: float, tiny: float) -> tuple[Tensor, Tensor]:
+    """Row loss and lse of the logits ``z`` (c, V) of the rows ``hc``; ``z`` is overwritten with p.
+
+    lse = z_y - log p_y is exact in log space unless p_y underflows (below ``tiny``); those rare rows
+    get a logsumexp of their logits, recomputed by ``logits(rows of hc)`` (fresh tensors).
+    """
+    v = z.shape[1]
+    zy = z.gather(1, y[:, None]).squeeze(1)
+    zmean = z.sum(1) / v if eps else None
+    _softmax_out(z, 1, False, out=z)  # z now holds p (one cached pass per row)
+    py = z.gather(1, y[:, None]).squeeze(1)
+    lse = zy - py.log()
+    bad = py < tiny
+    if bool(bad.any()):
+        lse[bad] = torch.logsumexp(logits(hc[bad]), 1)
+    return _row_loss(lse, zy, zmean, eps, zl), lse
+
+
 def _filter_blocks(p: Tensor, y: Tensor | None, eps: float) -> Tensor:
     """CCE filter: keep vocabulary blocks where some row's softmax reaches eps (or a target lies)."""
     v = p.shape[1]
@@ -282,6 +313,9 @@ def _ce_pass(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEConfig, 
     def logits(hc: Tensor, out: Tensor, t: Tensor | None) -> Tensor:
         return _logits(hc, w, b, out, cap, t, 1.0, h.dtype)
 
+    def fresh(hb: Tensor) -> Tensor:
+        return logits(hb, hb.new_empty(hb.shape[0], v), None if cap is None else hb.new_empty(hb.shape[0], v))
+
     for s in range(0, n, rows):
         e = min(n, s + rows)
         c = e - s
@@ -290,19 +324,7 @@ def _ce_pass(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEConfig, 
         yc = y[s:e]
         t = tbuf[:c] if tbuf is not None else None
         z = logits(hc, buf[:c], t)
-        zy = z.gather(1, yc[:, None]).squeeze(1)
-        zmean = z.sum(1) / v if eps else None
-        _softmax_out(z, 1, False, out=z)  # z now holds p (one cached pass per row)
-        # lse = z_y - log p_y is exact in log space unless p_y underflows; recompute those rare rows.
-        py = z.gather(1, yc[:, None]).squeeze(1)
-        lse_c = zy - py.log()
-        bad = py < tiny
-        if bool(bad.any()):
-            nb = int(bad.sum())
-            zb = logits(hc[bad], torch.empty(nb, v, dtype=acc, device=dev),
-                        None if cap is None else torch.empty(nb, v, dtype=acc, device=dev))
-            lse_c[bad] = torch.logsumexp(zb, 1)
-        loss[s:e] = _row_loss(lse_c, zy, zmean, eps, zl)
+        loss[s:e], lse_c = _softmax_stats(z, yc, hc, fresh, eps, zl, tiny)
         lse[s:e] = lse_c
         if not want:
             continue
@@ -492,6 +514,108 @@ def _ce_pass_native(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEC
     return loss, lse, dh, dw, db
 
 
+def _whole_fits(n: int, v: int, d_model: int, cfg: _CEConfig) -> bool:
+    """True when ``_ce_whole`` takes the pass: the default (or given) chunking would form every row's
+    logits in one chunk anyway (a small vocabulary, or few tokens), no gradient filter, exact mode."""
+    if cfg.native or cfg.filter_eps is not None:
+        return False
+    return _rows_per_chunk(n, v, d_model, cfg.chunk_size, 2 if cfg.softcap is not None else 1) >= n
+
+
+def _ce_whole(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEConfig, g: Tensor | None,
+              need_h: bool, need_w: bool, idx: Tensor | None = None,
+              ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None]:
+    """``_ce_pass`` when all rows' logits fit one chunk (``_whole_fits``): one logit gradient for all
+    rows, then one matmul each for ``dh`` and ``dW``.
+
+    ``w``/``b`` are in the input dtype. The logits are formed (in fp32, exactly as ``_ce_pass`` does)
+    in cache-sized sub-blocks of rows; each sub-block's logit gradient is written into one (rows x V)
+    buffer in the input dtype for bf16 inputs (the rounding ``_ce_pass`` applies before its backward
+    matmuls), so ``dh = dz W`` and ``dW = dz^T h`` are native bf16 matmuls with fp32 accumulation and
+    one rounding of the output -- no fp32 copy of ``h`` or ``W`` for them, and no fp32 ``dW`` to round
+    afterwards. A row weight shared by all rows (``mean``/``sum``) is the matmuls' ``alpha``, applied
+    before that rounding. Other dtypes keep the fp32 (float64) logit gradient as the operand. Returns
+    ``dh``/``dW``/``db`` in the input dtype for bf16, else in the accumulation dtype.
+    """
+    n = y.shape[0]
+    v = w.shape[0]
+    acc = _acc_dtype(h.dtype)
+    dev = h.device
+    low = h.dtype == torch.bfloat16
+    eps, zl, cap = cfg.label_smoothing, cfg.z_loss, cfg.softcap
+    want = g is not None
+    wa = w.to(acc)
+    ba = None if b is None else b.to(acc)
+    hv = h if idx is None else h.index_select(0, idx)  # the scored rows, input dtype
+    loss = torch.empty(n, dtype=acc, device=dev)
+    lse = torch.empty(n, dtype=acc, device=dev)
+    tiny = torch.finfo(acc).tiny * 1e8
+    dense = cap is not None or zl != 0.0 or eps != 0.0  # the general form r p - a onehot(y) - bb
+    # one row weight for all rows (mean / sum): the alpha of the two matmuls, not a (rows x V) pass
+    alpha = None
+    if want and not dense and n:
+        assert g is not None
+        if bool((g == g[0]).all()):
+            alpha = float(g[0])
+    sub = n
+    if low:  # fp32 sub-blocks of about _WHOLE_SUB_BYTES (at least _WHOLE_MIN_ROWS rows), balanced
+        sub = max(_WHOLE_MIN_ROWS, _WHOLE_SUB_BYTES // (4 * v * (2 if cap is not None else 1)))
+        sub = n if n <= sub else -(-n // -(-n // sub))
+    sub = max(1, sub)
+    dz = torch.empty(n, v, dtype=h.dtype if low else acc, device=dev) if want else None
+    buf = torch.empty(min(sub, n), v, dtype=acc, device=dev) if low or dz is None else dz
+    tbuf = torch.empty(min(sub, n), v, dtype=acc, device=dev) if cap is not None else None
+    db = torch.zeros(v, dtype=acc, device=dev) if want and b is not None else None
+
+    def fresh(hb: Tensor) -> Tensor:
+        t = None if cap is None else hb.new_empty(hb.shape[0], v)
+        return _logits(hb, wa, ba, hb.new_empty(hb.shape[0], v), cap, t, 1.0, h.dtype)
+
+    for s in range(0, n, sub):
+        e = min(n, s + sub)
+        c = e - s
+        hc = hv[s:e].to(acc)
+        yc = y[s:e]
+        t = tbuf[:c] if tbuf is not None else None
+        z = _logits(hc, wa, ba, buf[:c], cap, t, 1.0, h.dtype)
+        loss[s:e], lse_c = _softmax_stats(z, yc, hc, fresh, eps, zl, tiny)
+        lse[s:e] = lse_c
+        if dz is None:
+            continue
+        assert g is not None
+        if dense:
+            _dense_logit_grad(z, yc, g[s:e], lse_c, eps, zl, t)
+        else:
+            z.scatter_add_(1, yc[:, None], z.new_full((c, 1), -1.0))  # z = p - onehot(y)
+            if alpha is None:
+                z.mul_(g[s:e, None])
+        if db is not None:
+            db.add_(z.sum(0))
+        if low:
+            dz[s:e].copy_(z)
+        del hc, z  # before the next sub-block's copy of h is made
+    del buf, tbuf
+    if dz is None:
+        return loss, lse, None, None, None
+    scale = 1.0 if alpha is None else alpha
+    if db is not None:
+        db.mul_(scale)
+    dh = _scaled_mm(dz, w if low else wa, scale) if need_h else None
+    if dh is not None and idx is not None:
+        dh = dh.new_zeros(h.shape).index_copy_(0, idx, dh)
+    dw = _scaled_mm(dz.t(), hv if low else hv.to(acc), scale) if need_w else None
+    return loss, lse, dh, dw, db
+
+
+def _scaled_mm(a: Tensor, b: Tensor, alpha: float) -> Tensor:
+    """alpha (a @ b) in a's dtype, alpha applied inside the matmul (before its output is rounded);
+    operands of one dtype, so bf16 ones take a native bf16 matmul (fp32 accumulation)."""
+    out = a.new_empty(a.shape[0], b.shape[1])
+    if a.shape[1] == 0:  # nothing to sum (every row ignored)
+        return out.zero_()
+    return torch.addmm(out, a, b, beta=0.0, alpha=alpha, out=out)
+
+
 def _run_ce(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, valid: Tensor | None, cfg: _CEConfig,
             g: Tensor | None, need_h: bool, need_w: bool
             ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None]:
@@ -502,6 +626,8 @@ def _run_ce(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, valid: Tensor | N
     yv = y if valid is None else y[valid]
     if cfg.native:
         return _ce_pass_native(h, w, b, yv, cfg, g, need_h, need_w, idx)
+    if _whole_fits(yv.shape[0], w.shape[0], h.shape[1], cfg):
+        return _ce_whole(h, w, b, yv, cfg, g, need_h, need_w, idx)
     acc = _acc_dtype(h.dtype)
     return _ce_pass(h, w.to(acc), None if b is None else b.to(acc), yv, cfg, g, need_h, need_w,
                     w if w.dtype == torch.bfloat16 else None, idx)
@@ -621,7 +747,9 @@ def linear_cross_entropy(
             softmax is below eps (default ``finfo(dtype).eps / 32``) in every row of a chunk (CCE).
         chunk_size: tokens per chunk (default: logits buffers of max(64 MB, min(V D * 2 bytes, 512 MB)),
             i.e. up to half the size of the fp32 weight gradient; fp32 buffers in the exact mode, bf16
-            buffers -- twice the rows -- with ``logits_dtype=torch.bfloat16``).
+            buffers -- twice the rows -- with ``logits_dtype=torch.bfloat16``). When all tokens fit
+            one chunk (e.g. a 257-byte vocabulary), one pass forms every token's logit gradient and
+            runs each backward matmul once (see the module docstring); never more memory than that.
         logits_dtype: precision of the three matmuls. ``None`` (default) or ``torch.float32``: exact
             mode -- logits in float32 (float64 for float64 inputs); for bfloat16 inputs the products of
             the bf16 values are exact and summed in fp32 (the logits are never rounded to bf16).
