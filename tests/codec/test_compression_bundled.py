@@ -1,8 +1,8 @@
 """Compression with the bundled models: ~24 KB round trip across processes/thread counts, and the
 coded size against ``entropykit score`` (``lm.scoring.score``).
 
-The 1 MB round trip lives in test_compression.py with a tiny trained ByteGPT: with bytegpt-6l it
-would take minutes on 2 cores. Quality thresholds apply only once trained weights are bundled
+The 1 MB round trip lives in test_compression.py with a tiny trained ByteGPT: with the bundled
+default it would take minutes on 2 cores. Quality thresholds apply only once trained weights are bundled
 (``training.json`` beside the weights).
 """
 
@@ -18,7 +18,7 @@ import torch
 from test_compression_fixtures import ROOT, sample_text, tiny_model
 
 from entropykit.codec import compress, decompress
-from entropykit.models import BUNDLED_DIR, load_model
+from entropykit.models import BUNDLED_DIR, DEFAULT_MODEL, load_model
 
 HELDOUT = ROOT / "data" / "corpus" / "heldout.bin"
 
@@ -31,7 +31,7 @@ def trained(name: str) -> bool:
 
 @pytest.fixture(scope="module")
 def bundled():
-    return load_model("bytegpt-6l")
+    return load_model()  # the bundled default, as compress() with no model
 
 
 def test_bundled_round_trip_across_processes_and_threads(tmp_path: Path, bundled) -> None:
@@ -55,7 +55,7 @@ def test_bundled_round_trip_across_processes_and_threads(tmp_path: Path, bundled
         assert compress(data, bundled, chunk_size=1024, group=24, workers=1) == blob
     finally:
         torch.set_num_threads(before)
-    if trained("bytegpt-6l"):
+    if trained(DEFAULT_MODEL):
         assert 8 * len(blob) / len(data) < 3.0  # held-out reST: the trained model is ~2 bits/byte
 
 
@@ -83,7 +83,7 @@ def test_coded_size_matches_score_tiny_model() -> None:
     assert abs(coded - ref) <= 0.01 * ref + 32 * n
 
 
-@pytest.mark.skipif(not trained("bytegpt-6l"), reason="bundled weights are untrained placeholders")
+@pytest.mark.skipif(not trained(DEFAULT_MODEL), reason="bundled weights are untrained placeholders")
 def test_coded_size_matches_score_bundled(bundled) -> None:
     data = HELDOUT.read_bytes()
     texts = [data[300_000 + 4000 * i : 300_000 + 4000 * i + 511] for i in range(6)]

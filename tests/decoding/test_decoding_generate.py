@@ -231,7 +231,7 @@ def test_switch_extremes_match_single_model(small: LanguageModel) -> None:
 
 
 def test_switch_demo_bundled_models(small: LanguageModel) -> None:
-    # The demo of the issue: bytegpt-6l large, bytegpt-small small (either weights).
+    # The demo of the issue: the bundled default large, bytegpt-small small (either weights).
     large = load_model()
     sw = d.EntropySwitch(
         small, large, threshold=float(measures.entropy(torch.zeros(257), base=2)) - 0.3, hysteresis=0.2

@@ -245,7 +245,7 @@ def test_export_roundtrip(byte_model: ByteModel) -> None:
 
 def test_bundled_default_model_runs() -> None:
     r = score("print('hi')\n")
-    assert r.model.startswith("bytegpt-6l@")
+    assert r.model.startswith("bytegpt-general@")
     assert len(r) == 12 and np.isfinite(r.surprisal_bits).all()
 
 

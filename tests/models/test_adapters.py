@@ -68,9 +68,9 @@ def test_identity_depends_on_weights() -> None:
 
 
 def test_load_bundled_and_bytegpt_directory(tmp_path: Path) -> None:
-    assert {"bytegpt-6l", "bytegpt-small"} <= set(bundled_models())
+    assert {"bytegpt-general", "bytegpt-6l", "bytegpt-small"} <= set(bundled_models())
     default = load_model()
-    assert isinstance(default, ByteModel) and default.name == "bytegpt-6l"
+    assert isinstance(default, ByteModel) and default.name == "bytegpt-general"
     assert load_model("bytegpt-small").name == "bytegpt-small"
     small_byte_model().module.save(tmp_path / "mine")
     lm = load_model(tmp_path / "mine")

@@ -17,7 +17,7 @@ T = TypeVar("T")
 
 # The bundled default model's name, for help texts: the same as ``entropykit.models.DEFAULT_MODEL``
 # (tests/cli/test_cli_safety.py checks it), written here because importing models would import torch.
-DEFAULT_MODEL = "bytegpt-6l"
+DEFAULT_MODEL = "bytegpt-general"
 
 
 def add_force(p: argparse.ArgumentParser, what: str = "output files") -> None:

@@ -55,7 +55,7 @@ step lives with the model (``entropykit.models.bytegpt_step``), its int8-KV atte
 
 Example:
     >>> from entropykit.codec import compress, decompress
-    >>> blob = compress(b"hello, world")           # the bundled bytegpt-6l
+    >>> blob = compress(b"hello, world")           # the bundled default model
     >>> blob[1:4], decompress(blob)
     (b'EKZ', b'hello, world')
 """
@@ -184,7 +184,7 @@ def compress_stream(
     chunk_size`` bytes of input each), so inputs larger than memory work.
 
     ``model``: a ``LanguageModel``, a name for ``load_model`` or ``None`` (the bundled
-    ``bytegpt-6l``). ``chunk_size``: bytes per independently decodable chunk. ``group``: chunks
+    default, ``models.DEFAULT_MODEL``). ``chunk_size``: bytes per independently decodable chunk. ``group``: chunks
     coded together in one lockstep batch (recorded in the container; default: up to 32, fewer for
     a small seekable input so that every worker gets a group). ``window``: tokens of context
     (default ``min(512, max_context)``), re-primed with the last ``prime`` tokens (default half the

@@ -317,7 +317,7 @@ def container_info(src: BinaryIO | bytes | bytearray | memoryview | str | os.Pat
         >>> from entropykit.codec import compress
         >>> info = container_info(compress(b"abc", precision="float32"))
         >>> info["precision"], info["original_length"], info["model"].split("@")[0]
-        ('float32', 3, 'bytegpt-6l')
+        ('float32', 3, 'bytegpt-general')
     """
     if isinstance(src, (bytes, bytearray, memoryview)):
         return container_info(io.BytesIO(bytes(src)))

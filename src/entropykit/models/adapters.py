@@ -30,7 +30,7 @@ from torch import nn
 from entropykit.models.bytegpt import BOS, ByteGPT
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
-DEFAULT_MODEL = "bytegpt-6l"
+DEFAULT_MODEL = "bytegpt-general"
 
 
 @dataclass(frozen=True)
@@ -170,8 +170,8 @@ def bundled_models() -> list[str]:
 def load_model(name_or_path: str | Path | None = None) -> LanguageModel:
     """Load a model behind the ``LanguageModel`` protocol.
 
-    ``None`` -> the bundled default (``bytegpt-6l``); a bundled name (``bytegpt-6l``,
-    ``bytegpt-small``) -> that model; a directory holding a ByteGPT (``config.json`` +
+    ``None`` -> the bundled default (``bytegpt-general``); a bundled name (``bytegpt-general``,
+    ``bytegpt-6l``, ``bytegpt-small``) -> that model; a directory holding a ByteGPT (``config.json`` +
     ``model.safetensors`` with ``n_layer``) -> it; anything else -> a Hugging Face model name or
     directory loaded with ``AutoModelForCausalLM`` and ``AutoTokenizer`` (needs ``transformers``,
     ``pip install 'entropykit[hf]'``). A model that cannot be found raises ``ValueError`` naming it.
