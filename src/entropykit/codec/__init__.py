@@ -183,8 +183,8 @@ def compress_stream(
     a <= 4-byte coder flush per chunk). Memory is bounded by ``workers`` groups (``group *
     chunk_size`` bytes of input each), so inputs larger than memory work.
 
-    ``model``: a ``LanguageModel``, a name for ``load_model`` or ``None`` (the bundled
-    default, ``models.DEFAULT_MODEL``). ``chunk_size``: bytes per independently decodable chunk. ``group``: chunks
+    ``model``: a ``LanguageModel``, a name for ``load_model`` or ``None`` (the bundled default,
+    ``models.DEFAULT_MODEL``). ``chunk_size``: bytes per independently decodable chunk. ``group``: chunks
     coded together in one lockstep batch (recorded in the container; default: up to 32, fewer for
     a small seekable input so that every worker gets a group). ``window``: tokens of context
     (default ``min(512, max_context)``), re-primed with the last ``prime`` tokens (default half the
