@@ -43,6 +43,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).parent))
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "scripts"))
+import train_model  # noqa: E402  (scripts/train_model.py)
 from _common import markdown_table, peak_extra_mb, record  # noqa: E402
 from entropykit.models.bytegpt import BOS, ByteGPT, ByteGPTConfig  # noqa: E402
 from entropykit.ops import linear_cross_entropy  # noqa: E402
@@ -52,15 +54,9 @@ CORPUS = Path("/work/corpus/general/train.bin")
 
 
 def fused_loss(model: ByteGPT, x: torch.Tensor, y: torch.Tensor, bf16: bool) -> torch.Tensor:
-    """Ours (as scripts/train_model.py): hidden states -> linear_cross_entropy with the tied embedding."""
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        h, _ = model.hidden_states(x)
-    w = model.wte.weight
-    if bf16:
-        h, w = h.to(torch.bfloat16), w.to(torch.bfloat16)
-    else:
-        h = h.float()
-    return linear_cross_entropy(h.reshape(-1, h.shape[-1]), w, y.reshape(-1))  # type: ignore[return-value]
+    """Ours: exactly the trainer's loss (scripts/train_model.py ``loss_fn``: hidden states ->
+    linear_cross_entropy with the tied embedding)."""
+    return train_model.loss_fn(model, x, y, bf16)
 
 
 def plain_loss(model: ByteGPT, x: torch.Tensor, y: torch.Tensor, bf16: bool) -> torch.Tensor:

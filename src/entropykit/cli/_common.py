@@ -26,6 +26,14 @@ def add_force(p: argparse.ArgumentParser, what: str = "output files") -> None:
                    help=f"overwrite existing {what} (devices and FIFOs are written without it)")
 
 
+def add_model(p: argparse.ArgumentParser, role: str = "model") -> None:
+    """``-m/--model M``: the one model option (a bundled name, a ByteGPT directory, or a Hugging Face
+    model name or directory; loaded by :func:`load_model`)."""
+    p.add_argument("--model", "-m", default=None, metavar="M",
+                   help=f"{role}: a bundled name (default {DEFAULT_MODEL}), a ByteGPT directory, or a "
+                        "Hugging Face model name or directory")
+
+
 def check_outputs(args: argparse.Namespace, *pairs: tuple[str, str | None]) -> None:
     """Validate every ``(option, path)`` output before any work (see ``entropykit._io.check_output``)."""
     for option, path in pairs:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from entropykit._io import atomic_output, open_input
-from entropykit.cli._common import DEFAULT_MODEL, add_force, check_outputs, load_model, renamed, require
+from entropykit.cli._common import add_force, add_model, check_outputs, load_model, renamed, require
 from entropykit.precision import PRECISIONS
 
 SUFFIX = ".ekz"
@@ -53,7 +53,7 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(c, f"output file (default: FILE{SUFFIX}; '-' for standard output)")
-    c.add_argument("--model", default=None, help=f"model name or path (default: the bundled {DEFAULT_MODEL})")
+    add_model(c)
     c.add_argument("--chunk-size", type=int, default=None, metavar="BYTES",
                    help="bytes per independently decodable chunk (default: 4096)")
     c.add_argument("--group", type=int, default=None, metavar="N",

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from entropykit._io import atomic_write, read_input
-from entropykit.cli._common import add_force, build, check_outputs, load_model
+from entropykit.cli._common import add_force, add_model, build, check_outputs, load_model
 
 EXAMPLES = """examples:
   entropykit compress-prompt prompt.txt --ratio 0.5                 # drop half of the tokens
@@ -40,7 +40,7 @@ def register(subparsers: Any) -> None:
                    "Selective Context)")
     p.add_argument("--keep", action="append", default=[], metavar="TEXT",
                    help="a substring that must survive (repeatable)")
-    p.add_argument("--model", default=None, help="scoring model (default: the bundled model)")
+    add_model(p, "scoring model")
     p.add_argument("--out", default=None, metavar="PATH", help="write the compressed prompt here")
     p.add_argument("--json", action="store_true", help="JSON output: text, achieved ratio, dropped units")
     add_force(p)

@@ -9,8 +9,8 @@ from typing import Any
 
 from entropykit._io import atomic_write, read_input, utf8_warning
 from entropykit.cli._common import (
-    DEFAULT_MODEL,
     add_force,
+    add_model,
     check_outputs,
     folder_files,
     load_model,
@@ -62,11 +62,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         metavar="METHOD",
         help="detection score: " + ", ".join(METHODS),
     )
-    p.add_argument(
-        "--model",
-        default=None,
-        help=f"scoring model: bundled name, ByteGPT dir or HF name (default: the bundled {DEFAULT_MODEL})",
-    )
+    add_model(p, "scoring model")
     p.add_argument("--reference", default=None, help="second model (reference / observer / sampling model)")
     p.add_argument(
         "--k", type=float, default=None, help="fraction of lowest tokens for min_k[_plus_plus] (default 0.2)"

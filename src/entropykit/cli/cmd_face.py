@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from entropykit._io import read_input
-from entropykit.cli._common import add_force, build, check_outputs, folder_files, load_model
+from entropykit.cli._common import add_force, add_model, build, check_outputs, folder_files, load_model
 
 EXAMPLES = """The i-th file of A (sorted by path) is paired with the i-th file of B, up to the shorter folder.
 Metrics (FACE, Yang et al. 2023): so (spectral overlap, 1 = same), corr (Pearson), spear (Spearman),
@@ -31,7 +31,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("a", metavar="DIR_A", help="folder of texts (e.g. human-written)")
     p.add_argument("b", metavar="DIR_B", help="folder of texts (e.g. model-written)")
-    p.add_argument("--model", default=None, help="scoring model (default: the bundled model)")
+    add_model(p, "scoring model")
     p.add_argument("--method", choices=["fft", "periodogram", "welch"], default="fft",
                    help="spectrum estimate (default fft, as FACE)")
     p.add_argument("--preprocess", choices=["none", "zscore", "minmax", "log", "logzs"], default="none",

@@ -9,8 +9,8 @@ import sys
 from typing import Any
 
 from entropykit.cli._common import (
-    DEFAULT_MODEL,
     add_force,
+    add_model,
     build,
     check_outputs,
     given,
@@ -46,13 +46,7 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("prompt", metavar="PROMPT", help="the text to continue (- reads standard input)")
-    p.add_argument(
-        "--model",
-        "-m",
-        default=None,
-        metavar="M",
-        help=f"bundled model name (default {DEFAULT_MODEL}), or a model directory/name",
-    )
+    add_model(p)
     p.add_argument(
         "--max-new-tokens", "-n", type=int, default=200, metavar="N", help="tokens to generate (default 200)"
     )

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from entropykit.cli._common import DEFAULT_MODEL, add_force, check_outputs, load_model, renamed, require, warn
+from entropykit.cli._common import add_force, add_model, check_outputs, load_model, renamed, require, warn
 from entropykit.precision import PRECISIONS as _ALL
 
 PRECISIONS = tuple(p for p in _ALL if p != "int8kv")  # int8kv is for incremental decoding only
@@ -41,14 +41,7 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("file", metavar="FILE|-", help="text file to score, or - for standard input")
-    p.add_argument(
-        "--model",
-        "-m",
-        default=None,
-        metavar="M",
-        help=f"bundled model name (default {DEFAULT_MODEL}), a ByteGPT or Hugging Face "
-        "model directory, or a Hugging Face model name",
-    )
+    add_model(p)
     p.add_argument(
         "--format",
         choices=("table", "json", "csv"),

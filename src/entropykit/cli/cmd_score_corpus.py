@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from entropykit.cli._common import add_force, check_outputs, load_model, renamed, require, warn
+from entropykit.cli._common import add_force, add_model, check_outputs, load_model, renamed, require, warn
 
 EXAMPLES = """examples:
   entropykit score-corpus docs/ --out results.parquet                 # every .jsonl/.parquet/.txt/.md
@@ -59,8 +59,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("source", metavar="SOURCE", help="a .jsonl/.ndjson/.parquet/.txt/.md file or a directory")
     p.add_argument("--out", "-o", required=True, metavar="OUT", help="output .parquet or .jsonl file")
-    p.add_argument("--model", "-m", default=None, metavar="M",
-                   help="bundled model name, a model directory or a Hugging Face name (default: bundled)")
+    add_model(p)
     p.add_argument("--engine", choices=("local", "ray", "dask"), default="local",
                    help="local: this process; ray: Ray Data actors; dask: a Dask client or process pool "
                         "(pip install 'entropykit[scale]')")

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from entropykit._io import atomic_write, read_input
-from entropykit.cli._common import DEFAULT_MODEL, add_force, build, check_outputs, load_model, require, warn
+from entropykit.cli._common import add_force, add_model, build, check_outputs, load_model, require, warn
 
 # entropykit.uncertainty.METHODS without importing torch (--help); tests/cli/test_cli_uncertainty.py
 # keeps the two equal.
@@ -62,13 +62,7 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("file", metavar="FILE.jsonl", help="prompts (and reference answers); '-' = standard input")
-    p.add_argument(
-        "--model",
-        "-m",
-        default=None,
-        metavar="M",
-        help=f"bundled model name (default {DEFAULT_MODEL}), or a model directory/name",
-    )
+    add_model(p)
     p.add_argument(
         "--samples", type=int, default=10, metavar="N", help="sampled answers per prompt (default 10)"
     )
