@@ -15,7 +15,9 @@ checkpoint left it (model, AdamW moments, step, so the learning-rate schedule an
 and the RNG state); the model options on the command line are ignored and the checkpoint's are used
 (``--total-steps`` too, unless ``--retarget-steps N`` is given: the cosine then ends at step N; the
 learning rate moves at once to its value at the current step on the new schedule; recorded in the
-checkpoint). Stop it at any time (``kill PID``: SIGTERM/SIGINT write a checkpoint
+checkpoint; ``--restart-lr LR`` with it starts a warm restart instead: a new ``--warmup`` ramp to ``LR``
+and a cosine to ``--min-lr-ratio``-scaled ``LR`` at step N, the earlier segments kept under
+``schedule["history"]``). Stop it at any time (``kill PID``: SIGTERM/SIGINT write a checkpoint
 first); at most ``--checkpoint-minutes`` of work is lost on a hard kill. The log is appended to
 ``RUN/train.log`` (and stdout).
 
@@ -174,6 +176,11 @@ def model_card(name: str, model: ByteGPT, ck: dict[str, Any], card: dict[str, An
     pkg_rows = [f"| {n} | {e['version']} | {str(e['licence'])[:70]} | {e['bytes'].get('train', 0):,} | "
                 f"{e['bytes'].get('heldout', 0):,} | {e['bytes'].get('eval', 0):,} |" for n, e in top]
     sched = ck["schedule"]
+    restarts = "".join(f"; warm restart at step {sched['start']:,} (warm-up {sched['warmup']}, cosine "
+                       f"from lr {sched['lr']:g} to {sched['min_ratio']:g}x at {sched['total']:,}), after "
+                       f"{len(sched['history'])} earlier segment(s) (first: cosine from lr "
+                       f"{sched['history'][0]['lr']:g}, ended at step {sched['history'][-1]['end']:,})"
+                       for _ in [0] if sched.get("start"))
     hours = ck["seconds"] / 3600
     mlp, cmd = 4 * cfg.n_embd, ck["args"]["command"]
     return f"""# Model card: {name}
@@ -184,8 +191,8 @@ def model_card(name: str, model: ByteGPT, ck: dict[str, Any], card: dict[str, An
   slide=True)`), head tied to the embedding; {model.num_parameters():,} parameters, fp32 safetensors.
 - **Training**: `scripts/train_model.py` (loss: `entropykit.ops.linear_cross_entropy`, bf16 autocast where
   the CPU has it), step {ck['step']:,} of a {sched['total']:,}-step schedule (warm-up {sched['warmup']},
-  cosine from lr {sched['lr']:g} to {sched['min_ratio']:g}x), {ck['tokens']:,} tokens, {hours:.1f} h of
-  training time; batch {ck['args']['batch_size']} x {cfg.block_size} bytes. Command: `{cmd}`.
+  cosine from lr {sched['lr']:g} to {sched['min_ratio']:g}x){restarts}, {ck['tokens']:,} tokens,
+  {hours:.1f} h of training time; batch {ck['args']['batch_size']} x {cfg.block_size} bytes. Command: `{cmd}`.
 - **Corpus**: `scripts/build_corpus.py general` from the Debian and PyPI packages of the build machine
   (bytes per kind below; held out by SHA-256 of kind and path, about 10% per kind; `eval` = kept out of
   training entirely: git, dpkg and Node.js documentation and changelogs, and the GNU licence texts).
@@ -219,6 +226,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--total-steps", type=int, default=16000, help="length of the LR schedule")
     ap.add_argument("--retarget-steps", type=int, help="on resume: set a new --total-steps")
+    ap.add_argument("--restart-lr", type=float,
+                    help="on resume: warm restart, a new --warmup + cosine segment from the current step to "
+                         "--retarget-steps peaking at this rate (the old schedule kept in 'history')")
     ap.add_argument("--max-steps", type=int, help="stop (checkpointed) after this step (default: total)")
     ap.add_argument("--checkpoint-minutes", type=float, default=4.0)
     ap.add_argument("--eval-every", type=int, default=500)
@@ -249,7 +259,13 @@ def main() -> None:
         model = ByteGPT(cfg)
         model.load_state_dict(ck["model"])
         schedule = ck["schedule"]
-        if args.retarget_steps:
+        if args.restart_lr:  # a warm restart: a new warm-up + cosine segment from this step
+            if not args.retarget_steps or args.retarget_steps <= ck["step"]:
+                raise SystemExit(f"--restart-lr needs --retarget-steps > the checkpoint's step {ck['step']}")
+            history = [*schedule.pop("history", []), dict(schedule, end=ck["step"])]
+            schedule = {"lr": args.restart_lr, "warmup": args.warmup, "total": args.retarget_steps,
+                        "min_ratio": schedule["min_ratio"], "start": ck["step"], "history": history}
+        elif args.retarget_steps:
             schedule["total"] = args.retarget_steps
         run_args = ck["args"]
         step, tokens, seconds = ck["step"], ck["tokens"], ck["seconds"]
@@ -313,8 +329,9 @@ def main() -> None:
     window_t, window_loss, window_n = time.time(), 0.0, 0
     while step < max_steps and not stop["now"]:
         t0 = time.time()
-        lr = lr_at(step, lr=schedule["lr"], warmup=schedule["warmup"], total=schedule["total"],
-                   min_ratio=schedule["min_ratio"])
+        start = schedule.get("start", 0)  # the step a warm-restart segment began at (0: none)
+        lr = lr_at(step - start, lr=schedule["lr"], warmup=schedule["warmup"],
+                   total=schedule["total"] - start, min_ratio=schedule["min_ratio"])
         for group in opt.param_groups:
             group["lr"] = lr
         x, y = batch(train, t, b, seed, step)
