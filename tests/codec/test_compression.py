@@ -334,9 +334,9 @@ def test_missing_model_name_asks_for_model(blob: bytes) -> None:
 def test_other_version_is_refused(blob: bytes, model) -> None:
     header_len = parse(blob)["header_size"]
     bad = bytearray(blob)
-    bad[8] = 4
+    bad[8] = 5
     bad[header_len - 4 : header_len] = struct.pack("<I", zlib.crc32(bytes(bad[: header_len - 4])))
-    with pytest.raises(ContainerError, match="version 4"):
+    with pytest.raises(ContainerError, match="version 5"):
         decompress(bytes(bad), model)
 
 
@@ -460,7 +460,7 @@ def test_bad_types(model) -> None:
 def test_header_records_parameters_and_identity(model) -> None:
     blob = compress(b"hello", model, chunk_size=777, group=5, window=40, prime=13)
     info = parse(blob)
-    assert (info["magic"], info["version"], info["scale"]) == (MAGIC, 3, LOGIT_SCALE)
+    assert (info["magic"], info["version"], info["scale"]) == (MAGIC, 4, LOGIT_SCALE)
     # "auto": bf16 where the CPU has it, with the int8-KV kernel where it builds
     assert info["flags"] == ((3 if decode_attention.available() else 1) if native_bf16() else 0)
     assert parse(compress(b"hello", model, precision="float32"))["flags"] == 0

@@ -82,3 +82,22 @@ def other_model() -> ByteModel:
         torch.manual_seed(99)
         gpt = ByteGPT(ByteGPTConfig(block_size=64, n_layer=1, n_head=1, n_embd=32)).eval()
     return ByteModel(gpt, "tiny-bytegpt")
+
+
+_ROPE: ByteModel | None = None
+
+
+def tiny_rope_model() -> ByteModel:
+    """A tiny trained *rotary* ByteGPT (block_size 64, 2 layers, 1 head of 32 dims): the model kind
+    that codes through the sliding cache (``slide``, container version 4)."""
+    global _ROPE
+    if _ROPE is None:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            cfg = ByteGPTConfig(block_size=64, n_layer=2, n_head=1, n_embd=32, positions="rope")
+            gpt = _train(cfg, 100, 11)
+        finally:
+            torch.set_num_threads(threads)
+        _ROPE = ByteModel(gpt, "tiny-rope")
+    return _ROPE

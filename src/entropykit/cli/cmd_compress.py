@@ -26,6 +26,7 @@ COMPRESS_EXAMPLES = """examples:
   entropykit compress big.log --model bytegpt-small  # a faster, smaller model
   cat notes.txt | entropykit compress - -o - > notes.ekz
   entropykit compress notes.txt --format json        # sizes, bits/byte, speed as JSON
+  entropykit compress notes.txt --window 768         # more context (slower; sliding cache by default)
 
 The output is only as portable as the model's arithmetic: decompress on the same kind of machine
 (same CPU family, same torch); every chunk carries a checksum, so a mismatch fails loudly.
@@ -60,6 +61,11 @@ def register(subparsers: Any) -> None:
                    help="chunks coded together in one batch (default: up to 32)")
     c.add_argument("--window", type=int, default=None, metavar="TOKENS",
                    help="context window in tokens (default: min(512, the model's context))")
+    c.add_argument("--cache", choices=("auto", "slide", "reprime"), default="auto",
+                   help="how the model's context moves along a chunk (recorded in the file): slide = a "
+                        "sliding KV cache with a BOS sink, every token computed once (rotary models such "
+                        "as bytegpt-general); reprime = restart from the last half window when full; "
+                        "auto = slide where the model can, else reprime")
     c.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="arithmetic of the bundled ByteGPT models while coding (recorded in the file): "
                         "int8kv = bfloat16 with an 8-bit KV cache read by a fused C kernel (fastest; "
@@ -120,7 +126,7 @@ def _report(args: argparse.Namespace, summary: dict[str, Any], line: str) -> Non
 
 
 def run_compress(args: argparse.Namespace) -> int:
-    from entropykit.codec import DEFAULT_CHUNK_SIZE, compress_stream, resolve_precision
+    from entropykit.codec import DEFAULT_CHUNK_SIZE, can_slide, compress_stream, resolve_precision
 
     output = args.output or ("-" if args.file == "-" else args.file + SUFFIX)
     for option in ("--chunk-size", "--group", "--window", "--workers"):
@@ -133,6 +139,10 @@ def run_compress(args: argparse.Namespace) -> int:
             precision = resolve_precision(model, args.precision)
         except ValueError as exc:
             raise renamed(exc, {"precision": "--precision"}) from None
+        slide = {"auto": None, "slide": True, "reprime": False}[args.cache]
+        if slide and not can_slide(model):
+            raise ValueError(f"--cache slide needs a model with rotary positions (e.g. bytegpt-general), "
+                             f"got {model.name}")
         t0 = time.perf_counter()
         with atomic_output(output, force=args.force, option="-o") as dst, _bar(args, "compress", size) as bar:
             progress = _Progress(bar)
@@ -140,11 +150,12 @@ def run_compress(args: argparse.Namespace) -> int:
                 written = compress_stream(
                     src, dst, model,
                     chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE, group=args.group, window=args.window,
-                    precision=precision, workers=args.workers, progress=progress,
+                    precision=precision, workers=args.workers, progress=progress, slide=slide,
                 )
             except ValueError as exc:
                 raise renamed(exc, {"chunk_size": "--chunk-size", "group": "--group", "window": "--window",
-                                    "workers": "--workers", "precision": "--precision"}) from None
+                                    "workers": "--workers", "precision": "--precision",
+                                    "slide": "--cache"}) from None
             n = progress.done
         seconds = time.perf_counter() - t0
     summary = {

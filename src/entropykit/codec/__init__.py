@@ -37,7 +37,10 @@ move back up to 3 bytes), each coded independently: the context resets at every 
 chunks can be decoded in parallel (lockstep batches here). Inside a chunk the model sees a window
 of ``window`` tokens (prefix included); when the window is full it is re-primed with the prefix and
 the last ``prime`` tokens, so every token but the first ``window`` of a chunk has at least
-``prime`` tokens of context. A chunk whose coded form would not be smaller than the chunk itself is
+``prime`` tokens of context. Models with rotary positions (the default ``bytegpt-general``) instead
+slide a ring KV cache of ``window`` slots with a BOS attention sink (``slide``, container version 4):
+every token computes once and, after the first ``window - 1``, sees exactly ``window - 2`` earlier
+tokens plus the sink. A chunk whose coded form would not be smaller than the chunk itself is
 *stored*, and one whose LZMA2 stream (``xz -9e``'s coding, Python's stdlib ``lzma``) is smaller than
 both is written as that (container version 3, ``fallback="lzma"``, the default): so no chunk costs
 more than the better of the model and LZMA plus a record head, and random or already-compressed
@@ -70,6 +73,7 @@ from typing import Any, BinaryIO
 from entropykit._validate import check_choice, check_int
 from entropykit.codec.coding import cut, decode_group, encode_group
 from entropykit.codec.container import (
+    FLAG_SLIDE,
     ContainerError,
     Params,
     Record,
@@ -87,8 +91,8 @@ from entropykit.models.bytegpt_step import int8kv_unavailable, is_bytegpt, step_
 from entropykit.precision import resolve
 
 __all__ = [
-    "DEFAULT_CHUNK_SIZE", "ContainerError", "compress", "compress_stream", "container_info", "decompress",
-    "decompress_stream", "resolve_precision",
+    "DEFAULT_CHUNK_SIZE", "ContainerError", "can_slide", "compress", "compress_stream", "container_info",
+    "decompress", "decompress_stream", "resolve_precision",
 ]
 
 DEFAULT_CHUNK_SIZE = 4096
@@ -117,20 +121,41 @@ def resolve_precision(model: LanguageModel | str | None, precision: str = "auto"
     return resolve(precision, supported, why=why)
 
 
+def can_slide(model: LanguageModel | str | None) -> bool:
+    """True when ``model`` can code through a sliding KV cache (``compress(..., slide=True)``): a
+    ByteGPT with rotary positions and the BOS prefix.
+
+    Example:
+        >>> can_slide("bytegpt-6l"), can_slide("bytegpt-general")  # learned positions; rotary
+        (False, True)
+    """
+    lm = resolve_model(model)
+    return is_bytegpt(lm) and getattr(lm.module, "wpe", 0) is None and len(lm.prefix_ids) == 1
+
+
 def _params(
     model: LanguageModel, chunk_size: int, group: int, window: int | None, prime: int | None, precision: str,
-    fallback: str | None = "lzma",
+    fallback: str | None = "lzma", slide: bool | None = None,
 ) -> Params:
     check_int(chunk_size, "chunk_size", 1, 2**30)
     check_int(group, "group", 1, 4096)
     n_prefix = len(model.prefix_ids)
+    if slide is None:
+        slide = can_slide(model) and prime is None
+    elif slide and not can_slide(model):
+        raise ValueError(f"slide: a sliding cache needs a rotary ByteGPT, got {model.name}")
     w = min(MAX_WINDOW, model.max_context) if window is None else window
     check_int(w, "window", n_prefix + 2, model.max_context)
-    k = (w - n_prefix) // 2 if prime is None else prime
+    if slide:
+        if prime is not None:
+            raise ValueError(f"prime: a sliding cache never re-primes, got prime={prime} with slide=True")
+        k = w - n_prefix - 1  # recorded, unused: the header's sanity rule wants 0 < prime < window
+    else:
+        k = (w - n_prefix) // 2 if prime is None else prime
     check_int(k, "prime", 1, w - n_prefix - 1)
     if fallback is not None:
         check_choice(fallback, ("lzma",), "fallback")
-    flags = Params.flags_of(resolve_precision(model, precision))
+    flags = Params.flags_of(resolve_precision(model, precision)) | (FLAG_SLIDE if slide else 0)
     return Params(w, k, chunk_size, group, flags, lzma=fallback is not None)
 
 
@@ -154,6 +179,8 @@ def _check_model(model: LanguageModel | str | None, identity: str, params: Param
         raise ContainerError("damaged container: window/prime do not fit the model's context")
     if params.flags and not is_bytegpt(lm):
         raise ContainerError("damaged container: a precision flag is set for a model that has none")
+    if params.slide and not can_slide(lm):
+        raise ContainerError("damaged container: the slide flag is set for a model without rotary positions")
     if params.int8_kv and (reason := int8kv_unavailable(lm)):
         raise ContainerError(
             f"this file was coded with the int8-KV attention kernel, which cannot run here: {reason}"
@@ -174,6 +201,7 @@ def compress_stream(
     workers: int | None = None,
     progress: Progress | None = None,
     fallback: str | None = "lzma",
+    slide: bool | None = None,
 ) -> int:
     """Compress the binary stream ``src`` into ``dst``; returns the number of bytes written.
 
@@ -201,6 +229,11 @@ def compress_stream(
     ``progress(done_bytes, coded_bits)`` is called as coding advances. ``fallback``: ``"lzma"``
     (default) writes a chunk as LZMA2 (``xz -9e``'s filter) when that is smaller than both its
     model-coded and stored forms; ``None`` only model-codes or stores (as version-2 writers did).
+    ``slide``: code through a sliding (ring) KV cache of ``window`` slots with a BOS attention sink
+    instead of re-priming full windows (every token after the first ``window - 1`` of a chunk then sees
+    exactly ``window - 2`` earlier tokens plus the sink, and no token is computed twice); ``None``
+    (default): on for a rotary ByteGPT (:func:`can_slide`, e.g. the default ``bytegpt-general``)
+    unless ``prime`` is given. Recorded in the header (version 4, flag bit 2).
 
     Example:
         >>> import io
@@ -215,7 +248,7 @@ def compress_stream(
         remaining = _remaining(src)
         n_chunks_total = 1 if remaining is None else max(1, -(-remaining // max(1, chunk_size)))
         group = DEFAULT_GROUP if remaining is None else min(DEFAULT_GROUP, -(-n_chunks_total // n_workers))
-    p = _params(lm, chunk_size, group, window, prime, precision, fallback)
+    p = _params(lm, chunk_size, group, window, prime, precision, fallback, slide)
     head = header(lm.identity, p)
     dst.write(head)
     written, n_chunks, digest, meter = len(head), 0, hashlib.sha256(), Meter(progress)

@@ -3,7 +3,9 @@
 Encoder and decoder run :func:`run_group`, the same incremental procedure on identically shaped
 batches (``docs/container-format.md``, "How the payload is produced"): prefix prime, one KV-cached
 step per token through the model's stepper (``entropykit.models.bytegpt_step``), re-prime when the
-window is full, as the one re-prime rule says (``entropykit.models.stream.Reprime``). Each step's
+window is full, as the one re-prime rule says (``entropykit.models.stream.Reprime``); or, with the
+header's slide flag (rotary ByteGPTs), one step per token through a sliding ring cache of ``window``
+slots with a BOS sink, never re-primed. Each step's
 logits are quantised by :func:`quantized_probabilities` to the weights the range coder
 (``constriction``) uses: ``w_v = exp(-(max(k) - k_v) / 32)`` with ``k = round(32 l)`` (nats on a
 1/32 grid).
@@ -90,7 +92,7 @@ def run_group(
     batch, family = tokens.shape[0], _family()
     prefix = np.tile(np.asarray(model.prefix_ids, dtype=np.int64), (batch, 1))
     schedule = Reprime(params.window, params.prime, prefix.shape[1])  # the one re-prime rule
-    steps = stepper(model, batch, params.precision)
+    steps = stepper(model, batch, params.precision, ring=params.window if params.slide else None)
     if prefix.shape[1]:
         logits = steps.prime(prefix)
     else:  # no BOS: the first token is coded with a uniform distribution
@@ -120,6 +122,9 @@ def run_group(
             on_step(i)
         if i == n_max - 1:
             break
+        if params.slide:  # a sliding cache: one step a token, never a re-prime
+            logits = steps.step(tokens[:, i])
+            continue
         feed = schedule.feed(cached=steps.length, fed=i, end=i + 1)
         if feed.restart and steps.length:  # window full: restart from the prefix + the last `prime` tokens
             logits = steps.prime(np.concatenate([prefix, tokens[:, feed.start : feed.end]], axis=1))

@@ -1,7 +1,9 @@
-"""The container format (version 3): header, chunk records and trailer, read and written here only.
+"""The container format (version 4): header, chunk records and trailer, read and written here only.
 
-Version 3 adds the ``L`` chunk record: the chunk compressed by LZMA2 (Python's stdlib ``lzma``, raw
-LZMA2 stream, preset 9 + extreme, the filter of ``xz -9e``), kept when it is smaller than both the
+Version 4 adds header flag bit 2 (:data:`FLAG_SLIDE`): the model steps through a sliding (ring) KV
+cache with a BOS attention sink instead of re-priming full windows (rotary ByteGPTs). Version 3
+adds the ``L`` chunk record: the chunk compressed by LZMA2 (Python's stdlib ``lzma``, raw LZMA2
+stream, preset 9 + extreme, the filter of ``xz -9e``), kept when it is smaller than both the
 model-coded record and the stored one, so no chunk costs more than the better of the two standard
 ways (plus a record head). Version 2 containers (no ``L`` records) still decode.
 
@@ -30,16 +32,18 @@ from typing import Any, BinaryIO
 from entropykit.precision import Precision
 
 __all__ = [
-    "FLAG_BF16", "FLAG_INT8_KV", "LOGIT_SCALE", "MAGIC", "MODE_CODED", "MODE_LZMA", "MODE_STORED", "VERSION",
+    "FLAG_BF16", "FLAG_INT8_KV", "FLAG_SLIDE", "LOGIT_SCALE", "MAGIC", "MODE_CODED", "MODE_LZMA",
+    "MODE_STORED", "VERSION",
     "ContainerError", "Params", "Record", "chunk_record", "container_info", "header", "original_length",
     "read_exact", "read_header", "read_record", "read_upto", "trailer", "verify_trailer",
 ]
 
 MAGIC = b"\x89EKZ\r\n\x1a\n"
-VERSION = 3  # 2: bf16 flag, compact chunk records (varint sizes); 3: LZMA2 chunk records (tag L)
-READABLE = (2, 3)
+VERSION = 4  # 2: bf16 flag, compact records (varint sizes); 3: LZMA2 records (tag L); 4: the slide flag
+READABLE = (2, 3, 4)
 FLAG_BF16 = 1  # header flag: the model arithmetic ran in bfloat16
 FLAG_INT8_KV = 2  # header flag (with FLAG_BF16): int8 KV cache read by the fused decode-attention kernel
+FLAG_SLIDE = 4  # header flag (version >= 4): a sliding (ring) KV cache with a BOS sink, no re-primes
 LOGIT_SCALE = 32  # logits are rounded to multiples of 1/32 nat
 MODE_CODED, MODE_STORED, MODE_LZMA = 0, 1, 2
 LZMA_PRESET = 9 | lzma.PRESET_EXTREME  # xz -9e; the dictionary is sized to the chunk (see _lzma_filters)
@@ -79,6 +83,10 @@ class Params:
     @property
     def int8_kv(self) -> bool:
         return bool(self.flags & FLAG_INT8_KV)
+
+    @property
+    def slide(self) -> bool:
+        return bool(self.flags & FLAG_SLIDE)
 
     @property
     def precision(self) -> Precision:
@@ -136,7 +144,8 @@ def read_header(src: BinaryIO) -> tuple[str, Params]:
     if zlib.crc32(head + n + ident) != crc:
         raise ContainerError("damaged container: header checksum mismatch")
     sane = chunk_size and group and 0 < prime < window
-    if flags not in _FLAGS.values() or scale != LOGIT_SCALE or not sane:
+    known = flags & ~FLAG_SLIDE in _FLAGS.values() and (version >= 4 or not flags & FLAG_SLIDE)
+    if not known or scale != LOGIT_SCALE or not sane:
         raise ContainerError("damaged container: invalid coding parameters in the header")
     try:
         identity = ident.decode("utf-8")

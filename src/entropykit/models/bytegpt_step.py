@@ -46,6 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from entropykit._validate import check_int
 from entropykit.models.adapters import ByteModel, LanguageModel
 from entropykit.models.bytegpt import ByteGPT, ByteGPTConfig, apply_rope, rope
 from entropykit.models.kernels import decode_attention
@@ -116,7 +117,9 @@ class ByteGPTStepper(Stepper):
     ``"float32"``, ``"bfloat16"`` or ``"int8kv"`` (resolve ``"auto"`` with
     :func:`entropykit.precision.resolve` over :func:`step_precisions` first)."""
 
-    def __init__(self, model: LanguageModel, batch: int, precision: Precision = "float32") -> None:
+    def __init__(
+        self, model: LanguageModel, batch: int, precision: Precision = "float32", ring: int | None = None
+    ) -> None:
         if precision not in ("float32", "bfloat16", "int8kv"):
             raise ValueError(f"precision must be 'float32', 'bfloat16' or 'int8kv', got {precision!r}")
         super().__init__(model)
@@ -126,10 +129,17 @@ class ByteGPTStepper(Stepper):
             gpt = _bf16_copy(gpt)
         cfg = gpt.config
         self.gpt, self.heads = gpt, cfg.n_head
+        self.ring, self.position = ring, 0
+        if ring is not None:
+            if gpt.wpe is not None:
+                raise ValueError("ring: a sliding cache needs a rotary ByteGPT (positions='rope')")
+            check_int(ring, "ring", 3, cfg.block_size)
         dtype = gpt.wte.weight.dtype
-        slots = -(-cfg.block_size // decode_attention.BLOCK) * decode_attention.BLOCK  # whole kernel blocks
+        width = cfg.block_size if ring is None else ring
+        slots = -(-width // decode_attention.BLOCK) * decode_attention.BLOCK  # whole kernel blocks
         self.cache8 = Int8KVCache(cfg.n_layer, batch, cfg.n_head, slots) if int8_kv else None
-        shape = (cfg.n_layer, batch, cfg.n_head, 0 if int8_kv else cfg.block_size, cfg.n_embd // cfg.n_head)
+        shape = (cfg.n_layer, batch, cfg.n_head, 0 if int8_kv else width, cfg.n_embd // cfg.n_head)
+        self.sink: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: BOS keys, values (B, C)
         self.k = torch.zeros(shape, dtype=dtype)
         self.v = torch.zeros(shape, dtype=dtype)
         blocks: list[Any] = list(gpt.blocks)
@@ -148,6 +158,18 @@ class ByteGPTStepper(Stepper):
         if gpt.wpe is None:  # rotary positions: the tables of every cache slot, computed once
             self.tables = rope(torch.arange(cfg.block_size), cfg.n_embd // cfg.n_head, cfg.rope_base)
 
+    def _rope_rows(self, *positions: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Rotary (cos, sin) rows of absolute ``positions``; the table grows by doubling (a sliding
+        cache's positions run past the context)."""
+        assert self.tables is not None
+        n = self.tables[0].shape[0]
+        if max(positions) >= n:
+            while n <= max(positions):
+                n *= 2
+            cfg = self.gpt.config
+            self.tables = rope(torch.arange(n), cfg.n_embd // cfg.n_head, cfg.rope_base)
+        return [(self.tables[0][p], self.tables[1][p]) for p in positions]
+
     def _embed(self, ids: np.ndarray, positions: slice | int) -> torch.Tensor:
         x = F.embedding(torch.as_tensor(ids, dtype=torch.long), self.gpt.wte.weight)
         return x if self.gpt.wpe is None else x + self.gpt.wpe.weight[positions]
@@ -156,6 +178,8 @@ class ByteGPTStepper(Stepper):
     def prime(self, ids: np.ndarray) -> np.ndarray:
         heads, cache8 = self.heads, self.cache8
         b, t = ids.shape
+        if self.ring is not None and t != 1:
+            raise ValueError(f"ids: a sliding cache is primed with one (BOS) token a row, got {t}")
         x = self._embed(ids, slice(0, t))
         c = x.shape[-1]
         tables = None if self.tables is None else (self.tables[0][:t], self.tables[1][:t])
@@ -175,14 +199,56 @@ class ByteGPTStepper(Stepper):
             else:
                 self.k[i, :, :, :t] = k
                 self.v[i, :, :, :t] = v
+            if self.ring is not None:  # the sink: BOS at position 0 (a rotation by 0 is exact: unrotated)
+                self.sink.append((k[:, :, 0].reshape(b, c).clone(), v[:, :, 0].reshape(b, c).clone()))
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             x = x + proj(y.transpose(1, 2).reshape(b * t, c))
             x = x + out(fc_gelu(F.layer_norm(x, (c,), *ln2)))
-        self.length = t
+        self.length = self.position = t
         return self.head(F.layer_norm(x.view(b, t, c)[:, -1], (c,), *self.ln_f)).float().numpy()
 
     @torch.inference_mode()
+    def _step_ring(self, ids: np.ndarray) -> np.ndarray:
+        """One token a row through the sliding cache: position ``p`` goes to slot ``1 + (p - 1) %
+        (W - 1)`` (slot 0: the sink), attends over ``min(p, W - 1) + 1`` slots; once the ring has
+        wrapped (``p >= W``) the sink is the BOS key re-rotated to sit just before the oldest kept
+        token (position ``p - W + 1``), so the cache always looks like a BOS-started window."""
+        assert self.ring is not None
+        p, w, heads, cache8 = self.position, self.ring, self.heads, self.cache8
+        if p < 1:
+            raise ValueError("a sliding cache is primed with BOS before its first step")
+        slot, last = 1 + (p - 1) % (w - 1), min(p, w - 1)
+        wrapped = p >= w
+        (cos, sin), (scos, ssin) = self._rope_rows(p, p - w + 1 if wrapped else 0)
+        x = F.embedding(torch.as_tensor(ids, dtype=torch.long), self.gpt.wte.weight)
+        b, c = x.shape
+        null = (None, None, 0, None, None)
+        for i, (ln1, qkv, proj, ln2, fc_gelu, out) in enumerate(self.layers):
+            qkv_x = qkv(torch.layer_norm(x, (c,), *ln1))
+            sink_k, sink_v = self.sink[i]
+            if cache8 is not None:  # shapes fixed at construction: the kernel's unchecked entry
+                sink = (sink_k.data_ptr(), sink_v.data_ptr(), sink_k.stride(0), scos.data_ptr(),
+                        ssin.data_ptr()) if wrapped else null
+                y = cache8.step_rope_unchecked(i, slot, last, qkv_x, cos.data_ptr(), sin.data_ptr(), sink)
+            else:
+                q, k, v = (z.view(b, heads, 1, -1) for z in qkv_x.split(c, dim=1))
+                q, k = apply_rope(q, (cos, sin)), apply_rope(k, (cos, sin))
+                self.k[i, :, :, slot : slot + 1] = k
+                self.v[i, :, :, slot : slot + 1] = v
+                if wrapped:
+                    self.k[i, :, :, 0:1] = apply_rope(sink_k.view(b, heads, 1, -1), (scos, ssin))
+                y = F.scaled_dot_product_attention(
+                    q, self.k[i, :, :, : last + 1], self.v[i, :, :, : last + 1]
+                ).reshape(b, c)
+            x = x + proj(y)
+            x = x + out(fc_gelu(torch.layer_norm(x, (c,), *ln2)))
+        self.position, self.length = p + 1, min(p + 1, w)
+        return self.head(torch.layer_norm(x, (c,), *self.ln_f)).float().numpy()
+
+    @torch.inference_mode()
     def step(self, ids: np.ndarray) -> np.ndarray:
+        if self.ring is not None:
+            return self._step_ring(ids)
         t, heads, cache8 = self.length, self.heads, self.cache8
         x = self._embed(ids, t)
         b, c = x.shape
@@ -213,7 +279,7 @@ class ByteGPTStepper(Stepper):
                 ).reshape(b, c)
             x = x + proj(y)
             x = x + out(fc_gelu(F.layer_norm(x, (c,), *ln2)))
-        self.length = t + 1
+        self.length = self.position = t + 1
         return self.head(F.layer_norm(x, (c,), *self.ln_f)).float().numpy()
 
 
@@ -261,7 +327,9 @@ def step_precisions(model: LanguageModel) -> tuple[Precision, ...]:
     return ("float32", "bfloat16") if int8kv_unavailable(model) else ("float32", "bfloat16", "int8kv")
 
 
-def stepper(model: LanguageModel, batch: int, precision: Precision = "float32") -> Stepper:
+def stepper(
+    model: LanguageModel, batch: int, precision: Precision = "float32", ring: int | None = None
+) -> Stepper:
     """A stepper for ``batch`` rows: :class:`ByteGPTStepper` for a ByteGPT, else the generic
     :class:`Stepper` (float32 only). ``precision`` is a concrete one of :func:`step_precisions`.
 
@@ -270,7 +338,9 @@ def stepper(model: LanguageModel, batch: int, precision: Precision = "float32") 
     'ByteGPTStepper'
     """
     if is_bytegpt(model):
-        return ByteGPTStepper(model, batch, precision)
+        return ByteGPTStepper(model, batch, precision, ring)
+    if ring is not None:
+        raise ValueError(f"ring: a sliding cache needs a rotary ByteGPT, got {model.name}")
     if precision != "float32":
         raise ValueError(f"precision must be 'float32' for {model.name}, got {precision!r}")
     return Stepper(model)

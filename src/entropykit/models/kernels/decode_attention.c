@@ -244,3 +244,40 @@ void ek_step(int B, int H, int L, int T, const uint16_t *qkv, long qstride, uint
             attend_one(L, T, bh, x, kc, ks, vc, vs, out + bh * HD);
         }
 }
+
+/* Rotary position of one head vector: y = x cos + rotate_half(x) sin with rotate_half([a, b]) = [-b, a]
+   (a, b: the two halves of HD / 2 channels), each product and the sum rounded to float32 (as
+   entropykit.models.bytegpt.apply_rope computes it), then to bf16. cs, sn: HD floats. */
+static inline void rope_one(const uint16_t *x, const float *cs, const float *sn, uint16_t *y) {
+    const v16f a = load_bf16(x), b = load_bf16(x + 16);
+    v16f c0, c1, s0, s1;
+    memcpy(&c0, cs, 64); memcpy(&c1, cs + 16, 64); memcpy(&s0, sn, 64); memcpy(&s1, sn + 16, 64);
+    const v16f lo = a * c0, hi = b * c1, rlo = (-b) * s0, rhi = a * s1;
+    store_bf16(y, lo + rlo);
+    store_bf16(y + 16, hi + rhi);
+}
+
+/* One decoding step of a rotary model over a sliding (ring) cache with an attention sink:
+   rotate the new token's query and key by (cs, sn) (its absolute position), store its key and value
+   in slot `slot`; when sk is not NULL, store the sink (the BOS key sk, rotated by (scs, ssn), and
+   value sv: bf16 rows of H*HD at row stride sstride) in slot 0; then attend with the rotated query
+   over slots [0, T]. The slots' order does not matter to attention. qkv: bf16 rows q | k | v. */
+void ek_step_rope(int B, int H, int L, int slot, int T, const uint16_t *qkv, long qstride, const float *cs,
+                  const float *sn, const uint16_t *sk, const uint16_t *sv, long sstride, const float *scs,
+                  const float *ssn, uint8_t *kc, float *ks, int8_t *vc, float *vs, uint16_t *out) {
+    const long C = (long)H * HD;
+    uint16_t q[HD], k[HD], s[HD];
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            const long bh = (long)b * H + h;
+            const uint16_t *x = qkv + b * qstride + h * HD;
+            rope_one(x, cs, sn, q);
+            rope_one(x + C, cs, sn, k);
+            store_one(L, bh, slot, k, x + 2 * C, kc, ks, vc, vs);
+            if (sk != NULL) {
+                rope_one(sk + b * sstride + h * HD, scs, ssn, s);
+                store_one(L, bh, 0, s, sv + b * sstride + h * HD, kc, ks, vc, vs);
+            }
+            attend_one(L, T, bh, q, kc, ks, vc, vs, out + bh * HD);
+        }
+}

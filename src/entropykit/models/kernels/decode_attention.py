@@ -134,6 +134,8 @@ def _build(march: str = "native") -> tuple[ctypes.CDLL | None, str]:
     for fn in (lib.ek_attend, lib.ek_step):
         fn.argtypes = [_I, _I, _I, _I, _P, _L, _P, _P, _P, _P, _P]
         fn.restype = None
+    lib.ek_step_rope.argtypes = [_I, _I, _I, _I, _I, _P, _L, _P, _P, _P, _P, _L, _P, _P, _P, _P, _P, _P, _P]
+    lib.ek_step_rope.restype = None
     return lib, ""
 
 
@@ -159,6 +161,14 @@ def _check_bf16(name: str, x: torch.Tensor, shape: tuple[int, ...]) -> None:
         raise TypeError(f"{name}: expected a bfloat16 tensor, got {x.dtype}")
     if tuple(x.shape) != shape or x.stride(-1) != 1:
         raise ValueError(f"{name}: expected shape {shape} with unit last stride, got {tuple(x.shape)}")
+
+
+def _check_table(name: str, t: torch.Tensor) -> torch.Tensor:
+    if t.dtype != torch.float32 or t.numel() != HEAD_DIM or not t.is_contiguous():
+        raise ValueError(
+            f"{name}: expected {HEAD_DIM} contiguous float32 values, got {t.dtype} {tuple(t.shape)}"
+        )
+    return t
 
 
 class Int8KVCache:
@@ -212,6 +222,53 @@ class Int8KVCache:
         ``q | k | v``, in slot ``position``, then :meth:`attend` with its queries over slots
         ``0..position``. The same bits as ``store`` followed by ``attend``, in one pass."""
         return self._query(self.lib.ek_step, layer, "position", position, "qkv", qkv, 3)
+
+    def step_rope(
+        self,
+        layer: int,
+        slot: int,
+        last: int,
+        qkv: torch.Tensor,
+        tables: tuple[torch.Tensor, torch.Tensor],
+        sink: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """One step of a rotary model over a sliding (ring) cache: rotate the queries and keys of
+        ``qkv`` (batch, 3 * heads * 32) bf16 by ``tables`` (cos, sin: float32, 32 contiguous values
+        each, the token's absolute position), store the keys and values in ``slot``; with ``sink =
+        (k, v, cos, sin)`` (k, v: (batch, heads * 32) bf16, unrotated BOS keys and values) store the
+        sink rotated by its (cos, sin) in slot 0; then attend over slots ``0..last``. Rotation as
+        ``entropykit.models.bytegpt.apply_rope`` computes it (float32, rounded to bf16)."""
+        shape = (self.batch, 3 * self.heads * HEAD_DIM)
+        _check_bf16("qkv", qkv, shape)
+        if not 0 <= last < self.length or not 0 <= slot <= last:
+            raise ValueError(f"slot, last: expected 0 <= slot <= last < {self.length}, got {slot}, {last}")
+        cos, sin = (_check_table(name, t) for name, t in zip(("cos", "sin"), tables))
+        sk: int | None = None
+        sv = scos = ssin = sk
+        stride = 0
+        if sink is not None:
+            k, v = sink[0], sink[1]
+            _check_bf16("sink k", k, (self.batch, self.heads * HEAD_DIM))
+            _check_bf16("sink v", v, (self.batch, self.heads * HEAD_DIM))
+            if k.stride() != v.stride():
+                raise ValueError("sink k, v: expected equal strides")
+            c2, s2 = _check_table("sink cos", sink[2]), _check_table("sink sin", sink[3])
+            sk, sv, scos, ssin, stride = k.data_ptr(), v.data_ptr(), c2.data_ptr(), s2.data_ptr(), k.stride(0)
+        return self.step_rope_unchecked(layer, slot, last, qkv, cos.data_ptr(), sin.data_ptr(),
+                                        (sk, sv, stride, scos, ssin))
+
+    def step_rope_unchecked(
+        self, layer: int, slot: int, last: int, qkv: torch.Tensor, cos: int, sin: int, sink: tuple[Any, ...]
+    ) -> torch.Tensor:
+        """:meth:`step_rope` without its checks, on raw pointers (``sink``: ``(k, v, row stride, cos,
+        sin)`` pointers, or NULL pointers and 0): the stepper's hot path, whose shapes are fixed at
+        construction."""
+        out = torch.empty(self.batch, self.heads * HEAD_DIM, dtype=torch.bfloat16)
+        self.lib.ek_step_rope(
+            self.batch, self.heads, self.length, slot, last, qkv.data_ptr(), qkv.stride(0), cos, sin, *sink,
+            *self._layers[layer], out.data_ptr(),
+        )
+        return out
 
     def _query(
         self, kernel: Any, layer: int, slot_name: str, last: int, name: str, x: torch.Tensor, parts: int

@@ -1,0 +1,133 @@
+"""Container version 4: coding through a sliding (ring) KV cache with a BOS sink (rotary ByteGPTs)."""
+
+from __future__ import annotations
+
+import struct
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_compression import parse
+from test_compression_fixtures import sample_text, tiny_model, tiny_rope_model
+
+from entropykit.codec import ContainerError, can_slide, compress, decompress
+from entropykit.codec.container import FLAG_SLIDE
+from entropykit.models.kernels import decode_attention
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
+from bytegpt_reference import forward as reference_forward
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PRECISIONS = ["float32", "bfloat16", pytest.param("int8kv", marks=pytest.mark.skipif(
+    not decode_attention.available(), reason="no int8-KV kernel"))]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def ring_bits(model, data: bytes, window: int) -> float:
+    """Cross-entropy (bits) of ``data`` under the ring rule (float64 reference forward of
+    ``tests/models/bytegpt_reference.py``): position p >= window sees the last window - 1 positions and
+    the BOS sink rotated to p - window + 1."""
+    tokens = [256, *data[:-1]]
+    t = len(tokens)
+    allowed = np.zeros((t, t), dtype=bool)
+    sink_at = np.full(t, -1)
+    for p in range(t):
+        lo = 0 if p < window else p - window + 2
+        allowed[p, lo : p + 1] = True
+        if p >= window:
+            sink_at[p] = p - window + 1
+    logits = reference_forward(model.module, tokens, allowed, sink_at)
+    lse = logits.max(-1) + np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1))
+    return float(((lse - logits[np.arange(t), list(data)]) / np.log(2)).sum())
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_slide_round_trips_past_the_window(precision: str) -> None:
+    lm = tiny_rope_model()
+    data = sample_text(900, 3000)
+    blob = compress(data, lm, window=24, chunk_size=400, precision=precision, workers=1)
+    info = parse(blob)
+    assert info["version"] == 4 and info["flags"] & FLAG_SLIDE and info["window"] == 24
+    assert [c["mode"] for c in info["chunks"]] == [0, 0, 0]  # model-coded: the ring path ran
+    assert decompress(blob, lm) == data
+
+
+def test_the_coded_size_is_the_ring_cross_entropy() -> None:
+    """float32 payload bits = the float64 reference model's cross-entropy under the ring rule, up to
+    the 1/32-nat logit grid and the coder's flush (a few bytes)."""
+    lm = tiny_rope_model()
+    data = sample_text(500, 7000)
+    blob = compress(data, lm, window=32, chunk_size=1000, precision="float32", workers=1)
+    (chunk,) = parse(blob)["chunks"]
+    want = ring_bits(lm, data, 32)
+    assert chunk["mode"] == 0
+    assert abs(8 * len(chunk["payload"]) - want) < 0.01 * want + 64
+
+
+def test_slide_is_the_default_for_rotary_models_only() -> None:
+    data = sample_text(300)
+    rope, learned = tiny_rope_model(), tiny_model()
+    assert can_slide(rope) and not can_slide(learned)
+    assert parse(compress(data, rope, workers=1))["flags"] & FLAG_SLIDE
+    assert not parse(compress(data, learned, workers=1))["flags"] & FLAG_SLIDE
+    off = compress(data, rope, slide=False, workers=1)  # the re-prime schedule, same container version
+    assert not parse(off)["flags"] & FLAG_SLIDE and decompress(off, rope) == data
+    assert not parse(compress(data, rope, prime=10, workers=1))["flags"] & FLAG_SLIDE  # prime: re-prime
+
+
+def test_slide_bad_options_are_clear_errors() -> None:
+    with pytest.raises(ValueError, match="slide"):
+        compress(b"abc", tiny_model(), slide=True)
+    with pytest.raises(ValueError, match="prime"):
+        compress(b"abc", tiny_rope_model(), slide=True, prime=5)
+
+
+def _set_flags(blob: bytes, flags: int, version: int | None = None) -> bytes:
+    info = parse(blob)
+    bad = bytearray(blob)
+    bad[9] = flags
+    if version is not None:
+        bad[8] = version
+    n = info["header_size"]
+    bad[n - 4 : n] = struct.pack("<I", zlib.crc32(bytes(bad[: n - 4])))
+    return bytes(bad)
+
+
+def test_a_slide_flag_where_it_cannot_be_is_refused() -> None:
+    learned = tiny_model()
+    blob = compress(b"hello there", learned, precision="float32", workers=1)
+    with pytest.raises(ContainerError, match="slide flag"):
+        decompress(_set_flags(blob, FLAG_SLIDE), learned)
+    rope = tiny_rope_model()
+    blob = compress(b"hello there", rope, precision="float32", workers=1)
+    with pytest.raises(ContainerError, match="invalid coding parameters"):
+        decompress(_set_flags(blob, FLAG_SLIDE, version=3), rope)  # version 3 has no slide flag
+
+
+def test_a_version_3_container_still_decodes() -> None:
+    """Written by the version-3 writer (before the slide flag) with bytegpt-small, float32: one
+    model-coded chunk and two LZMA2 chunks."""
+    blob = (FIXTURES / "v3-bytegpt-small.ekz").read_bytes()
+    info = parse(blob)
+    assert info["version"] == 3 and [c["mode"] for c in info["chunks"]] == [0, 2, 2]
+    assert decompress(blob) == (FIXTURES / "v3-bytegpt-small.bin").read_bytes()
+
+
+@given(st.binary(min_size=0, max_size=200), st.integers(3, 40))
+@settings(max_examples=12, deadline=None)
+def test_slide_round_trips_any_bytes(data: bytes, window: int) -> None:
+    lm = tiny_rope_model()
+    blob = compress(data, lm, window=window, chunk_size=64, precision="float32", workers=1)
+    assert decompress(blob, lm) == data
