@@ -184,3 +184,25 @@ def test_precision_choices_match_the_library(files, capsys) -> None:
         assert main(["compress", str(src), "-o", str(out), "--model", model, "--precision", precision]) == 0
         assert main(["decompress", str(out), "-o", str(out) + ".back", "--model", model]) == 0
         assert Path(str(out) + ".back").read_bytes() == src.read_bytes()
+
+
+def test_cache_option(files, tmp_path: Path, capsys) -> None:
+    src, learned = files  # the tiny model has learned positions: it cannot slide
+    bad = ["compress", str(src), "-o", str(tmp_path / "a.ekz"), "--model", learned, "--cache", "slide"]
+    assert main(bad) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--cache slide" in err and not (tmp_path / "a.ekz").exists()
+    from test_compression_fixtures import tiny_rope_model
+
+    rope_dir = tmp_path / "tiny-rope"
+    tiny_rope_model().module.save(rope_dir)
+    data = src.read_bytes()[:600]
+    src.write_bytes(data)
+    for cache in ("slide", "reprime"):
+        out = tmp_path / f"{cache}.ekz"
+        args = ["compress", str(src), "-o", str(out), "--model", str(rope_dir), "--cache", cache,
+                "--window", "40"]
+        assert main([*args, "--no-progress"]) == 0
+        assert main(["decompress", str(out), "-o", str(out) + ".back", "--model", str(rope_dir)]) == 0
+        assert Path(str(out) + ".back").read_bytes() == data
+        assert bool(out.read_bytes()[9] & 4) == (cache == "slide")  # header flag bit 2
