@@ -176,11 +176,13 @@ def model_card(name: str, model: ByteGPT, ck: dict[str, Any], card: dict[str, An
     pkg_rows = [f"| {n} | {e['version']} | {str(e['licence'])[:70]} | {e['bytes'].get('train', 0):,} | "
                 f"{e['bytes'].get('heldout', 0):,} | {e['bytes'].get('eval', 0):,} |" for n, e in top]
     sched = ck["schedule"]
-    restarts = "".join(f"; warm restart at step {sched['start']:,} (warm-up {sched['warmup']}, cosine "
-                       f"from lr {sched['lr']:g} to {sched['min_ratio']:g}x at {sched['total']:,}), after "
-                       f"{len(sched['history'])} earlier segment(s) (first: cosine from lr "
-                       f"{sched['history'][0]['lr']:g}, ended at step {sched['history'][-1]['end']:,})"
-                       for _ in [0] if sched.get("start"))
+    segments = [*sched.get("history", []), sched]
+    plan = "; then ".join(
+        (f"a warm restart at step {g['start']:,}: " if g.get("start") else "")
+        + f"warm-up {g['warmup']}, cosine from lr {g['lr']:g} to {g['min_ratio']:g}x at step {g['total']:,}"
+        + (f" (stopped at step {g['end']:,})" if "end" in g else "")
+        for g in segments
+    )
     hours = ck["seconds"] / 3600
     mlp, cmd = 4 * cfg.n_embd, ck["args"]["command"]
     return f"""# Model card: {name}
@@ -190,8 +192,7 @@ def model_card(name: str, model: ByteGPT, ck: dict[str, Any], card: dict[str, An
   positions `{cfg.positions}` (rotary, base {cfg.rope_base:g}: scoring can slide its KV cache, `score(...,
   slide=True)`), head tied to the embedding; {model.num_parameters():,} parameters, fp32 safetensors.
 - **Training**: `scripts/train_model.py` (loss: `entropykit.ops.linear_cross_entropy`, bf16 autocast where
-  the CPU has it), step {ck['step']:,} of a {sched['total']:,}-step schedule (warm-up {sched['warmup']},
-  cosine from lr {sched['lr']:g} to {sched['min_ratio']:g}x){restarts}, {ck['tokens']:,} tokens,
+  the CPU has it), step {ck['step']:,}; schedule: {plan}; {ck['tokens']:,} tokens,
   {hours:.1f} h of training time; batch {ck['args']['batch_size']} x {cfg.block_size} bytes. Command: `{cmd}`.
 - **Corpus**: `scripts/build_corpus.py general` from the Debian and PyPI packages of the build machine
   (bytes per kind below; held out by SHA-256 of kind and path, about 10% per kind; `eval` = kept out of
