@@ -288,6 +288,40 @@ def test_grid_kernels_match_brute_force(seed: int, n: int, d: int, k: int, h: fl
 
 
 @pytest.mark.skipif(not _kernels.available(), reason="numba not installed")
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31), n=st.integers(40, 400), d=st.integers(2, 20), k=st.integers(1, 6),
+       h=st.sampled_from([0.0, 0.2, 0.8, 4.0]), ties=st.sampled_from([None, 1.0, 0.25]),
+       dup=st.booleans(), strict=st.booleans())
+def test_block_kernels_match_ckdtree(seed: int, n: int, d: int, k: int, h: float, ties: float | None,
+                                     dup: bool, strict: bool) -> None:
+    """The block kNN (32 candidates at a time, given up every 8 coordinates) and the run-wise counts
+    against SciPy's cKDTree (max-norm): several blocks per strip side, up to 20 coordinates (the
+    give-up check fires from 9), correlated columns, rounded values (ties) and duplicated rows."""
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(seed)
+    v = rng.standard_normal((n, d)) @ (np.eye(d) + 0.5 * rng.standard_normal((d, d)))
+    if ties is not None:
+        v = np.round(v / ties) * ties
+    if dup:
+        v[: n // 4] = v[n // 4: 2 * (n // 4)]
+    grid = _kernels.Grid(v, h)
+    tree = cKDTree(v)
+    want_d = tree.query(v, k + 1, p=np.inf)[0].reshape(n, -1)[:, 1:]
+    got_d, got_i = grid.knn(k, workers=2 if seed % 2 else 1)
+    assert np.array_equal(got_d, want_d)
+    assert np.array_equal(np.abs(v[got_i] - v[:, None, :]).max(axis=2), got_d)  # indices of those
+    assert (got_i != np.arange(n)[:, None]).all()
+    r = got_d[:, -1] * rng.choice([0.0, 0.5, 1.0, 1.0, 2.0], size=n)  # radii at, below and above eps
+    if strict:
+        got = tree.query_ball_point(v, np.nextafter(r, 0), p=np.inf, return_length=True) - 1
+        want = np.where(r > 0, got, 0)
+    else:
+        want = tree.query_ball_point(v, r, p=np.inf, return_length=True) - 1
+    assert np.array_equal(grid.count(r, strict, workers=2 if seed % 3 else 1), want)
+
+
+@pytest.mark.skipif(not _kernels.available(), reason="numba not installed")
 @pytest.mark.parametrize("ties", [False, True])
 def test_galloping_1d_counts_match_binary_search(ties: bool) -> None:
     """The 1-D count gallops from the previous point's window edges: radii that jump by orders of

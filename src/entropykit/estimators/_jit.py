@@ -25,6 +25,17 @@ def locate(vs: np.ndarray, a: int, b: int, x0: float) -> int:  # first i in [a, 
 
 
 @jit
+def locate0(v0: np.ndarray, a: int, b: int, x0: float) -> int:  # first i in [a, b) with v0_i >= x0
+    while a < b:
+        m = (a + b) // 2
+        if v0[m] < x0:
+            a = m + 1
+        else:
+            b = m
+    return a
+
+
+@jit
 def dist_upto(vs: np.ndarray, j: int, p: int, g: float, bound: float, closed: bool) -> float:
     """max(g, max_{c >= 1} |v_jc - v_pc|), abandoned once it is outside the ball of radius bound
     (open: >= bound; closed: > bound), when the exact value no longer matters."""
@@ -96,54 +107,170 @@ def knn(vs: np.ndarray, starts: np.ndarray, lo1: np.ndarray, hi1: np.ndarray, st
                     bi[q] = j
 
 
-@jit
-def count_strip(vs: np.ndarray, a: int, b: int, p: int, x0: float, rad: float, strict: bool) -> int:
-    pos = locate(vs, a, b, x0)
-    total = 0
-    j = pos - 1
-    while j >= a:
-        g = x0 - vs[j, 0]
-        if (g >= rad) if strict else (g > rad):
-            break
-        m = dist_upto(vs, j, p, g, rad, not strict)
-        total += (m < rad) if strict else (m <= rad)
-        j -= 1
-    j = pos
-    while j < b:
-        g = vs[j, 0] - x0
-        if (g >= rad) if strict else (g > rad):
-            break
-        if j != p:
-            m = dist_upto(vs, j, p, g, rad, not strict)
-            total += (m < rad) if strict else (m <= rad)
-        j += 1
-    return total
+CHUNK = 32  # candidates per distance block of knn_blocks
 
 
 @jit
-def count(vs: np.ndarray, starts: np.ndarray, lo1: np.ndarray, hi1: np.ndarray, strip: np.ndarray,
-          r: np.ndarray, strict: bool, start: int, stop: int, out: np.ndarray) -> None:
-    d = vs.shape[1]
+def block_dist(vt: np.ndarray, j0: int, m: int, p: int, buf: np.ndarray, bound: float) -> bool:
+    """``buf[t] = max_c |vt[c, j0 + t] - vt[c, p]|`` for ``t < m``, one coordinate at a time over the
+    block (a contiguous loop that vectorises); False (buf partial) as soon as every entry has
+    reached ``bound`` (checked every 8 coordinates), when none of them can be a neighbour."""
+    d = vt.shape[0]
+    x = vt[0, p]
+    for t in range(m):
+        buf[t] = abs(vt[0, j0 + t] - x)
+    for c in range(1, d):
+        x = vt[c, p]
+        for t in range(m):
+            e = abs(vt[c, j0 + t] - x)
+            buf[t] = e if e > buf[t] else buf[t]
+        if (c & 7) == 7 and c < d - 1:
+            least = buf[0]
+            for t in range(1, m):
+                least = buf[t] if buf[t] < least else least
+            if least >= bound:
+                return False
+    return True
+
+
+@jit
+def knn_blocks(vt: np.ndarray, starts: np.ndarray, lo1: np.ndarray, hi1: np.ndarray, strip: np.ndarray,
+               k: int, start: int, stop: int, dist: np.ndarray, idx: np.ndarray) -> None:
+    """``knn`` for three or more coordinates, ``vt`` coordinate-major ``(d, n)``: the same sweep, but
+    candidates are taken CHUNK at a time from the nearer side and their distances computed as a
+    block (``block_dist``); a side stops once its nearest remaining c0 gap reaches the k-th distance."""
+    v0 = vt[0]
+    x1s = vt[1]
     nstrips = starts.size - 1
+    buf = np.empty(CHUNK)
+    for p in range(start, stop):
+        bd = dist[p]
+        bi = idx[p]
+        for t in range(k):
+            bd[t] = np.inf
+            bi[t] = -1
+        x0 = v0[p]
+        x1 = x1s[p]
+        up = strip[p]
+        dn = up - 1
+        while True:
+            if up == strip[p]:
+                s = up
+                up += 1
+            else:
+                lb_up = lo1[up] - x1 if up < nstrips else np.inf
+                lb_dn = x1 - hi1[dn] if dn >= 0 else np.inf
+                if min(lb_up, lb_dn) >= bd[k - 1]:
+                    break
+                if lb_up <= lb_dn:
+                    s = up
+                    up += 1
+                else:
+                    s = dn
+                    dn -= 1
+            a = starts[s]
+            b = starts[s + 1]
+            hi = locate0(v0, a, b, x0)
+            lo = hi - 1
+            while True:
+                gl = x0 - v0[lo] if lo >= a else np.inf
+                gh = v0[hi] - x0 if hi < b else np.inf
+                if min(gl, gh) >= bd[k - 1]:  # every remaining candidate of this strip is this far
+                    break
+                if gl <= gh:
+                    j0 = max(a, lo - CHUNK + 1)
+                    m = lo + 1 - j0
+                    lo = j0 - 1
+                else:
+                    j0 = hi
+                    m = min(b, hi + CHUNK) - hi
+                    hi += m
+                if not block_dist(vt, j0, m, p, buf, bd[k - 1]):
+                    continue
+                for t in range(m):
+                    e = buf[t]
+                    if e < bd[k - 1] and j0 + t != p:
+                        q = k - 1
+                        while q > 0 and bd[q - 1] > e:
+                            bd[q] = bd[q - 1]
+                            bi[q] = bi[q - 1]
+                            q -= 1
+                        bd[q] = e
+                        bi[q] = j0 + t
+
+
+@jit
+def window(v0: np.ndarray, a: int, b: int, x0: float, rad: float, strict: bool) -> tuple[int, int]:
+    """``[lo, hi)``: the j in ``[a, b)`` with ``|fl(v0_j - x0)| < rad`` (``<=`` if not strict), v0 sorted.
+    ``fl(v - x0)`` is monotone in v, so the set is contiguous and its edges are two binary searches."""
+    lo, hi = a, b
+    while lo < hi:  # first j with fl(v_j - x0) > -rad (>= if closed)
+        m = (lo + hi) // 2
+        g = v0[m] - x0
+        if (g > -rad) if strict else (g >= -rad):
+            hi = m
+        else:
+            lo = m + 1
+    first = lo
+    hi = b
+    while lo < hi:  # first j with fl(v_j - x0) >= rad (> if closed)
+        m = (lo + hi) // 2
+        g = v0[m] - x0
+        if (g >= rad) if strict else (g > rad):
+            hi = m
+        else:
+            lo = m + 1
+    return first, lo
+
+
+@jit
+def count(vt: np.ndarray, starts: np.ndarray, lo1: np.ndarray, hi1: np.ndarray, strip: np.ndarray,
+          r: np.ndarray, strict: bool, start: int, stop: int, out: np.ndarray) -> None:
+    """Two or more coordinates, ``vt`` coordinate-major ``(d, n)``: in every strip within reach, the
+    run of points inside the radius along c0 (two binary searches), then the other coordinates'
+    running maximum over that run one coordinate at a time (contiguous loops that vectorise) and
+    the number of them inside."""
+    d = vt.shape[0]
+    v0 = vt[0]
+    nstrips = starts.size - 1
+    buf = np.empty(vt.shape[1])
     for p in range(start, stop):
         rad = r[p]
-        x0 = vs[p, 0]
-        x1 = vs[p, 1] if d > 1 else 0.0
+        x0 = v0[p]
+        x1 = vt[1, p]
+        s_lo = strip[p]  # the strips whose c1 range comes within reach: [s_lo, s_hi)
+        while s_lo > 0:
+            lb = x1 - hi1[s_lo - 1]
+            if (lb >= rad) if strict else (lb > rad):
+                break
+            s_lo -= 1
+        s_hi = strip[p] + 1
+        while s_hi < nstrips:
+            lb = lo1[s_hi] - x1
+            if (lb >= rad) if strict else (lb > rad):
+                break
+            s_hi += 1
         total = 0
-        s = strip[p]
-        while s >= 0:
-            lb = x1 - hi1[s] if s < strip[p] else 0.0
-            if (lb >= rad) if strict else (lb > rad):
-                break
-            total += count_strip(vs, starts[s], starts[s + 1], p, x0, rad, strict)
-            s -= 1
-        s = strip[p] + 1
-        while s < nstrips:
-            lb = lo1[s] - x1
-            if (lb >= rad) if strict else (lb > rad):
-                break
-            total += count_strip(vs, starts[s], starts[s + 1], p, x0, rad, strict)
-            s += 1
+        for s in range(s_lo, s_hi):
+            lo, hi = window(v0, starts[s], starts[s + 1], x0, rad, strict)
+            m = hi - lo
+            if m <= 0:
+                continue
+            for t in range(m):
+                buf[t] = abs(vt[1, lo + t] - x1)
+            for c in range(2, d):
+                x = vt[c, p]
+                for t in range(m):
+                    e = abs(vt[c, lo + t] - x)
+                    buf[t] = e if e > buf[t] else buf[t]
+            if strict:
+                for t in range(m):
+                    total += buf[t] < rad
+            else:
+                for t in range(m):
+                    total += buf[t] <= rad
+            if lo <= p < hi:  # p itself (distance 0) is inside whenever its own run is non-empty
+                total -= 1
         out[p] = total
 
 

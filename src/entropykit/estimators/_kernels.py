@@ -7,9 +7,13 @@ its position (``|v_j0 - v_i0| < r``), found by binary search and swept outwards:
 
 - ``knn``: the k nearest others (distance and index): its own strip first, then the strips in order
   of their ``c1`` gap, each swept nearer side first; a strip or a side stops once its gap reaches
-  the current k-th distance. A candidate's distance is a running maximum over coordinates that
-  gives up (every 8 coordinates) once it reaches the k-th distance;
-- ``count``: the number of others strictly inside (``strict``) or within radius ``r_i``.
+  the current k-th distance. With one or two coordinates a candidate at a time; from three up
+  (``knn_blocks``) 32 candidates at a time, their distances computed coordinate by coordinate over
+  the block from a coordinate-major copy (loops that vectorise; 2-3x faster at 4-10 coordinates),
+  a block given up every 8 coordinates once all of it has reached the k-th distance;
+- ``count``: the number of others strictly inside (``strict``) or within radius ``r_i``: per strip
+  within reach, the run inside the radius along ``c0`` (two binary searches), then the running
+  maximum of the other coordinates over the whole run, one coordinate at a time (vectorised).
 
 With one coordinate (or many, where strips stop paying) there is one strip: a plain sort-and-sweep.
 Every distance is ``max_c |fl(v_jc - v_ic)|`` in float64, as SciPy's ``cKDTree`` and the naive loops
@@ -31,6 +35,7 @@ from typing import Any
 import numpy as np
 
 _MAX_STRIP_DIM = 12  # from this many coordinates up, neighbourhoods span most strips: one strip
+_MIN_BLOCK_DIM = 3  # kNN from this many coordinates up: distances a block of candidates at a time
 
 
 def available() -> bool:
@@ -44,7 +49,7 @@ def _compiled() -> Any:
         from . import _jit
     except ImportError:  # pragma: no cover - numba is a dev dependency (via infomeasure)
         return None
-    return _jit.knn, _jit.count, _jit.count_1d
+    return _jit.knn, _jit.count, _jit.count_1d, _jit.knn_blocks
 
 
 def _run(fn: Callable[[int, int], None], n: int, workers: int) -> None:
@@ -84,19 +89,23 @@ class Grid:
             self.strip = np.zeros(n, dtype=np.int64)
             self.starts = np.array([0, n], dtype=np.int64)
         self.v = np.ascontiguousarray(w[self.order])
+        self.vt = np.ascontiguousarray(self.v.T)  # coordinate-major, for the block kernels
         c1 = self.v[:, 1] if d > 1 else np.zeros(n)
         self.lo1 = np.minimum.reduceat(c1, self.starts[:-1])
         self.hi1 = np.maximum.reduceat(c1, self.starts[:-1])
 
-    def _args(self) -> tuple[np.ndarray, ...]:
-        return self.v, self.starts, self.lo1, self.hi1, self.strip
+    def _args(self, v: np.ndarray) -> tuple[np.ndarray, ...]:
+        return v, self.starts, self.lo1, self.hi1, self.strip
 
     def knn(self, k: int, workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Distances (ascending) and indices of each point's k nearest other points, ``(n, k)``."""
-        knn = _compiled()[0]
+        knn, _, _, knn_blocks = _compiled()
         dist = np.empty((self.n, k))
         idx = np.empty((self.n, k), dtype=np.int64)
-        _run(lambda s, e: knn(*self._args(), k, s, e, dist, idx), self.n, workers)
+        if self.v.shape[1] < _MIN_BLOCK_DIM:
+            _run(lambda s, e: knn(*self._args(self.v), k, s, e, dist, idx), self.n, workers)
+        else:
+            _run(lambda s, e: knn_blocks(*self._args(self.vt), k, s, e, dist, idx), self.n, workers)
         out_d = np.empty_like(dist)
         out_i = np.empty_like(idx)
         out_d[self.order] = dist
@@ -105,13 +114,13 @@ class Grid:
 
     def count(self, r: np.ndarray, strict: bool, workers: int = 1) -> np.ndarray:
         """For each point i, the number of other points at distance ``< r_i`` (``<=`` if not strict)."""
-        _, count, count_1d = _compiled()
+        _, count, count_1d, _ = _compiled()
         rs = np.ascontiguousarray(r[self.order], dtype=np.float64)
         got = np.empty(self.n, dtype=np.int64)
         if self.v.shape[1] == 1:
             _run(lambda s, e: count_1d(self.v, rs, strict, s, e, got), self.n, workers)
         else:
-            _run(lambda s, e: count(*self._args(), rs, strict, s, e, got), self.n, workers)
+            _run(lambda s, e: count(*self._args(self.vt), rs, strict, s, e, got), self.n, workers)
         out = np.empty_like(got)
         out[self.order] = got
         return out

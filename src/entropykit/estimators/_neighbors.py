@@ -5,7 +5,7 @@ so counts agree exactly):
 
 - ``grid`` (the default when numba is installed; max-norm only): strips along one coordinate, sorted
   by another, swept outwards from each point (``_kernels``), for the joint k-th neighbours and every
-  marginal count; 3-8x a KD-tree KSG from 1x1 to 25x25 (``benchmarks/estimators.py``), because the
+  marginal count; 4-9x a KD-tree KSG from 1x1 to 25x25 (``benchmarks/estimators.py``), because the
   marginal balls hold ~100 points at N = 5,000 and a KD-tree visits them one by one; a 1-D
   marginal is counted over its sorted values, each window edge galloped from the previous point's;
 - ``tree``: SciPy's ``cKDTree`` for the k-th neighbour in the joint space and ball counts in the
