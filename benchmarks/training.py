@@ -137,6 +137,23 @@ def child_peak(what: str, name: str, bf16: bool, batch: int, threads: int) -> fl
     return float(out.split()[-1])
 
 
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all cores, /proc/stat), 0 where unavailable."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    ticks = [int(x) for x in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (the memory probes)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def training_running() -> bool:
     """A python process running scripts/train_model.py (not a shell that merely names it)."""
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
@@ -165,6 +182,7 @@ def main() -> None:
         memory_child(args.memory_child[0], args.memory_child[1], bool(args.bf16), args.batch)
         return
     busy = training_running()
+    machine0, own0, wall0 = busy_cpu_seconds(), own_cpu_seconds(), time.perf_counter()
     cfg = ByteGPTConfig(1024, 8, 8, 256, positions="rope")
     data = batches(args.steps + 1, args.batch, cfg.block_size)
     ours, anchor, control = OURS, ANCHOR, CONTROL
@@ -235,6 +253,8 @@ def main() -> None:
                 "head vs anchor", "head MB", "step-0 loss"]
         print(markdown_table(cols, rows), flush=True)
     load = os.getloadavg()
+    others = max(0.0, busy_cpu_seconds() - machine0 - (own_cpu_seconds() - own0))
+    others_share = others / ((time.perf_counter() - wall0) * (os.cpu_count() or 1))
     tokens = tokens_of(args)
     machine_note = (
         "the long training run (scripts/train_model.py) was running on the same 2 cores: absolute figures "
@@ -261,7 +281,8 @@ def main() -> None:
         "depends on what ran before). The loss head's tensors are small next to the model's activations: "
         f"the logits are {tokens} x 257 floats ({tokens * 257 * 4 / 2**20:.1f} MB in float32).\n\n"
         f"Machine: load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) at the end of the "
-        f"run; {machine_note}."
+        f"run; other processes used {others:.0f} CPU-seconds during the run ({others_share * 100:.0f}% of "
+        f"the machine's {os.cpu_count()} cores); {machine_note}."
     )
     if not args.no_record:
         record("training", "Training step: fused linear cross-entropy vs F.cross_entropy (ByteGPT 8x256)",
