@@ -8,10 +8,14 @@ Model: the shape ``scripts/train_model.py`` trains (rotary ByteGPT, 8 layers, n_
 context 1024; fresh weights, same seed for both), batch ``--batch`` windows of 1024 bytes of
 ``/work/corpus/general/train.bin`` (or random bytes when the corpus is absent). One step = forward,
 loss, backward, gradient clip, AdamW step, as in training; bf16 autocast rows only where
-``precision.native_bf16()`` (as training does). The two losses run alternately on the same batches,
-the order flipping every step (ABBA..., so drift in the machine's load cancels); ``--steps`` timed steps
-each after one warm-up; the speed ratio is the median of the per-step ratios. Also timed: the loss
-head alone (loss + its backward from fixed hidden states), where the two differ.
+``precision.native_bf16()`` (as training does). Three identical models -- ours, the anchor and a
+control (a second anchor model) -- run alternately on the same batches, the order flipping every step
+(ABC CBA ..., so drift in the machine's load cancels); ``--steps`` timed steps each after one warm-up;
+the speed ratio is the median of the per-step ratios (wall time; also from process CPU time, which
+other processes on the machine disturb less), with their interquartile range. The control's ratio
+(1 in expectation) shows the resolution of the step measurement. Also timed: the loss head alone (loss
++ its backward from fixed hidden states), where the losses differ; it is well under 1% of a step,
+which bounds how much any loss can change the step speed.
 
 Peak memory: the rise of the resident-set high-water mark over one step (``_common.peak_extra_mb``),
 measured after a warm-up step, in a fresh process per variant, with glibc's mmap threshold fixed at
@@ -51,6 +55,8 @@ from entropykit.ops import linear_cross_entropy  # noqa: E402
 from entropykit.precision import native_bf16  # noqa: E402
 
 CORPUS = Path("/work/corpus/general/train.bin")
+OURS, ANCHOR = "ours: linear_cross_entropy", "anchor: F.cross_entropy"
+CONTROL = "control: F.cross_entropy again"  # a second anchor model: the step measure's resolution
 
 
 def fused_loss(model: ByteGPT, x: torch.Tensor, y: torch.Tensor, bf16: bool) -> torch.Tensor:
@@ -131,6 +137,23 @@ def child_peak(what: str, name: str, bf16: bool, batch: int, threads: int) -> fl
     return float(out.split()[-1])
 
 
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all cores, /proc/stat), 0 where unavailable."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    ticks = [int(x) for x in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (the memory probes)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def training_running() -> bool:
     """A python process running scripts/train_model.py (not a shell that merely names it)."""
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
@@ -150,7 +173,7 @@ def main() -> None:
     ap.add_argument("--bf16", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--head-repeat", type=int, default=15, help="timed runs of the loss head alone")
+    ap.add_argument("--head-repeat", type=int, default=40, help="timed runs of the loss head alone")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
@@ -159,12 +182,14 @@ def main() -> None:
         memory_child(args.memory_child[0], args.memory_child[1], bool(args.bf16), args.batch)
         return
     busy = training_running()
+    machine0, own0, wall0 = busy_cpu_seconds(), own_cpu_seconds(), time.perf_counter()
     cfg = ByteGPTConfig(1024, 8, 8, 256, positions="rope")
     data = batches(args.steps + 1, args.batch, cfg.block_size)
-    losses = {"ours: linear_cross_entropy": fused_loss, "anchor: F.cross_entropy": plain_loss}
-    anchor = "anchor: F.cross_entropy"
+    ours, anchor, control = OURS, ANCHOR, CONTROL
+    losses = {ours: fused_loss, anchor: plain_loss, control: plain_loss}
     precisions = [True, False] if native_bf16() else [False]
     rows = []
+    share = {}
     for bf16 in precisions:
         states = {}
         for name in losses:
@@ -172,14 +197,15 @@ def main() -> None:
             model = ByteGPT(cfg).train()
             opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
             states[name] = (model, opt)
-        times: dict[str, list[float]] = {n: [] for n in losses}
+        wall: dict[str, list[float]] = {n: [] for n in losses}
+        cpu: dict[str, list[float]] = {n: [] for n in losses}
         first_loss: dict[str, float] = {}
         for i, (x, y) in enumerate(data):
-            order = list(losses) if i % 2 == 0 else list(reversed(losses))  # ABBA: load drift cancels
+            order = list(losses) if i % 2 == 0 else list(reversed(losses))  # ABC CBA: load drift cancels
             for name in order:
                 fn = losses[name]
                 model, opt = states[name]
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 loss = fn(model, x, y, bf16)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -189,58 +215,74 @@ def main() -> None:
                 if i == 0:
                     first_loss[name] = value
                 else:
-                    times[name].append(time.perf_counter() - t)
+                    wall[name].append(time.perf_counter() - t)
+                    cpu[name].append(time.process_time() - c)
         # the loss head alone, from fixed hidden states of the fused model, alternating
-        model = states["ours: linear_cross_entropy"][0]
+        model = states[ours][0]
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             h0, _ = model.hidden_states(data[0][0])
         y0 = data[0][1]
-        head: dict[str, list[float]] = {n: [] for n in losses}
+        head: dict[str, list[float]] = {ours: [], anchor: []}
         for k in range(args.head_repeat + 1):
-            for name in losses:
+            for name in (head if k % 2 == 0 else list(reversed(head))):
                 h = h0.detach().float().requires_grad_(True)
                 w = model.wte.weight.detach().requires_grad_(True)
                 t = time.perf_counter()
                 head_loss(name.split(":")[0], h, w, y0, bf16).backward()
                 if k:  # the first round is a warm-up
                     head[name].append(time.perf_counter() - t)
+        prec = "bf16 autocast" if bf16 else "float32"
+        share[prec] = statistics.median(head[anchor]) / statistics.median(wall[anchor])
         for name in losses:
-            med = statistics.median(times[name])
-            ratio = statistics.median(a / o for a, o in zip(times[anchor], times[name]))
+            per_step = sorted(a / o for a, o in zip(wall[anchor], wall[name]))
+            q1, q3 = np.percentile(per_step, [25, 75])
+            cpu_ratio = statistics.median(a / o for a, o in zip(cpu[anchor], cpu[name]))
             short = name.split(":")[0]
+            timed_head = name in head
             rows.append([
-                "bf16 autocast" if bf16 else "float32", name, f"{tokens_of(args) / med:.0f}", f"{ratio:.3f}x",
-                f"{child_peak('step', short, bf16, args.batch, args.threads):.1f}",
-                f"{statistics.median(head[name]) * 1000:.1f}",
-                f"{statistics.median(head[anchor]) / statistics.median(head[name]):.2f}x",
-                f"{child_peak('head', short, bf16, args.batch, args.threads):.1f}",
+                prec, name, f"{tokens_of(args) / statistics.median(wall[name]):.0f}",
+                f"{statistics.median(per_step):.3f}x", f"{q1:.3f}-{q3:.3f}", f"{cpu_ratio:.3f}x",
+                f"{child_peak('step', short, bf16, args.batch, args.threads):.1f}" if timed_head else "-",
+                f"{statistics.median(head[name]) * 1000:.2f}" if timed_head else "-",
+                f"{statistics.median(head[anchor]) / statistics.median(head[name]):.3f}x"
+                if timed_head else "-",
+                f"{child_peak('head', short, bf16, args.batch, args.threads):.1f}" if timed_head else "-",
                 f"{first_loss[name]:.5f}",
             ])
-        cols = ["precision", "loss", "tokens/s", "vs anchor", "step MB", "head ms", "head vs anchor",
-                "head MB", "step-0 loss"]
+        cols = ["precision", "loss", "tokens/s", "vs anchor", "IQR", "CPU vs anchor", "step MB", "head ms",
+                "head vs anchor", "head MB", "step-0 loss"]
         print(markdown_table(cols, rows), flush=True)
     load = os.getloadavg()
+    others = max(0.0, busy_cpu_seconds() - machine0 - (own_cpu_seconds() - own0))
+    others_share = others / ((time.perf_counter() - wall0) * (os.cpu_count() or 1))
     tokens = tokens_of(args)
     machine_note = (
         "the long training run (scripts/train_model.py) was running on the same 2 cores: absolute figures "
         "are indicative, the ratios come from alternating steps in one process" if busy else
         "no training run on the machine (other sessions' jobs may have been)")
+    shares = "; ".join(f"{k}: {v * 100:.2f}%" for k, v in share.items())
     body = (
         f"Model: rotary ByteGPT 8 x 256, context 1024, {ByteGPT(cfg).num_parameters():,} parameters; batch "
-        f"{args.batch} x 1024 tokens; {args.steps} timed steps each after one warm-up, alternating ABBA; "
-        f"speed = median of the per-step time ratios anchor / ours; loss head: median of {args.head_repeat} "
-        f"alternating runs; {args.threads} threads.\n\n"
+        f"{args.batch} x 1024 tokens; {args.steps} timed steps each after one warm-up, the three models "
+        f"alternating (ABC CBA ...); speed = median of the per-step time ratios anchor / row (IQR: their "
+        f"interquartile range; CPU: the same from process CPU time, less sensitive to other processes); "
+        f"loss head: median of {args.head_repeat} alternating runs; {args.threads} threads.\n\n"
         + markdown_table(
-            ["precision", "loss", "tokens/s", "step speed vs anchor", "step peak extra MB",
-             "loss head ms (fwd+bwd)", "loss head speed vs anchor", "loss head peak extra MB",
-             "step-0 loss (nats)"], rows)
-        + "\n\nPeak extra MB: one step (or the loss head alone) after a warm-up, each in a fresh process "
+            ["precision", "loss", "tokens/s", "step speed vs anchor", "per-step ratio IQR",
+             "step CPU-time speed vs anchor", "step peak extra MB", "loss head ms (fwd+bwd)",
+             "loss head speed vs anchor", "loss head peak extra MB", "step-0 loss (nats)"], rows)
+        + "\n\nThe control row is a second, identical model trained with the anchor's loss: its ratio is "
+        "the resolution of the step measurement on this machine. The loss head is a small part of a step "
+        f"(the anchor's head time / its step time: {shares}), so the loss can move the step speed by at "
+        "most about that much; the head columns show the difference itself.\n\n"
+        "Peak extra MB: one step (or the loss head alone) after a warm-up, each in a fresh process "
         "with glibc's mmap threshold fixed at 64 KB, so that the rise of the resident set is the peak of "
         "live tensor memory (in one long process the allocator reuses memory freed earlier and the figure "
         "depends on what ran before). The loss head's tensors are small next to the model's activations: "
         f"the logits are {tokens} x 257 floats ({tokens * 257 * 4 / 2**20:.1f} MB in float32).\n\n"
         f"Machine: load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min) at the end of the "
-        f"run; {machine_note}."
+        f"run; other processes used {others:.0f} CPU-seconds during the run ({others_share * 100:.0f}% of "
+        f"the machine's {os.cpu_count()} cores); {machine_note}."
     )
     if not args.no_record:
         record("training", "Training step: fused linear cross-entropy vs F.cross_entropy (ByteGPT 8x256)",

@@ -722,14 +722,13 @@ def test_single_chunk_equals_chunked_float64(opts):
 @pytest.mark.parametrize("opts", [{}, {"label_smoothing": 0.1}, {"softcap": 4.0, "z_loss": 1e-3},
                                   {"reduction": "none"}])
 def test_single_chunk_bf16_sub_blocks(monkeypatch, opts):
-    """bf16: several fp32 sub-blocks (forced small) give the loss of the one-block pass to fp32
-    rounding, and both agree with the chunked pass (same precision contract: fp32 logits of exact bf16
-    products; backward matmuls on the bf16 logit gradient)."""
+    """bf16: the fp32 copy of h made in several row blocks (forced small) gives the loss of the
+    one-block pass to fp32 rounding, and both agree with the chunked pass (same precision contract:
+    fp32 logits of exact bf16 products; backward matmuls on the bf16 logit gradient)."""
     import entropykit.ops.linear as L
 
     whole, chunked, y = _single_vs_chunked(torch.bfloat16, **dict(opts))
-    monkeypatch.setattr(L, "_WHOLE_SUB_BYTES", 1)
-    monkeypatch.setattr(L, "_WHOLE_MIN_ROWS", 16)  # 150 rows -> 10 sub-blocks of 15
+    monkeypatch.setattr(L, "_h_block_rows", lambda n, v, d: 15)  # 150 rows -> 10 blocks of 15
     blocks, _, _ = _single_vs_chunked(torch.bfloat16, **dict(opts))
     torch.testing.assert_close(blocks[0], whole[0], rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(whole[0], chunked[0], rtol=1e-6, atol=1e-6)
@@ -738,6 +737,20 @@ def test_single_chunk_bf16_sub_blocks(monkeypatch, opts):
         assert (a - b_).abs().max().item() <= 2**-7 * scale
         assert (b_ - c).abs().max().item() <= 2**-7 * scale
     assert (whole[1][y == IGN] == 0).all() and (blocks[1][y == IGN] == 0).all()
+
+
+def test_single_chunk_h_blocks_never_exceed_the_gradient_buffer():
+    """The fp32 copies of h (bf16 inputs) come in balanced blocks no larger than the bf16 (rows x V)
+    logit-gradient buffer (or the 2 MB / 256-row minimum), covering all rows."""
+    from entropykit.ops.linear import _WHOLE_H_BYTES, _WHOLE_MIN_ROWS, _h_block_rows
+
+    assert _h_block_rows(8192, 257, 256) == 4096  # ByteGPT 8 x 1024: two blocks
+    for n, v, d in [(8192, 257, 256), (100, 257, 256), (5000, 50, 1024), (70000, 257, 768), (1, 3, 1)]:
+        rows = _h_block_rows(n, v, d)
+        assert 1 <= rows <= n
+        assert rows * 4 * d <= max(2 * n * v, _WHOLE_H_BYTES, _WHOLE_MIN_ROWS * 4 * d)
+        blocks = -(-n // rows)
+        assert rows == n or blocks * rows - n < blocks  # balanced: the last block is nearly full
 
 
 def test_single_chunk_bf16_logits_are_not_rounded():

@@ -17,11 +17,16 @@ logits in backward instead (Cut Cross-Entropy style, Wijmans et al. 2025, arXiv:
 one extra matmul.
 
 Small problems (a byte or character vocabulary, or few tokens): when every row's logits fit one chunk,
-the cross-entropy takes a single-chunk pass (``_ce_whole``) that forms the logit gradient of all rows
-and then runs ``dh = dz W`` and ``dW = dz^T h`` as one matmul each, the mean/sum row weight folded
-into their ``alpha``; for bf16 inputs both are native bf16 matmuls on the bf16 ``dz`` (fp32
-accumulation, one rounding of the output, as the returned gradients are bf16 anyway), the logits are
-formed in fp32 sub-blocks of about 1 MB, and no fp32 copy of ``h`` or fp32 ``dW`` is kept.
+the cross-entropy takes a single-chunk pass (``_ce_whole``) that forms the logits of all rows in one
+buffer, runs each statistic and the logit gradient as one pass over it (few large ops: each op of a
+multi-threaded pass has a fixed cost, which dominated when the pass worked in cache-sized blocks), and
+then runs ``dh = dz W`` and ``dW = dz^T h`` as one matmul each, the mean/sum row weight folded into
+their ``alpha``; for bf16 inputs both are native bf16 matmuls on the bf16 ``dz`` (fp32 accumulation,
+one rounding of the output, as the returned gradients are bf16 anyway), the fp32 copy of ``h`` for the
+logits is made in two or so row blocks and freed, the fp32 logits are freed before the two matmuls,
+and no fp32 ``dW`` is formed. On ByteGPT's head (8192 x 257) that is fewer passes over the logits than
+``F.cross_entropy`` on ``F.linear`` logits (its log-softmax, the nll gradient and the log-softmax
+backward each read or write the whole buffer) and half its peak memory.
 
 Precision: statistics are accumulated in float32 (float64 for float64 inputs). bfloat16 inputs are
 multiplied with bf16 products and fp32 accumulation *and fp32 outputs* (oneDNN's bf16 math mode on the
@@ -66,8 +71,8 @@ __all__ = ["linear_cross_entropy", "linear_distill", "linear_token_stats"]
 _CHUNK_BYTES = 64 * 2**20  # minimum size of one chunk of fp32 logits
 _MAX_CHUNK_BYTES = 512 * 2**20  # cap of the (V D / 2)-sized chunk budget
 _SUB_BYTES = 4 * 2**20  # logits_dtype=bf16: cache-sized fp32 sub-blocks of the bf16 chunk
-_WHOLE_SUB_BYTES = 1 * 2**20  # _ce_whole, bf16 inputs: fp32 logits sub-blocks (L2-sized) ...
-_WHOLE_MIN_ROWS = 256  # ... of at least this many rows (matmul efficiency)
+_WHOLE_H_BYTES = 2 * 2**20  # _ce_whole, bf16/fp16 inputs: row blocks of the fp32 copy of h (see
+_WHOLE_MIN_ROWS = 256  # _h_block_rows) of at least these many bytes and rows
 _ADD_BLOCK = 4096  # vocabulary rows per block when adding a bf16 dW chunk into the fp32 dW
 _FILTER_BLOCK = 1024  # vocabulary block size for gradient filtering
 _softmax_out = torch.ops.aten._softmax.out  # in-place row softmax (one cached pass per row)
@@ -522,84 +527,91 @@ def _whole_fits(n: int, v: int, d_model: int, cfg: _CEConfig) -> bool:
     return _rows_per_chunk(n, v, d_model, cfg.chunk_size, 2 if cfg.softcap is not None else 1) >= n
 
 
-def _ce_whole(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEConfig, g: Tensor | None,
+def _h_block_rows(n: int, v: int, d_model: int) -> int:
+    """``_ce_whole``, bf16/fp16 inputs: rows per block of the fp32 copy of ``h`` (balanced blocks).
+
+    A block gets up to the size of the (rows x V) bf16 logit-gradient buffer (or ``_WHOLE_H_BYTES``,
+    with at least ``_WHOLE_MIN_ROWS`` rows), so it never raises the pass's peak above the fp32 logits
+    plus that buffer; on a byte vocabulary that is two blocks of 4096 rows for 8192 tokens."""
+    budget = max(_WHOLE_H_BYTES, 2 * n * v)
+    rows = max(_WHOLE_MIN_ROWS, budget // (4 * max(1, d_model)))
+    return n if n <= rows else -(-n // -(-n // rows))
+
+
+def _ce_whole(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEConfig, g: Tensor | float | None,
               need_h: bool, need_w: bool, idx: Tensor | None = None,
               ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None]:
-    """``_ce_pass`` when all rows' logits fit one chunk (``_whole_fits``): one logit gradient for all
-    rows, then one matmul each for ``dh`` and ``dW``.
+    """``_ce_pass`` when all rows' logits fit one chunk (``_whole_fits``): the logits of all rows in one
+    buffer, one pass of each statistic and of the logit gradient over it, then one matmul each for
+    ``dh`` and ``dW``.
 
-    ``w``/``b`` are in the input dtype. The logits are formed (in fp32, exactly as ``_ce_pass`` does)
-    in cache-sized sub-blocks of rows; each sub-block's logit gradient is written into one (rows x V)
-    buffer in the input dtype for bf16 inputs (the rounding ``_ce_pass`` applies before its backward
-    matmuls), so ``dh = dz W`` and ``dW = dz^T h`` are native bf16 matmuls with fp32 accumulation and
-    one rounding of the output -- no fp32 copy of ``h`` or ``W`` for them, and no fp32 ``dW`` to round
-    afterwards. A row weight shared by all rows (``mean``/``sum``) is the matmuls' ``alpha``, applied
-    before that rounding. Other dtypes keep the fp32 (float64) logit gradient as the operand. Returns
-    ``dh``/``dW``/``db`` in the input dtype for bf16, else in the accumulation dtype.
+    ``w``/``b`` are in the input dtype; ``g`` is a row weight per row, or one float for all rows
+    (``mean``/``sum``: the ``alpha`` of the two matmuls, not a (rows x V) pass). The logits are formed
+    in fp32 (exactly as ``_ce_pass`` does), from fp32 copies of ``h`` made in row blocks
+    (``_h_block_rows``; bf16/fp16 inputs, none for fp32/fp64). Each elementwise step runs once
+    over the whole (rows x V) buffer: on a byte vocabulary the buffer is a few MB, and one big pass is
+    cheaper than many cache-sized ones (each op of a multi-threaded pass has a fixed cost). For bf16
+    inputs the logit gradient is then rounded to a bf16 (rows x V) buffer (the rounding ``_ce_pass``
+    applies before its backward matmuls) and the fp32 logits are freed, so ``dh = dz W`` and
+    ``dW = dz^T h`` are native bf16 matmuls with fp32 accumulation and one rounding of the output -- no
+    fp32 copy of ``h`` or ``W`` for them, and no fp32 ``dW`` to round afterwards. Other dtypes keep the
+    fp32 (float64) logit gradient as the operand. Returns ``dh``/``dW``/``db`` in the input dtype for
+    bf16, else in the accumulation dtype.
     """
     n = y.shape[0]
     v = w.shape[0]
+    d_model = h.shape[1]
     acc = _acc_dtype(h.dtype)
     dev = h.device
     low = h.dtype == torch.bfloat16
     eps, zl, cap = cfg.label_smoothing, cfg.z_loss, cfg.softcap
-    want = g is not None
     wa = w.to(acc)
     ba = None if b is None else b.to(acc)
     hv = h if idx is None else h.index_select(0, idx)  # the scored rows, input dtype
-    loss = torch.empty(n, dtype=acc, device=dev)
-    lse = torch.empty(n, dtype=acc, device=dev)
+    z = torch.empty(n, v, dtype=acc, device=dev)
+    blk = n if h.dtype == acc else _h_block_rows(n, v, d_model)
+    with _matmul_mode(h.dtype):
+        for s in range(0, n, max(1, blk)):
+            e = min(n, s + blk)
+            hc = hv[s:e].to(acc)
+            if ba is None:
+                torch.mm(hc, wa.t(), out=z[s:e])
+            else:
+                torch.addmm(ba, hc, wa.t(), out=z[s:e])
+            del hc  # before the next block's copy is made
+    t = None
+    if cap is not None:
+        t = torch.empty_like(z)
+        _softcap(z, cap, t)
+
+    def fresh(hb: Tensor) -> Tensor:  # logits of some rows of hv (rows whose p_y underflowed)
+        hb = hb.to(acc)
+        tb = None if cap is None else hb.new_empty(hb.shape[0], v)
+        return _logits(hb, wa, ba, hb.new_empty(hb.shape[0], v), cap, tb, 1.0, h.dtype)
+
     tiny = torch.finfo(acc).tiny * 1e8
-    dense = cap is not None or zl != 0.0 or eps != 0.0  # the general form r p - a onehot(y) - bb
-    # one row weight for all rows (mean / sum): the alpha of the two matmuls, not a (rows x V) pass
-    alpha = None
-    if want and not dense and n:
-        assert g is not None
-        if bool((g == g[0]).all()):
-            alpha = float(g[0])
-    sub = n
-    if low:  # fp32 sub-blocks of about _WHOLE_SUB_BYTES (at least _WHOLE_MIN_ROWS rows), balanced
-        sub = max(_WHOLE_MIN_ROWS, _WHOLE_SUB_BYTES // (4 * v * (2 if cap is not None else 1)))
-        sub = n if n <= sub else -(-n // -(-n // sub))
-    sub = max(1, sub)
-    dz = torch.empty(n, v, dtype=h.dtype if low else acc, device=dev) if want else None
-    buf = torch.empty(min(sub, n), v, dtype=acc, device=dev) if low or dz is None else dz
-    tbuf = torch.empty(min(sub, n), v, dtype=acc, device=dev) if cap is not None else None
-    db = torch.zeros(v, dtype=acc, device=dev) if want and b is not None else None
-
-    def fresh(hb: Tensor) -> Tensor:
-        t = None if cap is None else hb.new_empty(hb.shape[0], v)
-        return _logits(hb, wa, ba, hb.new_empty(hb.shape[0], v), cap, t, 1.0, h.dtype)
-
-    for s in range(0, n, sub):
-        e = min(n, s + sub)
-        c = e - s
-        hc = hv[s:e].to(acc)
-        yc = y[s:e]
-        t = tbuf[:c] if tbuf is not None else None
-        z = _logits(hc, wa, ba, buf[:c], cap, t, 1.0, h.dtype)
-        loss[s:e], lse_c = _softmax_stats(z, yc, hc, fresh, eps, zl, tiny)
-        lse[s:e] = lse_c
-        if dz is None:
-            continue
-        assert g is not None
-        if dense:
-            _dense_logit_grad(z, yc, g[s:e], lse_c, eps, zl, t)
-        else:
-            z.scatter_add_(1, yc[:, None], z.new_full((c, 1), -1.0))  # z = p - onehot(y)
-            if alpha is None:
-                z.mul_(g[s:e, None])
-        if db is not None:
-            db.add_(z.sum(0))
-        if low:
-            dz[s:e].copy_(z)
-        del hc, z  # before the next sub-block's copy of h is made
-    del buf, tbuf
-    if dz is None:
+    loss, lse = _softmax_stats(z, y, hv, fresh, eps, zl, tiny)
+    if g is None:
         return loss, lse, None, None, None
-    scale = 1.0 if alpha is None else alpha
-    if db is not None:
-        db.mul_(scale)
+    dense = cap is not None or zl != 0.0 or eps != 0.0  # the general form r p - a onehot(y) - bb
+    scale = 1.0
+    if dense:
+        gv = g if isinstance(g, Tensor) else z.new_full((n,), g)
+        _dense_logit_grad(z, y, gv, lse, eps, zl, t)
+    else:
+        z.scatter_add_(1, y[:, None], z.new_full((n, 1), -1.0))  # z = p - onehot(y)
+        if isinstance(g, Tensor):
+            z.mul_(g[:, None])
+        else:
+            scale = g
+    del t
+    db = None
+    if b is not None:
+        db = z.sum(0)
+        if scale != 1.0:
+            db.mul_(scale)
+    dz = z.to(h.dtype) if low else z
+    del z  # bf16: the fp32 logits go before the matmuls' outputs are made
     dh = _scaled_mm(dz, w if low else wa, scale) if need_h else None
     if dh is not None and idx is not None:
         dh = dh.new_zeros(h.shape).index_copy_(0, idx, dh)
@@ -617,18 +629,21 @@ def _scaled_mm(a: Tensor, b: Tensor, alpha: float) -> Tensor:
 
 
 def _run_ce(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, valid: Tensor | None, cfg: _CEConfig,
-            g: Tensor | None, need_h: bool, need_w: bool
+            g: Tensor | float | None, need_h: bool, need_w: bool
             ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None]:
     """One CE pass (forward, or recomputed in backward) over the rows ``valid`` selects (None = all):
     the bf16-logits pass when ``cfg.native``, else the exact pass on accumulation-dtype operands (a
-    bf16 weight also goes along as is, for the native dh matmul)."""
+    bf16 weight also goes along as is, for the native dh matmul). ``g``: the row weights, or one float
+    shared by all rows (``mean``/``sum``)."""
     idx = None if valid is None else valid.nonzero().squeeze(1)
     yv = y if valid is None else y[valid]
-    if cfg.native:
-        return _ce_pass_native(h, w, b, yv, cfg, g, need_h, need_w, idx)
-    if _whole_fits(yv.shape[0], w.shape[0], h.shape[1], cfg):
+    if not cfg.native and _whole_fits(yv.shape[0], w.shape[0], h.shape[1], cfg):
         return _ce_whole(h, w, b, yv, cfg, g, need_h, need_w, idx)
     acc = _acc_dtype(h.dtype)
+    if g is not None and not isinstance(g, Tensor):
+        g = torch.full((yv.shape[0],), g, dtype=acc, device=h.device)
+    if cfg.native:
+        return _ce_pass_native(h, w, b, yv, cfg, g, need_h, need_w, idx)
     return _ce_pass(h, w.to(acc), None if b is None else b.to(acc), yv, cfg, g, need_h, need_w,
                     w if w.dtype == torch.bfloat16 else None, idx)
 
@@ -646,7 +661,6 @@ class _LinearCE(torch.autograd.Function):
     def forward(ctx: Any, h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEConfig,
                 ignore_index: int, reduction: str, grad_mode: bool) -> tuple[Tensor, Tensor]:
         n = h.shape[0]
-        acc = _acc_dtype(h.dtype)
         mask = y != ignore_index
         all_valid = bool(mask.all())
         valid = None if all_valid else mask
@@ -655,9 +669,8 @@ class _LinearCE(torch.autograd.Function):
         need = grad_mode and any(ctx.needs_input_grad[:3])
         precompute = need and reduction != "none"
         g = None
-        if precompute:
-            scale = 1.0 / count if reduction == "mean" and count else 1.0
-            g = torch.full((count,), scale, dtype=acc, device=h.device)
+        if precompute:  # one row weight for all rows
+            g = 1.0 / count if reduction == "mean" and count else 1.0
         need_h, need_w = need and bool(ctx.needs_input_grad[0]), need and bool(ctx.needs_input_grad[1])
         loss_v, lse_v, dh, dw, db = _run_ce(h, w, b, y, valid, cfg, g, need_h, need_w)
         loss_rows = _scatter_rows(loss_v, valid, n)
