@@ -59,3 +59,24 @@ def test_one_window_equals_the_strided_scores_and_the_sink_matters() -> None:
 def test_learned_positions_cannot_slide() -> None:
     with pytest.raises(ValueError, match="slide: True needs a ByteGPT with rotary positions"):
         score("some text", load_model("bytegpt-small"), slide=True)
+
+
+@pytest.mark.parametrize(("slide_window", "stride"), [(12, 3), (10, 8), (16, 4)])
+def test_slide_window_sets_the_attention_window(slide_window: int, stride: int) -> None:
+    m = rope_model(block_size=16, n_embd=32, n_head=2)
+    text = np.random.default_rng(slide_window).integers(97, 105, 75).astype(np.uint8).tobytes()
+    r = score(text, ByteModel(m, "rope"), slide=True, stride=stride, slide_window=slide_window)
+    want = sliding_reference(m, list(text), slide_window, True, stride)
+    np.testing.assert_allclose(r.surprisal_bits, want, atol=2e-4)
+    assert r.summary["context"] == slide_window and r.summary["stride"] == stride
+
+
+def test_slide_window_is_checked() -> None:
+    m = ByteModel(rope_model(block_size=16, n_embd=32, n_head=2), "rope")
+    with pytest.raises(ValueError, match="slide_window applies only with slide=True"):
+        score("some text", m, slide_window=8)
+    with pytest.raises(ValueError, match=r"slide_window must be an int in \[3, 16\], got 17"):
+        score("some text", m, slide=True, slide_window=17)
+    with pytest.raises(ValueError, match=r"stride must be an int in \[1, 6\], got 7"):
+        score("some text", m, slide=True, slide_window=8, stride=7)
+    assert score("some text", m, slide=True, slide_window=8).summary["stride"] == 2  # W // 4
