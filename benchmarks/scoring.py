@@ -127,13 +127,14 @@ def sliding_comparison(lm: LanguageModel, text: bytes, source: str, record_it: b
     configs: list[tuple[str, dict[str, object] | None, tuple[int, int]]] = [
         ("transformers-docs strided loop, BOS per window, stride C/2 (anchor)", None, half),
         ("entropykit.lm.score, strided windows (stride C/2)", {"stride": stride}, half),
-        ("lm.score(slide=True): pieces of C/4, window C, BOS sink (default)", {"slide": True},
-         (ctx - q - 1, ctx - 2)),
-        ("lm.score(slide=True, sink=False): no sink", {"slide": True, "sink": False}, (ctx - q, ctx - 1)),
-        ("lm.score(slide=True, stride=C/2): pieces of C/2 (strided's context)",
-         {"slide": True, "stride": stride}, (ctx - stride - 1, ctx - 2)),
+        ("lm.score(slide=True): pieces of C/2, window C, BOS sink (default; strided's context)",
+         {"slide": True}, half),
+        ("lm.score(slide=True, sink=False): no sink", {"slide": True, "sink": False},
+         (ctx - stride + 1, ctx)),
+        ("lm.score(slide=True, stride=C/4): pieces of C/4 (more context)", {"slide": True, "stride": q},
+         (ctx - q, ctx - 1)),
         ("lm.score(slide=True, stride=C/4, slide_window=3C/4): strided's minimum context",
-         {"slide": True, "stride": q, "slide_window": 3 * q}, (2 * q - 1, 3 * q - 2)),
+         {"slide": True, "stride": q, "slide_window": 3 * q}, (2 * q, 3 * q - 1)),
     ]
     times: list[list[float]] = [[] for _ in configs]
     bpb: list[float] = [0.0] * len(configs)
@@ -171,7 +172,8 @@ def sliding_comparison(lm: LanguageModel, text: bytes, source: str, record_it: b
         f"each window recomputes its first {ctx - stride} tokens, so every token is computed twice. "
         "Sliding: every token computed once, pieces of `stride` new tokens over a cache cut to the newest "
         "`W - stride - 1` tokens plus the BOS sink (the window `W = slide_window`, default C), so the cache "
-        "always starts with BOS, as training windows did; the cached keys also carry what their own "
+        "always starts with BOS, as training windows did: the same direct context as a strided window of "
+        "W tokens, but the cached tokens' states in layers >= 2 also carry what their own earlier "
         f"history saw.\n\n{table}\n\nGoal: sliding >= 2x the anchor: {verdict}. Why the window matters: "
         "per scored token the anchor runs the matrix products twice and attends over C/2 keys on average "
         "per pass; sliding runs the products once but attends over `W - stride/2` keys (the cache plus "

@@ -35,18 +35,21 @@ one fresh forward pass per window (batched here); a text that fits the context i
 **Sliding KV cache** (``slide=True``, models with rotary positions: ByteGPT ``positions="rope"``):
 attention then depends only on the distance between query and key, so the cache can slide over the
 text and every token is computed once. The text (after BOS) is fed in pieces of ``stride`` tokens
-(default ``W // 4``) through an attention window of ``W = slide_window`` tokens (default ``C``):
+(default ``W // 2``) through an attention window of ``W = slide_window`` tokens (default ``C``):
 before each piece that would overflow the window, the cache is cut to its newest ``W - stride - 1``
 tokens plus an attention sink (StreamingLLM, Xiao et al. 2024): the BOS keys and values, re-rotated
 to sit just before the oldest kept token, so the cache always looks like a BOS-started window, as in
-training. Every token after the first window sees between ``W - stride - 1`` and ``W - 2`` text
-tokens directly (the strided loop gives ``C - stride`` to ``C - 1``, ``C/2`` to ``C - 1`` at its
-default; the sliding default, from ``3C/4 - 1``), and through the cached keys, which were computed
-with their own history, indirectly more. ``sink=False`` drops the oldest tokens only (no sink). The
+training. Every token after the first window sees between ``W - stride`` and ``W - 1`` text tokens
+directly, as in a strided window of ``W`` tokens (the strided loop gives ``C - stride`` to ``C - 1``:
+at the default ``W = C`` and ``stride = C/2`` of both, the same tokens, the sink standing in the
+window's BOS slot; for a one-layer model and a stride that divides ``C`` the very same numbers). What
+differs: the cached tokens' states in layers >= 2 were computed with their own history, so they
+carry more than the window. ``sink=False`` drops the oldest tokens only (no sink; one more text
+token, ``W - stride + 1`` to ``W``). The
 cost per token is the layers' matrix products once plus attention over ``W - stride/2`` keys on
 average, against the strided loop's two passes over each token at ``C/2`` keys on average: halving
 the products, but not the attention, is why ``slide_window`` exists (``W = 3C/4``, ``stride =
-C/4`` keeps the strided loop's minimum history of ``C/2 - 1`` tokens for less attention). The
+C/4`` keeps the strided loop's minimum history of ``C/2`` tokens for less attention). The
 numbers differ from the strided loop's for texts longer than one window (and equal them up to
 rounding for one window); ``benchmarks/scoring.py`` reports the speed and bits/byte of both.
 
@@ -369,12 +372,12 @@ def score(
         progress: a tqdm bar on stderr; default only for multi-window texts on a terminal.
         slide: score with a sliding KV cache instead of strided windows (every token computed once;
             rotary-position ByteGPTs only; see the module docstring); ``stride`` is then the number of
-            new tokens per forward pass (default ``C // 4``; at most ``C - 2``; each later token sees at
-            least ``C - stride - 1`` text tokens) and ``batch_size`` does not apply. ``sink``: keep the
+            new tokens per forward pass (default ``C // 2``; at most ``C - 2``; each later token sees at
+            least ``C - stride`` text tokens, as with strided windows) and ``batch_size`` does not apply. ``sink``: keep the
             BOS attention sink in the sliding cache. ``slide_window``: the most tokens a query attends to
             (cache + piece, sink included; default and at most ``C``): a smaller window computes less
-            attention per token and gives each later token ``slide_window - stride - 1`` to
-            ``slide_window - 2`` text tokens of context (``summary["context"]`` records it).
+            attention per token and gives each later token ``slide_window - stride`` to
+            ``slide_window - 1`` text tokens of context (``summary["context"]`` records it).
 
     Sources: GLTR (Gehrmann et al., 2019); Hugging Face "Perplexity of fixed-length models".
 
@@ -399,7 +402,7 @@ def score(
     p = len(lm.prefix_ids)
     if slide:  # stride = new tokens per forward pass of the sliding cache (room for the sink + 1 token)
         ctx = ctx if slide_window is None else check_int(slide_window, "slide_window", 3, ctx)
-        stride = max(1, ctx // 4) if stride is None else stride
+        stride = max(1, ctx // 2) if stride is None else stride
         check_int(stride, "stride", 1, max(1, ctx - 2))
     elif slide_window is not None:
         raise ValueError(f"slide_window applies only with slide=True, got slide_window={slide_window}")

@@ -243,13 +243,17 @@ class SlidingCache:
     computed once, through preallocated key/value buffers (a sliding KV cache).
 
     The inputs are fed in order from absolute position 0 (``feed`` returns the logits of each piece).
-    While the context has room, the cache holds every earlier input; once a piece would overflow the
-    context ``C = block_size``, the cache is cut to ``keep = C - piece`` entries first: with ``sink``
+    While the window has room, the cache holds every earlier input; once a piece would overflow the
+    attention window ``W = window`` (default the context, ``block_size``), the cache is cut to
+    ``keep = W - piece`` entries first: with ``sink``
     (StreamingLLM's attention sink, Xiao et al. 2024) the first input's key and value (the BOS of a
     scored text, whose states depend on nothing else), its key re-rotated to sit just before the
     oldest kept input, plus the newest ``keep - 1`` inputs; without it the newest ``keep``. A query
-    of a piece attends to every kept entry and causally to its own piece; as the cache is laid out
-    densely, a piece after a cut sees between ``keep`` and ``C - 1`` keys. Rotary positions make this
+    of a piece attends to every kept entry and causally to its own piece: query ``i`` of a piece after
+    a cut attends to ``keep + i + 1`` entries (at most ``W``), laid out densely. With the sink in the
+    slot of a window's BOS, that is the strided loop's window (BOS + ``W - 1`` tokens, the last
+    ``piece`` scored) except that the kept inputs' states come from their own, earlier history
+    instead of being recomputed from the window start. Rotary positions make this
     exact: attention scores depend only on the distance between query and key, so a kept key (stored
     rotated to its absolute position) is valid for every later query.
 
