@@ -375,10 +375,10 @@ def score(
             new tokens per forward pass (default ``C // 2``; at most ``C - 2``; each later token sees at
             least ``C - stride`` text tokens, as with strided windows) and ``batch_size`` does not
             apply. ``sink``: keep the BOS attention sink in the sliding cache. ``slide_window``: the
-            most tokens a query attends to
-            (cache + piece, sink included; default and at most ``C``): a smaller window computes less
-            attention per token and gives each later token ``slide_window - stride`` to
-            ``slide_window - 1`` text tokens of context (``summary["context"]`` records it).
+            most tokens a query attends to (cache + piece, sink included; default and at most
+            ``C``): a smaller window computes less attention per token and gives each later token
+            ``slide_window - stride`` to ``slide_window - 1`` text tokens of context
+            (``summary["context"]`` records it).
 
     Sources: GLTR (Gehrmann et al., 2019); Hugging Face "Perplexity of fixed-length models".
 
