@@ -147,7 +147,7 @@ def test_slide_matches_the_library_and_needs_rotary_positions(
 
     torch.manual_seed(0)
     rope = tmp_path / "rope-bytegpt"
-    ByteGPT(ByteGPTConfig(block_size=32, n_layer=1, n_head=2, n_embd=16, positions="rope")).save(rope)
+    ByteGPT(ByteGPTConfig(block_size=32, n_layer=2, n_head=2, n_embd=16, positions="rope")).save(rope)
     f = tmp_path / "long.txt"
     text = "sliding caches compute every token once. " * 4  # 164 bytes > context 32
     f.write_text(text)

@@ -89,13 +89,13 @@ def forward(
 def sliding_reference(model: torch.nn.Module, text: list[int], ctx: int, sink: bool, piece: int = 0
                       ) -> np.ndarray:
     """Surprisal (bits) of every token of ``text`` as the sliding-cache scorer defines it, written as
-    one masked forward pass: inputs ``BOS + text[:-1]`` in pieces of ``piece`` (default ``ctx // 4``); a
+    one masked forward pass: inputs ``BOS + text[:-1]`` in pieces of ``piece`` (default ``ctx // 2``); a
     query of a piece ``[a, b)`` with ``b <= ctx`` sees every earlier input, one of a later piece the last
     ``ctx - piece - 1`` inputs before ``a`` (plus the BOS sink at position ``lo - 1``) or, without the
     sink, the last ``ctx - piece``."""
     tokens = [BOS, *text[:-1]]
     t = len(tokens)
-    piece = piece or ctx // 4
+    piece = piece or ctx // 2
     keep = ctx - piece
     allowed = np.zeros((t, t), dtype=bool)
     sink_at = np.full(t, -1)

@@ -67,7 +67,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--slide", action="store_true",
                    help="long texts: slide a KV cache (with a BOS attention sink) instead of strided "
                         "windows, so every token is computed once (rotary-position models only; "
-                        "--stride is then the new tokens per forward pass, default context/4)")
+                        "--stride is then the new tokens per forward pass, default context/2)")
     p.add_argument("--window", type=int, default=16, help="tokens in the window-entropy mean (default: 16)")
     p.add_argument(
         "--hwe-threshold",

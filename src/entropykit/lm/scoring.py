@@ -35,16 +35,23 @@ one fresh forward pass per window (batched here); a text that fits the context i
 **Sliding KV cache** (``slide=True``, models with rotary positions: ByteGPT ``positions="rope"``):
 attention then depends only on the distance between query and key, so the cache can slide over the
 text and every token is computed once. The text (after BOS) is fed in pieces of ``stride`` tokens
-(default ``C // 4``); before each piece the cache is cut to its newest ``C - stride - 1`` tokens plus an
-attention sink
-(StreamingLLM, Xiao et al. 2024): the BOS keys and values, re-rotated to sit just before the oldest
-kept token, so the cache always looks like a BOS-started window, as in training. Every token after
-the first window sees between ``C - C // 4 - 1`` and ``C - 2`` text tokens directly (the strided loop
-gives ``C - stride`` to ``C - 1``; with the default sliding ``stride = C // 4``, from ``3C/4 - 1``),
-and through the cached keys, which were computed with their own
-history, indirectly more. ``sink=False`` drops the oldest tokens only (no sink). The numbers differ
-from the strided loop's for texts longer than one window (and equal them up to rounding for one
-window); ``benchmarks/scoring.py`` reports the speed and bits/byte of both.
+(default ``W // 2``) through an attention window of ``W = slide_window`` tokens (default ``C``):
+before each piece that would overflow the window, the cache is cut to its newest ``W - stride - 1``
+tokens plus an attention sink (StreamingLLM, Xiao et al. 2024): the BOS keys and values, re-rotated
+to sit just before the oldest kept token, so the cache always looks like a BOS-started window, as in
+training. Every token after the first window sees between ``W - stride`` and ``W - 1`` text tokens
+directly, as in a strided window of ``W`` tokens (the strided loop gives ``C - stride`` to ``C - 1``:
+at the default ``W = C`` and ``stride = C/2`` of both, the same tokens, the sink standing in the
+window's BOS slot; for a one-layer model and a stride that divides ``C`` the very same numbers). What
+differs: the cached tokens' states in layers >= 2 were computed with their own history, so they
+carry more than the window. ``sink=False`` drops the oldest tokens only (no sink; one more text
+token, ``W - stride + 1`` to ``W``). The
+cost per token is the layers' matrix products once plus attention over ``W - stride/2`` keys on
+average, against the strided loop's two passes over each token at ``C/2`` keys on average: halving
+the products, but not the attention, is why ``slide_window`` exists (``W = 3C/4``, ``stride =
+C/4`` keeps the strided loop's minimum history of ``C/2`` tokens for less attention). The
+numbers differ from the strided loop's for texts longer than one window (and equal them up to
+rounding for one window); ``benchmarks/scoring.py`` reports the speed and bits/byte of both.
 
 References: GLTR (Gehrmann et al., 2019, rank buckets); the ``surprisal`` package (per-token
 surprisal); Hugging Face "Perplexity of fixed-length models" (strided evaluation).
@@ -304,34 +311,21 @@ def _can_slide(lm: LanguageModel) -> bool:
     return isinstance(lm, ByteModel) and isinstance(lm.module, ByteGPT) and lm.module.wpe is None
 
 
-def _slide(gpt: Any, seq: torch.Tensor, ctx: int, piece: int, sink: bool, consume: Any, update: Any) -> None:
+def _slide(
+    gpt: Any, seq: torch.Tensor, piece: int, sink: bool, window: int, consume: Any, update: Any
+) -> None:
     """Sliding-cache scoring of ``seq`` (the text's tokens) under the rotary ByteGPT ``gpt``: inputs
-    ``BOS + seq[:-1]`` in pieces of ``piece`` tokens; ``consume(logits, t0, t1)`` gets the logit rows of
-    targets ``seq[t0:t1]``. Input position ``q`` (BOS = 0) sits at absolute rotary position ``q``."""
-    from entropykit.models.bytegpt import BOS, apply_rope, rope
+    ``BOS + seq[:-1]`` in pieces of ``piece`` tokens through ``bytegpt.SlidingCache`` (attention
+    ``window``); ``consume(logits,
+    t0, t1)`` gets the logit rows of targets ``seq[t0:t1]`` (one call per piece: the statistics are
+    batched over the piece). Input position ``q`` (BOS = 0) sits at absolute rotary position ``q``."""
+    from entropykit.models.bytegpt import BOS, SlidingCache
 
-    keep = ctx - piece  # cache entries kept before a piece (the sink included)
-    head = gpt.config.n_embd // gpt.config.n_head
+    cache = SlidingCache(gpt, piece, sink, window)
     x_all = torch.cat([torch.tensor([BOS]), seq[:-1].long()])
-    past: Any = None
-    sink_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
     for a in range(0, len(x_all), piece):
         b = min(a + piece, len(x_all))
-        if past is not None and past[0][0].shape[2] + (b - a) > ctx:  # slide: keep the newest entries
-            if sink:
-                lo = a - (keep - 1)  # absolute position of the oldest kept token; the sink sits at lo - 1
-                tables = rope(torch.tensor([lo - 1]), head, gpt.config.rope_base)
-                past = [
-                    (torch.cat([apply_rope(k0, tables), k[:, :, -(keep - 1) :]], dim=2),
-                     torch.cat([v0, v[:, :, -(keep - 1) :]], dim=2))
-                    for (k0, v0), (k, v) in zip(sink_kv, past)
-                ]
-            else:
-                past = [(k[:, :, -keep:], v[:, :, -keep:]) for k, v in past]
-        logits, past = gpt(x_all[a:b][None], past, start=a)
-        if a == 0:  # BOS at position 0: its rotation is the identity, so these are the unrotated keys
-            sink_kv = [(k[:, :, :1].clone(), v[:, :, :1].clone()) for k, v in past]
-        consume(logits[0].float(), a, b)
+        consume(cache.feed(x_all[a:b]).float(), a, b)
         update(b - a)
 
 
@@ -348,6 +342,7 @@ def score(
     progress: bool | None = None,
     slide: bool = False,
     sink: bool = True,
+    slide_window: int | None = None,
 ) -> ScoreResult:
     """Score every token of ``text`` under a causal language model (all quantities in bits).
 
@@ -377,9 +372,13 @@ def score(
         progress: a tqdm bar on stderr; default only for multi-window texts on a terminal.
         slide: score with a sliding KV cache instead of strided windows (every token computed once;
             rotary-position ByteGPTs only; see the module docstring); ``stride`` is then the number of
-            new tokens per forward pass (default ``C // 4``; at most ``C - 2``; each later token sees at
-            least ``C - stride - 1`` text tokens) and ``batch_size`` does not apply. ``sink``: keep the
-            BOS attention sink in the sliding cache.
+            new tokens per forward pass (default ``C // 2``; at most ``C - 2``; each later token sees at
+            least ``C - stride`` text tokens, as with strided windows) and ``batch_size`` does not
+            apply. ``sink``: keep the BOS attention sink in the sliding cache. ``slide_window``: the
+            most tokens a query attends to (cache + piece, sink included; default and at most
+            ``C``): a smaller window computes less attention per token and gives each later token
+            ``slide_window - stride`` to ``slide_window - 1`` text tokens of context
+            (``summary["context"]`` records it).
 
     Sources: GLTR (Gehrmann et al., 2019); Hugging Face "Perplexity of fixed-length models".
 
@@ -403,8 +402,11 @@ def score(
     ctx = int(lm.max_context)
     p = len(lm.prefix_ids)
     if slide:  # stride = new tokens per forward pass of the sliding cache (room for the sink + 1 token)
-        stride = max(1, ctx // 4) if stride is None else stride
+        ctx = ctx if slide_window is None else check_int(slide_window, "slide_window", 3, ctx)
+        stride = max(1, ctx // 2) if stride is None else stride
         check_int(stride, "stride", 1, max(1, ctx - 2))
+    elif slide_window is not None:
+        raise ValueError(f"slide_window applies only with slide=True, got slide_window={slide_window}")
     elif stride is None:
         stride = stream.default_stride(ctx, p)
     check_int(stride, "stride", 1, ctx - p)
@@ -517,7 +519,7 @@ def score(
         batch: list[stream.Window] = []
         if slide:
             with autocast:
-                _slide(lm.module, seq, ctx, stride, sink, consume, bar.update)
+                _slide(lm.module, seq, stride, sink, ctx, consume, bar.update)
         for w in [] if slide else stream.windows(len(seq_np), ctx, p, stride):
             # Windows of one input length share a forward pass.
             if batch and (len(batch) == batch_size or w.n_inputs(p) != batch[0].n_inputs(p)):

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from entropykit._validate import check_int
+
 BOS = 256
 VOCAB_SIZE = 257
 
@@ -234,3 +236,113 @@ class ByteGPT(nn.Module):
         model = cls(cfg)
         model.load_state_dict(load_file(str(d / "model.safetensors")))
         return model.eval()
+
+
+class SlidingCache:
+    """Feed a rotary ByteGPT a text of any length in pieces of at most ``piece`` tokens, each token
+    computed once, through preallocated key/value buffers (a sliding KV cache).
+
+    The inputs are fed in order from absolute position 0 (``feed`` returns the logits of each piece).
+    While the window has room, the cache holds every earlier input; once a piece would overflow the
+    attention window ``W = window`` (default the context, ``block_size``), the cache is cut to
+    ``keep = W - piece`` entries first: with ``sink``
+    (StreamingLLM's attention sink, Xiao et al. 2024) the first input's key and value (the BOS of a
+    scored text, whose states depend on nothing else), its key re-rotated to sit just before the
+    oldest kept input, plus the newest ``keep - 1`` inputs; without it the newest ``keep``. A query
+    of a piece attends to every kept entry and causally to its own piece: query ``i`` of a piece after
+    a cut attends to ``keep + i + 1`` entries (at most ``W``), laid out densely. With the sink in the
+    slot of a window's BOS, that is the strided loop's window (BOS + ``W - 1`` tokens, the last
+    ``piece`` scored) except that the kept inputs' states come from their own, earlier history
+    instead of being recomputed from the window start. Rotary positions make this
+    exact: attention scores depend only on the distance between query and key, so a kept key (stored
+    rotated to its absolute position) is valid for every later query.
+
+    The arithmetic is that of :meth:`ByteGPT.forward` with a cache: the same modules, in the same
+    order, attention by ``F.scaled_dot_product_attention`` (an additive mask, built once per shape,
+    for a piece over a cache; ``is_causal`` for the first). What it saves against a cache of
+    concatenated tensors: no reallocation per layer and piece (two buffers per layer alternate at
+    each cut), no per-layer boolean-to-additive mask conversion, and q and k are rotated in one
+    pass. The buffers take the dtype of the keys on the first feed (bfloat16 under CPU autocast).
+
+    >>> m = ByteGPT(ByteGPTConfig(block_size=8, n_layer=1, n_head=2, n_embd=8, positions="rope")).eval()
+    >>> cache, x = SlidingCache(m, piece=4), torch.tensor([BOS, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    >>> with torch.no_grad():
+    ...     logits = torch.cat([cache.feed(x[a : a + 4]) for a in range(0, 10, 4)])
+    >>> logits.shape, cache.position, cache.length  # after the last piece: sink + 3 kept + 2 new
+    (torch.Size([10, 257]), 10, 6)
+    """
+
+    def __init__(self, model: ByteGPT, piece: int, sink: bool = True, window: int | None = None) -> None:
+        cfg = model.config
+        if model.wpe is not None:
+            raise ValueError("model must have rotary positions (positions='rope') to slide a cache, "
+                             "got learned absolute positions")
+        window = cfg.block_size if window is None else check_int(window, "window", 2, cfg.block_size)
+        check_int(piece, "piece", 1, window - 2 if sink else window - 1)
+        self.model, self.piece, self.sink, self.window = model, piece, sink, window
+        self.keep = window - piece
+        self.heads, self.head_dim = cfg.n_head, cfg.n_embd // cfg.n_head
+        self.position = 0  # absolute position of the next input
+        self.length = 0  # cache entries in use
+        self._buffers: list[torch.Tensor] = []  # two (2, n_layer, n_head, C, head_dim): keys and values
+        self._sink: torch.Tensor | None = None  # (2, n_layer, n_head, 1, head_dim), unrotated
+        self._masks: dict[tuple[int, int, torch.dtype], torch.Tensor] = {}
+
+    def _cut(self) -> None:
+        """Keep the sink and the newest ``keep - 1`` entries (or the newest ``keep``), in the other buffer."""
+        src, dst = self._buffers
+        n, keep = self.length, self.keep
+        if self.sink:
+            assert self._sink is not None
+            lo = self.position - (keep - 1)  # absolute position of the oldest kept input
+            tables = rope(torch.tensor([lo - 1]), self.head_dim, self.model.config.rope_base)
+            dst[0, :, :, :1] = apply_rope(self._sink[0], tables)
+            dst[1, :, :, :1] = self._sink[1]
+            dst[:, :, :, 1:keep] = src[:, :, :, n - keep + 1 : n]
+        else:
+            dst[:, :, :, :keep] = src[:, :, :, n - keep : n]
+        self._buffers.reverse()
+        self.length = keep
+
+    def _mask(self, n: int, t: int, dtype: torch.dtype) -> torch.Tensor:
+        """Additive mask (t, n + t): query i sees the n cached keys and new keys 0..i."""
+        key = (n, t, dtype)
+        if key not in self._masks:
+            allowed = torch.ones(t, n + t, dtype=torch.bool).tril(diagonal=n)
+            self._masks[key] = torch.zeros(t, n + t, dtype=dtype).masked_fill_(~allowed, float("-inf"))
+        return self._masks[key]
+
+    def feed(self, idx: torch.Tensor) -> torch.Tensor:
+        """Logits (t, 257) of the next ``t <= piece`` inputs ``idx`` (t,) (int64), in the model's dtype."""
+        t = idx.shape[0]
+        if not 1 <= t <= self.piece:
+            raise ValueError(f"idx must hold 1..{self.piece} tokens (the piece), got {t}")
+        gpt, h, d = self.model, self.heads, self.head_dim
+        if self.length + t > self.window:
+            self._cut()
+        n, c = self.length, h * d
+        x = gpt.wte(idx)[None]
+        tables = rope(torch.arange(self.position, self.position + t), d, gpt.config.rope_base)
+        blocks: list[Block] = list(gpt.blocks)  # type: ignore[arg-type]
+        for i, block in enumerate(blocks):
+            attn = block.attn
+            qkv = attn.qkv(block.ln1(x)).view(1, t, 3, h, d)
+            qk = apply_rope(qkv[:, :, :2].permute(2, 0, 3, 1, 4), tables)  # (2, 1, h, t, d): q and k
+            if not self._buffers:  # first feed: the buffers take the dtype the keys come in
+                shape = (2, len(blocks), h, self.window, d)
+                self._buffers = [torch.empty(shape, dtype=qk.dtype) for _ in range(2)]
+            kv = self._buffers[0]
+            kv[0, i, :, n : n + t] = qk[1, 0]
+            kv[1, i, :, n : n + t] = qkv[0, :, 2].transpose(0, 1)
+            keys, values = kv[0, i, None, :, : n + t], kv[1, i, None, :, : n + t]
+            if n == 0:
+                y = F.scaled_dot_product_attention(qk[0], keys, values, is_causal=True)
+            else:
+                y = F.scaled_dot_product_attention(qk[0], keys, values, attn_mask=self._mask(n, t, qk.dtype))
+            x = x + attn.proj(y.transpose(1, 2).reshape(1, t, c))
+            x = x + block.mlp(block.ln2(x))
+        if self.position == 0 and self.sink:  # the first input at position 0: rotation is the identity
+            self._sink = self._buffers[0][:, :, :, :1].clone()
+        self.position += t
+        self.length = n + t
+        return F.linear(gpt.ln_f(x[0]), gpt.wte.weight)
