@@ -20,7 +20,7 @@ from entropykit.codec.container import FLAG_SLIDE
 from entropykit.models.kernels import decode_attention
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
-from bytegpt_reference import forward as reference_forward
+from bytegpt_reference import ring_reference
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PRECISIONS = ["float32", "bfloat16", pytest.param("int8kv", marks=pytest.mark.skipif(
@@ -36,21 +36,11 @@ def one_thread():
 
 
 def ring_bits(model, data: bytes, window: int) -> float:
-    """Cross-entropy (bits) of ``data`` under the ring rule (float64 reference forward of
-    ``tests/models/bytegpt_reference.py``): position p >= window sees the last window - 1 positions and
-    the BOS sink rotated to p - window + 1."""
-    tokens = [256, *data[:-1]]
-    t = len(tokens)
-    allowed = np.zeros((t, t), dtype=bool)
-    sink_at = np.full(t, -1)
-    for p in range(t):
-        lo = 0 if p < window else p - window + 2
-        allowed[p, lo : p + 1] = True
-        if p >= window:
-            sink_at[p] = p - window + 1
-    logits = reference_forward(model.module, tokens, allowed, sink_at)
+    """Cross-entropy (bits) of ``data`` under the ring rule (the float64 reference forward of
+    ``tests/models/bytegpt_reference.py``)."""
+    logits = ring_reference(model.module, list(data[:-1]), window)
     lse = logits.max(-1) + np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1))
-    return float(((lse - logits[np.arange(t), list(data)]) / np.log(2)).sum())
+    return float(((lse - logits[np.arange(len(data)), list(data)]) / np.log(2)).sum())
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)

@@ -109,3 +109,19 @@ def sliding_reference(model: torch.nn.Module, text: list[int], ctx: int, sink: b
     logits = forward(model, tokens, allowed, sink_at if sink else None)
     lse = logits.max(-1) + np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1))
     return (lse - logits[np.arange(t), text]) / math.log(2)
+
+
+def ring_reference(model: torch.nn.Module, tokens: list[int], window: int) -> np.ndarray:
+    """Logits (T, 257) of ``BOS + tokens`` under the codec's ring-cache rule (``ByteGPTStepper(...,
+    ring=window)``, container flag ``slide``), as one masked float64 forward: position ``p < window``
+    sees everything before it; a later one the last ``window - 1`` positions (itself included) and the
+    BOS sink rotated to ``p - window + 1``."""
+    t = len(tokens) + 1
+    allowed = np.zeros((t, t), dtype=bool)
+    sink_at = np.full(t, -1)
+    for p in range(t):
+        lo = 0 if p < window else p - window + 2
+        allowed[p, lo : p + 1] = True
+        if p >= window:
+            sink_at[p] = p - window + 1
+    return forward(model, [BOS, *tokens], allowed, sink_at)

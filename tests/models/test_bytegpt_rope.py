@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from bytegpt_reference import forward as reference_forward
-from bytegpt_reference import rotate
+from bytegpt_reference import ring_reference, rotate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -159,21 +159,6 @@ def test_rope_low_precision_steps_stay_close(precision: str, batch: int) -> None
 
 
 # --- the sliding (ring) cache of the codec --------------------------------------------------------------
-
-
-def ring_reference(model: ByteGPT, tokens: list[int], window: int) -> np.ndarray:
-    """Logits (T, 257) of ``BOS + tokens`` under the ring cache's rule, as one masked float64 forward:
-    position ``p < window`` sees everything before it; a later one the last ``window - 1`` positions
-    (itself included) and the BOS sink rotated to ``p - window + 1``."""
-    t = len(tokens) + 1
-    allowed = np.zeros((t, t), dtype=bool)
-    sink_at = np.full(t, -1)
-    for p in range(t):
-        lo = 0 if p < window else p - window + 2
-        allowed[p, lo : p + 1] = True
-        if p >= window:
-            sink_at[p] = p - window + 1
-    return reference_forward(model, [BOS, *tokens], allowed, sink_at)
 
 
 @pytest.mark.parametrize("window", [3, 8, 16])
