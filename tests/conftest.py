@@ -6,10 +6,25 @@ names are unique across folders."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
+import torch
 
 _TESTS = Path(__file__).resolve().parent
 _PARTS = sorted(p for p in _TESTS.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
 for _folder in [_TESTS, *_PARTS]:
     if str(_folder) not in sys.path:
         sys.path.insert(0, str(_folder))
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One intra-op torch thread for the test, the caller's count restored after (the codec and the
+    fast steppers pin one thread; their references run faster, and immune to a busy machine, pinned
+    too). Use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

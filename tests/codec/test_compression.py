@@ -95,13 +95,7 @@ def model():
     return tiny_model()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The coder pins one thread itself; the reference computations here run faster pinned too."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # --- round trips ---------------------------------------------------------------------------------------

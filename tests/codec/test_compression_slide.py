@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import struct
-import sys
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from bytegpt_reference import ring_reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_compression import parse
@@ -19,20 +18,12 @@ from entropykit.codec import ContainerError, can_slide, compress, decompress
 from entropykit.codec.container import FLAG_SLIDE
 from entropykit.models.kernels import decode_attention
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
-from bytegpt_reference import ring_reference
-
 FIXTURES = Path(__file__).parent / "fixtures"
 PRECISIONS = ["float32", "bfloat16", pytest.param("int8kv", marks=pytest.mark.skipif(
     not decode_attention.available(), reason="no int8-KV kernel"))]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def ring_bits(model, data: bytes, window: int) -> float:

@@ -12,13 +12,7 @@ from entropykit.lm import score
 from entropykit.models import ByteModel, load_model
 from entropykit.models.bytegpt import ByteGPT, ByteGPTConfig
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.mark.parametrize("sink", [True, False])

@@ -108,12 +108,7 @@ def model() -> ByteModel:
     return tiny_model()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_fast_stepper_matches_model_forward(model) -> None:

@@ -25,12 +25,7 @@ needs_kernel = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def rope_model(block_size: int = 48, n_embd: int = 64, n_head: int = 2, seed: int = 0) -> ByteGPT:

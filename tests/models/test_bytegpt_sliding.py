@@ -13,13 +13,7 @@ from test_bytegpt_rope import rope_model
 
 from entropykit.models.bytegpt import BOS, ByteGPT, ByteGPTConfig, SlidingCache, apply_rope, rope
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def concatenated(m: ByteGPT, x: torch.Tensor, piece: int, sink: bool, window: int) -> torch.Tensor:

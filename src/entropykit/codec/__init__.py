@@ -87,7 +87,7 @@ from entropykit.codec.container import (
 )
 from entropykit.codec.pool import Groups, Meter, Progress, closing, count_workers, pinned_threads
 from entropykit.models import LanguageModel, load_model, resolve_model
-from entropykit.models.bytegpt_step import int8kv_unavailable, is_bytegpt, step_precisions
+from entropykit.models.bytegpt_step import int8kv_unavailable, is_bytegpt, is_rotary_bytegpt, step_precisions
 from entropykit.precision import resolve
 
 __all__ = [
@@ -123,14 +123,13 @@ def resolve_precision(model: LanguageModel | str | None, precision: str = "auto"
 
 def can_slide(model: LanguageModel | str | None) -> bool:
     """True when ``model`` can code through a sliding KV cache (``compress(..., slide=True)``): a
-    ByteGPT with rotary positions and the BOS prefix.
+    ByteGPT with rotary positions (:func:`entropykit.models.bytegpt_step.is_rotary_bytegpt`).
 
     Example:
         >>> can_slide("bytegpt-6l"), can_slide("bytegpt-general")  # learned positions; rotary
         (False, True)
     """
-    lm = resolve_model(model)
-    return is_bytegpt(lm) and getattr(lm.module, "wpe", 0) is None and len(lm.prefix_ids) == 1
+    return is_rotary_bytegpt(resolve_model(model))
 
 
 def _params(

@@ -75,6 +75,7 @@ import torch
 from entropykit import measures
 from entropykit._validate import check_int, check_real
 from entropykit.models import ByteModel, LanguageModel, resolve_model, stream
+from entropykit.models.bytegpt_step import is_rotary_bytegpt
 from entropykit.precision import Precision, resolve
 
 __all__ = ["SCORING_PRECISIONS", "ScoreResult", "default_hwe_threshold", "score"]
@@ -305,12 +306,6 @@ def _window_mean(x: np.ndarray, window: int, block: int = 1 << 16) -> np.ndarray
     return out
 
 
-def _can_slide(lm: LanguageModel) -> bool:
-    from entropykit.models.bytegpt import ByteGPT
-
-    return isinstance(lm, ByteModel) and isinstance(lm.module, ByteGPT) and lm.module.wpe is None
-
-
 def _slide(
     gpt: Any, seq: torch.Tensor, piece: int, sink: bool, window: int, consume: Any, update: Any
 ) -> None:
@@ -417,7 +412,7 @@ def score(
     if hwe_threshold is None:
         hwe_threshold = default_hwe_threshold(lm.vocab_size)
     hwe_threshold = check_real(hwe_threshold, "hwe_threshold", finite=True)
-    if slide and not _can_slide(lm):
+    if slide and not is_rotary_bytegpt(lm):
         raise ValueError(
             f"slide: True needs a ByteGPT with rotary positions (positions='rope'), got model {lm.name!r}: "
             "learned absolute positions cannot slide a KV cache"

@@ -53,7 +53,10 @@ from entropykit.models.kernels import decode_attention
 from entropykit.models.kernels.decode_attention import Int8KVCache
 from entropykit.precision import Precision
 
-__all__ = ["ByteGPTStepper", "Stepper", "int8kv_unavailable", "is_bytegpt", "step_precisions", "stepper"]
+__all__ = [
+    "ByteGPTStepper", "Stepper", "int8kv_unavailable", "is_bytegpt", "is_rotary_bytegpt", "step_precisions",
+    "stepper",
+]
 
 
 class Stepper:
@@ -292,6 +295,17 @@ def is_bytegpt(model: LanguageModel) -> bool:
     True
     """
     return isinstance(model, ByteModel) and isinstance(model.module, ByteGPT)
+
+
+def is_rotary_bytegpt(model: LanguageModel) -> bool:
+    """True for a bundled-kind ByteGPT with rotary positions: the models whose KV cache can slide
+    (``lm.score(slide=True)``, the codec's ``slide``, ``ByteGPTStepper(..., ring=W)``).
+
+    >>> from entropykit.models import load_model
+    >>> is_rotary_bytegpt(load_model("bytegpt-6l")), is_rotary_bytegpt(load_model("bytegpt-general"))
+    (False, True)
+    """
+    return is_bytegpt(model) and getattr(model.module, "wpe", 0) is None
 
 
 def int8kv_unavailable(model: LanguageModel) -> str:
