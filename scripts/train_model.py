@@ -21,6 +21,11 @@ and a cosine to ``--min-lr-ratio``-scaled ``LR`` at step N, the earlier segments
 first); at most ``--checkpoint-minutes`` of work is lost on a hard kill. The log is appended to
 ``RUN/train.log`` (and stdout).
 
+A checkpoint is a file of the session that made it and may not outlive it. The exported model is
+committed, so training can go on from it: ``--init-from src/entropykit/models/bundled/bytegpt-general
+--restart-lr LR --warmup W --retarget-steps N`` (with no ``RUN/checkpoint.pt``) takes its weights, step,
+token count and schedule history, and starts AdamW's moments from zero under a new warm-up.
+
 Ship a checkpoint as a bundled model::
 
     python scripts/train_model.py --run /work/train/general \\
@@ -141,6 +146,21 @@ def save_atomic(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def warm_start(model_dir: Path) -> dict[str, Any]:
+    """A checkpoint from an exported model directory (``--export``'s ``config.json``,
+    ``model.safetensors``, ``training.json``): the weights, step, tokens, time, schedule and run
+    arguments; no AdamW moments (``"optimizer": None``) and the RNG seeded from (seed, step). A checkpoint
+    is a session's file and may be lost; the exported model is committed, so training can always go on
+    from it (with ``--restart-lr``: a new warm-up lets the fresh moments settle)."""
+    model = ByteGPT.load(model_dir)
+    card = json.loads((model_dir / "training.json").read_text())
+    torch.manual_seed(card["args"]["seed"] * 1_000_003 + card["step"])
+    return {"config": asdict(model.config), "model": model.state_dict(), "optimizer": None,
+            "schedule": card["schedule"], "args": card["args"], "step": card["step"],
+            "tokens": card["tokens"], "seconds": card["hours"] * 3600, "rng": torch.get_rng_state(),
+            "last_eval": card.get("last_eval_bits_per_byte")}
+
+
 def export(run: Path, out: Path) -> None:
     ck = torch.load(run / CHECKPOINT, weights_only=False)
     model = ByteGPT(ByteGPTConfig(**ck["config"]))
@@ -230,6 +250,9 @@ def main() -> None:
     ap.add_argument("--restart-lr", type=float,
                     help="on resume: warm restart, a new --warmup + cosine segment from the current step to "
                          "--retarget-steps peaking at this rate (the old schedule kept in 'history')")
+    ap.add_argument("--init-from", type=Path,
+                    help="with no RUN/checkpoint.pt: start from an exported model directory (its weights, "
+                         "step and schedule history; fresh AdamW moments); needs --restart-lr")
     ap.add_argument("--max-steps", type=int, help="stop (checkpointed) after this step (default: total)")
     ap.add_argument("--checkpoint-minutes", type=float, default=4.0)
     ap.add_argument("--eval-every", type=int, default=500)
@@ -254,6 +277,11 @@ def main() -> None:
         with log_path.open("a") as f:
             f.write(line + "\n")
 
+    if not ckpt_path.exists() and args.init_from:
+        if not args.restart_lr:
+            raise SystemExit("--init-from starts fresh AdamW moments: give --restart-lr (and --warmup)")
+        save_atomic(warm_start(args.init_from), ckpt_path)
+        log(f"warm start from {args.init_from}: its weights, step and schedule; AdamW moments from zero")
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, weights_only=False)
         cfg = ByteGPTConfig(**ck["config"])
@@ -291,7 +319,8 @@ def main() -> None:
         lr=schedule["lr"], betas=(0.9, 0.95),
     )
     if ck is not None:
-        opt.load_state_dict(ck["optimizer"])
+        if ck["optimizer"] is not None:  # None: a warm start from exported weights (--init-from)
+            opt.load_state_dict(ck["optimizer"])
         last_eval = ck.get("last_eval")
     else:
         last_eval = None

@@ -45,6 +45,22 @@ def test_slide_round_trips_past_the_window(precision: str) -> None:
     assert decompress(blob, lm) == data
 
 
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_the_encoders_look_ahead_changes_no_bit(precision: str, monkeypatch) -> None:
+    """The encoder feeds AHEAD tokens per stepper call (the decoder one): the container is the same
+    bytes as with one token per call, and it decodes."""
+    from entropykit.codec import coding
+
+    lm = tiny_rope_model()
+    data = sample_text(1500, 11)
+    blob = compress(data, lm, window=24, chunk_size=700, precision=precision, workers=1)
+    monkeypatch.setattr(coding, "AHEAD", 1)
+    assert compress(data, lm, window=24, chunk_size=700, precision=precision, workers=1) == blob
+    monkeypatch.setattr(coding, "AHEAD", 5)
+    assert compress(data, lm, window=24, chunk_size=700, precision=precision, workers=1) == blob
+    assert decompress(blob, lm) == data
+
+
 def test_the_coded_size_is_the_ring_cross_entropy() -> None:
     """float32 payload bits = the float64 reference model's cross-entropy under the ring rule, up to
     the 1/32-nat logit grid and the coder's flush (a few bytes)."""

@@ -222,3 +222,43 @@ def test_ring_bad_use_is_a_clear_error() -> None:
     s = ByteGPTStepper(lm, 1, ring=8)
     with pytest.raises(ValueError, match="one \\(BOS\\) token"):
         s.prime(np.full((1, 2), BOS))
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.sampled_from(["float32", "bfloat16", "int8kv"]), st.integers(3, 40),
+       st.lists(st.integers(1, 30), min_size=1, max_size=5), st.integers(0, 2**16))
+def test_ring_steps_are_the_bits_of_single_steps(precision: str, window: int, pieces: list[int],
+                                                 seed: int) -> None:
+    """``steps`` (the encoder's look-ahead: layer by layer, one kernel call for P tokens) gives the
+    same bits as P calls of ``step``, across the ring's wrap and any piece boundaries."""
+    if precision == "int8kv" and not decode_attention.available():
+        precision = "bfloat16"
+    lm = ByteModel(rope_model(), "rope")
+    ids = np.random.default_rng(seed).integers(0, 256, (2, sum(pieces)))
+    bos = np.full((2, 1), BOS)
+    one, many = (ByteGPTStepper(lm, 2, precision, ring=window) for _ in range(2))
+    one.prime(bos)
+    many.prime(bos)
+    want = np.stack([one.step(ids[:, i]) for i in range(ids.shape[1])])
+    got, i = [], 0
+    for n in pieces:
+        got.append(many.steps(ids[:, i : i + n]))
+        i += n
+    assert np.array_equal(np.concatenate(got), want)
+    assert (many.position, many.length) == (one.position, one.length)
+    if precision == "int8kv":
+        assert one.cache8 is not None and many.cache8 is not None
+        assert torch.equal(one.cache8.k, many.cache8.k)
+        assert torch.equal(one.cache8.v_scale, many.cache8.v_scale)
+
+
+def test_steps_without_a_ring_are_single_steps() -> None:
+    lm = ByteModel(rope_model(), "rope")
+    ids = np.random.default_rng(3).integers(0, 256, (1, 20))
+    a, b = ByteGPTStepper(lm, 1), ByteGPTStepper(lm, 1)
+    a.prime(np.full((1, 1), BOS))
+    b.prime(np.full((1, 1), BOS))
+    assert np.array_equal(b.steps(ids), np.stack([a.step(ids[:, i]) for i in range(20)]))
+    s = ByteGPTStepper(lm, 1, "int8kv" if decode_attention.available() else "float32", ring=8)
+    with pytest.raises(ValueError, match="primed with BOS"):
+        s.steps(ids[:, :4])

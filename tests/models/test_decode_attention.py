@@ -235,3 +235,67 @@ def test_unwritable_cache_is_reported(monkeypatch, tmp_path) -> None:
         monkeypatch.undo()
         decode_attention._build.cache_clear()
     assert decode_attention.available()
+
+
+def ring_steps(cache: Int8KVCache, window: int, start: int, qkv: torch.Tensor, cos: torch.Tensor,
+               sin: torch.Tensor, sink: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """steps_rope's documented meaning: one step_rope per position with the ring's slot rule."""
+    out = []
+    for i in range(qkv.shape[0]):
+        p = start + i
+        s = (*sink, cos[max(0, p - window + 1)], sin[max(0, p - window + 1)]) if p >= window else None
+        out.append(cache.step_rope(0, 1 + (p - 1) % (window - 1), min(p, window - 1), qkv[i],
+                                   (cos[p], sin[p]), s))
+    return torch.stack(out)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(3, 128), st.integers(1, 300), st.integers(1, 70), st.integers(0, 2**16))
+def test_steps_rope_is_consecutive_step_ropes(window: int, start: int, n: int, seed: int) -> None:
+    from entropykit.models.bytegpt import rope
+
+    length = -(-window // BLOCK) * BLOCK
+    a, b = Int8KVCache(1, 2, 3, length), Int8KVCache(1, 2, 3, length)
+    for c in (a, b):  # a full cache to start from
+        c.store(0, 0, bf16((2, 3, length, HEAD_DIM), seed, 2.0), bf16((2, 3, length, HEAD_DIM), seed + 1))
+    qkv = bf16((n, 2, 3 * 96), seed + 2, 2.0)
+    sink = (bf16((2, 96), seed + 3), bf16((2, 96), seed + 4))
+    cos, sin = (t.contiguous() for t in rope(torch.arange(start + n), HEAD_DIM))
+    want = ring_steps(b, window, start, qkv, cos, sin, sink)
+    rows = [max(0, p - window + 1) for p in range(start, start + n)]
+    got = a.steps_rope(0, window, start, qkv, (cos[start:], sin[start:]), (*sink, cos[rows], sin[rows]))
+    assert torch.equal(got.view(torch.int16), want.view(torch.int16))
+    assert torch.equal(a.k, b.k) and torch.equal(a.v, b.v)
+    assert torch.equal(a.k_scale, b.k_scale) and torch.equal(a.v_scale, b.v_scale)
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="baseline build is for x86-64")
+def test_steps_rope_portable_path_gives_the_same_bits() -> None:
+    from entropykit.models.bytegpt import rope
+
+    if decode_attention._build("x86-64")[0] is None:
+        pytest.skip("baseline build failed")
+    native, portable = Int8KVCache(1, 2, 2, 128), Int8KVCache(1, 2, 2, 128, march="x86-64")
+    qkv, sink = bf16((150, 2, 192), 1, 2.0), (bf16((2, 64), 2), bf16((2, 64), 3))
+    cos, sin = (t.contiguous() for t in rope(torch.arange(151), HEAD_DIM))
+    rows = [max(0, p - 100 + 1) for p in range(1, 151)]
+    x, y = (c.steps_rope(0, 100, 1, qkv, (cos[1:], sin[1:]), (*sink, cos[rows], sin[rows]))
+            for c in (native, portable))
+    assert torch.equal(x.view(torch.int16), y.view(torch.int16))
+
+
+def test_steps_rope_bad_arguments_are_named() -> None:
+    cache = Int8KVCache(1, 2, 1, 64)
+    qkv = torch.zeros(3, 2, 96, dtype=torch.bfloat16)
+    t = torch.zeros(3, HEAD_DIM)
+    sink = (torch.zeros(2, 32, dtype=torch.bfloat16),) * 2
+    with pytest.raises(ValueError, match="qkv: expected shape"):
+        cache.steps_rope(0, 10, 1, qkv[:, :1], (t, t), (*sink, t, t))
+    with pytest.raises(ValueError, match=r"window: expected 3\.\.64, got 65"):
+        cache.steps_rope(0, 65, 1, qkv, (t, t), (*sink, t, t))
+    with pytest.raises(ValueError, match="start"):
+        cache.steps_rope(0, 10, 0, qkv, (t, t), (*sink, t, t))
+    with pytest.raises(ValueError, match="sink cos: expected \\(3, 32\\)"):
+        cache.steps_rope(0, 10, 1, qkv, (t, t), (*sink, t[:2], t))
+    with pytest.raises(ValueError, match="sink v: expected shape"):
+        cache.steps_rope(0, 10, 1, qkv, (t, t), (sink[0], sink[1][:1], t, t))

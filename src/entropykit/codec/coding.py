@@ -5,7 +5,9 @@ batches (``docs/container-format.md``, "How the payload is produced"): prefix pr
 step per token through the model's stepper (``entropykit.models.bytegpt_step``), re-prime when the
 window is full, as the one re-prime rule says (``entropykit.models.stream.Reprime``); or, with the
 header's slide flag (rotary ByteGPTs), one step per token through a sliding ring cache of ``window``
-slots with a BOS sink, never re-primed. Each step's
+slots with a BOS sink, never re-primed (the encoder, which knows every token, feeds ``AHEAD`` of them
+per call of the stepper's ``steps``: the same bits as one ``step`` each, computed layer by layer so
+that each row's cache is read once per call). Each step's
 logits are quantised by :func:`quantized_probabilities` to the weights the range coder
 (``constriction``) uses: ``w_v = exp(-(max(k) - k_v) / 32)`` with ``k = round(32 l)`` (nats on a
 1/32 grid).
@@ -35,6 +37,7 @@ __all__ = ["cut", "decode_group", "encode_group", "quantized_probabilities", "ru
 
 EXP_STEP = float.fromhex("0x1.f03f56a88b5d8p-1")  # exp(-1/32), written exactly (no libm at run time)
 MAX_GAP = 32 * 40  # weights below exp(-40) are floored; constriction gives every symbol >= 2^-24 anyway
+AHEAD = 64  # slide mode: tokens the encoder feeds per stepper call (``steps``; the decoder feeds 1)
 PAD = 0  # token fed to rows that have no symbol at a step (identical on both sides)
 
 
@@ -103,6 +106,8 @@ def run_group(
     span = max(1, min(64, 2**24 // (batch * model.vocab_size)))
     pending = None if decode else np.empty((span, batch, model.vocab_size), dtype=np.float64)
     first = 0
+    look = 1 if decode else AHEAD
+    ahead: list[np.ndarray] = []  # logits of the next steps, last first
     for i in range(n_max):
         probs = quantized_probabilities(logits)
         if pending is None:
@@ -123,7 +128,9 @@ def run_group(
         if i == n_max - 1:
             break
         if params.slide:  # a sliding cache: one step a token, never a re-prime
-            logits = steps.step(tokens[:, i])
+            if not ahead:  # the encoder knows the tokens: up to AHEAD steps in one call, same bits
+                ahead = list(steps.steps(tokens[:, i : min(i + look, n_max - 1)]))[::-1]
+            logits = ahead.pop()
             continue
         feed = schedule.feed(cached=steps.length, fed=i, end=i + 1)
         if feed.restart and steps.length:  # window full: restart from the prefix + the last `prime` tokens

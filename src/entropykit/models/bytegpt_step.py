@@ -81,6 +81,10 @@ class Stepper:
         self.length += 1
         return logits[:, -1].numpy()
 
+    def steps(self, ids: np.ndarray) -> np.ndarray:
+        """Feed ``P`` tokens a row, ``ids`` (B, P); the logits after each, (P, B, V): ``P`` steps."""
+        return np.stack([self.step(ids[:, i]) for i in range(ids.shape[1])])
+
 
 def _ln(m: Any) -> tuple[torch.Tensor, torch.Tensor, float]:
     return m.weight, m.bias, float(m.eps)
@@ -247,6 +251,38 @@ class ByteGPTStepper(Stepper):
             x = x + out(fc_gelu(torch.layer_norm(x, (c,), *ln2)))
         self.position, self.length = p + 1, min(p + 1, w)
         return self.head(torch.layer_norm(x, (c,), *self.ln_f)).float().numpy()
+
+    @torch.inference_mode()
+    def steps(self, ids: np.ndarray) -> np.ndarray:
+        """Feed ``P`` tokens a row, ``ids`` (B, P), and return the logits after each, (P, B, V): the
+        same bits as ``P`` calls of :meth:`step`. For the int8-KV ring cache the steps run layer by
+        layer: per layer, the ``P`` tokens' matmuls one token at a time (the very calls :meth:`step`
+        makes: a oneDNN matmul's bits may change with its row count), then one kernel call for all
+        ``P`` steps, which reads each row-and-head's cache once instead of once a step. The encoder,
+        which knows every token in advance, takes this path; the decoder feeds ``P = 1``."""
+        b, n = ids.shape
+        cache8, w, p0 = self.cache8, self.ring, self.position
+        if cache8 is None or w is None or n == 1:
+            return super().steps(ids)
+        if p0 < 1:
+            raise ValueError("a sliding cache is primed with BOS before its first step")
+        positions = range(p0, p0 + n)
+        rows = self._rope_rows(*positions, *(max(0, p - w + 1) for p in positions))
+        cos, sin = (torch.stack([r[j] for r in rows[:n]]) for j in (0, 1))
+        scos, ssin = (torch.stack([r[j] for r in rows[n:]]) for j in (0, 1))
+        wte = self.gpt.wte.weight
+        xs = [F.embedding(torch.as_tensor(ids[:, i], dtype=torch.long), wte) for i in range(n)]
+        c = wte.shape[1]
+        qkv_x = torch.empty(n, b, 3 * c, dtype=wte.dtype)
+        for i, (ln1, qkv, proj, ln2, fc_gelu, out) in enumerate(self.layers):
+            for j in range(n):
+                qkv_x[j] = qkv(torch.layer_norm(xs[j], (c,), *ln1))
+            y = cache8.steps_rope(i, w, p0, qkv_x, (cos, sin), (*self.sink[i], scos, ssin))
+            for j in range(n):
+                x = xs[j] + proj(y[j])
+                xs[j] = x + out(fc_gelu(torch.layer_norm(x, (c,), *ln2)))
+        self.position, self.length = p0 + n, min(p0 + n, w)
+        return np.stack([self.head(torch.layer_norm(x, (c,), *self.ln_f)).float().numpy() for x in xs])
 
     @torch.inference_mode()
     def step(self, ids: np.ndarray) -> np.ndarray:

@@ -257,6 +257,25 @@ static inline void rope_one(const uint16_t *x, const float *cs, const float *sn,
     store_bf16(y + 16, hi + rhi);
 }
 
+/* One row-and-head of one step of a rotary model over a sliding (ring) cache with an attention sink:
+   rotate the token's query and key by (cs, sn) (its absolute position), store its key and value in
+   slot `slot`; when skx is not NULL, store the sink (the BOS key skx rotated by (scs, ssn), and the
+   value svx) in slot 0; then attend with the rotated query over slots [0, T]. x: the row's bf16
+   q | k | v at head h (q at x, k at x + C, v at x + 2C). */
+static inline void step_rope_one(int L, long bh, long C, int slot, int T, const uint16_t *x, const float *cs,
+                                 const float *sn, const uint16_t *skx, const uint16_t *svx, const float *scs,
+                                 const float *ssn, uint8_t *kc, float *ks, int8_t *vc, float *vs, uint16_t *dst) {
+    uint16_t q[HD], k[HD], s[HD];
+    rope_one(x, cs, sn, q);
+    rope_one(x + C, cs, sn, k);
+    store_one(L, bh, slot, k, x + 2 * C, kc, ks, vc, vs);
+    if (skx != NULL) {
+        rope_one(skx, scs, ssn, s);
+        store_one(L, bh, 0, s, svx, kc, ks, vc, vs);
+    }
+    attend_one(L, T, bh, q, kc, ks, vc, vs, dst);
+}
+
 /* One decoding step of a rotary model over a sliding (ring) cache with an attention sink:
    rotate the new token's query and key by (cs, sn) (its absolute position), store its key and value
    in slot `slot`; when sk is not NULL, store the sink (the BOS key sk, rotated by (scs, ssn), and
@@ -266,18 +285,39 @@ void ek_step_rope(int B, int H, int L, int slot, int T, const uint16_t *qkv, lon
                   const float *sn, const uint16_t *sk, const uint16_t *sv, long sstride, const float *scs,
                   const float *ssn, uint8_t *kc, float *ks, int8_t *vc, float *vs, uint16_t *out) {
     const long C = (long)H * HD;
-    uint16_t q[HD], k[HD], s[HD];
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
-            const long bh = (long)b * H + h;
-            const uint16_t *x = qkv + b * qstride + h * HD;
-            rope_one(x, cs, sn, q);
-            rope_one(x + C, cs, sn, k);
-            store_one(L, bh, slot, k, x + 2 * C, kc, ks, vc, vs);
-            if (sk != NULL) {
-                rope_one(sk + b * sstride + h * HD, scs, ssn, s);
-                store_one(L, bh, 0, s, sv + b * sstride + h * HD, kc, ks, vc, vs);
+            const long bh = (long)b * H + h, o = b * sstride + h * HD;
+            step_rope_one(L, bh, C, slot, T, qkv + b * qstride + h * HD, cs, sn, sk == NULL ? NULL : sk + o,
+                          sk == NULL ? NULL : sv + o, scs, ssn, kc, ks, vc, vs, out + bh * HD);
+        }
+}
+
+/* P consecutive steps of the ring cache of W slots (W <= L), for tokens at absolute positions
+   p0 .. p0 + P - 1 (p0 >= 1; position 0 is the BOS prime): the same operations, in the same order
+   for each row and head, as P calls of ek_step_rope with the stepper's slot rule (position p goes to
+   slot 1 + (p - 1) % (W - 1), attends over slots [0, min(p, W - 1)], and once p >= W the sink is
+   re-rotated to position p - W + 1), so the results are the same bits. The loop runs steps inside
+   each row and head, so that one row-and-head's cache (W slots: about 36 KB) is read from memory
+   once for all P steps instead of once a step: the encoder's path, where every token is known.
+   qkv: bf16 q | k | v of step i, row b at qkv + i * istride + b * qstride; cs, sn: P x HD rotary
+   tables of the positions; scs, ssn: P x HD tables of the sink positions (read for p >= W only);
+   out: (P, B, H * HD) bf16. */
+void ek_steps_rope(int B, int H, int L, int W, long p0, int P, const uint16_t *qkv, long istride, long qstride,
+                   const float *cs, const float *sn, const uint16_t *sk, const uint16_t *sv, long sstride,
+                   const float *scs, const float *ssn, uint8_t *kc, float *ks, int8_t *vc, float *vs,
+                   uint16_t *out) {
+    const long C = (long)H * HD;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            const long bh = (long)b * H + h, o = b * sstride + h * HD;
+            for (int i = 0; i < P; i++) {
+                const long p = p0 + i;
+                const int slot = 1 + (int)((p - 1) % (W - 1)), T = p < W - 1 ? (int)p : W - 1;
+                const int wrapped = p >= W;
+                step_rope_one(L, bh, C, slot, T, qkv + i * istride + b * qstride + h * HD, cs + i * HD,
+                              sn + i * HD, wrapped ? sk + o : NULL, wrapped ? sv + o : NULL, scs + i * HD,
+                              ssn + i * HD, kc, ks, vc, vs, out + ((long)i * B + b) * C + h * HD);
             }
-            attend_one(L, T, bh, q, kc, ks, vc, vs, out + bh * HD);
         }
 }

@@ -136,6 +136,9 @@ def _build(march: str = "native") -> tuple[ctypes.CDLL | None, str]:
         fn.restype = None
     lib.ek_step_rope.argtypes = [_I, _I, _I, _I, _I, _P, _L, _P, _P, _P, _P, _L, _P, _P, _P, _P, _P, _P, _P]
     lib.ek_step_rope.restype = None
+    lib.ek_steps_rope.argtypes = [_I, _I, _I, _I, _L, _I, _P, _L, _L, _P, _P, _P, _P, _L, _P, _P, _P, _P, _P,
+                                  _P, _P]
+    lib.ek_steps_rope.restype = None
     return lib, ""
 
 
@@ -267,6 +270,48 @@ class Int8KVCache:
         self.lib.ek_step_rope(
             self.batch, self.heads, self.length, slot, last, qkv.data_ptr(), qkv.stride(0), cos, sin, *sink,
             *self._layers[layer], out.data_ptr(),
+        )
+        return out
+
+    def steps_rope(
+        self,
+        layer: int,
+        window: int,
+        start: int,
+        qkv: torch.Tensor,
+        tables: tuple[torch.Tensor, torch.Tensor],
+        sink: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor:
+        """``P`` consecutive :meth:`step_rope` steps of a ring of ``window`` slots, for the tokens at
+        positions ``start .. start + P - 1`` (``start >= 1``; position ``p`` goes to slot ``1 + (p - 1)
+        % (window - 1)``, attends over slots ``0..min(p, window - 1)``, and once ``p >= window`` the
+        sink is re-rotated to position ``p - window + 1``): the same bits as those ``P`` calls, with
+        each row-and-head's cache read once for all of them. ``qkv``: (P, batch, 3 * heads * 32) bf16;
+        ``tables``: (cos, sin) of the positions, (P, 32) float32; ``sink``: (k, v, cos, sin) with k, v
+        (batch, heads * 32) bf16 (unrotated BOS keys and values) and cos, sin (P, 32) float32, the
+        tables of the sink positions (rows of steps with ``p < window`` are not read). Returns (P, batch,
+        heads * 32) bf16."""
+        n = qkv.shape[0]
+        _check_bf16("qkv", qkv, (n, self.batch, 3 * self.heads * HEAD_DIM))
+        if not 3 <= window <= self.length:
+            raise ValueError(f"window: expected 3..{self.length}, got {window}")
+        if start < 1:
+            raise ValueError(f"start: expected a position >= 1 (0 is the BOS prime), got {start}")
+        k, v = sink[0], sink[1]
+        _check_bf16("sink k", k, (self.batch, self.heads * HEAD_DIM))
+        _check_bf16("sink v", v, (self.batch, self.heads * HEAD_DIM))
+        if k.stride() != v.stride():
+            raise ValueError("sink k, v: expected equal strides")
+        rows = (*tables, sink[2], sink[3])
+        for name, t in zip(("cos", "sin", "sink cos", "sink sin"), rows):
+            if t.dtype != torch.float32 or tuple(t.shape) != (n, HEAD_DIM) or not t.is_contiguous():
+                raise ValueError(f"{name}: expected ({n}, {HEAD_DIM}) contiguous float32, got {t.dtype} "
+                                 f"{tuple(t.shape)}")
+        out = torch.empty(n, self.batch, self.heads * HEAD_DIM, dtype=torch.bfloat16)
+        self.lib.ek_steps_rope(
+            self.batch, self.heads, self.length, window, start, n, qkv.data_ptr(), qkv.stride(0),
+            qkv.stride(1), *(t.data_ptr() for t in tables), k.data_ptr(), v.data_ptr(), k.stride(0),
+            *(t.data_ptr() for t in sink[2:]), *self._layers[layer], out.data_ptr(),
         )
         return out
 
