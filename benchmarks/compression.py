@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from entropykit.codec import (  # noqa: E402
     DEFAULT_CHUNK_SIZE,
+    SLIDE_WINDOW,
     can_slide,
     compress,
     decompress,
@@ -170,8 +171,9 @@ def main() -> None:
         f"Model: `{model.identity}`. Bits/byte of every codec (container included for ours); "
         "`score` = the model's cross-entropy as `entropykit score` reports it (strided window, whole "
         f"text, BOS at every window start); ours codes {DEFAULT_CHUNK_SIZE // 1024} KiB chunks, each "
-        + ("through a sliding KV cache of 512 slots with a BOS sink (every byte after the first 511 of a "
-           "chunk sees the last 510; container flag `slide`)" if sliding else
+        + (f"through a sliding KV cache of {SLIDE_WINDOW} slots with a BOS sink (every byte after the "
+           f"first {SLIDE_WINDOW - 1} of a chunk sees the last {SLIDE_WINDOW - 2}; container flag `slide`)"
+           if sliding else
            "with BOS-primed windows (512 tokens, re-primed with the last 255: the windows of stride 257, "
            "`models.stream.Reprime`)")
         + ", so the two differ by the chunk resets and the context (score's "

@@ -10,8 +10,8 @@ altogether). Rerun it on any later checkpoint.
 Columns: bits/byte of ``entropykit.lm.score`` (float32; strided windows, stride C/2, for both models;
 and the sliding KV cache, ``slide=True``, for a rotary model), then sizes as bits/byte of the input:
 ``xz -9e`` and ``zstd -19`` (whole slice, their CLIs' formats; the stdlib ``lzma`` stands in for xz
-when the binary is missing) and ``entropykit compress`` (default options: 4 KB chunks, window 512 (a
-sliding KV cache for a rotary model, re-primed windows otherwise),
+when the binary is missing) and ``entropykit compress`` (default options: 4 KB chunks, window 768 for a
+sliding KV cache (rotary models), 512 re-primed windows otherwise,
 precision "auto", LZMA2 fallback per chunk) on the first ``--compress-kb`` KB with each model,
 against xz on the same bytes. KB = 1000 bytes.
 

@@ -84,6 +84,22 @@ def test_slide_is_the_default_for_rotary_models_only() -> None:
     assert not parse(compress(data, rope, prime=10, workers=1))["flags"] & FLAG_SLIDE  # prime: re-prime
 
 
+def test_default_windows_768_sliding_and_512_re_primed() -> None:
+    import torch
+
+    from entropykit.codec import SLIDE_WINDOW
+    from entropykit.models import ByteModel
+    from entropykit.models.bytegpt import ByteGPT, ByteGPTConfig
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        lm = ByteModel(ByteGPT(ByteGPTConfig(1024, 1, 1, 32, positions="rope")).eval(), "rope-1024")
+    data = sample_text(200)
+    slid, primed = compress(data, lm, workers=1), compress(data, lm, slide=False, workers=1)
+    assert (parse(slid)["window"], parse(primed)["window"]) == (SLIDE_WINDOW, 512) == (768, 512)
+    assert decompress(slid, lm) == data and decompress(primed, lm) == data
+
+
 def test_slide_bad_options_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="slide"):
         compress(b"abc", tiny_model(), slide=True)

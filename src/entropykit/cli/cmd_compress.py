@@ -60,7 +60,8 @@ def register(subparsers: Any) -> None:
     c.add_argument("--group", type=int, default=None, metavar="N",
                    help="chunks coded together in one batch (default: up to 32)")
     c.add_argument("--window", type=int, default=None, metavar="TOKENS",
-                   help="context window in tokens (default: min(512, the model's context))")
+                   help="context window in tokens (default: min(512, the model's context); with the "
+                        "sliding cache min(768, the model's context))")
     c.add_argument("--cache", choices=("auto", "slide", "reprime"), default="auto",
                    help="how the model's context moves along a chunk (recorded in the file): slide = a "
                         "sliding KV cache with a BOS sink, every token computed once (rotary models such "

@@ -91,13 +91,16 @@ from entropykit.models.bytegpt_step import int8kv_unavailable, is_bytegpt, is_ro
 from entropykit.precision import resolve
 
 __all__ = [
-    "DEFAULT_CHUNK_SIZE", "ContainerError", "can_slide", "compress", "compress_stream", "container_info",
-    "decompress", "decompress_stream", "resolve_precision",
+    "DEFAULT_CHUNK_SIZE", "SLIDE_WINDOW", "ContainerError", "can_slide", "compress", "compress_stream",
+    "container_info", "decompress", "decompress_stream", "resolve_precision",
 ]
 
 DEFAULT_CHUNK_SIZE = 4096
 DEFAULT_GROUP = 32
-MAX_WINDOW = 512
+MAX_WINDOW = 512  # default window of re-primed coding
+# default window of the sliding cache (rotary models): against 512, 0-4% smaller on every held-out kind
+# of bytegpt-general (prose 4%, Python 2.9%), never larger; attention reads 1.5x the cache per token
+SLIDE_WINDOW = 768
 
 
 def resolve_precision(model: LanguageModel | str | None, precision: str = "auto") -> str:
@@ -143,7 +146,7 @@ def _params(
         slide = can_slide(model) and prime is None
     elif slide and not can_slide(model):
         raise ValueError(f"slide: a sliding cache needs a rotary ByteGPT, got {model.name}")
-    w = min(MAX_WINDOW, model.max_context) if window is None else window
+    w = min(SLIDE_WINDOW if slide else MAX_WINDOW, model.max_context) if window is None else window
     check_int(w, "window", n_prefix + 2, model.max_context)
     if slide:
         if prime is not None:
@@ -215,7 +218,8 @@ def compress_stream(
     coded together in one lockstep batch (recorded in the container; default: up to 32, fewer for
     a small seekable input so that every worker gets a group). ``window``: tokens of context
     (default ``min(512, max_context)``), re-primed with the last ``prime`` tokens (default half the
-    window). ``precision``: the arithmetic of the bundled ByteGPT models, ``"float32"``,
+    window); with ``slide``, the sliding cache's slots (default ``min(768, max_context)``).
+    ``precision``: the arithmetic of the bundled ByteGPT models, ``"float32"``,
     ``"bfloat16"`` (weights, activations and KV cache in bf16 with fp32 accumulation; the coded
     size changes by well under 0.1%), ``"int8kv"`` (bf16 with the KV cache in int8, read by the
     fused C kernel of ``decode_attention``: 1.6-1.8x faster than ``"bfloat16"`` at the same coded
