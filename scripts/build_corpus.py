@@ -10,6 +10,13 @@ GNU licence texts (GPL, LGPL, AGPL, FDL, wherever a copy appears).
 
     python scripts/build_corpus.py general --out /work/corpus/general
 
+The corpus is a function of the packages installed. To rebuild a released model's corpus on another
+machine, first install what its model card's ``sources.json`` names (versions no longer in the
+archive are reported, not installed)::
+
+    python scripts/build_corpus.py missing \\
+        --sources src/entropykit/models/bundled/bytegpt-general/sources.json
+
 Writes ``train.bin`` (documents in hash order, each ending with a blank line), ``heldout/<kind>.bin``,
 ``eval/{git,dpkg,nodejs,gnu-licences}.bin``, ``manifest.json`` (per document: kind, path, package,
 version, licence, bytes, split; and per package totals) and ``summary.json``.
@@ -416,9 +423,50 @@ def general_main(argv: list[str]) -> None:
     print(f"done in {time.time() - t0:.0f}s")
 
 
+def missing_main(argv: list[str]) -> None:
+    """Print the commands that install, on this machine, the packages a model card's sources.json names
+    and this machine lacks (the corpus is built from what is installed, so rebuilding it elsewhere
+    needs them: ``python scripts/build_corpus.py missing --sources DIR/sources.json``)."""
+    ap = argparse.ArgumentParser(prog="build_corpus.py missing", description=missing_main.__doc__)
+    ap.add_argument("--sources", type=Path,
+                    default=Path(__file__).resolve().parents[1]
+                    / "src/entropykit/models/bundled/bytegpt-general/sources.json")
+    args = ap.parse_args(argv)
+    wanted: dict[str, dict[str, object]] = json.loads(args.sources.read_text())
+    _, debs = _dpkg_owners()
+    pypi = {d.metadata["Name"].lower().replace("_", "-"): d.version
+            for d in importlib.metadata.distributions(path=[str(SITE)])}
+    apt, pip, other = [], [], []
+    for name, entry in sorted(wanted.items()):
+        version = str(entry["version"])
+        key = name.lower().replace("_", "-")
+        if debs.get(name) == version or pypi.get(key) == version:
+            continue
+        if key in pypi or not re.search(r"[-~:]", version):  # a PEP 440 version: a PyPI distribution
+            pip.append(f"{name}=={version}")
+            continue
+        q = subprocess.run(["apt-cache", "policy", name], capture_output=True, text=True).stdout
+        match = re.search(r"Candidate:\s*(\S+)", q)
+        candidate = match.group(1) if match else "none"
+        if candidate == version:
+            apt.append(name)
+        else:
+            other.append(f"{name} (want {version}, Debian has {candidate})")
+    if apt:
+        print("apt-get install -y " + " ".join(apt))
+    if pip:
+        print("pip install torch==2.13.0 " + " ".join(pip))
+    for line in other:
+        print(f"# not installable at the recorded version: {line}")
+    if not (apt or pip or other):
+        print("# every package is installed at its recorded version")
+
+
 def main() -> None:
     argv = sys.argv[1:]
-    if argv[:1] == ["general"]:
+    if argv[:1] == ["missing"]:
+        missing_main(argv[1:])
+    elif argv[:1] == ["general"]:
         general_main(argv[1:])
     else:
         pydoc_main(argv[1:] if argv[:1] == ["pydoc"] else argv)
