@@ -177,7 +177,10 @@ def _check_table(name: str, t: torch.Tensor) -> torch.Tensor:
 class Int8KVCache:
     """Per-layer int8 key/value cache of ``batch`` rows, ``heads`` heads and ``length`` slots,
     with the kernel's two operations: :meth:`store` (quantise new keys and values into slots) and
-    :meth:`attend` (one query per row and head over slots ``0..T``)."""
+    :meth:`attend` (one query per row and head over slots ``0..T``), and their fused forms:
+    :meth:`step` (store then attend), :meth:`step_rope` (a rotary model's step over a ring cache
+    with an attention sink) and :meth:`steps_rope` (``P`` of those steps in one pass over each row's
+    cache: the encoder's look-ahead)."""
 
     def __init__(self, layers: int, batch: int, heads: int, length: int, *, march: str = "native") -> None:
         for name, value in (("layers", layers), ("batch", batch), ("heads", heads)):
