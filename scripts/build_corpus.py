@@ -434,15 +434,16 @@ def missing_main(argv: list[str]) -> None:
     args = ap.parse_args(argv)
     wanted: dict[str, dict[str, object]] = json.loads(args.sources.read_text())
     _, debs = _dpkg_owners()
-    pypi = {d.metadata["Name"].lower().replace("_", "-"): d.version
-            for d in importlib.metadata.distributions(path=[str(SITE)])}
+    def key(name: str) -> str:  # one spelling of a distribution name ("Foo_Bar" and "foo-bar")
+        return name.lower().replace("_", "-")
+
+    pypi = {key(d.metadata["Name"]): d.version for d in importlib.metadata.distributions(path=[str(SITE)])}
     apt, pip, other = [], [], []
     for name, entry in sorted(wanted.items()):
         version = str(entry["version"])
-        key = name.lower().replace("_", "-")
-        if debs.get(name) == version or pypi.get(key) == version:
+        if debs.get(name) == version or pypi.get(key(name)) == version:
             continue
-        if key in pypi or not re.search(r"[-~:]", version):  # a PEP 440 version: a PyPI distribution
+        if key(name) in pypi or not re.search(r"[-~:]", version):  # a PEP 440 version: a PyPI distribution
             pip.append(f"{name}=={version}")
             continue
         q = subprocess.run(["apt-cache", "policy", name], capture_output=True, text=True).stdout

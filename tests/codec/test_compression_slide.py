@@ -8,14 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from bytegpt_reference import ring_reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_compression import parse
 from test_compression_fixtures import sample_text, tiny_model, tiny_rope_model
 
-from entropykit.codec import ContainerError, can_slide, compress, decompress
+from entropykit.codec import SLIDE_WINDOW, ContainerError, can_slide, coding, compress, decompress
 from entropykit.codec.container import FLAG_SLIDE
+from entropykit.models import ByteModel
+from entropykit.models.bytegpt import ByteGPT, ByteGPTConfig
 from entropykit.models.kernels import decode_attention
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -49,8 +52,6 @@ def test_slide_round_trips_past_the_window(precision: str) -> None:
 def test_the_encoders_look_ahead_changes_no_bit(precision: str, monkeypatch) -> None:
     """The encoder feeds AHEAD tokens per stepper call (the decoder one): the container is the same
     bytes as with one token per call, and it decodes."""
-    from entropykit.codec import coding
-
     lm = tiny_rope_model()
     data = sample_text(1500, 11)
     blob = compress(data, lm, window=24, chunk_size=700, precision=precision, workers=1)
@@ -85,12 +86,6 @@ def test_slide_is_the_default_for_rotary_models_only() -> None:
 
 
 def test_default_windows_768_sliding_and_512_re_primed() -> None:
-    import torch
-
-    from entropykit.codec import SLIDE_WINDOW
-    from entropykit.models import ByteModel
-    from entropykit.models.bytegpt import ByteGPT, ByteGPTConfig
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         lm = ByteModel(ByteGPT(ByteGPTConfig(1024, 1, 1, 32, positions="rope")).eval(), "rope-1024")

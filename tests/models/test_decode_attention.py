@@ -12,6 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from entropykit.models.bytegpt import rope
 from entropykit.models.kernels import decode_attention
 from entropykit.models.kernels.decode_attention import BLOCK, HEAD_DIM, Int8KVCache
 
@@ -252,8 +253,6 @@ def ring_steps(cache: Int8KVCache, window: int, start: int, qkv: torch.Tensor, c
 @settings(max_examples=25, deadline=None)
 @given(st.integers(3, 128), st.integers(1, 300), st.integers(1, 70), st.integers(0, 2**16))
 def test_steps_rope_is_consecutive_step_ropes(window: int, start: int, n: int, seed: int) -> None:
-    from entropykit.models.bytegpt import rope
-
     length = -(-window // BLOCK) * BLOCK
     a, b = Int8KVCache(1, 2, 3, length), Int8KVCache(1, 2, 3, length)
     for c in (a, b):  # a full cache to start from
@@ -271,8 +270,6 @@ def test_steps_rope_is_consecutive_step_ropes(window: int, start: int, n: int, s
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="baseline build is for x86-64")
 def test_steps_rope_portable_path_gives_the_same_bits() -> None:
-    from entropykit.models.bytegpt import rope
-
     if decode_attention._build("x86-64")[0] is None:
         pytest.skip("baseline build failed")
     native, portable = Int8KVCache(1, 2, 2, 128), Int8KVCache(1, 2, 2, 128, march="x86-64")

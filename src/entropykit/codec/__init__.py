@@ -97,7 +97,7 @@ __all__ = [
 
 DEFAULT_CHUNK_SIZE = 4096
 DEFAULT_GROUP = 32
-MAX_WINDOW = 512  # default window of re-primed coding
+REPRIME_WINDOW = 512  # default window of re-primed coding
 # default window of the sliding cache (rotary models): against 512, 0-4% smaller on every held-out kind
 # of bytegpt-general (prose 4%, Python 2.9%), never larger; attention reads 1.5x the cache per token
 SLIDE_WINDOW = 768
@@ -146,7 +146,7 @@ def _params(
         slide = can_slide(model) and prime is None
     elif slide and not can_slide(model):
         raise ValueError(f"slide: a sliding cache needs a rotary ByteGPT, got {model.name}")
-    w = min(SLIDE_WINDOW if slide else MAX_WINDOW, model.max_context) if window is None else window
+    w = min(SLIDE_WINDOW if slide else REPRIME_WINDOW, model.max_context) if window is None else window
     check_int(w, "window", n_prefix + 2, model.max_context)
     if slide:
         if prime is not None:

@@ -166,11 +166,12 @@ def _check_bf16(name: str, x: torch.Tensor, shape: tuple[int, ...]) -> None:
         raise ValueError(f"{name}: expected shape {shape} with unit last stride, got {tuple(x.shape)}")
 
 
-def _check_table(name: str, t: torch.Tensor) -> torch.Tensor:
-    if t.dtype != torch.float32 or t.numel() != HEAD_DIM or not t.is_contiguous():
-        raise ValueError(
-            f"{name}: expected {HEAD_DIM} contiguous float32 values, got {t.dtype} {tuple(t.shape)}"
-        )
+def _check_table(name: str, t: torch.Tensor, rows: int | None = None) -> torch.Tensor:
+    """Rotary cos or sin values: ``HEAD_DIM`` contiguous float32, or ``(rows, HEAD_DIM)`` of them."""
+    ok = t.numel() == HEAD_DIM if rows is None else tuple(t.shape) == (rows, HEAD_DIM)
+    if t.dtype != torch.float32 or not ok or not t.is_contiguous():
+        want = f"{HEAD_DIM}" if rows is None else f"({rows}, {HEAD_DIM})"
+        raise ValueError(f"{name}: expected {want} contiguous float32 values, got {t.dtype} {tuple(t.shape)}")
     return t
 
 
@@ -253,11 +254,7 @@ class Int8KVCache:
         sv = scos = ssin = sk
         stride = 0
         if sink is not None:
-            k, v = sink[0], sink[1]
-            _check_bf16("sink k", k, (self.batch, self.heads * HEAD_DIM))
-            _check_bf16("sink v", v, (self.batch, self.heads * HEAD_DIM))
-            if k.stride() != v.stride():
-                raise ValueError("sink k, v: expected equal strides")
+            k, v = self._check_sink(sink[0], sink[1])
             c2, s2 = _check_table("sink cos", sink[2]), _check_table("sink sin", sink[3])
             sk, sv, scos, ssin, stride = k.data_ptr(), v.data_ptr(), c2.data_ptr(), s2.data_ptr(), k.stride(0)
         return self.step_rope_unchecked(layer, slot, last, qkv, cos.data_ptr(), sin.data_ptr(),
@@ -300,16 +297,9 @@ class Int8KVCache:
             raise ValueError(f"window: expected 3..{self.length}, got {window}")
         if start < 1:
             raise ValueError(f"start: expected a position >= 1 (0 is the BOS prime), got {start}")
-        k, v = sink[0], sink[1]
-        _check_bf16("sink k", k, (self.batch, self.heads * HEAD_DIM))
-        _check_bf16("sink v", v, (self.batch, self.heads * HEAD_DIM))
-        if k.stride() != v.stride():
-            raise ValueError("sink k, v: expected equal strides")
-        rows = (*tables, sink[2], sink[3])
-        for name, t in zip(("cos", "sin", "sink cos", "sink sin"), rows):
-            if t.dtype != torch.float32 or tuple(t.shape) != (n, HEAD_DIM) or not t.is_contiguous():
-                raise ValueError(f"{name}: expected ({n}, {HEAD_DIM}) contiguous float32, got {t.dtype} "
-                                 f"{tuple(t.shape)}")
+        k, v = self._check_sink(sink[0], sink[1])
+        for name, t in zip(("cos", "sin", "sink cos", "sink sin"), (*tables, sink[2], sink[3])):
+            _check_table(name, t, n)
         out = torch.empty(n, self.batch, self.heads * HEAD_DIM, dtype=torch.bfloat16)
         self.lib.ek_steps_rope(
             self.batch, self.heads, self.length, window, start, n, qkv.data_ptr(), qkv.stride(0),
@@ -317,6 +307,14 @@ class Int8KVCache:
             *(t.data_ptr() for t in sink[2:]), *self._layers[layer], out.data_ptr(),
         )
         return out
+
+    def _check_sink(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sink's unrotated BOS keys and values: (batch, heads * 32) bf16 of equal strides."""
+        _check_bf16("sink k", k, (self.batch, self.heads * HEAD_DIM))
+        _check_bf16("sink v", v, (self.batch, self.heads * HEAD_DIM))
+        if k.stride() != v.stride():
+            raise ValueError("sink k, v: expected equal strides")
+        return k, v
 
     def _query(
         self, kernel: Any, layer: int, slot_name: str, last: int, name: str, x: torch.Tensor, parts: int
