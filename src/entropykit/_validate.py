@@ -152,6 +152,13 @@ def check_positive(x: Any, name: str, *, allow_zero: bool = False, allow_inf: bo
     return v
 
 
+def check_bool(x: Any, name: str) -> bool:
+    """A bool (``True``/``False``; not 0/1 or None)."""
+    if not isinstance(x, bool):
+        raise TypeError(f"{name} must be a bool, got {type(x).__name__} {_got(x)}")
+    return x
+
+
 def check_int(x: Any, name: str, lo: int | None = None, hi: int | None = None) -> int:
     """An int (not a bool) in ``[lo, hi]`` (either end may be None: unbounded)."""
     if isinstance(x, bool) or not isinstance(x, int):

@@ -17,6 +17,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+import match_reference
 from test_compression_fixtures import ROOT, other_model, sample_text, tiny_model, tiny_model_dir
 
 from entropykit.codec import (
@@ -29,7 +30,7 @@ from entropykit.codec import (
     resolve_precision,
 )
 from entropykit.codec.coding import quantized_probabilities
-from entropykit.codec.container import LOGIT_SCALE, MAGIC
+from entropykit.codec.container import FLAG_MATCH, LOGIT_SCALE, MAGIC
 from entropykit.codec.pool import Meter
 from entropykit.models import ByteModel
 from entropykit.models.bytegpt import BOS, ByteGPT, ByteGPTConfig
@@ -200,12 +201,12 @@ def test_large_input_round_trip_1mb(model) -> None:
 # --- the coding cost is the model's cross-entropy -----------------------------------------------------
 
 
-def policy_bits(model, tokens: list[int], window: int, prime: int) -> float:
-    """-sum log2 p(x_t | context) with full (non-incremental) float64 forward passes per window:
+def policy_probs(model, tokens: list[int], window: int, prime: int) -> np.ndarray:
+    """p(. | context) (n, V) float64 (softmax in float64) of full, non-incremental forward passes per window:
     window 1 = BOS + x[0:window-1] predicts x[0:window]; each later window = BOS + the last `prime`
     tokens before position `pos` + the next ones, predicting window - prime tokens."""
     gpt = model.module
-    bits, pos, n = 0.0, 0, len(tokens)
+    rows, pos, n = [], 0, len(tokens)
     with torch.no_grad():
         while pos < n:
             if pos == 0:
@@ -215,24 +216,32 @@ def policy_bits(model, tokens: list[int], window: int, prime: int) -> float:
             count = min(count, n - pos)
             inp = [BOS, *ctx, *tokens[pos : pos + count - 1]]
             logits, _ = gpt(torch.tensor([inp]))
-            logp = torch.log_softmax(logits[0].double(), -1)[len(ctx) :]
-            tgt = torch.tensor(tokens[pos : pos + count])
-            bits -= logp[torch.arange(count), tgt].sum().item() / np.log(2)
+            rows.append(torch.softmax(logits[0].double(), -1)[len(ctx) :].numpy())
             pos += count
-    return bits
+    return np.concatenate(rows)
 
 
+@pytest.mark.parametrize("match", [False, True])
 @pytest.mark.parametrize(("window", "prime"), [(64, 31), (24, 10)])
-def test_coded_size_matches_cross_entropy(model, window: int, prime: int) -> None:
+def test_coded_size_matches_cross_entropy(model, window: int, prime: int, match: bool) -> None:
+    """Payload bits = the float64 reference model's cross-entropy under the re-prime policy; with the
+    match model, the cross-entropy of the independent reference mixture (``match_reference``)."""
     data = sample_text(6000, 50_000)
-    blob = compress(data, model, chunk_size=2000, group=3, window=window, prime=prime, fallback=None)
+    blob = compress(data, model, chunk_size=2000, group=3, window=window, prime=prime, fallback=None,
+                    precision="float32", match=match)
     info = parse(blob)
-    pos, ref, coded = 0, 0.0, 0
+    pos, ref, coded, alone = 0, 0.0, 0, 0.0
     for c in info["chunks"]:
         assert c["mode"] == 0
-        ref += policy_bits(model, list(data[pos : pos + c["raw_len"]]), window, prime)
+        tokens = list(data[pos : pos + c["raw_len"]])
+        probs = policy_probs(model, tokens, window, prime)
+        bits = float(-np.log2(probs[np.arange(len(tokens)), tokens]).sum())
+        alone += bits
+        ref += match_reference.mixture_bits(probs, tokens) if match else bits
         coded += 8 * len(c["payload"])
         pos += c["raw_len"]
+    if match:  # the reST sample repeats itself (directives, field lists): the mixture pays less
+        assert ref < 0.97 * alone
     # payload: within 1% of the cross-entropy plus the coder's flush (<= 32 bits per chunk)
     assert abs(coded - ref) <= 0.01 * ref + 32 * len(info["chunks"]) + 32
     # whole container: plus header, per-chunk records and trailer
@@ -298,7 +307,7 @@ def test_same_bits_across_processes_and_thread_counts(tmp_path: Path, model, pre
     run_child(tmp_path, 1, d, "c", src, tmp_path / "b.ekz", precision)
     a, b = (tmp_path / "a.ekz").read_bytes(), (tmp_path / "b.ekz").read_bytes()
     # the decoder learns the arithmetic here
-    assert parse(a)["flags"] == {"float32": 0, "bfloat16": 1, "int8kv": 3}[precision]
+    assert parse(a)["flags"] == {"float32": 0, "bfloat16": 1, "int8kv": 3}[precision] | FLAG_MATCH
     torch.set_num_threads(2)
     here = compress(data, model, chunk_size=1500, group=3, precision=precision)
     assert a == b == here  # the encoder's output does not depend on the process or thread count
@@ -328,9 +337,9 @@ def test_missing_model_name_asks_for_model(blob: bytes) -> None:
 def test_other_version_is_refused(blob: bytes, model) -> None:
     header_len = parse(blob)["header_size"]
     bad = bytearray(blob)
-    bad[8] = 5
+    bad[8] = 6
     bad[header_len - 4 : header_len] = struct.pack("<I", zlib.crc32(bytes(bad[: header_len - 4])))
-    with pytest.raises(ContainerError, match="version 5"):
+    with pytest.raises(ContainerError, match="version 6"):
         decompress(bytes(bad), model)
 
 
@@ -454,13 +463,14 @@ def test_bad_types(model) -> None:
 def test_header_records_parameters_and_identity(model) -> None:
     blob = compress(b"hello", model, chunk_size=777, group=5, window=40, prime=13)
     info = parse(blob)
-    assert (info["magic"], info["version"], info["scale"]) == (MAGIC, 4, LOGIT_SCALE)
-    # "auto": bf16 where the CPU has it, with the int8-KV kernel where it builds
-    assert info["flags"] == ((3 if decode_attention.available() else 1) if native_bf16() else 0)
-    assert parse(compress(b"hello", model, precision="float32"))["flags"] == 0
-    assert parse(compress(b"hello", model, precision="bfloat16"))["flags"] == 1
+    assert (info["magic"], info["version"], info["scale"]) == (MAGIC, 5, LOGIT_SCALE)
+    # "auto": bf16 where the CPU has it, with the int8-KV kernel where it builds; the match model
+    assert info["flags"] == ((3 if decode_attention.available() else 1) if native_bf16() else 0) | FLAG_MATCH
+    assert parse(compress(b"hello", model, precision="float32"))["flags"] == FLAG_MATCH
+    assert parse(compress(b"hello", model, precision="float32", match=False))["flags"] == 0
+    assert parse(compress(b"hello", model, precision="bfloat16"))["flags"] == 1 | FLAG_MATCH
     if decode_attention.available():
-        assert parse(compress(b"hello", model, precision="int8kv"))["flags"] == 3
+        assert parse(compress(b"hello", model, precision="int8kv"))["flags"] == 3 | FLAG_MATCH
     assert (info["chunk_size"], info["group"], info["window"], info["prime"]) == (777, 5, 40, 13)
     assert info["identity"] == model.identity and info["n_chunks"] == 1
     import hashlib
@@ -589,7 +599,7 @@ def test_hf_model_round_trip(tmp_path: Path) -> None:
         assert decompress(blob, hf) == data
     info = parse(compress(b"\xff\xfe not utf-8 \x80", hf))
     assert [c["mode"] for c in info["chunks"]] == [1]  # not representable as text tokens: stored
-    assert info["flags"] == 0  # "auto" leaves other models' arithmetic alone
+    assert info["flags"] == FLAG_MATCH  # "auto" leaves other models' arithmetic alone
     with pytest.raises(ValueError, match="precision"):
         compress(b"abc", hf, precision="bfloat16")
 
@@ -604,7 +614,7 @@ def test_int8kv_without_a_compiler_fails_loudly(model, monkeypatch, tmp_path: Pa
     try:
         with pytest.raises(ValueError, match=r"'int8kv' is not available here.*no-such-cc"):
             compress(b"abc", model, precision="int8kv")
-        assert parse(compress(b"abc", model))["flags"] == (1 if native_bf16() else 0)
+        assert parse(compress(b"abc", model))["flags"] == (1 if native_bf16() else 0) | FLAG_MATCH
         with pytest.raises(ContainerError, match="int8-KV attention kernel, which cannot run here"):
             decompress(blob, model)
     finally:
@@ -617,8 +627,9 @@ def test_container_info_and_resolve_precision(model) -> None:
     blob = compress(sample_text(3000), model, chunk_size=1000, group=2, precision="bfloat16")
     src = io.BytesIO(blob)
     info = container_info(src)
-    assert info == {"model": model.identity, "precision": "bfloat16", "window": 64, "prime": 31,
-                    "chunk_size": 1000, "group": 2, "original_length": 3000}
+    assert info == {"model": model.identity, "version": 5, "precision": "bfloat16", "window": 64,
+                    "prime": 31, "chunk_size": 1000, "group": 2, "slide": False, "match": True,
+                    "original_length": 3000}
     assert src.tell() == 0 and decompress_stream(src, io.BytesIO(), model) == 3000  # left at the start
     assert resolve_precision(model, "float32") == "float32"
     assert resolve_precision(model) == ("int8kv" if native_bf16() and decode_attention.available()

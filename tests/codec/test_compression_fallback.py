@@ -28,7 +28,6 @@ from entropykit.codec.container import (
     read_record,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures"
 RECORD_HEAD = 1 + 8  # tag + two CRC-32s; plus the varints
 
 
@@ -38,16 +37,6 @@ def model():
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-
-def test_a_version_2_container_still_decodes() -> None:
-    """Written by the version-2 writer (entropykit before the LZMA record) with bytegpt-small, float32:
-    one model-coded chunk and one stored chunk."""
-    blob = (FIXTURES / "v2-bytegpt-small.ekz").read_bytes()
-    info = parse(blob)
-    assert info["version"] == 2 and [c["mode"] for c in info["chunks"]] == [0, 1]
-    assert container_info(blob)["original_length"] == 440
-    assert decompress(blob) == (FIXTURES / "v2-bytegpt-small.bin").read_bytes()
 
 
 def test_an_lzma_record_in_a_version_2_file_is_refused() -> None:

@@ -26,7 +26,8 @@ COMPRESS_EXAMPLES = """examples:
   entropykit compress big.log --model bytegpt-small  # a faster, smaller model
   cat notes.txt | entropykit compress - -o - > notes.ekz
   entropykit compress notes.txt --format json        # sizes, bits/byte, speed as JSON
-  entropykit compress notes.txt --window 768         # more context (slower; sliding cache by default)
+  entropykit compress notes.txt --window 1024        # more context (slower; sliding cache by default)
+  entropykit compress notes.txt --no-match           # the model alone (no match model mixed in)
 
 The output is only as portable as the model's arithmetic: decompress on the same kind of machine
 (same CPU family, same torch); every chunk carries a checksum, so a mismatch fails loudly.
@@ -67,6 +68,10 @@ def register(subparsers: Any) -> None:
                         "sliding KV cache with a BOS sink, every token computed once (rotary models such "
                         "as bytegpt-general); reprime = restart from the last half window when full; "
                         "auto = slide where the model can, else reprime")
+    c.add_argument("--no-match", action="store_true",
+                   help="do not mix the match model into the model's predictions (by default each chunk's "
+                        "repeats, beyond the window too, are predicted by the token that followed the last "
+                        "occurrence of the last 6 tokens, with a learned weight; recorded in the file)")
     c.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="arithmetic of the bundled ByteGPT models while coding (recorded in the file): "
                         "int8kv = bfloat16 with an 8-bit KV cache read by a fused C kernel (fastest; "
@@ -152,6 +157,7 @@ def run_compress(args: argparse.Namespace) -> int:
                     src, dst, model,
                     chunk_size=args.chunk_size or DEFAULT_CHUNK_SIZE, group=args.group, window=args.window,
                     precision=precision, workers=args.workers, progress=progress, slide=slide,
+                    match=not args.no_match,
                 )
             except ValueError as exc:
                 raise renamed(exc, {"chunk_size": "--chunk-size", "group": "--group", "window": "--window",

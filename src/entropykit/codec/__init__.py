@@ -70,9 +70,10 @@ import io
 import os
 from typing import Any, BinaryIO
 
-from entropykit._validate import check_choice, check_int
+from entropykit._validate import check_bool, check_choice, check_int
 from entropykit.codec.coding import cut, decode_group, encode_group
 from entropykit.codec.container import (
+    FLAG_MATCH,
     FLAG_SLIDE,
     ContainerError,
     Params,
@@ -137,7 +138,7 @@ def can_slide(model: LanguageModel | str | None) -> bool:
 
 def _params(
     model: LanguageModel, chunk_size: int, group: int, window: int | None, prime: int | None, precision: str,
-    fallback: str | None = "lzma", slide: bool | None = None,
+    fallback: str | None = "lzma", slide: bool | None = None, match: bool = True,
 ) -> Params:
     check_int(chunk_size, "chunk_size", 1, 2**30)
     check_int(group, "group", 1, 4096)
@@ -157,7 +158,9 @@ def _params(
     check_int(k, "prime", 1, w - n_prefix - 1)
     if fallback is not None:
         check_choice(fallback, ("lzma",), "fallback")
+    check_bool(match, "match")
     flags = Params.flags_of(resolve_precision(model, precision)) | (FLAG_SLIDE if slide else 0)
+    flags |= FLAG_MATCH if match else 0
     return Params(w, k, chunk_size, group, flags, lzma=fallback is not None)
 
 
@@ -179,7 +182,7 @@ def _check_model(model: LanguageModel | str | None, identity: str, params: Param
         )
     if params.window > lm.max_context or params.prime > params.window - len(lm.prefix_ids) - 1:
         raise ContainerError("damaged container: window/prime do not fit the model's context")
-    if params.flags and not is_bytegpt(lm):
+    if params.flags & ~FLAG_MATCH and not is_bytegpt(lm):
         raise ContainerError("damaged container: a precision flag is set for a model that has none")
     if params.slide and not can_slide(lm):
         raise ContainerError("damaged container: the slide flag is set for a model without rotary positions")
@@ -204,12 +207,13 @@ def compress_stream(
     progress: Progress | None = None,
     fallback: str | None = "lzma",
     slide: bool | None = None,
+    match: bool = True,
 ) -> int:
     """Compress the binary stream ``src`` into ``dst``; returns the number of bytes written.
 
     Cost: ``sum_t -log2 p(x_t | context) + O(1)`` bits per chunk (range coding; Rissanen 1976),
     i.e. the model's cross-entropy of the data in bits under the chunk/window policy of the module
-    docstring, plus the container overhead (a header of ~60 bytes, a 53-byte trailer, ~15 bytes and
+    docstring (with ``match``, of the mixture of the model and the match model), plus the container overhead (a header of ~60 bytes, a 53-byte trailer, ~15 bytes and
     a <= 4-byte coder flush per chunk). Memory is bounded by ``workers`` groups (``group *
     chunk_size`` bytes of input each), so inputs larger than memory work.
 
@@ -237,6 +241,10 @@ def compress_stream(
     exactly ``window - 2`` earlier tokens plus the sink, and no token is computed twice); ``None``
     (default): on for a rotary ByteGPT (:func:`can_slide`, e.g. the default ``bytegpt-general``)
     unless ``prime`` is given. Recorded in the header (version 4, flag bit 2).
+    ``match``: mix each step's distribution with the chunk's match model
+    (:class:`entropykit.codec.match.MatchModel`: the token that followed the last occurrence of the
+    last 6 tokens, with a learned weight), so repeats beyond the window cost little (held-out 12 KB
+    slices: 1-17% smaller, most on repetitive text); recorded in the header (version 5, flag bit 3).
 
     Example:
         >>> import io
@@ -251,7 +259,7 @@ def compress_stream(
         remaining = _remaining(src)
         n_chunks_total = 1 if remaining is None else max(1, -(-remaining // max(1, chunk_size)))
         group = DEFAULT_GROUP if remaining is None else min(DEFAULT_GROUP, -(-n_chunks_total // n_workers))
-    p = _params(lm, chunk_size, group, window, prime, precision, fallback, slide)
+    p = _params(lm, chunk_size, group, window, prime, precision, fallback, slide, match)
     head = header(lm.identity, p)
     dst.write(head)
     written, n_chunks, digest, meter = len(head), 0, hashlib.sha256(), Meter(progress)

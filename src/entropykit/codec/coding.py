@@ -10,7 +10,8 @@ per call of the stepper's ``steps``: the same bits as one ``step`` each, compute
 that each row's cache is read once per call). Each step's
 logits are quantised by :func:`quantized_probabilities` to the weights the range coder
 (``constriction``) uses: ``w_v = exp(-(max(k) - k_v) / 32)`` with ``k = round(32 l)`` (nats on a
-1/32 grid).
+1/32 grid); with the header's match flag (version 5) each coded row's weights are then mixed with its
+chunk's match model (:class:`entropykit.codec.match.MatchModel`), which learns from each coded token.
 
 Example:
     >>> import numpy as np
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from entropykit.codec.container import LOGIT_SCALE, ContainerError, Params, Record, chunk_record
+from entropykit.codec.match import MatchModel
 from entropykit.codec.pool import Meter
 from entropykit.models import ByteModel, LanguageModel
 from entropykit.models.bytegpt_step import stepper
@@ -101,6 +103,7 @@ def run_group(
     else:  # no BOS: the first token is coded with a uniform distribution
         logits = np.zeros((batch, model.vocab_size), dtype=np.float32)
     rows = [b for b in range(batch) if coders[b] is not None]
+    matches = {b: MatchModel() for b in rows} if params.match else {}
     # The encoder hands constriction up to `span` steps of a row at once (fewer Python calls);
     # the per-row distributions are the very arrays the decoder computes one step at a time.
     span = max(1, min(64, 2**24 // (batch * model.vocab_size)))
@@ -110,10 +113,12 @@ def run_group(
     ahead: list[np.ndarray] = []  # logits of the next steps, last first
     for i in range(n_max):
         probs = quantized_probabilities(logits)
+        live = [b for b in rows if i < lengths[b]]
+        for b in live if matches else ():
+            matches[b].mix(probs[b])
         if pending is None:
-            for b in rows:
-                if i < lengths[b]:
-                    tokens[b, i] = coders[b].decode(family, probs[b : b + 1])[0]
+            for b in live:
+                tokens[b, i] = coders[b].decode(family, probs[b : b + 1])[0]
         else:
             pending[i - first] = probs
             if i - first + 1 == span or i == n_max - 1:
@@ -123,6 +128,8 @@ def run_group(
                         symbols = tokens[b, first:end].astype(np.int32)
                         coders[b].encode(symbols, family, np.ascontiguousarray(pending[: end - first, b]))
                 first = i + 1
+        for b in live if matches else ():  # learn from the token just coded
+            matches[b].update(tokens[b, i], probs[b])
         if on_step is not None:
             on_step(i)
         if i == n_max - 1:

@@ -1,6 +1,7 @@
-"""The container format (version 4): header, chunk records and trailer, read and written here only.
+"""The container format (version 5): header, chunk records and trailer, read and written here only.
 
-Version 4 adds header flag bit 2 (:data:`FLAG_SLIDE`): the model steps through a sliding (ring) KV
+Version 5 adds header flag bit 3 (:data:`FLAG_MATCH`): each step's distribution is mixed with the
+match model of :mod:`entropykit.codec.match` before it is coded. Version 4 adds header flag bit 2 (:data:`FLAG_SLIDE`): the model steps through a sliding (ring) KV
 cache with a BOS attention sink instead of re-priming full windows (rotary ByteGPTs). Version 3
 adds the ``L`` chunk record: the chunk compressed by LZMA2 (Python's stdlib ``lzma``, raw LZMA2
 stream, preset 9 + extreme, the filter of ``xz -9e``), kept when it is smaller than both the
@@ -32,18 +33,20 @@ from typing import Any, BinaryIO
 from entropykit.precision import Precision
 
 __all__ = [
-    "FLAG_BF16", "FLAG_INT8_KV", "FLAG_SLIDE", "LOGIT_SCALE", "MAGIC", "MODE_CODED", "MODE_LZMA",
+    "FLAG_BF16", "FLAG_INT8_KV", "FLAG_MATCH", "FLAG_SLIDE", "LOGIT_SCALE", "MAGIC", "MODE_CODED", "MODE_LZMA",
     "MODE_STORED", "VERSION",
     "ContainerError", "Params", "Record", "chunk_record", "container_info", "header", "original_length",
     "read_exact", "read_header", "read_record", "read_upto", "trailer", "verify_trailer",
 ]
 
 MAGIC = b"\x89EKZ\r\n\x1a\n"
-VERSION = 4  # 2: bf16 flag, compact records (varint sizes); 3: LZMA2 records (tag L); 4: the slide flag
-READABLE = (2, 3, 4)
+VERSION = 5  # 2: bf16 flag, compact records (varint sizes); 3: LZMA2 records (tag L); 4: the slide flag;
+# 5: the match flag
+READABLE = (2, 3, 4, 5)
 FLAG_BF16 = 1  # header flag: the model arithmetic ran in bfloat16
 FLAG_INT8_KV = 2  # header flag (with FLAG_BF16): int8 KV cache read by the fused decode-attention kernel
 FLAG_SLIDE = 4  # header flag (version >= 4): a sliding (ring) KV cache with a BOS sink, no re-primes
+FLAG_MATCH = 8  # header flag (version >= 5): the match model is mixed into every step (codec/match.py)
 LOGIT_SCALE = 32  # logits are rounded to multiples of 1/32 nat
 MODE_CODED, MODE_STORED, MODE_LZMA = 0, 1, 2
 LZMA_PRESET = 9 | lzma.PRESET_EXTREME  # xz -9e; the dictionary is sized to the chunk (see _lzma_filters)
@@ -87,6 +90,10 @@ class Params:
     @property
     def slide(self) -> bool:
         return bool(self.flags & FLAG_SLIDE)
+
+    @property
+    def match(self) -> bool:
+        return bool(self.flags & FLAG_MATCH)
 
     @property
     def precision(self) -> Precision:
@@ -144,7 +151,11 @@ def read_header(src: BinaryIO) -> tuple[str, Params]:
     if zlib.crc32(head + n + ident) != crc:
         raise ContainerError("damaged container: header checksum mismatch")
     sane = chunk_size and group and 0 < prime < window
-    known = flags & ~FLAG_SLIDE in _FLAGS.values() and (version >= 4 or not flags & FLAG_SLIDE)
+    known = (
+        flags & ~(FLAG_SLIDE | FLAG_MATCH) in _FLAGS.values()
+        and (version >= 4 or not flags & FLAG_SLIDE)
+        and (version >= 5 or not flags & FLAG_MATCH)
+    )
     if not known or scale != LOGIT_SCALE or not sane:
         raise ContainerError("damaged container: invalid coding parameters in the header")
     try:
@@ -314,9 +325,9 @@ def original_length(src: BinaryIO) -> int | None:
 
 
 def container_info(src: BinaryIO | bytes | bytearray | memoryview | str | os.PathLike[str]) -> dict[str, Any]:
-    """What a container's header records: ``model`` (identity), ``precision``, ``window``,
-    ``prime``, ``chunk_size``, ``group``, and ``original_length`` from the trailer (None when
-    ``src`` cannot seek).
+    """What a container's header records: ``model`` (identity), ``version``, ``precision``,
+    ``window``, ``prime``, ``chunk_size``, ``group``, ``slide`` and ``match`` (flag bits 2 and 3), and
+    ``original_length`` from the trailer (None when ``src`` cannot seek).
 
     ``src``: the container's bytes, a path (``str`` or ``os.PathLike``) or a binary file; a
     seekable file is left at its start. Raises ContainerError for a damaged, truncated or foreign
@@ -337,6 +348,7 @@ def container_info(src: BinaryIO | bytes | bytearray | memoryview | str | os.Pat
         raise TypeError(f"src must be bytes, a path or a binary file, got {type(src).__name__}")
     identity, p = read_header(src)
     return {
-        "model": identity, "precision": p.precision, "window": p.window, "prime": p.prime,
-        "chunk_size": p.chunk_size, "group": p.group, "original_length": original_length(src),
+        "model": identity, "version": p.version, "precision": p.precision, "window": p.window,
+        "prime": p.prime, "chunk_size": p.chunk_size, "group": p.group, "slide": p.slide, "match": p.match,
+        "original_length": original_length(src),
     }

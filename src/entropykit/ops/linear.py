@@ -56,6 +56,7 @@ from torch import Tensor
 
 from entropykit import measures
 from entropykit._validate import (
+    check_bool,
     check_choice,
     check_class_index,
     check_finite,
@@ -793,8 +794,7 @@ def linear_cross_entropy(
     eps = check_real(label_smoothing, "label_smoothing", 0.0, 1.0)
     zl = check_real(z_loss, "z_loss", 0.0, finite=True)
     cap = _check_options(softcap, chunk_size)
-    if not isinstance(shift, bool):
-        raise TypeError(f"shift must be a bool, got {type(shift).__name__} {shift!r}")
+    check_bool(shift, "shift")
     if isinstance(grad_filter, bool):
         filter_eps = torch.finfo(hidden.dtype).eps / 32 if grad_filter else None
     else:

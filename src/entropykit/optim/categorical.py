@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from entropykit._validate import check_int, check_positive, check_real
+from entropykit._validate import check_bool, check_int, check_positive, check_real
 from entropykit.optim.gaussian import _as_tensor, _elite_count
 
 __all__ = ["CategoricalState", "categorical_ask", "categorical_init", "categorical_tell"]
@@ -69,8 +69,7 @@ def categorical_init(
     p = p / p.sum(-1, keepdim=True)
     popsize = check_int(popsize, "popsize", 1)
     k = _elite_count(elite, popsize)
-    if not isinstance(maximize, bool):
-        raise TypeError(f"maximize must be a bool, got {type(maximize).__name__}")
+    check_bool(maximize, "maximize")
     a = check_real(old_weight, "old_weight", 0, 1, hi_open=True)
     pmin = check_positive(prob_min, "prob_min", allow_zero=True)
     if pmin * p.shape[-1] > 1:

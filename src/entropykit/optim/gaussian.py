@@ -54,7 +54,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from entropykit._validate import check_choice, check_int, check_positive, check_real
+from entropykit._validate import check_bool, check_choice, check_int, check_positive, check_real
 
 __all__ = [
     "CEM",
@@ -358,16 +358,14 @@ def cem_init(
     popsize = check_int(popsize, "popsize", 1)
     n_elites = _elite_count(elite, popsize)
     covariance = check_choice(covariance, ("diag", "full"), "covariance")
-    if not isinstance(maximize, bool):
-        raise TypeError(f"maximize must be a bool, got {type(maximize).__name__}")
+    check_bool(maximize, "maximize")
     a_m = old_weight_mean if callable(old_weight_mean) else check_real(
         old_weight_mean, "old_weight_mean", 0, 1, hi_open=True
     )
     a_v = old_weight_var if callable(old_weight_var) else check_real(
         old_weight_var, "old_weight_var", 0, 1, hi_open=True
     )
-    if not isinstance(adaptive_scaling, bool):
-        raise TypeError(f"adaptive_scaling must be a bool, got {type(adaptive_scaling).__name__}")
+    check_bool(adaptive_scaling, "adaptive_scaling")
     patience = 25 + d if avs_patience is None else check_int(avs_patience, "avs_patience", 1)
     delta = check_positive(mean_shift, "mean_shift", allow_zero=True)
     a_s = check_real(old_weight_shift, "old_weight_shift", 0, 1, hi_open=True)

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from entropykit._validate import check_int, check_real
+from entropykit._validate import check_bool, check_int, check_real
 from entropykit.optim.gaussian import _as_tensor
 
 __all__ = ["RareEventBatch", "RareEventResult", "rare_event_probabilities", "rare_event_probability"]
@@ -212,8 +212,7 @@ def rare_event_probabilities(
     max_levels = check_int(max_levels, "max_levels", 1)
     k = check_int(components, "components", 1)
     em_iters = check_int(em_iters, "em_iters", 1)
-    if not isinstance(adapt_std, bool):
-        raise TypeError(f"adapt_std must be a bool, got {type(adapt_std).__name__}")
+    check_bool(adapt_std, "adapt_std")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     gam = _as_tensor(thresholds, "thresholds", dtype)

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from entropykit._validate import (
+    check_bool,
     check_choice,
     check_finite,
     check_int,
@@ -263,9 +264,7 @@ class Adapter(nn.Module):
         self.model = model
         self.steps = check_int(steps, "steps", 1)
         self.reset_every = check_int(reset_every, "reset_every", 0)
-        if not isinstance(episodic, bool):
-            raise TypeError(f"episodic must be a bool, got {type(episodic).__name__}")
-        self.episodic = episodic
+        self.episodic = check_bool(episodic, "episodic")
         self._bn = bn if bn is not None else self.BN
         self._alpha = alpha
         self.selection = configure(
