@@ -12,7 +12,8 @@ and the sliding KV cache, ``slide=True``, for a rotary model), then sizes as bit
 ``xz -9e`` and ``zstd -19`` (whole slice, their CLIs' formats; the stdlib ``lzma`` stands in for xz
 when the binary is missing) and ``entropykit compress`` (default options: 4 KB chunks, window 768 for a
 sliding KV cache (rotary models), 512 re-primed windows otherwise,
-precision "auto", LZMA2 fallback per chunk) on the first ``--compress-kb`` KB with each model,
+precision "auto", LZMA2 fallback per chunk, the match model mixed in) on the first ``--compress-kb``
+KB with each model, and with the new model alone (``match=False``: what the match model adds),
 against xz on the same bytes. KB = 1000 bytes.
 
 Run:  python benchmarks/heldout.py --new /work/train/general [--kb 32] [--compress-kb 12] [--no-record]
@@ -112,23 +113,26 @@ def main() -> None:
             part = data[: int(args.compress_kb * 1000)]
             xz_part = xz_size(part)
             sizes = {}
-            for key, lm in (("old", old), ("new", new)):
+            for key, lm, match in (("old", old, True), ("new", new, True), ("alone", new, False)):
                 t = time.perf_counter()
-                blob = compress(part, lm, workers=1)
-                t_comp[key] += time.perf_counter() - t
+                blob = compress(part, lm, workers=1, match=match)
+                if key in t_comp:
+                    t_comp[key] += time.perf_counter() - t
                 if args.verify:
                     assert decompress(blob, lm) == part, f"round trip failed: {name} {key}"
                 sizes[key] = len(blob)
             n_comp += len(part)
-            row += [sizes["old"] / xz_part, sizes["new"] / xz_part]
+            row += [sizes["old"] / xz_part, sizes["alone"] / xz_part, sizes["new"] / xz_part]
         rows.append(row)
-        print(markdown_table(["set", "bytes", "old", "new", "new sliding", "xz -9e", "zstd -19",
-                              "old compress / xz", "new compress / xz"][: len(row)], [row]), flush=True)
+        columns = ["set", "bytes", "old", "new", "new sliding", "xz -9e", "zstd -19", "old compress / xz",
+                   "new, no match / xz", "new compress / xz"]
+        print(markdown_table(columns[: len(row)], [row]), flush=True)
     n = sums["n"]
-    total = ["all (byte-weighted)", n, *(sums[k] / n for k in ("old", "new", "slide", "xz")), "", "", ""]
+    total = ["all (byte-weighted)", n, *(sums[k] / n for k in ("old", "new", "slide", "xz")), "", "", "", ""]
     rows.append(total[: len(rows[0])])
     header = ["set", "bytes", f"{old.name} bits/byte", f"{new.name} bits/byte", "new, sliding cache",
-              "xz -9e", "zstd -19", "compress old / xz", "compress new / xz"][: len(rows[0])]
+              "xz -9e", "zstd -19", "compress old / xz", "compress new, no match / xz",
+              "compress new / xz"][: len(rows[0])]
     table = markdown_table(header, rows)
     slide = f", new sliding {n / t_score['slide']:.0f}" if rope else ""
     speed = (f"Scoring speed (float32, bytes/s, summed over the sets): old {n / t_score['old']:.0f}, new "

@@ -28,8 +28,8 @@ def predictions(tokens: list[int]) -> list[tuple[int, int] | None]:
             gram = tokens[end - MIN_LEN : end]
             for start in range(end - 1, MIN_LEN - 1, -1):  # latest earlier end of the same n-gram
                 if tokens[start - MIN_LEN : start] == gram:
-                    n = 0
-                    while n < MAX_BUCKET and start - 1 - n >= 0 and tokens[start - 1 - n] == tokens[end - 1 - n]:
+                    n = 0  # equal tokens counted backwards from both ends
+                    while n < MAX_BUCKET and n < start and tokens[start - 1 - n] == tokens[end - 1 - n]:
                         n += 1
                     ptr, length = start, n
                     break

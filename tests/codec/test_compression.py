@@ -12,12 +12,12 @@ import time
 import zlib
 from pathlib import Path
 
+import match_reference
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import match_reference
 from test_compression_fixtures import ROOT, other_model, sample_text, tiny_model, tiny_model_dir
 
 from entropykit.codec import (

@@ -7,7 +7,6 @@ import lzma
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from hypothesis import strategies as st
 from test_compression import parse
 from test_compression_fixtures import sample_text, tiny_model
 
-from entropykit.codec import ContainerError, compress, container_info, decompress
+from entropykit.codec import ContainerError, compress, decompress
 from entropykit.codec.container import (
     MODE_CODED,
     MODE_LZMA,

@@ -213,8 +213,9 @@ def compress_stream(
 
     Cost: ``sum_t -log2 p(x_t | context) + O(1)`` bits per chunk (range coding; Rissanen 1976),
     i.e. the model's cross-entropy of the data in bits under the chunk/window policy of the module
-    docstring (with ``match``, of the mixture of the model and the match model), plus the container overhead (a header of ~60 bytes, a 53-byte trailer, ~15 bytes and
-    a <= 4-byte coder flush per chunk). Memory is bounded by ``workers`` groups (``group *
+    docstring (with ``match``, of the mixture of the model and the match model), plus the container
+    overhead (a header of ~60 bytes, a 53-byte trailer, ~15 bytes and a <= 4-byte coder flush per
+    chunk). Memory is bounded by ``workers`` groups (``group *
     chunk_size`` bytes of input each), so inputs larger than memory work.
 
     ``model``: a ``LanguageModel``, a name for ``load_model`` or ``None`` (the bundled default,

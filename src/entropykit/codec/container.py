@@ -1,7 +1,8 @@
 """The container format (version 5): header, chunk records and trailer, read and written here only.
 
 Version 5 adds header flag bit 3 (:data:`FLAG_MATCH`): each step's distribution is mixed with the
-match model of :mod:`entropykit.codec.match` before it is coded. Version 4 adds header flag bit 2 (:data:`FLAG_SLIDE`): the model steps through a sliding (ring) KV
+match model of :mod:`entropykit.codec.match` before it is coded. Version 4 adds header flag bit 2
+(:data:`FLAG_SLIDE`): the model steps through a sliding (ring) KV
 cache with a BOS attention sink instead of re-priming full windows (rotary ByteGPTs). Version 3
 adds the ``L`` chunk record: the chunk compressed by LZMA2 (Python's stdlib ``lzma``, raw LZMA2
 stream, preset 9 + extreme, the filter of ``xz -9e``), kept when it is smaller than both the
@@ -33,8 +34,8 @@ from typing import Any, BinaryIO
 from entropykit.precision import Precision
 
 __all__ = [
-    "FLAG_BF16", "FLAG_INT8_KV", "FLAG_MATCH", "FLAG_SLIDE", "LOGIT_SCALE", "MAGIC", "MODE_CODED", "MODE_LZMA",
-    "MODE_STORED", "VERSION",
+    "FLAG_BF16", "FLAG_INT8_KV", "FLAG_MATCH", "FLAG_SLIDE", "LOGIT_SCALE", "MAGIC", "MODE_CODED",
+    "MODE_LZMA", "MODE_STORED", "VERSION",
     "ContainerError", "Params", "Record", "chunk_record", "container_info", "header", "original_length",
     "read_exact", "read_header", "read_record", "read_upto", "trailer", "verify_trailer",
 ]

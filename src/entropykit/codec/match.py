@@ -60,7 +60,7 @@ class MatchModel:
     token that was coded and the same (mixed) weights.
     """
 
-    __slots__ = ("history", "table", "ptr", "length", "lam", "_pending")
+    __slots__ = ("_pending", "history", "lam", "length", "ptr", "table")
 
     def __init__(self) -> None:
         self.history: list[int] = []
