@@ -167,7 +167,7 @@ def run_compress(args: argparse.Namespace) -> int:
         seconds = time.perf_counter() - t0
     summary = {
         "input": args.file, "output": output, "model": model.identity, "precision": precision,
-        "input_bytes": n,
+        "match": not args.no_match, "input_bytes": n,
         "output_bytes": written, "bits_per_byte": 8 * written / n if n else None,
         "ratio": written / n if n else None, "seconds": round(seconds, 3),
         "bytes_per_second": n / seconds if seconds > 0 else None,
