@@ -60,19 +60,16 @@ def test_no_match_is_recorded_and_decodes(files, capsys) -> None:
     from entropykit.codec import container_info
 
     src, model = files
-    sizes = {}
     for flag in ([], ["--no-match"]):
         out = src.parent / f"x{len(flag)}.ekz"
         assert main(["compress", str(src), "-o", str(out), "--model", model, "--format", "json",
                      "--no-progress", *flag]) == 0
         s = json.loads(capsys.readouterr().out)
         assert s["match"] is (not flag) is container_info(out)["match"]
-        sizes[bool(flag)] = s["output_bytes"]
         back = src.parent / f"back{len(flag)}.txt"
         assert main(["decompress", str(out), "-o", str(back), "--model", model, "--no-progress"]) == 0
         assert back.read_bytes() == DATA
         capsys.readouterr()
-    assert sizes[False] < sizes[True]  # the reST sample repeats itself: the match model pays less
 
 
 def test_refuses_to_overwrite_without_force(files, capsys) -> None:
