@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import struct
-import zlib
-
 import numpy as np
 import pytest
 import torch
 from bytegpt_reference import ring_reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_compression import parse
+from test_compression import parse, rewrite_header
 from test_compression_fixtures import sample_text, tiny_model, tiny_rope_model
 
 from entropykit.codec import SLIDE_WINDOW, ContainerError, can_slide, coding, compress, decompress
@@ -100,26 +97,15 @@ def test_slide_bad_options_are_clear_errors() -> None:
         compress(b"abc", tiny_rope_model(), slide=True, prime=5)
 
 
-def _set_flags(blob: bytes, flags: int, version: int | None = None) -> bytes:
-    info = parse(blob)
-    bad = bytearray(blob)
-    bad[9] = flags
-    if version is not None:
-        bad[8] = version
-    n = info["header_size"]
-    bad[n - 4 : n] = struct.pack("<I", zlib.crc32(bytes(bad[: n - 4])))
-    return bytes(bad)
-
-
 def test_a_slide_flag_where_it_cannot_be_is_refused() -> None:
     learned = tiny_model()
     blob = compress(b"hello there", learned, precision="float32", workers=1)
     with pytest.raises(ContainerError, match="slide flag"):
-        decompress(_set_flags(blob, FLAG_SLIDE), learned)
+        decompress(rewrite_header(blob, flags=FLAG_SLIDE), learned)
     rope = tiny_rope_model()
     blob = compress(b"hello there", rope, precision="float32", workers=1)
     with pytest.raises(ContainerError, match="invalid coding parameters"):
-        decompress(_set_flags(blob, FLAG_SLIDE, version=3), rope)  # version 3 has no slide flag
+        decompress(rewrite_header(blob, flags=FLAG_SLIDE, version=3), rope)  # version 3 has no slide flag
 
 
 @given(st.binary(min_size=0, max_size=200), st.integers(3, 40))

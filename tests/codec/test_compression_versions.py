@@ -13,12 +13,10 @@ is decoded too.
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from pathlib import Path
 
 import pytest
-from test_compression import parse
+from test_compression import parse, rewrite_header
 
 from entropykit.codec import ContainerError, compress, container_info, decompress
 from entropykit.codec.container import Record, read_header, read_record
@@ -33,15 +31,6 @@ CASES = {
     3: ([0, 2, 2], None, "the LZMA2 record, before the slide flag"),
     4: ([0, 0, 0], 1500, "the slide flag, before the match model"),
 }
-
-
-def relabel(blob: bytes, version: int) -> bytes:
-    """``blob`` with the header's version byte set to ``version`` (header CRC recomputed)."""
-    n = parse(blob)["header_size"]
-    out = bytearray(blob)
-    out[8] = version
-    out[n - 4 : n] = struct.pack("<I", zlib.crc32(bytes(out[: n - 4])))
-    return bytes(out)
 
 
 @pytest.mark.parametrize("version", sorted(CASES))
@@ -69,7 +58,7 @@ def test_an_older_container_still_decodes(version: int) -> None:
     here = compress(want, "bytegpt-small", precision="float32", chunk_size=p.chunk_size, group=p.group,
                     window=p.window, prime=p.prime, match=False, fallback="lzma" if version >= 3 else None,
                     workers=1)
-    old = relabel(here, version)
+    old = rewrite_header(here, version=version)
     assert [c["mode"] for c in parse(old)["chunks"]][:1] == [0]  # a model-coded chunk is exercised
     assert decompress(old) == want
     if old == blob:  # this machine's arithmetic is the writer's: the fixture itself decodes
@@ -80,4 +69,4 @@ def test_an_older_version_cannot_carry_a_newer_flag() -> None:
     blob = compress(b"hello there, hello there", "bytegpt-small", precision="float32", workers=1)
     assert container_info(blob)["match"]
     with pytest.raises(ContainerError, match="invalid coding parameters"):
-        decompress(relabel(blob, 4))  # flag bit 3 is version 5's
+        decompress(rewrite_header(blob, version=4))  # flag bit 3 is version 5's

@@ -182,7 +182,7 @@ def _check_model(model: LanguageModel | str | None, identity: str, params: Param
         )
     if params.window > lm.max_context or params.prime > params.window - len(lm.prefix_ids) - 1:
         raise ContainerError("damaged container: window/prime do not fit the model's context")
-    if params.flags & ~FLAG_MATCH and not is_bytegpt(lm):
+    if params.precision != "float32" and not is_bytegpt(lm):
         raise ContainerError("damaged container: a precision flag is set for a model that has none")
     if params.slide and not can_slide(lm):
         raise ContainerError("damaged container: the slide flag is set for a model without rotary positions")

@@ -48,6 +48,7 @@ FLAG_BF16 = 1  # header flag: the model arithmetic ran in bfloat16
 FLAG_INT8_KV = 2  # header flag (with FLAG_BF16): int8 KV cache read by the fused decode-attention kernel
 FLAG_SLIDE = 4  # header flag (version >= 4): a sliding (ring) KV cache with a BOS sink, no re-primes
 FLAG_MATCH = 8  # header flag (version >= 5): the match model is mixed into every step (codec/match.py)
+_FLAG_SINCE = {FLAG_SLIDE: 4, FLAG_MATCH: 5}  # the version that introduced each coding flag
 LOGIT_SCALE = 32  # logits are rounded to multiples of 1/32 nat
 MODE_CODED, MODE_STORED, MODE_LZMA = 0, 1, 2
 LZMA_PRESET = 9 | lzma.PRESET_EXTREME  # xz -9e; the dictionary is sized to the chunk (see _lzma_filters)
@@ -152,10 +153,8 @@ def read_header(src: BinaryIO) -> tuple[str, Params]:
     if zlib.crc32(head + n + ident) != crc:
         raise ContainerError("damaged container: header checksum mismatch")
     sane = chunk_size and group and 0 < prime < window
-    known = (
-        flags & ~(FLAG_SLIDE | FLAG_MATCH) in _FLAGS.values()
-        and (version >= 4 or not flags & FLAG_SLIDE)
-        and (version >= 5 or not flags & FLAG_MATCH)
+    known = flags & ~sum(_FLAG_SINCE) in _FLAGS.values() and all(
+        version >= since or not flags & flag for flag, since in _FLAG_SINCE.items()
     )
     if not known or scale != LOGIT_SCALE or not sane:
         raise ContainerError("damaged container: invalid coding parameters in the header")
