@@ -57,6 +57,7 @@ from entropykit.precision import native_bf16  # noqa: E402
 CORPUS = Path("/work/corpus/general/train.bin")
 OURS, ANCHOR = "ours: linear_cross_entropy", "anchor: F.cross_entropy"
 CONTROL = "control: F.cross_entropy again"  # a second anchor model: the step measure's resolution
+EXACT = "exact: linear_cross_entropy, fp32 logits"  # bf16 only: the library's default precision (head alone)
 
 
 def fused_loss(model: ByteGPT, x: torch.Tensor, y: torch.Tensor, bf16: bool) -> torch.Tensor:
@@ -89,10 +90,14 @@ MMAP_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
 
 
 def head_loss(name: str, h: torch.Tensor, w: torch.Tensor, y: torch.Tensor, bf16: bool) -> torch.Tensor:
-    """The loss head alone, from hidden states ``h`` (fp32 leaf) and the tied weight ``w`` (fp32 leaf)."""
-    if name == "ours":
+    """The loss head alone, from hidden states ``h`` (fp32 leaf) and the tied weight ``w`` (fp32 leaf):
+    ``"ours"`` as the trainer computes it (bf16: logits rounded to bf16, as the anchor's autocast
+    ``F.linear`` rounds them), ``"exact"`` with fp32 logits of the bf16 products, else the anchor."""
+    if name in ("ours", "exact"):
         hh, ww = (h.bfloat16(), w.bfloat16()) if bf16 else (h, w)
-        return linear_cross_entropy(hh.reshape(-1, 256), ww, y.reshape(-1))  # type: ignore[return-value]
+        mode = torch.bfloat16 if bf16 and name == "ours" else None
+        return linear_cross_entropy(hh.reshape(-1, 256), ww, y.reshape(-1),  # type: ignore[return-value]
+                                    logits_dtype=mode)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         z = F.linear(h, w)
     return F.cross_entropy(z.float().reshape(-1, 257), y.reshape(-1))
@@ -222,7 +227,7 @@ def main() -> None:
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             h0, _ = model.hidden_states(data[0][0])
         y0 = data[0][1]
-        head: dict[str, list[float]] = {ours: [], anchor: []}
+        head: dict[str, list[float]] = {ours: [], EXACT: [], anchor: []} if bf16 else {ours: [], anchor: []}
         for k in range(args.head_repeat + 1):
             for name in (head if k % 2 == 0 else list(reversed(head))):
                 h = h0.detach().float().requires_grad_(True)
@@ -233,7 +238,12 @@ def main() -> None:
                     head[name].append(time.perf_counter() - t)
         prec = "bf16 autocast" if bf16 else "float32"
         share[prec] = statistics.median(head[anchor]) / statistics.median(wall[anchor])
-        for name in losses:
+        for name in [*losses, *(n for n in head if n not in losses)]:
+            if name not in losses:  # the exact mode: the loss head alone
+                rows.append([prec, name, *["-"] * 5, f"{statistics.median(head[name]) * 1000:.2f}",
+                             f"{statistics.median(head[anchor]) / statistics.median(head[name]):.3f}x",
+                             f"{child_peak('head', 'exact', bf16, args.batch, args.threads):.1f}", "-"])
+                continue
             per_step = sorted(a / o for a, o in zip(wall[anchor], wall[name]))
             q1, q3 = np.percentile(per_step, [25, 75])
             cpu_ratio = statistics.median(a / o for a, o in zip(cpu[anchor], cpu[name]))
@@ -271,7 +281,11 @@ def main() -> None:
             ["precision", "loss", "tokens/s", "step speed vs anchor", "per-step ratio IQR",
              "step CPU-time speed vs anchor", "step peak extra MB", "loss head ms (fwd+bwd)",
              "loss head speed vs anchor", "loss head peak extra MB", "step-0 loss (nats)"], rows)
-        + "\n\nThe control row is a second, identical model trained with the anchor's loss: its ratio is "
+        + "\n\nUnder bf16 autocast the anchor's logits come from autocast's `F.linear`, rounded to bf16; "
+        "ours (the trainer's loss) rounds them likewise (`logits_dtype=torch.bfloat16`): the same precision. "
+        "The exact row is the library's default, fp32 logits of the exact bf16 products (loss head alone; "
+        "on a CPU without AMX oneDNN forms fp32 outputs from bf16 operands at about half the native rate)."
+        "\n\nThe control row is a second, identical model trained with the anchor's loss: its ratio is "
         "the resolution of the step measurement on this machine. The loss head is a small part of a step "
         f"(the anchor's head time / its step time: {shares}), so the loss can move the step speed by at "
         "most about that much; the head columns show the difference itself.\n\n"

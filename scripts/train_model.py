@@ -46,7 +46,9 @@ Training: random windows of ``train.bin`` (``--block-size`` bytes, each input st
 window offsets of step ``s`` come from a generator seeded with ``(seed, s)``, so the data position is
 the step. Loss: :func:`entropykit.ops.linear_cross_entropy` on the final hidden states and the tied
 embedding (no logits tensor); bfloat16 autocast only where :func:`entropykit.precision.native_bf16`
-says the CPU multiplies bf16 in hardware (``--precision float32`` forces float32). AdamW (0.9, 0.95),
+says the CPU multiplies bf16 in hardware (``--precision float32`` forces float32); under autocast the
+loss's logits are rounded to bf16 as autocast's ``F.linear`` would (``--logits exact``: fp32 logits;
+the 9,000-step ``bytegpt-general`` was trained with exact logits throughout). AdamW (0.9, 0.95),
 weight decay 0.1 on matrices, gradient clip 1.0. Learning rate: linear warm-up over ``--warmup``
 steps, then a cosine from ``--lr`` to ``--min-lr-ratio * lr`` at ``--total-steps`` (constant after):
 a function of the step alone, so it survives resumption. Held-out bits/byte (``heldout/*.bin``, or
@@ -102,8 +104,14 @@ def batch(data: np.ndarray, t: int, b: int, seed: int, step: int) -> tuple[torch
     return x, y
 
 
-def loss_fn(model: ByteGPT, x: torch.Tensor, y: torch.Tensor, bf16: bool) -> torch.Tensor:
-    """Mean next-byte cross-entropy (nats) through the fused loss (no (B*T, 257) logits tensor)."""
+def loss_fn(model: ByteGPT, x: torch.Tensor, y: torch.Tensor, bf16: bool,
+            logits: str = "bf16") -> torch.Tensor:
+    """Mean next-byte cross-entropy (nats) through the fused loss (no (B*T, 257) logits tensor).
+
+    Under bf16 autocast, ``logits="bf16"`` forms the logits as autocast's ``F.linear`` does (a native
+    bf16 matmul, output rounded to bf16; ``logits_dtype=torch.bfloat16``), ``"exact"`` in fp32 from the
+    exact bf16 products (the library's default; about 2x the forward matmul's time on a CPU without
+    AMX). Without autocast the logits are fp32 either way."""
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         h, _ = model.hidden_states(x)
     w = model.wte.weight
@@ -111,7 +119,9 @@ def loss_fn(model: ByteGPT, x: torch.Tensor, y: torch.Tensor, bf16: bool) -> tor
         h, w = h.to(torch.bfloat16), w.to(torch.bfloat16)
     else:
         h = h.float()
-    return linear_cross_entropy(h.reshape(-1, h.shape[-1]), w, y.reshape(-1))  # type: ignore[return-value]
+    mode = torch.bfloat16 if bf16 and logits == "bf16" else None
+    return linear_cross_entropy(h.reshape(-1, h.shape[-1]), w, y.reshape(-1),  # type: ignore[return-value]
+                                logits_dtype=mode)
 
 
 def heldout_sets(corpus: Path) -> dict[str, np.ndarray]:
@@ -205,6 +215,9 @@ def model_card(name: str, model: ByteGPT, ck: dict[str, Any], card: dict[str, An
     )
     hours = ck["seconds"] / 3600
     mlp, cmd = 4 * cfg.n_embd, ck["args"]["command"]
+    modes = ck["args"].get("logits", [{"from_step": 0, "mode": "exact"}])
+    logits = ", then ".join(f"{'exact fp32' if m['mode'] == 'exact' else 'rounded to bf16'} from step "
+                            f"{m['from_step']:,}" for m in modes)
     return f"""# Model card: {name}
 
 - **What**: a byte-level causal transformer (`entropykit/models/bytegpt.py`): vocabulary 256 bytes + BOS,
@@ -212,7 +225,7 @@ def model_card(name: str, model: ByteGPT, ck: dict[str, Any], card: dict[str, An
   positions `{cfg.positions}` (rotary, base {cfg.rope_base:g}: scoring can slide its KV cache, `score(...,
   slide=True)`), head tied to the embedding; {model.num_parameters():,} parameters, fp32 safetensors.
 - **Training**: `scripts/train_model.py` (loss: `entropykit.ops.linear_cross_entropy`, bf16 autocast where
-  the CPU has it), step {ck['step']:,}; schedule: {plan}; {ck['tokens']:,} tokens,
+  the CPU has it; logits {logits}), step {ck['step']:,}; schedule: {plan}; {ck['tokens']:,} tokens,
   {hours:.1f} h of training time; batch {ck['args']['batch_size']} x {cfg.block_size} bytes. Command: `{cmd}`.
 - **Corpus**: `scripts/build_corpus.py general` from the Debian and PyPI packages of the build machine
   (bytes per kind below; held out by SHA-256 of kind and path, about 10% per kind; `eval` = kept out of
@@ -259,6 +272,9 @@ def main() -> None:
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--eval-bytes", type=int, default=16384)
     ap.add_argument("--precision", choices=("auto", "float32"), default="auto")
+    ap.add_argument("--logits", choices=("bf16", "exact"), default="bf16",
+                    help="under bf16 autocast: the loss head's logits rounded to bf16 as autocast's F.linear "
+                         "does (default), or exact fp32 logits of the bf16 products")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     args = ap.parse_args()
@@ -307,7 +323,7 @@ def main() -> None:
         schedule = {"lr": args.lr, "warmup": args.warmup, "total": args.total_steps,
                     "min_ratio": args.min_lr_ratio}
         run_args = {"corpus": str(args.corpus), "batch_size": args.batch_size, "seed": args.seed,
-                    "command": " ".join(sys.argv)}
+                    "command": " ".join(sys.argv), "logits": []}
         step, tokens, seconds = 0, 0, 0.0
         ck = None
         log(f"new run: {asdict(cfg)}, {model.num_parameters()} parameters, schedule {schedule}")
@@ -337,9 +353,15 @@ def main() -> None:
             f"({run_args['train_sha256'][:12]} vs {digest[:12]}): the data position means other windows now")
     heldout = heldout_sets(corpus)
     bf16 = args.precision == "auto" and native_bf16()
+    # the loss's logits per training segment (runs begun before this option: exact logits throughout)
+    logits_modes = run_args.setdefault("logits", [{"from_step": 0, "mode": "exact"}])
+    mode = args.logits if bf16 else "exact"  # without autocast the logits are fp32 either way
+    if not logits_modes or logits_modes[-1]["mode"] != mode:
+        logits_modes.append({"from_step": step, "mode": mode})
     b, t, seed = run_args["batch_size"], cfg.block_size, run_args["seed"]
     max_steps = args.max_steps or schedule["total"]
-    log(f"train.bin {len(train)} bytes, bf16 autocast {bf16}, threads {torch.get_num_threads()}, "
+    log(f"train.bin {len(train)} bytes, bf16 autocast {bf16} (logits {args.logits if bf16 else 'fp32'}), "
+        f"threads {torch.get_num_threads()}, "
         f"steps {step}..{max_steps}")
 
     stop = {"now": False}
@@ -365,7 +387,7 @@ def main() -> None:
         for group in opt.param_groups:
             group["lr"] = lr
         x, y = batch(train, t, b, seed, step)
-        loss = loss_fn(model, x, y, bf16)
+        loss = loss_fn(model, x, y, bf16, args.logits)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -369,8 +369,8 @@ def test_underflowing_target_probability(chunk):
     torch.testing.assert_close(got.double(), ref, rtol=1e-6, atol=1e-4)
     assert got[0].item() == pytest.approx(300.0, rel=1e-6)
     # the bf16-logits mode takes the same fallback from its own bf16 logits (exact here)
-    native = linear_cross_entropy(h.bfloat16(), w.bfloat16(), y, reduction="none",
-                                  logits_dtype=torch.bfloat16)
+    native = linear_cross_entropy(h.bfloat16(), w.bfloat16(), y, reduction="none", chunk_size=chunk,
+                                  logits_dtype=torch.bfloat16)  # None: the single-chunk pass
     torch.testing.assert_close(native.double(), ref, rtol=1e-6, atol=1e-4)
 
 
@@ -456,7 +456,8 @@ BF16_LOGITS = [(c, r) for c in ("plain", "bias", "smooth", "softcap", "all") for
 
 @pytest.mark.parametrize("config,reduction", BF16_LOGITS)
 @pytest.mark.parametrize("d", [29, 771])  # odd narrow and wide heads
-def test_bf16_logits_three_way(config, reduction, d):
+@pytest.mark.parametrize("chunk", [16, None])  # None: all rows fit one chunk -> the single-chunk pass
+def test_bf16_logits_three_way(config, reduction, d, chunk):
     """float64 ground truth / bf16 naive reference / ours with logits_dtype=bf16: loss and the
     gradients wrt hidden, weight, bias are at least as accurate as the all-bf16 naive path."""
     opts = dict(CONFIGS[config])
@@ -466,7 +467,7 @@ def test_bf16_logits_three_way(config, reduction, d):
     kw = {"ls": "label_smoothing", "zl": "z_loss", "cap": "softcap", "shift": "shift"}
 
     def ours(h_, w_, b_):
-        return linear_cross_entropy(h_, w_, y, bias=b_, reduction=reduction, chunk_size=16,
+        return linear_cross_entropy(h_, w_, y, bias=b_, reduction=reduction, chunk_size=chunk,
                                     logits_dtype=torch.bfloat16, **{kw[k]: val for k, val in opts.items()})
 
     def naive(h_, w_, b_):
@@ -479,21 +480,23 @@ def test_bf16_logits_three_way(config, reduction, d):
 
 
 @pytest.mark.parametrize("d", [29, 771])
-def test_bf16_logits_semantics(d):
+@pytest.mark.parametrize("chunk", [13, None])  # None: the single-chunk pass (97 x 2001 logits fit one)
+def test_bf16_logits_semantics(d, chunk):
     """The mode computes CE of the *bf16-rounded* logits in fp32: its loss matches the float64 CE of
     bf16(h W^T + b) to fp32 precision, and differs from the exact mode by the rounding."""
     h, w, b, y = make((97,), d, 2001, torch.bfloat16, seed=11, bias=True, scale=3.0)
     for reduction in ("none", "mean"):
         got = run(lambda h_, w_, b_, r=reduction: linear_cross_entropy(
-            h_, w_, y, bias=b_, reduction=r, chunk_size=13, logits_dtype=torch.bfloat16), h, w, b, 1.0)
+            h_, w_, y, bias=b_, reduction=r, chunk_size=chunk, logits_dtype=torch.bfloat16), h, w, b, 1.0)
         want = run(lambda h_, w_, b_, r=reduction: ce_on_bf16_logits(h_, w_, y, b_, reduction=r),
                    h, w, b, 1.0)
         torch.testing.assert_close(got[0], want[0], rtol=2e-6, atol=2e-5)
         for o, t in zip(got[1:], want[1:]):  # dz rounds to bf16 once; dW sums in fp32 over chunks
             scale = t.abs().max().item()
             assert (o - t).abs().max().item() <= 1e-2 * scale
-    exact = linear_cross_entropy(h, w, y, bias=b, reduction="none")
-    fast = linear_cross_entropy(h, w, y, bias=b, reduction="none", logits_dtype=torch.bfloat16)
+    exact = linear_cross_entropy(h, w, y, bias=b, reduction="none", chunk_size=chunk)
+    fast = linear_cross_entropy(h, w, y, bias=b, reduction="none", chunk_size=chunk,
+                                logits_dtype=torch.bfloat16)
     assert (exact - fast).abs().max().item() > 1e-4  # the logits really were rounded
 
 
@@ -653,7 +656,8 @@ def test_single_chunk_pass_is_taken_when_all_rows_fit():
     assert not _whole_fits(4096, 128256, 1024, plain)  # a large vocabulary is chunked
     assert not _whole_fits(4096, 257, 256, _CEConfig(0.0, 0.0, None, None, 1000))  # chunk_size < N
     assert not _whole_fits(4096, 257, 256, _CEConfig(0.0, 0.0, None, 1e-9, None))  # grad_filter
-    assert not _whole_fits(4096, 257, 256, _CEConfig(0.0, 0.0, None, None, None, True))  # bf16 logits
+    assert _whole_fits(4096, 257, 256, _CEConfig(0.0, 0.0, None, None, None, True))  # bf16 logits too
+    assert not _whole_fits(4096, 257, 256, _CEConfig(0.0, 0.0, None, 1e-9, None, True))
 
 
 @pytest.mark.parametrize("config,reduction,dtype", THREE_WAY)
@@ -799,3 +803,20 @@ def test_single_chunk_property_bf16_scale_and_bounds(n, v, d, seed, grad_out):
     assert (per >= 0).all() and 0 <= a[0].item() <= per.max().item() * (1 + 1e-6)
     for x, z in zip(a[1:], c[1:]):
         assert (z - x * grad_out).abs().max().item() <= 2**-7 * (x * grad_out).abs().max().item() + 1e-30
+
+
+@pytest.mark.parametrize("opts", [{}, {"label_smoothing": 0.1}, {"softcap": 4.0, "z_loss": 1e-3},
+                                  {"reduction": "none"}, {"reduction": "sum", "label_smoothing": 0.3}])
+def test_single_chunk_bf16_logits_equals_chunked(opts):
+    """logits_dtype=bf16 through the single-chunk pass (one native matmul, one fp32 buffer) and
+    through the chunked pass (bf16 chunk buffers, fp32 sub-blocks) compute the same function: the
+    same bf16-rounded logits, so losses agree to fp32 rounding; gradients (bf16 outputs, dW summed
+    in bf16 once vs in fp32 over chunks) to bf16 resolution; ignored rows get dh = 0."""
+    whole, chunked, y = _single_vs_chunked(torch.bfloat16, logits_dtype=torch.bfloat16, **dict(opts))
+    torch.testing.assert_close(whole[0], chunked[0], rtol=1e-6, atol=1e-6)
+    for a, c in zip(whole[1:], chunked[1:]):
+        assert (a - c).abs().max().item() <= 2**-7 * c.abs().max().item()
+    assert (whole[1][y == IGN] == 0).all()
+    # and it is not the exact mode: the rounding of the logits shows in the loss
+    exact, _, _ = _single_vs_chunked(torch.bfloat16, **dict(opts))
+    assert (exact[0] - whole[0]).abs().max().item() > 0.0

@@ -26,7 +26,9 @@ one rounding of the output, as the returned gradients are bf16 anyway), the fp32
 logits is made in two or so row blocks and freed, the fp32 logits are freed before the two matmuls,
 and no fp32 ``dW`` is formed. On ByteGPT's head (8192 x 257) that is fewer passes over the logits than
 ``F.cross_entropy`` on ``F.linear`` logits (its log-softmax, the nll gradient and the log-softmax
-backward each read or write the whole buffer) and half its peak memory.
+backward each read or write the whole buffer) and half its peak memory. With
+``logits_dtype=torch.bfloat16`` the pass forms the logits by one native bf16 matmul (rounded to bf16,
+as autocast's ``F.linear``) and upcasts them into the same fp32 buffer; the rest is unchanged.
 
 Precision: statistics are accumulated in float32 (float64 for float64 inputs). bfloat16 inputs are
 multiplied with bf16 products and fp32 accumulation *and fp32 outputs* (oneDNN's bf16 math mode on the
@@ -522,8 +524,9 @@ def _ce_pass_native(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEC
 
 def _whole_fits(n: int, v: int, d_model: int, cfg: _CEConfig) -> bool:
     """True when ``_ce_whole`` takes the pass: the default (or given) chunking would form every row's
-    logits in one chunk anyway (a small vocabulary, or few tokens), no gradient filter, exact mode."""
-    if cfg.native or cfg.filter_eps is not None:
+    fp32 logits in one chunk anyway (a small vocabulary, or few tokens), no gradient filter; either
+    logits mode (exact, or ``cfg.native``: bf16 logits upcast into the same fp32 buffer)."""
+    if cfg.filter_eps is not None:
         return False
     return _rows_per_chunk(n, v, d_model, cfg.chunk_size, 2 if cfg.softcap is not None else 1) >= n
 
@@ -544,7 +547,9 @@ def _ce_whole(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEConfig,
               ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None]:
     """``_ce_pass`` when all rows' logits fit one chunk (``_whole_fits``): the logits of all rows in one
     buffer, one pass of each statistic and of the logit gradient over it, then one matmul each for
-    ``dh`` and ``dW``.
+    ``dh`` and ``dW``. With ``cfg.native`` (``logits_dtype=torch.bfloat16``) the buffer holds the fp32
+    copy of the bf16 logits of one native matmul (``_native_logits``), and rows whose ``p_y``
+    underflows get their lse from those bf16 logits, as in ``_ce_pass_native``; all else as below.
 
     ``w``/``b`` are in the input dtype; ``g`` is a row weight per row, or one float for all rows
     (``mean``/``sum``: the ``alpha`` of the two matmuls, not a (rows x V) pass). The logits are formed
@@ -566,26 +571,37 @@ def _ce_whole(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEConfig,
     dev = h.device
     low = h.dtype == torch.bfloat16
     eps, zl, cap = cfg.label_smoothing, cfg.z_loss, cfg.softcap
-    wa = w.to(acc)
-    ba = None if b is None else b.to(acc)
+    native = cfg.native  # bf16 inputs only (checked at the boundary)
+    wa = w if native else w.to(acc)
+    ba = None if b is None else (b if native else b.to(acc))
     hv = h if idx is None else h.index_select(0, idx)  # the scored rows, input dtype
-    z = torch.empty(n, v, dtype=acc, device=dev)
-    blk = n if h.dtype == acc else _h_block_rows(n, v, d_model)
-    with _matmul_mode(h.dtype):
-        for s in range(0, n, max(1, blk)):
-            e = min(n, s + blk)
-            hc = hv[s:e].to(acc)
-            if ba is None:
-                torch.mm(hc, wa.t(), out=z[s:e])
-            else:
-                torch.addmm(ba, hc, wa.t(), out=z[s:e])
-            del hc  # before the next block's copy is made
+    zlow = None
+    if native:  # one native bf16 matmul (logits rounded to bf16), upcast once into the fp32 buffer
+        zlow = _native_logits(hv, w, b)
+        z = zlow.float()  # zlow is kept: it takes the bf16 logit gradient below (no new buffer)
+    else:
+        z = torch.empty(n, v, dtype=acc, device=dev)
+        blk = n if h.dtype == acc else _h_block_rows(n, v, d_model)
+        with _matmul_mode(h.dtype):
+            for s in range(0, n, max(1, blk)):
+                e = min(n, s + blk)
+                hc = hv[s:e].to(acc)
+                if ba is None:
+                    torch.mm(hc, wa.t(), out=z[s:e])
+                else:
+                    torch.addmm(ba, hc, wa.t(), out=z[s:e])
+                del hc  # before the next block's copy is made
     t = None
     if cap is not None:
         t = torch.empty_like(z)
         _softcap(z, cap, t)
 
     def fresh(hb: Tensor) -> Tensor:  # logits of some rows of hv (rows whose p_y underflowed)
+        if native:  # the same bf16-rounded logits as the pass's own, recomputed for these rows
+            zb = _native_logits(hb, w, b).float()
+            if cap is not None:
+                _softcap(zb, cap, torch.empty_like(zb))
+            return zb
         hb = hb.to(acc)
         tb = None if cap is None else hb.new_empty(hb.shape[0], v)
         return _logits(hb, wa, ba, hb.new_empty(hb.shape[0], v), cap, tb, 1.0, h.dtype)
@@ -611,13 +627,19 @@ def _ce_whole(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEConfig,
         db = z.sum(0)
         if scale != 1.0:
             db.mul_(scale)
-    dz = z.to(h.dtype) if low else z
+    dz = (zlow.copy_(z) if zlow is not None else z.to(h.dtype)) if low else z
     del z  # bf16: the fp32 logits go before the matmuls' outputs are made
     dh = _scaled_mm(dz, w if low else wa, scale) if need_h else None
     if dh is not None and idx is not None:
         dh = dh.new_zeros(h.shape).index_copy_(0, idx, dh)
     dw = _scaled_mm(dz.t(), hv if low else hv.to(acc), scale) if need_w else None
     return loss, lse, dh, dw, db
+
+
+def _native_logits(h: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+    """The bf16 logits ``bf16(h w^T + b)`` of one native bf16 matmul (fp32 accumulation inside, output
+    rounded to bf16): ``logits_dtype=torch.bfloat16``'s logits, as autocast's ``F.linear`` forms them."""
+    return torch.mm(h, w.t()) if b is None else torch.addmm(b, h, w.t())
 
 
 def _scaled_mm(a: Tensor, b: Tensor, alpha: float) -> Tensor:
@@ -638,7 +660,7 @@ def _run_ce(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, valid: Tensor | N
     shared by all rows (``mean``/``sum``)."""
     idx = None if valid is None else valid.nonzero().squeeze(1)
     yv = y if valid is None else y[valid]
-    if not cfg.native and _whole_fits(yv.shape[0], w.shape[0], h.shape[1], cfg):
+    if _whole_fits(yv.shape[0], w.shape[0], h.shape[1], cfg):
         return _ce_whole(h, w, b, yv, cfg, g, need_h, need_w, idx)
     acc = _acc_dtype(h.dtype)
     if g is not None and not isinstance(g, Tensor):
@@ -776,7 +798,8 @@ def linear_cross_entropy(
             rounded logits ``bf16(hidden @ weight.T + bias)`` computed in fp32: each logit carries a
             relative error up to 2^-9, so a token's loss is off by at most max|z| * 2^-8 nats (much
             less on average; the benchmark reports both modes against float64). About 1.25-1.3x
-            faster than the exact mode on a CPU with AMX (native bf16 matmuls).
+            faster than the exact mode on a CPU with AMX (native bf16 matmuls), and 1.28x on
+            ByteGPT's head on a CPU with AVX-512 BF16 but no AMX (``benchmarks/training.py``).
 
     Returns:
         The loss (float32; float64 for float64 inputs), and the lse tensor if ``return_lse``.
