@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_bytegpt_rope import rope_model
 
+from entropykit.models import bytegpt
 from entropykit.models.bytegpt import BOS, ByteGPT, ByteGPTConfig, SlidingCache, apply_rope, rope
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -58,20 +59,32 @@ def fed(m: ByteGPT, x: torch.Tensor, piece: int, sink: bool, window: int | None 
     sink=st.booleans(),
     window=st.sampled_from([16, 12, 9]),
     seed=st.integers(0, 3),
+    query_block=st.sampled_from([1, 2, 3, 5, 256]),
 )
 def test_sliding_cache_computes_what_the_concatenated_cache_did(
-    n: int, piece: int, sink: bool, window: int, seed: int
+    n: int, piece: int, sink: bool, window: int, seed: int, query_block: int
 ) -> None:
+    """Also in query blocks smaller than the piece (``QUERY_BLOCK``: each block reads only the keys
+    up to its last query), which the default of 256 takes only for pieces longer than 256."""
     piece = min(piece, window - 2)
     m = rope_model(block_size=16, n_embd=32, n_head=2, seed=seed)
     x = inputs(n, n)
-    with torch.inference_mode():
-        got, want = fed(m, x, piece, sink, window), concatenated(m, x, piece, sink, window)
+    default = bytegpt.QUERY_BLOCK
+    bytegpt.QUERY_BLOCK = query_block
+    try:
+        with torch.inference_mode():
+            got, want = fed(m, x, piece, sink, window), concatenated(m, x, piece, sink, window)
+    finally:
+        bytegpt.QUERY_BLOCK = default
     torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("sink", [True, False])
-def test_window_below_the_context_matches_the_masked_float64_reference(sink: bool) -> None:
+@pytest.mark.parametrize("query_block", [2, 256])
+def test_window_below_the_context_matches_the_masked_float64_reference(
+    sink: bool, query_block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bytegpt, "QUERY_BLOCK", query_block)
     m = rope_model(block_size=32, n_embd=32, n_head=2)
     tokens = [BOS, *np.random.default_rng(5).integers(0, 256, 59).tolist()]
     window, piece = 12, 5

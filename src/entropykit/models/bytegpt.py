@@ -238,6 +238,9 @@ class ByteGPT(nn.Module):
         return model.eval()
 
 
+QUERY_BLOCK = 256  # SlidingCache: queries per attention call (keys past a block's last query skipped)
+
+
 class SlidingCache:
     """Feed a rotary ByteGPT a text of any length in pieces of at most ``piece`` tokens, each token
     computed once, through preallocated key/value buffers (a sliding KV cache).
@@ -258,8 +261,10 @@ class SlidingCache:
     rotated to its absolute position) is valid for every later query.
 
     The arithmetic is that of :meth:`ByteGPT.forward` with a cache: the same modules, in the same
-    order, attention by ``F.scaled_dot_product_attention`` (an additive mask, built once per shape,
-    for a piece over a cache; ``is_causal`` for the first). What it saves against a cache of
+    order, attention by ``F.scaled_dot_product_attention`` (for a piece over a cache: in blocks of
+    ``QUERY_BLOCK`` queries, each over the keys up to its last query with an additive mask built once
+    per shape, which skips the keys no query of the block sees -- about 4% of the time of a 512-token
+    piece here; ``is_causal`` for the first). What it saves against a cache of
     concatenated tensors: no reallocation per layer and piece (two buffers per layer alternate at
     each cut), no per-layer boolean-to-additive mask conversion, and q and k are rotated in one
     pass. The buffers take the dtype of the keys on the first feed (bfloat16 under CPU autocast).
@@ -286,7 +291,7 @@ class SlidingCache:
         self.length = 0  # cache entries in use
         self._buffers: list[torch.Tensor] = []  # two (2, n_layer, n_head, C, head_dim): keys and values
         self._sink: torch.Tensor | None = None  # (2, n_layer, n_head, 1, head_dim), unrotated
-        self._masks: dict[tuple[int, int, torch.dtype], torch.Tensor] = {}
+        self._masks: dict[tuple[int, int, int, torch.dtype], torch.Tensor] = {}
 
     def _cut(self) -> None:
         """Keep the sink and the newest ``keep - 1`` entries (or the newest ``keep``), in the other buffer."""
@@ -304,13 +309,29 @@ class SlidingCache:
         self._buffers.reverse()
         self.length = keep
 
-    def _mask(self, n: int, t: int, dtype: torch.dtype) -> torch.Tensor:
-        """Additive mask (t, n + t): query i sees the n cached keys and new keys 0..i."""
-        key = (n, t, dtype)
+    def _mask(self, n: int, a: int, b: int, dtype: torch.dtype) -> torch.Tensor:
+        """Additive mask (b - a, n + b) of the piece's queries a..b-1: query i sees the n cached keys
+        and new keys 0..i."""
+        key = (n, a, b, dtype)
         if key not in self._masks:
-            allowed = torch.ones(t, n + t, dtype=torch.bool).tril(diagonal=n)
-            self._masks[key] = torch.zeros(t, n + t, dtype=dtype).masked_fill_(~allowed, float("-inf"))
+            allowed = torch.ones(b - a, n + b, dtype=torch.bool).tril(diagonal=n + a)
+            self._masks[key] = torch.zeros(b - a, n + b, dtype=dtype).masked_fill_(~allowed, float("-inf"))
         return self._masks[key]
+
+    def _attend(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tensor:
+        """Attention of the piece's queries q (1, h, t, d) over n cached and t new keys, causal among
+        the new ones, in query blocks of ``QUERY_BLOCK``: block a..b-1 reads keys 0..n+b-1 only, so
+        the keys no query of the block sees are skipped (about 1/8 of the products at t = n = 512)."""
+        t = q.shape[2]
+        if n == 0:
+            return F.scaled_dot_product_attention(q, keys, values, is_causal=True)
+        out = q.new_empty(q.shape)
+        for a in range(0, t, QUERY_BLOCK):
+            b = min(t, a + QUERY_BLOCK)
+            mask = self._mask(n, a, b, q.dtype)
+            out[:, :, a:b] = F.scaled_dot_product_attention(
+                q[:, :, a:b], keys[:, :, : n + b], values[:, :, : n + b], attn_mask=mask)
+        return out
 
     def feed(self, idx: torch.Tensor) -> torch.Tensor:
         """Logits (t, 257) of the next ``t <= piece`` inputs ``idx`` (t,) (int64), in the model's dtype."""
@@ -335,10 +356,7 @@ class SlidingCache:
             kv[0, i, :, n : n + t] = qk[1, 0]
             kv[1, i, :, n : n + t] = qkv[0, :, 2].transpose(0, 1)
             keys, values = kv[0, i, None, :, : n + t], kv[1, i, None, :, : n + t]
-            if n == 0:
-                y = F.scaled_dot_product_attention(qk[0], keys, values, is_causal=True)
-            else:
-                y = F.scaled_dot_product_attention(qk[0], keys, values, attn_mask=self._mask(n, t, qk.dtype))
+            y = self._attend(qk[0], keys, values, n)
             x = x + attn.proj(y.transpose(1, 2).reshape(1, t, c))
             x = x + block.mlp(block.ln2(x))
         if self.position == 0 and self.sink:  # the first input at position 0: rotation is the identity
