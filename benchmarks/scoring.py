@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -113,9 +114,11 @@ def result_mb(r: object) -> float:
     return (sum(a.nbytes for a in arrays) + len(r.text)) / 2**20  # type: ignore[attr-defined]
 
 
-def sliding_comparison(lm: LanguageModel, text: bytes, source: str, record_it: bool, reps: int = 2) -> None:
-    """The transformers-docs strided loop (anchor) vs the sliding KV cache on a rotary model; each run
-    ``reps`` times, interleaved, the fastest kept."""
+def sliding_comparison(lm: LanguageModel, text: bytes, source: str, record_it: bool, reps: int = 5) -> None:
+    """The transformers-docs strided loop (anchor) vs the sliding KV cache on a rotary model, in ``reps``
+    rounds of every method (the order reversed every other round); a method's speed-up is the median
+    over rounds of the anchor's time / its time in the same round (this machine's speed drifts by tens
+    of percent over minutes, which ratios within a round largely cancel), with the rounds' range."""
     ctx = lm.max_context
     stride = ctx // 2
     n = len(text)
@@ -138,37 +141,40 @@ def sliding_comparison(lm: LanguageModel, text: bytes, source: str, record_it: b
     ]
     times: list[list[float]] = [[] for _ in configs]
     bpb: list[float] = [0.0] * len(configs)
-    for _ in range(reps):
-        for i, (_, kw, _) in enumerate(configs):
+    for r in range(reps):
+        order = list(enumerate(configs))
+        for i, (_, kw, _) in order if r % 2 == 0 else order[::-1]:
             t = time.perf_counter()
             if kw is None:
                 bpb[i] = float(strided_baseline_bos(lm, text, stride).sum()) / n
             else:
                 bpb[i] = score(text, lm, progress=False, **kw).summary["bits_per_byte"]  # type: ignore[arg-type]
             times[i].append(time.perf_counter() - t)
-    best = [min(t) for t in times]
-    t_base = best[0]
+    ratios = [sorted(a / m for a, m in zip(times[0], t)) for t in times]  # per round: anchor / method
+    speed = [statistics.median(r) for r in ratios]
     rows = [
-        [label, f"{lo}..{hi} (mean {(lo + hi) / 2:.0f})", f"{n / dt:,.0f}", f"{t_base / dt:.2f}", f"{b:.5f}",
-         f"{(b - bpb[0]) / bpb[0]:+.2%}"]
-        for (label, _, (lo, hi)), dt, b in zip(configs, best, bpb)
+        [label, f"{lo}..{hi} (mean {(lo + hi) / 2:.0f})", f"{n / statistics.median(t):,.0f}", f"{sp:.2f}",
+         f"{r[0]:.2f}-{r[-1]:.2f}", f"{b:.5f}", f"{(b - bpb[0]) / bpb[0]:+.2%}"]
+        for (label, _, (lo, hi)), t, sp, r, b in zip(configs, times, speed, ratios, bpb)
     ]
     table = markdown_table(
-        ["method (float32)", "direct context (text tokens)", "tokens/s", "speed-up", "bits/byte",
-         "vs anchor"],
+        ["method (float32)", "direct context (text tokens)", "tokens/s (median)", "speed-up (median)",
+         "speed-up range", "bits/byte", "vs anchor"],
         rows,
     )
     load = os.getloadavg()
-    met = [i for i in range(2, len(configs)) if t_base / best[i] >= 2]
+    met = [i for i in range(2, len(configs)) if speed[i] >= 2]
     verdict = (
-        "met by " + "; ".join(f"{configs[i][0].split(': ')[-1]} ({t_base / best[i]:.2f}x)" for i in met)
+        "met by " + "; ".join(f"{configs[i][0].split(': ')[-1]} ({speed[i]:.2f}x)" for i in met)
         if met else "**missed** by every configuration"
     )
     body = (
         f"Model `{lm.identity}` (rotary positions, context C = {ctx}); text: first {n / 1000:g} KB of "
-        f"{source} ({n} tokens); float32, {torch.get_num_threads()} threads; each method run {reps} times "
-        "(interleaved), the fastest kept. Direct context: the text tokens a token attends to after the "
-        "first window (the first window's tokens see everything before them in every method). Strided: "
+        f"{source} ({n} tokens); float32, {torch.get_num_threads()} threads; {reps} rounds of every method "
+        "(the order reversed every other round); speed-up = the median over rounds of the anchor's time / "
+        "the method's time in the same round, with the range over rounds. Direct context: the text tokens "
+        "a token attends to after the first window (the first window's tokens see everything before them "
+        "in every method). Strided: "
         f"each window recomputes its first {ctx - stride} tokens, so every token is computed twice. "
         "Sliding: every token computed once, pieces of `stride` new tokens over a cache cut to the newest "
         "`W - stride - 1` tokens plus the BOS sink (the window `W = slide_window`, default C), so the cache "
@@ -202,7 +208,7 @@ def main() -> None:
     ap.add_argument("--no-record", action="store_true", help="do not write benchmarks/RESULTS.md")
     ap.add_argument("--sliding", default=None, help="rotary model for the sliding-cache comparison")
     ap.add_argument("--sliding-kb", type=float, default=64.0)
-    ap.add_argument("--sliding-reps", type=int, default=2, help="runs of each method (the fastest kept)")
+    ap.add_argument("--sliding-reps", type=int, default=5, help="rounds of every method (median ratio)")
     ap.add_argument("--skip-main", action="store_true", help="only the sliding-cache comparison")
     args = ap.parse_args()
     if args.sliding:

@@ -548,8 +548,9 @@ def _ce_whole(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEConfig,
     """``_ce_pass`` when all rows' logits fit one chunk (``_whole_fits``): the logits of all rows in one
     buffer, one pass of each statistic and of the logit gradient over it, then one matmul each for
     ``dh`` and ``dW``. With ``cfg.native`` (``logits_dtype=torch.bfloat16``) the buffer holds the fp32
-    copy of the bf16 logits of one native matmul (``_native_logits``), and rows whose ``p_y``
-    underflows get their lse from those bf16 logits, as in ``_ce_pass_native``; all else as below.
+    copy of the bf16 logits of one native matmul (``_native_logits``), kept until the logit gradient
+    overwrites them, and rows whose ``p_y`` underflows get their lse from those bf16 logits, as in
+    ``_ce_pass_native``; all else as below.
 
     ``w``/``b`` are in the input dtype; ``g`` is a row weight per row, or one float for all rows
     (``mean``/``sum``: the ``alpha`` of the two matmuls, not a (rows x V) pass). The logits are formed
@@ -597,8 +598,8 @@ def _ce_whole(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEConfig,
         _softcap(z, cap, t)
 
     def fresh(hb: Tensor) -> Tensor:  # logits of some rows of hv (rows whose p_y underflowed)
-        if native:  # the same bf16-rounded logits as the pass's own, recomputed for these rows
-            zb = _native_logits(hb, w, b).float()
+        if native:  # hb: those rows of zlow, the pass's own bf16 logits (still there)
+            zb = hb.float()
             if cap is not None:
                 _softcap(zb, cap, torch.empty_like(zb))
             return zb
@@ -607,7 +608,7 @@ def _ce_whole(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEConfig,
         return _logits(hb, wa, ba, hb.new_empty(hb.shape[0], v), cap, tb, 1.0, h.dtype)
 
     tiny = torch.finfo(acc).tiny * 1e8
-    loss, lse = _softmax_stats(z, y, hv, fresh, eps, zl, tiny)
+    loss, lse = _softmax_stats(z, y, hv if zlow is None else zlow, fresh, eps, zl, tiny)
     if g is None:
         return loss, lse, None, None, None
     dense = cap is not None or zl != 0.0 or eps != 0.0  # the general form r p - a onehot(y) - bb
