@@ -15,7 +15,10 @@ the speed ratio is the median of the per-step ratios (wall time; also from proce
 other processes on the machine disturb less), with their interquartile range. The control's ratio
 (1 in expectation) shows the resolution of the step measurement. Also timed: the loss head alone (loss
 + its backward from fixed hidden states), where the losses differ; it is well under 1% of a step,
-which bounds how much any loss can change the step speed.
+which bounds how much any loss can change the step speed. Under bf16 autocast ours is the trainer's
+loss, whose logits are rounded to bf16 as the anchor's autocast ``F.linear`` rounds them
+(``logits_dtype=torch.bfloat16``); the head is also timed in the library's default exact mode (fp32
+logits), the "exact" row.
 
 Peak memory: the rise of the resident-set high-water mark over one step (``_common.peak_extra_mb``),
 measured after a warm-up step, in a fresh process per variant, with glibc's mmap threshold fixed at
