@@ -117,3 +117,25 @@ def test_detect_cli_errors_exit_2(
         == 2
     )
     assert "--positives" in capsys.readouterr().err
+
+
+def test_detect_slide(models: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--slide: a rotary model's scores equal the library's score_texts(slide=True) (texts longer than
+    the 16-token context, so the cache really slides); a learned-position model is refused, one line
+    naming --slide, exit 2."""
+    from test_bytegpt_rope import rope_model
+
+    rope_dir = tmp_path / "rope"
+    rope_model(block_size=16, n_embd=32, n_head=2).save(rope_dir)
+    texts = ["The cat sat on the mat, all day long, and then some more.", "abc " * 20]
+    files = _files(tmp_path / "texts", texts)
+    assert main(["detect", *files, "--method", "loss", "--model", str(rope_dir), "--slide", "--json",
+                 "--no-progress"]) == 0
+    got = [r["score"] for r in json.loads(capsys.readouterr().out)["results"]]
+    lm = load_model(str(rope_dir))
+    want = score_texts([t.encode() for t in texts], "loss", lm, slide=True)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert not np.allclose(want, score_texts([t.encode() for t in texts], "loss", lm))  # it did slide
+    assert main(["detect", *files, "--method", "loss", "--model", models[0], "--slide"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--slide" in err and "rotary" in err and len(err.splitlines()) == 1

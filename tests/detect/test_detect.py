@@ -379,3 +379,83 @@ def test_token_stats_from_logits_checks_its_arguments() -> None:
         token_statistics(["abc"], make_bigram(1), batch_size=0)
     with pytest.raises(ValueError, match=r"stride must be an int in \[1, 4\], got 5"):
         token_statistics(["abcdefghijkl"], make_bigram(1, max_context=5), stride=5)
+
+
+# --------------------------------------------------------------------------------------------------
+# slide=True: a sliding KV cache per text (rotary ByteGPTs), against the float64 masked reference
+# --------------------------------------------------------------------------------------------------
+
+
+def _rope(seed: int = 0, block_size: int = 16) -> ByteModel:
+    from test_bytegpt_rope import rope_model
+
+    return ByteModel(rope_model(block_size=block_size, n_embd=32, n_head=2, seed=seed), f"rope{seed}")
+
+
+@pytest.mark.parametrize("n", [3, 15, 40, 100])
+def test_slide_logprob_matches_the_sliding_reference(n: int) -> None:
+    """logprob per token = -(surprisal of the sliding rule) from an independent masked float64 forward
+    (``bytegpt_reference.sliding_reference``), for texts within one piece, one window and several."""
+    from bytegpt_reference import sliding_reference
+
+    m = _rope()
+    text = np.random.default_rng(n).integers(97, 110, n).astype(np.uint8).tobytes()
+    (s,) = token_statistics([text], m, slide=True, progress=False)
+    want = -sliding_reference(m.module, list(text), 16, True) * math.log(2)
+    np.testing.assert_allclose(s.logprob, want, atol=2e-4)
+    assert s.ids.tolist() == list(text) and len(s.logprob) == n
+
+
+def test_slide_equals_strided_within_one_window_and_keeps_every_column() -> None:
+    """A text that fits one window sees the same context either way: every column (q alone, and with a
+    second model) equals the strided path's to float32 rounding; stats of several texts keep order."""
+    m, ref = _rope(0), _rope(1)
+    texts = [b"abcabcabdab", b"hello there", b"zz"]
+    for r in (None, ref):
+        slid = token_statistics(texts, m, r, slide=True, progress=False)
+        strided = token_statistics(texts, m, r, progress=False)
+        for a, b in zip(slid, strided):
+            assert a.ids.tolist() == b.ids.tolist() and a.data == b.data
+            for name in ("logprob", "expected", "variance", "logprob_range", "ref_logprob"):
+                x, y = getattr(a, name), getattr(b, name)
+                if r is None and name == "ref_logprob":
+                    assert x is None and y is None
+                    continue
+                np.testing.assert_allclose(x, y, atol=2e-5, rtol=1e-5)
+
+
+def test_slide_reference_column_is_the_reference_models_own_slide() -> None:
+    """ref_logprob under slide=True is -surprisal of the second model over the same sliding rule."""
+    from bytegpt_reference import sliding_reference
+
+    m, ref = _rope(0), _rope(2)
+    text = np.random.default_rng(7).integers(97, 110, 70).astype(np.uint8).tobytes()
+    (s,) = token_statistics([text], m, ref, slide=True, stride=5, progress=False)
+    want = -sliding_reference(ref.module, list(text), 16, True, piece=5) * math.log(2)
+    assert s.ref_logprob is not None
+    np.testing.assert_allclose(s.ref_logprob, want, atol=2e-4)
+    own = -sliding_reference(m.module, list(text), 16, True, piece=5) * math.log(2)
+    np.testing.assert_allclose(s.logprob, own, atol=2e-4)
+
+
+def test_slide_through_score_texts_and_entropy_gap() -> None:
+    m = _rope()
+    texts = [np.random.default_rng(i).integers(97, 105, 60).astype(np.uint8).tobytes() for i in range(2)]
+    stats = token_statistics(texts, m, slide=True, progress=False)
+    np.testing.assert_allclose(score_texts(texts, "loss", m, slide=True), [score_stats(stats, "loss")[i]
+                                                                          for i in range(2)])
+    gap, _ = entropy_gap_test(texts, m, slide=True)
+    np.testing.assert_allclose(gap, [log_ppl_gap(s) for s in stats])
+
+
+def test_slide_needs_rotary_bytegpts() -> None:
+    rope = _rope()
+    learned = ByteModel(ByteGPT(ByteGPTConfig(block_size=16, n_layer=1, n_head=2, n_embd=8)), "learned")
+    with pytest.raises(ValueError, match=r"slide: True needs model .*'learned'"):
+        token_statistics([b"abcdef"], learned, slide=True)
+    with pytest.raises(ValueError, match=r"slide: True needs reference .*'learned'"):
+        token_statistics([b"abcdef"], rope, learned, slide=True)
+    with pytest.raises(ValueError, match="stride"):
+        token_statistics([b"abcdef"], rope, slide=True, stride=15)  # no room for the sink and a token
+    with pytest.raises(TypeError, match="slide"):
+        token_statistics([b"abcdef"], rope, slide=1)  # type: ignore[arg-type]

@@ -44,6 +44,7 @@ examples:
   entropykit detect a.txt --method dc_pdd --frequency-corpus corpus/*.txt --save-frequencies freq.json
   entropykit detect a.txt --method dc_pdd --frequencies freq.json
   entropykit detect a.txt --method entropy_gap        # also prints the zero-shot test's p-value
+  entropykit detect essay.txt --method loss --slide    # a long text: every token computed once
 """
 
 EVAL_EXAMPLES = """examples:
@@ -79,6 +80,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-frequencies", default=None, metavar="PATH",
                    help="dc_pdd: write the table built from --frequency-corpus here")
     p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
+    p.add_argument("--slide", action="store_true",
+                   help="long texts: slide a KV cache (with a BOS attention sink) instead of strided "
+                        "windows, every token computed once (ByteGPTs with rotary positions, e.g. the "
+                        "default; --reference too)")
     p.add_argument("--json", action="store_true", help="JSON output (same as --format json)")
     p.add_argument("--format", choices=["text", "json"], default="text", help="output format")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -188,11 +193,13 @@ def _score(args: argparse.Namespace, texts: list[bytes]) -> tuple[Any, dict[str,
     model = _load(args.model)
     reference = None if args.reference is None else _load(args.reference, "--reference")
     progress = False if args.no_progress else None
-    names = {"k": "--k", "a": "--a", "batch_size": "--batch-size", "reference": "--reference"}
+    names = {"k": "--k", "a": "--a", "batch_size": "--batch-size", "reference": "--reference",
+             "slide": "--slide"}
     try:
         if args.method == "entropy_gap":
             gap, pval = entropy_gap_test(
-                texts, model, reference=reference, batch_size=args.batch_size, progress=progress
+                texts, model, reference=reference, batch_size=args.batch_size, progress=progress,
+                slide=args.slide,
             )
             return -abs(gap), {"log_ppl_gap": gap, "p_value": pval}
         scores = score_texts(
@@ -202,6 +209,7 @@ def _score(args: argparse.Namespace, texts: list[bytes]) -> tuple[Any, dict[str,
             reference=reference,
             batch_size=args.batch_size,
             progress=progress,
+            slide=args.slide,
             **params,
         )
     except ValueError as exc:

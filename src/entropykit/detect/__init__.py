@@ -181,6 +181,7 @@ def score_texts(
     batch_size: int = 8,
     stride: int | None = None,
     progress: bool | None = None,
+    slide: bool = False,
     **params: Any,
 ) -> np.ndarray:
     """Score each text by ``method`` (see the module table); returns a float64 array, one per text.
@@ -191,8 +192,9 @@ def score_texts(
     and ``entropy_gap``: the sampling model p); it must share the tokenizer. ``params``: ``k`` for
     min_k / min_k_plus_plus, ``frequencies`` (a ``FrequencyTable`` or its file) and ``a`` for
     dc_pdd. Texts are batched ``batch_size`` windows at a time; long texts are streamed in windows
-    of the model's context advanced by ``stride`` tokens. A text of fewer than 2 tokens raises
-    ``ValueError``.
+    of the model's context advanced by ``stride`` tokens, or with ``slide=True`` (ByteGPTs with rotary
+    positions) through a sliding KV cache, every token computed once (``token_statistics``). A text
+    of fewer than 2 tokens raises ``ValueError``.
 
     >>> from entropykit.models.bytegpt import ByteGPT, ByteGPTConfig
     >>> from entropykit.models import ByteModel
@@ -214,7 +216,8 @@ def score_texts(
     check_int(batch_size, "batch_size", 1)
     if not items:
         return np.zeros(0, dtype=np.float64)
-    stats = token_statistics(items, lm, ref, batch_size=batch_size, stride=stride, progress=progress)
+    stats = token_statistics(items, lm, ref, batch_size=batch_size, stride=stride, progress=progress,
+                             slide=slide)
     return np.array([m.fn(s, **kw) for s in stats], dtype=np.float64)
 
 
@@ -225,18 +228,20 @@ def entropy_gap_test(
     reference: LanguageModel | str | Path | None = None,
     batch_size: int = 8,
     progress: bool | None = None,
+    slide: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The zero-shot test of "x was sampled from the model": (signed gap, p-value) per text.
 
     The gap is ``detect_scores.log_ppl_gap``: log-perplexity - mean entropy (or - mean cross-entropy
     with a ``reference`` p), nats/token, ~0 for text sampled from the model; the p-value is the
     two-sided Azuma-Hoeffding bound ``detect_scores.entropy_gap_pvalue`` (small = not sampled from
-    the model, i.e. human). ``score_texts(..., "entropy_gap")`` is -|gap|.
+    the model, i.e. human). ``score_texts(..., "entropy_gap")`` is -|gap|. ``slide``: as in
+    ``score_texts``.
     """
     items = _texts(texts)
     lm = resolve_model(model, "model")
     ref = None if reference is None else resolve_model(reference, "reference")
     if not items:
         return np.zeros(0), np.zeros(0)
-    stats = token_statistics(items, lm, ref, batch_size=batch_size, progress=progress)
+    stats = token_statistics(items, lm, ref, batch_size=batch_size, progress=progress, slide=slide)
     return np.array([_s.log_ppl_gap(s) for s in stats]), np.array([entropy_gap_pvalue(s) for s in stats])

@@ -16,20 +16,28 @@ ByteGPTs saw in training (each training window began with BOS), so a later windo
 in-distribution input. Windows of several texts are batched (right-padded: the models are causal,
 so padding after a row's last real token cannot change its logits). Logits are upcast to float64
 before any log-softmax so sums over thousands of positions keep their precision.
+
+With ``slide=True`` (ByteGPTs with rotary positions, both models) each text instead slides a KV
+cache with a BOS attention sink (``entropykit.models.bytegpt.slide_logits``, the loop of
+``lm.score(slide=True)``): every token is computed once, in pieces of ``stride`` tokens (default
+C/2), and sees the same number of text tokens directly as in a strided window (see
+``entropykit.lm.scoring``); texts are then fed one at a time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from entropykit import measures
-from entropykit._validate import check_class_index, check_int, check_logits, check_same_shape
+from entropykit._validate import check_bool, check_class_index, check_int, check_logits, check_same_shape
 from entropykit.models import LanguageModel, stream
+from entropykit.models.bytegpt_step import is_rotary_bytegpt
 
 __all__ = ["TokenStats", "token_statistics"]
 
@@ -194,20 +202,32 @@ def token_statistics(
     batch_size: int = 8,
     stride: int | None = None,
     progress: bool | None = None,
+    slide: bool = False,
 ) -> list[TokenStats]:
     """Stream every text through ``model`` (and ``reference``) and return its ``TokenStats``.
 
     Windows follow ``entropykit.models.stream.windows`` (each starts with the prefix/BOS; targets
     advance ``stride`` tokens per window, default ``stream.default_stride``) with the smaller of the
     two models' contexts; windows of different texts are batched ``batch_size`` at a time (longest
-    first). ``progress=None`` shows a tqdm bar only on a terminal. Texts of fewer than 2 tokens raise
-    ``ValueError``.
+    first). ``slide=True`` (both models ByteGPTs with rotary positions): a sliding KV cache per text
+    instead, pieces of ``stride`` tokens (default C/2; see the module docstring). ``progress=None``
+    shows a tqdm bar only on a terminal. Texts of fewer than 2 tokens raise ``ValueError``.
     """
     _check_pair(model, reference)
     check_int(batch_size, "batch_size", 1)
-    all_ids = _encode_all(texts, model, reference)
-    prefix = list(model.prefix_ids)
+    check_bool(slide, "slide")
     ctx = model.max_context if reference is None else min(model.max_context, reference.max_context)
+    if slide:
+        for name, m in (("model", model), ("reference", reference)):
+            if m is not None and not is_rotary_bytegpt(m):
+                raise ValueError(f"slide: True needs {name} to be a ByteGPT with rotary positions "
+                                 f"(positions='rope'), got {m.name!r}")
+        stride = check_int(ctx // 2 if stride is None else stride, "stride", 1, ctx - 2)
+    all_ids = _encode_all(texts, model, reference)
+    if slide:
+        assert stride is not None
+        return _slid(texts, all_ids, model, reference, stride, ctx, progress)
+    prefix = list(model.prefix_ids)
     jobs = [
         _Job(i, w.first, w.end, prefix + ids[w.start : w.end - 1])
         for i, ids in enumerate(all_ids)
@@ -240,10 +260,53 @@ def token_statistics(
                 parts[w.text].append((w.start + c, cols))
         bar.update(len(group))
     bar.close()
+    return _assemble(texts, all_ids, parts, 0 if prefix else 1, reference is not None)
+
+
+def _slid(
+    texts: Sequence[str | bytes],
+    all_ids: list[list[int]],
+    model: LanguageModel,
+    reference: LanguageModel | None,
+    piece: int,
+    window: int,
+    progress: bool | None,
+) -> list[TokenStats]:
+    """``token_statistics(slide=True)``: each text's inputs (BOS, then its tokens but the last) through
+    one sliding cache per model (``bytegpt.slide_logits``), both in step; the statistics of each piece
+    as the strided path computes them."""
+    from entropykit.models.bytegpt import BOS, ByteGPT, slide_logits
+
+    parts: list[list[tuple[int, dict[str, torch.Tensor | None]]]] = [[] for _ in texts]
+    bar = tqdm(total=sum(len(ids) for ids in all_ids), desc="scoring", unit="tok",
+               disable=(not progress) if progress is not None else None)
+    with torch.inference_mode():
+        for i, ids in enumerate(all_ids):
+            inputs = torch.tensor([BOS, *ids[:-1]], dtype=torch.long)
+            target = torch.tensor(ids, dtype=torch.long)
+            q_run = slide_logits(cast(ByteGPT, model.module), inputs, piece, True, window)
+            p_run = None if reference is None else slide_logits(
+                cast(ByteGPT, reference.module), inputs, piece, True, window)
+            for q_logits, a, b in q_run:
+                p_logits = None if p_run is None else next(p_run)[0]
+                parts[i].append((a, _position_stats(q_logits, target[a:b], p_logits)))
+                bar.update(b - a)
+    bar.close()
+    return _assemble(texts, all_ids, parts, 0, reference is not None)
+
+
+def _assemble(
+    texts: Sequence[str | bytes],
+    all_ids: list[list[int]],
+    parts: list[list[tuple[int, dict[str, torch.Tensor | None]]]],
+    first: int,
+    has_reference: bool,
+) -> list[TokenStats]:
+    """One ``TokenStats`` per text from its column chunks (keyed by first target index); ``first``:
+    the first scored token (1 when the model has no prefix: the first token has no prediction)."""
     out = []
     for i, text in enumerate(texts):
         chunks = [c for _, c in sorted(parts[i], key=lambda x: x[0])]
-        first = 0 if prefix else 1
         data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
         ref = [c["ref_logprob"] for c in chunks]
         out.append(
@@ -254,7 +317,7 @@ def token_statistics(
                 expected=_cat([c["expected"] for c in chunks]),
                 variance=_cat([c["variance"] for c in chunks]),
                 logprob_range=_cat([c["logprob_range"] for c in chunks]),
-                ref_logprob=None if reference is None else _cat(ref),
+                ref_logprob=_cat(ref) if has_reference else None,
             )
         )
     return out

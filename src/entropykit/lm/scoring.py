@@ -314,13 +314,11 @@ def _slide(
     ``window``); ``consume(logits,
     t0, t1)`` gets the logit rows of targets ``seq[t0:t1]`` (one call per piece: the statistics are
     batched over the piece). Input position ``q`` (BOS = 0) sits at absolute rotary position ``q``."""
-    from entropykit.models.bytegpt import BOS, SlidingCache
+    from entropykit.models.bytegpt import BOS, slide_logits
 
-    cache = SlidingCache(gpt, piece, sink, window)
     x_all = torch.cat([torch.tensor([BOS]), seq[:-1].long()])
-    for a in range(0, len(x_all), piece):
-        b = min(a + piece, len(x_all))
-        consume(cache.feed(x_all[a:b]).float(), a, b)
+    for logits, a, b in slide_logits(gpt, x_all, piece, sink, window):
+        consume(logits.float(), a, b)
         update(b - a)
 
 
