@@ -169,8 +169,9 @@ def sliding_comparison(lm: LanguageModel, text: bytes, source: str, record_it: b
         rows,
     )
     load = os.getloadavg()
-    met = [i for i in range(2, 6) if speed[i] >= 2]  # the lm.score sliding rows
-    det = sorted(a / b for a, b in zip(times[6], times[7]))  # detection: strided / slide, per round
+    met = [i for i, (_, kw, _) in enumerate(configs) if kw and kw.get("slide") and speed[i] >= 2]
+    det_row = {bool(kw["detect"]): i for i, (_, kw, _) in enumerate(configs) if kw and "detect" in kw}
+    det = sorted(a / b for a, b in zip(times[det_row[False]], times[det_row[True]]))  # strided / slide
     verdict = (
         "met by " + "; ".join(f"{configs[i][0].split(': ')[-1]} ({speed[i]:.2f}x)" for i in met)
         if met else "**missed** by every configuration"

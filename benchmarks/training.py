@@ -54,7 +54,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import train_model  # noqa: E402  (scripts/train_model.py)
 from _common import markdown_table, peak_extra_mb, record  # noqa: E402
 from entropykit.models.bytegpt import BOS, ByteGPT, ByteGPTConfig  # noqa: E402
-from entropykit.ops import linear_cross_entropy  # noqa: E402
 from entropykit.precision import native_bf16  # noqa: E402
 
 CORPUS = Path("/work/corpus/general/train.bin")
@@ -97,10 +96,7 @@ def head_loss(name: str, h: torch.Tensor, w: torch.Tensor, y: torch.Tensor, bf16
     ``"ours"`` as the trainer computes it (bf16: logits rounded to bf16, as the anchor's autocast
     ``F.linear`` rounds them), ``"exact"`` with fp32 logits of the bf16 products, else the anchor."""
     if name in ("ours", "exact"):
-        hh, ww = (h.bfloat16(), w.bfloat16()) if bf16 else (h, w)
-        mode = torch.bfloat16 if bf16 and name == "ours" else None
-        return linear_cross_entropy(hh.reshape(-1, 256), ww, y.reshape(-1),  # type: ignore[return-value]
-                                    logits_dtype=mode)
+        return train_model.fused_head(h, w, y, bf16, "bf16" if name == "ours" else "exact")
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         z = F.linear(h, w)
     return F.cross_entropy(z.float().reshape(-1, 257), y.reshape(-1))

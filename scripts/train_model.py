@@ -114,7 +114,14 @@ def loss_fn(model: ByteGPT, x: torch.Tensor, y: torch.Tensor, bf16: bool,
     AMX). Without autocast the logits are fp32 either way."""
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         h, _ = model.hidden_states(x)
-    w = model.wte.weight
+    return fused_head(h, model.wte.weight, y, bf16, logits)
+
+
+def fused_head(h: torch.Tensor, w: torch.Tensor, y: torch.Tensor, bf16: bool,
+               logits: str = "bf16") -> torch.Tensor:
+    """The loss head of :func:`loss_fn`: mean cross-entropy (nats) of ``h @ w.T`` (h (..., D), the tied
+    weight w (V, D)) against ``y`` by ``linear_cross_entropy``, on bf16 copies under autocast (logits
+    as ``loss_fn`` says) or float32."""
     if bf16:
         h, w = h.to(torch.bfloat16), w.to(torch.bfloat16)
     else:
@@ -360,7 +367,7 @@ def main() -> None:
         logits_modes.append({"from_step": step, "mode": mode})
     b, t, seed = run_args["batch_size"], cfg.block_size, run_args["seed"]
     max_steps = args.max_steps or schedule["total"]
-    log(f"train.bin {len(train)} bytes, bf16 autocast {bf16} (logits {args.logits if bf16 else 'fp32'}), "
+    log(f"train.bin {len(train)} bytes, bf16 autocast {bf16} (logits {mode}), "
         f"threads {torch.get_num_threads()}, "
         f"steps {step}..{max_steps}")
 

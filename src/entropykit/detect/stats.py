@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from entropykit import measures
 from entropykit._validate import check_bool, check_class_index, check_int, check_logits, check_same_shape
 from entropykit.models import LanguageModel, stream
-from entropykit.models.bytegpt_step import is_rotary_bytegpt
+from entropykit.models.bytegpt_step import slide_piece
 
 __all__ = ["TokenStats", "token_statistics"]
 
@@ -218,15 +218,9 @@ def token_statistics(
     check_bool(slide, "slide")
     ctx = model.max_context if reference is None else min(model.max_context, reference.max_context)
     if slide:
-        for name, m in (("model", model), ("reference", reference)):
-            if m is not None and not is_rotary_bytegpt(m):
-                raise ValueError(f"slide: True needs {name} to be a ByteGPT with rotary positions "
-                                 f"(positions='rope'), got {m.name!r}")
-        stride = check_int(ctx // 2 if stride is None else stride, "stride", 1, ctx - 2)
+        piece = slide_piece({"model": model, "reference": reference}, stride, ctx)
+        return _slid(texts, _encode_all(texts, model, reference), model, reference, piece, ctx, progress)
     all_ids = _encode_all(texts, model, reference)
-    if slide:
-        assert stride is not None
-        return _slid(texts, all_ids, model, reference, stride, ctx, progress)
     prefix = list(model.prefix_ids)
     jobs = [
         _Job(i, w.first, w.end, prefix + ids[w.start : w.end - 1])
@@ -272,21 +266,20 @@ def _slid(
     window: int,
     progress: bool | None,
 ) -> list[TokenStats]:
-    """``token_statistics(slide=True)``: each text's inputs (BOS, then its tokens but the last) through
-    one sliding cache per model (``bytegpt.slide_logits``), both in step; the statistics of each piece
-    as the strided path computes them."""
-    from entropykit.models.bytegpt import BOS, ByteGPT, slide_logits
+    """``token_statistics(slide=True)``: each text's tokens through one sliding cache per model
+    (``bytegpt.slide_logits``), both in step; the statistics of each piece as the strided path
+    computes them."""
+    from entropykit.models.bytegpt import ByteGPT, slide_logits
 
     parts: list[list[tuple[int, dict[str, torch.Tensor | None]]]] = [[] for _ in texts]
     bar = tqdm(total=sum(len(ids) for ids in all_ids), desc="scoring", unit="tok",
                disable=(not progress) if progress is not None else None)
     with torch.inference_mode():
         for i, ids in enumerate(all_ids):
-            inputs = torch.tensor([BOS, *ids[:-1]], dtype=torch.long)
             target = torch.tensor(ids, dtype=torch.long)
-            q_run = slide_logits(cast(ByteGPT, model.module), inputs, piece, True, window)
+            q_run = slide_logits(cast(ByteGPT, model.module), target, piece, True, window)
             p_run = None if reference is None else slide_logits(
-                cast(ByteGPT, reference.module), inputs, piece, True, window)
+                cast(ByteGPT, reference.module), target, piece, True, window)
             for q_logits, a, b in q_run:
                 p_logits = None if p_run is None else next(p_run)[0]
                 parts[i].append((a, _position_stats(q_logits, target[a:b], p_logits)))

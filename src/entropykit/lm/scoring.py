@@ -67,7 +67,7 @@ import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -75,7 +75,8 @@ import torch
 from entropykit import measures
 from entropykit._validate import check_int, check_real
 from entropykit.models import ByteModel, LanguageModel, resolve_model, stream
-from entropykit.models.bytegpt_step import is_rotary_bytegpt
+from entropykit.models.bytegpt import ByteGPT, slide_logits
+from entropykit.models.bytegpt_step import slide_piece
 from entropykit.precision import Precision, resolve
 
 __all__ = ["SCORING_PRECISIONS", "ScoreResult", "default_hwe_threshold", "score"]
@@ -306,22 +307,6 @@ def _window_mean(x: np.ndarray, window: int, block: int = 1 << 16) -> np.ndarray
     return out
 
 
-def _slide(
-    gpt: Any, seq: torch.Tensor, piece: int, sink: bool, window: int, consume: Any, update: Any
-) -> None:
-    """Sliding-cache scoring of ``seq`` (the text's tokens) under the rotary ByteGPT ``gpt``: inputs
-    ``BOS + seq[:-1]`` in pieces of ``piece`` tokens through ``bytegpt.SlidingCache`` (attention
-    ``window``); ``consume(logits,
-    t0, t1)`` gets the logit rows of targets ``seq[t0:t1]`` (one call per piece: the statistics are
-    batched over the piece). Input position ``q`` (BOS = 0) sits at absolute rotary position ``q``."""
-    from entropykit.models.bytegpt import BOS, slide_logits
-
-    x_all = torch.cat([torch.tensor([BOS]), seq[:-1].long()])
-    for logits, a, b in slide_logits(gpt, x_all, piece, sink, window):
-        consume(logits.float(), a, b)
-        update(b - a)
-
-
 def score(
     text: str | bytes,
     model: LanguageModel | str | Path | None = None,
@@ -396,8 +381,7 @@ def score(
     p = len(lm.prefix_ids)
     if slide:  # stride = new tokens per forward pass of the sliding cache (room for the sink + 1 token)
         ctx = ctx if slide_window is None else check_int(slide_window, "slide_window", 3, ctx)
-        stride = max(1, ctx // 2) if stride is None else stride
-        check_int(stride, "stride", 1, max(1, ctx - 2))
+        stride = slide_piece({"model": lm}, stride, ctx)
     elif slide_window is not None:
         raise ValueError(f"slide_window applies only with slide=True, got slide_window={slide_window}")
     elif stride is None:
@@ -410,11 +394,6 @@ def score(
     if hwe_threshold is None:
         hwe_threshold = default_hwe_threshold(lm.vocab_size)
     hwe_threshold = check_real(hwe_threshold, "hwe_threshold", finite=True)
-    if slide and not is_rotary_bytegpt(lm):
-        raise ValueError(
-            f"slide: True needs a ByteGPT with rotary positions (positions='rope'), got model {lm.name!r}: "
-            "learned absolute positions cannot slide a KV cache"
-        )
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=prec == "bfloat16")
 
     ids, offsets, raw, lossy = _encode(lm, text)
@@ -512,7 +491,9 @@ def score(
         batch: list[stream.Window] = []
         if slide:
             with autocast:
-                _slide(lm.module, seq, stride, sink, ctx, consume, bar.update)
+                for logits, a, b in slide_logits(cast(ByteGPT, lm.module), seq, stride, sink, ctx):
+                    consume(logits.float(), a, b)
+                    bar.update(b - a)
         for w in [] if slide else stream.windows(len(seq_np), ctx, p, stride):
             # Windows of one input length share a forward pass.
             if batch and (len(batch) == batch_size or w.n_inputs(p) != batch[0].n_inputs(p)):

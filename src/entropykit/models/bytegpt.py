@@ -368,20 +368,21 @@ class SlidingCache:
 
 
 def slide_logits(
-    model: ByteGPT, inputs: torch.Tensor, piece: int, sink: bool = True, window: int | None = None
+    model: ByteGPT, tokens: torch.Tensor, piece: int, sink: bool = True, window: int | None = None
 ) -> Iterator[tuple[torch.Tensor, int, int]]:
-    """The logits of ``inputs`` (n,) int64 (a text's inputs from absolute position 0: BOS, then its
-    tokens but the last) through one :class:`SlidingCache`, piece by piece: yields ``(logits, a, b)``
-    with ``logits`` (b - a, 257) those of ``inputs[a:b]`` (each row predicts the input after it).
-    Every input is computed once; the context each sees is :class:`SlidingCache`'s (``window``,
-    ``sink``). The one sliding loop of scoring (``lm.score(slide=True)``) and detection
+    """The next-token logits of a text's ``tokens`` (n,) through one :class:`SlidingCache`, piece by
+    piece: the inputs are BOS then ``tokens[:-1]`` (BOS at absolute position 0, as in training), and
+    each yield ``(logits, a, b)`` holds the (b - a, 257) logits that predict ``tokens[a:b]``. Every
+    input is computed once; the context each sees is :class:`SlidingCache`'s (``window``, ``sink``).
+    The one sliding loop of scoring (``lm.score(slide=True)``) and detection
     (``detect.token_statistics(slide=True)``).
 
     >>> m = ByteGPT(ByteGPTConfig(block_size=8, n_layer=1, n_head=2, n_embd=8, positions="rope")).eval()
     >>> with torch.no_grad():
-    ...     [(z.shape[0], a, b) for z, a, b in slide_logits(m, torch.tensor([BOS, 1, 2, 3, 4]), 2)]
+    ...     [(z.shape[0], a, b) for z, a, b in slide_logits(m, torch.tensor([1, 2, 3, 4, 5]), 2)]
     [(2, 0, 2), (2, 2, 4), (1, 4, 5)]
     """
+    inputs = torch.cat([torch.tensor([BOS]), tokens[:-1].long()])
     cache = SlidingCache(model, piece, sink, window)
     for a in range(0, len(inputs), piece):
         b = min(a + piece, len(inputs))

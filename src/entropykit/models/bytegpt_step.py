@@ -54,8 +54,8 @@ from entropykit.models.kernels.decode_attention import Int8KVCache
 from entropykit.precision import Precision
 
 __all__ = [
-    "ByteGPTStepper", "Stepper", "int8kv_unavailable", "is_bytegpt", "is_rotary_bytegpt", "step_precisions",
-    "stepper",
+    "ByteGPTStepper", "Stepper", "int8kv_unavailable", "is_bytegpt", "is_rotary_bytegpt", "slide_piece",
+    "step_precisions", "stepper",
 ]
 
 
@@ -342,6 +342,25 @@ def is_rotary_bytegpt(model: LanguageModel) -> bool:
     (False, True)
     """
     return is_bytegpt(model) and getattr(model.module, "wpe", 0) is None
+
+
+def slide_piece(models: dict[str, LanguageModel | None], stride: int | None, window: int) -> int:
+    """The checks of every ``slide=True`` option that scores a text (``lm.score``, detection): each
+    named model (None: absent) is a ByteGPT with rotary positions, else ``ValueError`` naming it; the
+    piece ``stride`` (default ``window // 2``) leaves a ``window``-token cache room for the BOS sink and
+    one kept token (1 .. window - 2). Returns the piece.
+
+    >>> from entropykit.models import load_model
+    >>> slide_piece({"model": load_model("bytegpt-general")}, None, 1024)
+    512
+    """
+    for name, m in models.items():
+        if m is not None and not is_rotary_bytegpt(m):
+            raise ValueError(
+                f"slide: True needs a ByteGPT with rotary positions (positions='rope'), got {name} "
+                f"{m.name!r}: learned absolute positions cannot slide a KV cache"
+            )
+    return check_int(max(1, window // 2) if stride is None else stride, "stride", 1, max(1, window - 2))
 
 
 def int8kv_unavailable(model: LanguageModel) -> str:

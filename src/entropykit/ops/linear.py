@@ -628,7 +628,10 @@ def _ce_whole(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEConfig,
         db = z.sum(0)
         if scale != 1.0:
             db.mul_(scale)
-    dz = (zlow.copy_(z) if zlow is not None else z.to(h.dtype)) if low else z
+    if zlow is not None:  # native: the bf16 logit gradient into the bf16 logits' buffer
+        dz = zlow.copy_(z)
+    else:
+        dz = z.to(h.dtype) if low else z
     del z  # bf16: the fp32 logits go before the matmuls' outputs are made
     dh = _scaled_mm(dz, w if low else wa, scale) if need_h else None
     if dh is not None and idx is not None:
