@@ -24,6 +24,11 @@ Run:  python benchmarks/scoring.py [--kb 200] [--mem-kb 200] [--big-mb 2] [--mod
                                    [--memory-model bytegpt-small] [--memory-stride 511] [--no-record]
       python benchmarks/scoring.py --sliding src/entropykit/models/bundled/bytegpt-general \\
                                    --sliding-kb 32 --skip-main
+      python benchmarks/scoring.py --batches bytegpt-general bytegpt-6l --skip-main
+
+Windows per forward pass (``--batches MODEL ...``, its own RESULTS section ``scoring_batches``):
+``lm.score`` and ``detect.token_statistics`` with 1, 2, 4 and 8 windows a pass on the first
+``--batches-kb`` KB of the same held-out prose, the default rule (``stream.batch_windows``) marked.
 """
 
 from __future__ import annotations
@@ -235,6 +240,57 @@ def sliding_comparison(lm: LanguageModel, text: bytes, source: str, record_it: b
         record("scoring_sliding", "Exact scoring with a sliding KV cache (rotary ByteGPT)", cmd, body)
 
 
+def prose_source() -> Path:
+    """The general corpus's held-out prose (``scripts/build_corpus.py general``), else the pydoc
+    held-out text that the repository ships."""
+    prose = Path("/work/corpus/general/heldout/prose.bin")
+    return prose if prose.exists() else HELDOUT
+
+
+def batch_comparison(names: list[str], text: bytes, source: str, record_it: bool, reps: int = 4) -> None:
+    """Windows per forward pass (``batch_size`` 1, 2, 4, 8) for ``lm.score`` and
+    ``detect.token_statistics`` on each model, in ``reps`` alternating rounds; the time of each
+    against 1 window a pass in the same round (median), and the default rule
+    (``stream.batch_windows``) marked."""
+    from entropykit.models import stream
+    from heldout import load_new
+
+    sizes, rows = (1, 2, 4, 8), []
+    for name in names:
+        lm = load_new(name)
+        score(text[:3000], lm, progress=False)
+        ctx, default = lm.max_context, stream.batch_windows(lm.max_context, lm.vocab_size)
+        runs = {(kind, bs): [] for kind in ("score", "detect") for bs in sizes}  # type: ignore[var-annotated]
+        for r in range(reps):
+            keys = list(runs) if r % 2 == 0 else list(runs)[::-1]
+            for kind, bs in keys:
+                t = time.perf_counter()
+                if kind == "score":
+                    score(text, lm, batch_size=bs, progress=False)
+                else:
+                    token_statistics([text], lm, batch_size=bs, progress=False)
+                runs[kind, bs].append(time.perf_counter() - t)
+        for kind in ("score", "detect"):
+            base = runs[kind, 1]
+            rel = [statistics.median(a / b for a, b in zip(runs[kind, bs], base)) for bs in sizes]
+            rows.append([f"`{lm.identity}` (C = {ctx})", kind, f"{len(text) / statistics.median(base):,.0f}"]
+                        + [f"{x:.2f}" + (" (default)" if bs == default else "") for bs, x in zip(sizes, rel)])
+    table = markdown_table(["model", "path", "tokens/s, 1 window a pass"]
+                           + [f"time with {bs} a pass" for bs in sizes], rows)
+    body = (
+        f"Text: first {len(text) / 1000:g} KB of {source}; float32, {torch.get_num_threads()} threads; "
+        f"{reps} rounds of every setting (the order reversed every other round); each setting's time "
+        "against 1 window a pass in the same round, median over rounds. `score` = `entropykit.lm.score` "
+        "(stride C/2), `detect` = `entropykit.detect.token_statistics` (float64 statistics). The default "
+        f"(`entropykit.models.stream.batch_windows`) takes about {stream.BATCH_TOKENS} tokens a pass."
+        f"\n\n{table}\n{other_load()}"
+    )
+    print(body, flush=True)
+    if record_it:
+        cmd = "python benchmarks/scoring.py " + " ".join(sys.argv[1:])
+        record("scoring_batches", "Windows per forward pass (scoring and detection)", cmd, body)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kb", type=int, default=200, help="text size for the speed comparison (KB)")
@@ -251,17 +307,23 @@ def main() -> None:
     ap.add_argument("--sliding", default=None, help="rotary model for the sliding-cache comparison")
     ap.add_argument("--sliding-kb", type=float, default=64.0)
     ap.add_argument("--sliding-reps", type=int, default=5, help="rounds of every method (median ratio)")
-    ap.add_argument("--skip-main", action="store_true", help="only the sliding-cache comparison")
+    ap.add_argument("--skip-main", action="store_true", help="only the sliding-cache / batch comparisons")
+    ap.add_argument("--batches", nargs="+", default=None, metavar="MODEL",
+                    help="compare windows per forward pass (1, 2, 4, 8) on these models")
+    ap.add_argument("--batches-kb", type=float, default=48.0)
     args = ap.parse_args()
+    if args.batches:
+        src = prose_source()
+        text = src.read_bytes()[: int(args.batches_kb * 1000)]
+        batch_comparison(args.batches, text, f"`{src}`", not args.no_record)
     if args.sliding:
         from heldout import load_new
 
-        prose = Path("/work/corpus/general/heldout/prose.bin")
-        src = prose if prose.exists() else HELDOUT
+        src = prose_source()
         text = src.read_bytes()[: int(args.sliding_kb * 1000)]
         sliding_comparison(load_new(args.sliding), text, f"`{src}`", not args.no_record, args.sliding_reps)
-        if args.skip_main:
-            return
+    if args.skip_main:
+        return
 
     lm = load_model(args.model)
     ctx = lm.max_context

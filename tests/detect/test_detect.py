@@ -270,6 +270,26 @@ def test_batching_and_padding_do_not_change_scores() -> None:
     np.testing.assert_allclose(one, many, rtol=1e-5, atol=1e-6)
     alone = score_texts(texts[1:2], "min_k_plus_plus", m, stride=6)
     np.testing.assert_allclose(alone, many[1:2], rtol=1e-5, atol=1e-6)
+    default = score_texts(texts, "min_k_plus_plus", m, stride=6)  # stream.batch_windows(16, 257) = 128
+    np.testing.assert_allclose(default, one, rtol=1e-5, atol=1e-6)
+
+
+def test_default_batch_follows_the_stream_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without batch_size, token_statistics batches stream.batch_windows(C, V) windows a pass."""
+    from entropykit.detect import stats as stats_mod
+    from entropykit.models import stream
+
+    m, sizes = tiny_bytegpt(16), []
+    forward = stats_mod._forward
+
+    def counted(model: object, batch: torch.Tensor) -> torch.Tensor:
+        sizes.append(len(batch))
+        return forward(model, batch)
+
+    monkeypatch.setattr(stats_mod, "_forward", counted)
+    monkeypatch.setattr(stream, "BATCH_TOKENS", 48)  # 3 windows of 16
+    token_statistics(["a text long enough for seven or eight windows of sixteen"], m, stride=6)
+    assert sizes[0] == 3 and max(sizes) == 3 and sum(sizes) > 3
 
 
 @settings(max_examples=60, deadline=None)

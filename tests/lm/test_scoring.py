@@ -290,9 +290,9 @@ def test_chunked_kv_cache_path_equals_naive(
     byte_model: ByteModel, monkeypatch: pytest.MonkeyPatch, budget_rows: int
 ) -> None:
     """A window larger than the logit budget is fed in chunks through the KV cache: same numbers."""
-    import entropykit.lm.scoring as scoring
+    from entropykit.models import stream
 
-    monkeypatch.setattr(scoring, "_BATCH_LOGIT_BYTES", 4 * 257 * budget_rows)
+    monkeypatch.setattr(stream, "BATCH_LOGIT_BYTES", 4 * 257 * budget_rows)
     data = (TEXT * 2).encode()
     for stride in (9, 16):
         r = score(data, byte_model, stride=stride, top_k=2)

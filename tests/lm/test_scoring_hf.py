@@ -60,9 +60,9 @@ def test_model_by_path_string(tmp_path: Path) -> None:
 
 
 def test_chunked_kv_cache_path(hf_model: LanguageModel, monkeypatch: pytest.MonkeyPatch) -> None:
-    import entropykit.lm.scoring as scoring
+    from entropykit.models import stream
 
-    monkeypatch.setattr(scoring, "_BATCH_LOGIT_BYTES", 4 * hf_model.vocab_size * 10)  # 10-token chunks
+    monkeypatch.setattr(stream, "BATCH_LOGIT_BYTES", 4 * hf_model.vocab_size * 10)  # 10-token chunks
     text = (TEXT + " ") * 3
     r = score(text, hf_model, stride=40)
     assert_matches(r, naive_strided(hf_model, text, 40))

@@ -8,7 +8,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from entropykit.models.stream import Feed, Reprime, Window, default_stride, n_windows, windows
+from entropykit.models.stream import (
+    BATCH_LOGIT_BYTES,
+    BATCH_TOKENS,
+    Feed,
+    Reprime,
+    Window,
+    batch_windows,
+    default_stride,
+    n_windows,
+    windows,
+)
 
 
 def transformers_loop(n: int, context: int, n_prefix: int, stride: int) -> list[tuple[int, int, int]]:
@@ -118,6 +128,17 @@ def test_reprime_restarts_with_the_prefix_and_the_last_prime_tokens() -> None:
     assert s.feed(0, 4, 12) == Feed(9, 12, True)  # no cache (a cache-less model) and too long
     assert s.feed(0, 4, 6) == Feed(0, 6, True)  # no cache but the text fits: the whole text
     assert s.stride == 8 - 1 + 1 - 3
+
+
+def test_batch_windows_takes_about_batch_tokens_within_the_logit_budget() -> None:
+    assert BATCH_TOKENS == 2048 and BATCH_LOGIT_BYTES == 1 << 26
+    assert [batch_windows(c, 257) for c in (16, 512, 1024, 2048, 4096)] == [128, 4, 2, 1, 1]
+    rows = BATCH_LOGIT_BYTES // (4 * 50257)  # 333 rows of GPT-2's logits fit the budget
+    assert batch_windows(64, 50257) == rows // 64 == 5 and batch_windows(1024, 50257) == 1
+    with pytest.raises(ValueError, match="context must be an int >= 1, got 0"):
+        batch_windows(0, 257)
+    with pytest.raises(TypeError, match="vocab_size must be an int"):
+        batch_windows(16, 2.0)  # type: ignore[arg-type]
 
 
 def test_default_stride_and_errors() -> None:

@@ -79,7 +79,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--save-frequencies", default=None, metavar="PATH",
                    help="dc_pdd: write the table built from --frequency-corpus here")
-    p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="windows per forward pass (default: about 2048 tokens a pass)")
     p.add_argument("--slide", action="store_true",
                    help="long texts: slide a KV cache (with a BOS attention sink) instead of strided "
                         "windows, every token computed once (ByteGPTs with rotary positions, e.g. the "

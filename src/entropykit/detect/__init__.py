@@ -178,7 +178,7 @@ def score_texts(
     model: LanguageModel | str | Path | None = None,
     *,
     reference: LanguageModel | str | Path | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     stride: int | None = None,
     progress: bool | None = None,
     slide: bool = False,
@@ -191,9 +191,10 @@ def score_texts(
     takes one (``reference``: the reference model; ``binoculars``: the observer; ``fast_detect_gpt``
     and ``entropy_gap``: the sampling model p); it must share the tokenizer. ``params``: ``k`` for
     min_k / min_k_plus_plus, ``frequencies`` (a ``FrequencyTable`` or its file) and ``a`` for
-    dc_pdd. Texts are batched ``batch_size`` windows at a time; long texts are streamed in windows
-    of the model's context advanced by ``stride`` tokens, or with ``slide=True`` (ByteGPTs with rotary
-    positions) through a sliding KV cache, every token computed once (``token_statistics``). A text
+    dc_pdd. Texts are batched ``batch_size`` windows at a time (default: about 2048 tokens a pass);
+    long texts are streamed in windows of the model's context advanced by ``stride`` tokens, or with
+    ``slide=True`` (ByteGPTs with rotary positions) through a sliding KV cache, every token computed
+    once (``token_statistics``). A text
     of fewer than 2 tokens raises ``ValueError``.
 
     >>> from entropykit.models.bytegpt import ByteGPT, ByteGPTConfig
@@ -213,7 +214,8 @@ def score_texts(
         raise ValueError(f"reference must be a model for {method} (it needs a reference model), got None")
     ref = None if reference is None else resolve_model(reference, "reference")
     kw = _params(m, params, lm.vocab_size)
-    check_int(batch_size, "batch_size", 1)
+    if batch_size is not None:
+        check_int(batch_size, "batch_size", 1)
     if not items:
         return np.zeros(0, dtype=np.float64)
     stats = token_statistics(items, lm, ref, batch_size=batch_size, stride=stride, progress=progress,
@@ -226,7 +228,7 @@ def entropy_gap_test(
     model: LanguageModel | str | Path | None = None,
     *,
     reference: LanguageModel | str | Path | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     progress: bool | None = None,
     slide: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:

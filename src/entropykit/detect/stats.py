@@ -199,7 +199,7 @@ def token_statistics(
     model: LanguageModel,
     reference: LanguageModel | None = None,
     *,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     stride: int | None = None,
     progress: bool | None = None,
     slide: bool = False,
@@ -209,14 +209,18 @@ def token_statistics(
     Windows follow ``entropykit.models.stream.windows`` (each starts with the prefix/BOS; targets
     advance ``stride`` tokens per window, default ``stream.default_stride``) with the smaller of the
     two models' contexts; windows of different texts are batched ``batch_size`` at a time (longest
-    first). ``slide=True`` (both models ByteGPTs with rotary positions): a sliding KV cache per text
-    instead, pieces of ``stride`` tokens (default C/2; see the module docstring). ``progress=None``
-    shows a tqdm bar only on a terminal. Texts of fewer than 2 tokens raise ``ValueError``.
+    first; default ``stream.batch_windows``: about 2048 tokens a pass). ``slide=True`` (both models
+    ByteGPTs with rotary positions): a sliding KV cache per text instead, pieces of ``stride`` tokens
+    (default C/2; see the module docstring). ``progress=None`` shows a tqdm bar only on a terminal.
+    Texts of fewer than 2 tokens raise ``ValueError``.
     """
     _check_pair(model, reference)
-    check_int(batch_size, "batch_size", 1)
+    if batch_size is not None:
+        check_int(batch_size, "batch_size", 1)
     check_bool(slide, "slide")
     ctx = model.max_context if reference is None else min(model.max_context, reference.max_context)
+    if batch_size is None:
+        batch_size = stream.batch_windows(ctx, model.vocab_size)
     if slide:
         piece = slide_piece({"model": model, "reference": reference}, stride, ctx)
         return _slid(texts, _encode_all(texts, model, reference), model, reference, piece, ctx, progress)

@@ -85,8 +85,6 @@ __all__ = ["SCORING_PRECISIONS", "ScoreResult", "default_hwe_threshold", "score"
 # bf16 under CPU autocast; ``"auto"`` picks bf16 where the CPU multiplies it in hardware.
 SCORING_PRECISIONS: tuple[Precision, ...] = ("float32", "bfloat16")
 N_SPANS = 5  # how many "most surprising spans" the summary lists
-_BATCH_TOKENS = 1024  # tokens per batched forward pass: 2 windows of 512 (8 measured slower on 2 cores)
-_BATCH_LOGIT_BYTES = 1 << 26  # ... but at most 64 MiB of float32 logits per pass (large vocabularies)
 
 
 def default_hwe_threshold(vocab_size: int) -> float:
@@ -340,7 +338,8 @@ def score(
             ``C - 1``, or ``C`` without BOS): each later token keeps at least ``C - stride`` text
             tokens of history after the window's BOS (``entropykit.models.stream.windows``).
         window: tokens in the window-entropy mean.
-        batch_size: windows per forward pass (default: about 1024 tokens per pass).
+        batch_size: windows per forward pass (default ``stream.batch_windows``: about 2048 tokens
+            a pass, at most 64 MiB of float32 logits).
         precision: ``"float32"`` (default: the model's own arithmetic, the numbers the transformers
             strided loop gives), ``"bfloat16"``: the forward passes run under CPU autocast
             (bf16 matmuls with fp32 accumulation; statistics still in fp32), several times faster on
@@ -416,10 +415,10 @@ def score(
 
     # Logit rows per forward pass within the memory budget; a window larger than that (long context,
     # large vocabulary) is fed in chunks through the KV cache, which gives the same numbers.
-    rows_budget = max(1, _BATCH_LOGIT_BYTES // (4 * lm.vocab_size))
+    rows_budget = max(1, stream.BATCH_LOGIT_BYTES // (4 * lm.vocab_size))
     chunked = ctx > rows_budget and lm.supports_cache
     if batch_size is None:
-        batch_size = max(1, min(_BATCH_TOKENS // ctx, rows_budget // ctx))
+        batch_size = stream.batch_windows(ctx, lm.vocab_size)
     if chunked:
         batch_size = 1
 

@@ -54,7 +54,19 @@ from typing import NamedTuple
 
 from entropykit._validate import check_int
 
-__all__ = ["Feed", "Reprime", "Window", "default_stride", "n_windows", "windows"]
+__all__ = [
+    "BATCH_LOGIT_BYTES", "BATCH_TOKENS", "Feed", "Reprime", "Window", "batch_windows", "default_stride",
+    "n_windows", "windows",
+]
+
+# Windows per batched forward pass (scoring, detection): about BATCH_TOKENS tokens a pass, and at most
+# BATCH_LOGIT_BYTES of float32 logits (large vocabularies). Measured on 2 cores (Intel Xeon with AMX,
+# `benchmarks/scoring.py --batches`, RESULTS section scoring_batches; two runs 2026-12-02): 8 windows
+# of 1024 tokens take 1.02-1.31x the time of 1 window a pass, 2 windows of 1024 0.88-1.02x; 4 windows
+# of 512 0.79-0.94x and 2 of 512 0.84-0.95x. Before, scoring took 1024 tokens a pass and detection
+# 8 windows whatever their size (and whatever the vocabulary).
+BATCH_TOKENS = 2048
+BATCH_LOGIT_BYTES = 1 << 26
 
 
 class Window(NamedTuple):
@@ -89,6 +101,18 @@ def default_stride(context: int, n_prefix: int) -> int:
     256
     """
     return max(1, (_width(context, n_prefix) + 1) // 2)
+
+
+def batch_windows(context: int, vocab_size: int) -> int:
+    """Default windows per batched forward pass for a model of ``context`` tokens and ``vocab_size``
+    logits a position: ``max(1, min(BATCH_TOKENS, BATCH_LOGIT_BYTES / (4 vocab_size)) // context)``.
+
+    >>> batch_windows(1024, 257), batch_windows(512, 257), batch_windows(1024, 50257)
+    (2, 4, 1)
+    """
+    check_int(context, "context", 1)
+    check_int(vocab_size, "vocab_size", 1)
+    return max(1, min(BATCH_TOKENS, BATCH_LOGIT_BYTES // (4 * vocab_size)) // context)
 
 
 def _first(n_prefix: int) -> int:
