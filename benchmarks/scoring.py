@@ -260,7 +260,7 @@ def batch_comparison(names: list[str], text: bytes, source: str, record_it: bool
         lm = load_new(name)
         score(text[:3000], lm, progress=False)
         ctx, default = lm.max_context, stream.batch_windows(lm.max_context, lm.vocab_size)
-        runs = {(kind, bs): [] for kind in ("score", "detect") for bs in sizes}  # type: ignore[var-annotated]
+        runs: dict[tuple[str, int], list[float]] = {(k, bs): [] for k in ("score", "detect") for bs in sizes}
         for r in range(reps):
             keys = list(runs) if r % 2 == 0 else list(runs)[::-1]
             for kind, bs in keys:
@@ -438,8 +438,9 @@ def main() -> None:
         f"\nGoal (>= 2x the anchor with equal results): float32 (default, equal results to "
         f"{diff:.1e} bits/token): {t_base / t_ours:.2f}x -> "
         f"{'met' if t_base / t_ours >= 2 else '**missed**'} "
-        "(both run the same token-forwards: with absolute positions a window's context cannot be reused, "
-        "so the strided recomputation is the work itself); bfloat16 autocast: "
+        "(both run the same token-forwards: strided windows recompute the first half of every window, "
+        "which is the work itself; a rotary model can instead slide a KV cache, every token computed "
+        "once: section scoring_sliding); bfloat16 autocast: "
         f"{t_base / t_fast:.2f}x, bits/byte {bpb_fast:.5f} vs {bpb_base:.5f} "
         f"({abs(bpb_fast - bpb_base) / bpb_base:.1e} relative; not equal results).\n"
     )

@@ -215,12 +215,10 @@ def token_statistics(
     Texts of fewer than 2 tokens raise ``ValueError``.
     """
     _check_pair(model, reference)
-    if batch_size is not None:
-        check_int(batch_size, "batch_size", 1)
     check_bool(slide, "slide")
     ctx = model.max_context if reference is None else min(model.max_context, reference.max_context)
-    if batch_size is None:
-        batch_size = stream.batch_windows(ctx, model.vocab_size)
+    batch_size = (stream.batch_windows(ctx, model.vocab_size) if batch_size is None
+                  else check_int(batch_size, "batch_size", 1))
     if slide:
         piece = slide_piece({"model": model, "reference": reference}, stride, ctx)
         return _slid(texts, _encode_all(texts, model, reference), model, reference, piece, ctx, progress)
