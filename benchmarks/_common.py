@@ -15,9 +15,9 @@ import platform
 import re
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from entropykit._io import atomic_write
 
@@ -73,6 +73,16 @@ def machine() -> str:
         f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
     )
+
+
+T = TypeVar("T")
+
+
+def round_order(items: Iterable[T], r: int) -> list[T]:
+    """The order of timed methods in round ``r``: as given in even rounds, reversed in odd ones (ABC CBA),
+    so that a drift of the machine's speed over a run weighs on every method alike."""
+    order = list(items)
+    return order if r % 2 == 0 else order[::-1]
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:

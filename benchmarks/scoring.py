@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import markdown_table, peak_extra_mb, record
+from _common import markdown_table, peak_extra_mb, record, round_order
 from entropykit.detect import token_statistics
 from entropykit.lm import load_model, score
 from entropykit.models import BUNDLED_DIR, LanguageModel
@@ -132,15 +132,21 @@ def attention_share(lm: LanguageModel, text: bytes, stride: int) -> float:
     return sum(e.self_cpu_time_total for e in events if "scaled_dot_product" in e.key) / total
 
 
-def share_ceiling(share: float, ctx: int, anchor_stride: int, piece: int, window: int) -> float:
-    """Speed-up over the anchor of a sliding cache (pieces of ``piece`` over a window of ``window``)
-    that ran its products in half the anchor's time and its attention at the anchor's cost per key
-    pair with no other work: ``1 / ((1 - a) / 2 + a r)``, ``a`` the anchor's attention share and ``r``
-    the causal key pairs per scored token, sliding over anchor (the anchor's window of ``ctx`` scores
-    ``anchor_stride`` tokens; a piece attends to ``window - piece`` cached keys plus itself causally)."""
+def pair_ratio(ctx: int, anchor_stride: int, piece: int, window: int) -> float:
+    """Causal key pairs per scored token, a sliding cache (pieces of ``piece`` over a window of
+    ``window``: each piece attends to ``window - piece`` cached keys plus itself causally) over the
+    anchor (a window of ``ctx`` tokens scores ``anchor_stride`` of them)."""
     anchor = ctx * (ctx + 1) / 2 / anchor_stride
     sliding = ((window - piece) * piece + piece * (piece + 1) / 2) / piece
-    return 1 / ((1 - share) / 2 + share * sliding / anchor)
+    return sliding / anchor
+
+
+def share_ceiling(share: float, r: float) -> float:
+    """Speed-up over the anchor of a sliding cache that ran its products in half the anchor's time and
+    its attention at the anchor's cost per key pair with no other work: ``1 / ((1 - a) / 2 + a r)``,
+    ``a`` the anchor's attention share, ``r`` the :func:`pair_ratio`. It reaches 2 only when the
+    cache's attention is ``2 r`` times as efficient per pair as the anchor's."""
+    return 1 / ((1 - share) / 2 + share * r)
 
 
 def sliding_comparison(lm: LanguageModel, text: bytes, source: str, record_it: bool, reps: int = 5) -> None:
@@ -173,8 +179,7 @@ def sliding_comparison(lm: LanguageModel, text: bytes, source: str, record_it: b
     times: list[list[float]] = [[] for _ in configs]
     bpb: list[float] = [0.0] * len(configs)
     for r in range(reps):
-        order = list(enumerate(configs))
-        for i, (_, kw, _) in order if r % 2 == 0 else order[::-1]:
+        for i, (_, kw, _) in round_order(enumerate(configs), r):
             t = time.perf_counter()
             if kw is None:
                 bpb[i] = float(strided_baseline_bos(lm, text, stride).sum()) / n
@@ -185,7 +190,8 @@ def sliding_comparison(lm: LanguageModel, text: bytes, source: str, record_it: b
                 bpb[i] = score(text, lm, progress=False, **kw).summary["bits_per_byte"]  # type: ignore[arg-type]
             times[i].append(time.perf_counter() - t)
     share = attention_share(lm, text, stride)
-    ceiling = share_ceiling(share, ctx, stride, stride, ctx)
+    r_pairs = pair_ratio(ctx, stride, stride, ctx)
+    ceiling = share_ceiling(share, r_pairs)
     ratios = [sorted(a / m for a, m in zip(times[0], t)) for t in times]  # per round: anchor / method
     speed = [statistics.median(r) for r in ratios]
     rows = [
@@ -224,11 +230,11 @@ def sliding_comparison(lm: LanguageModel, text: bytes, source: str, record_it: b
         f"half the piece), so at W = C attention takes most of what the products saved. Measured: "
         f"attention is {share:.1%} of the anchor's time (torch.profiler, one pass). If the default "
         "sliding configuration ran its products in exactly half the anchor's time, attended over "
-        "exactly the key pairs it needs (0.75x the anchor's causal pairs per scored token) at the "
-        "anchor's time per causal pair, and did nothing else, it would be "
+        f"exactly the key pairs it needs ({r_pairs:.2f}x the anchor's causal pairs per scored token) at "
+        "the anchor's time per causal pair, and did nothing else, it would be "
         f"{ceiling:.2f}x the anchor: the ceiling at equal attention efficiency. Whatever the share, "
-        "2x needs the cache's attention to be 1.5x as efficient per causal pair as the anchor's, with "
-        "no other overhead. Detection "
+        f"2x needs the cache's attention to be {2 * r_pairs:.2f}x as efficient per causal pair as the "
+        "anchor's, with no other overhead. Detection "
         f"(float64 statistics per token, the same windows): slide=True is {statistics.median(det):.2f}x its "
         f"strided path (range {det[0]:.2f}-{det[-1]:.2f}).{other_load()}"
         f"\nShared machine: load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end; ratios "
@@ -262,8 +268,7 @@ def batch_comparison(names: list[str], text: bytes, source: str, record_it: bool
         ctx, default = lm.max_context, stream.batch_windows(lm.max_context, lm.vocab_size)
         runs: dict[tuple[str, int], list[float]] = {(k, bs): [] for k in ("score", "detect") for bs in sizes}
         for r in range(reps):
-            keys = list(runs) if r % 2 == 0 else list(runs)[::-1]
-            for kind, bs in keys:
+            for kind, bs in round_order(runs, r):
                 t = time.perf_counter()
                 if kind == "score":
                     score(text, lm, batch_size=bs, progress=False)

@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "scripts"))
 import train_model  # noqa: E402  (scripts/train_model.py)
-from _common import markdown_table, peak_extra_mb, record  # noqa: E402
+from _common import markdown_table, peak_extra_mb, record, round_order  # noqa: E402
 from entropykit.models.bytegpt import BOS, ByteGPT, ByteGPTConfig  # noqa: E402
 from entropykit.precision import native_bf16  # noqa: E402
 
@@ -205,8 +205,7 @@ def main() -> None:
         cpu: dict[str, list[float]] = {n: [] for n in losses}
         first_loss: dict[str, float] = {}
         for i, (x, y) in enumerate(data):
-            order = list(losses) if i % 2 == 0 else list(reversed(losses))  # ABC CBA: load drift cancels
-            for name in order:
+            for name in round_order(losses, i):  # ABC CBA: load drift cancels
                 fn = losses[name]
                 model, opt = states[name]
                 t, c = time.perf_counter(), time.process_time()
@@ -228,7 +227,7 @@ def main() -> None:
         y0 = data[0][1]
         head: dict[str, list[float]] = {ours: [], EXACT: [], anchor: []} if bf16 else {ours: [], anchor: []}
         for k in range(args.head_repeat + 1):
-            for name in (head if k % 2 == 0 else list(reversed(head))):
+            for name in round_order(head, k):
                 h = h0.detach().float().requires_grad_(True)
                 w = model.wte.weight.detach().requires_grad_(True)
                 t = time.perf_counter()

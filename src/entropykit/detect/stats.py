@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from entropykit import measures
 from entropykit._validate import check_bool, check_class_index, check_int, check_logits, check_same_shape
 from entropykit.models import LanguageModel, stream
+from entropykit.models.bytegpt import ByteGPT, slide_logits
 from entropykit.models.bytegpt_step import slide_piece
 
 __all__ = ["TokenStats", "token_statistics"]
@@ -271,8 +272,6 @@ def _slid(
     """``token_statistics(slide=True)``: each text's tokens through one sliding cache per model
     (``bytegpt.slide_logits``), both in step; the statistics of each piece as the strided path
     computes them."""
-    from entropykit.models.bytegpt import ByteGPT, slide_logits
-
     parts: list[list[tuple[int, dict[str, torch.Tensor | None]]]] = [[] for _ in texts]
     bar = tqdm(total=sum(len(ids) for ids in all_ids), desc="scoring", unit="tok",
                disable=(not progress) if progress is not None else None)

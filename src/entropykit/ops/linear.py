@@ -418,11 +418,6 @@ def _ce_pass_native(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEC
     dw_low = torch.empty(v, d_model, dtype=w.dtype, device=dev) if dw is not None else None
     tmp = torch.empty(min(v, _ADD_BLOCK), d_model, dtype=acc, device=dev) if dw is not None else None
 
-    def logits(hc: Tensor, out: Tensor) -> Tensor:
-        if b is None:
-            return torch.mm(hc, w.t(), out=out)
-        return torch.addmm(b, hc, w.t(), out=out)
-
     def capped(z: Tensor, t: Tensor | None) -> None:
         if cap is not None:
             assert t is not None
@@ -432,7 +427,7 @@ def _ce_pass_native(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEC
         e = min(n, s + rows)
         c = e - s
         hc = h[s:e] if idx is None else h.index_select(0, idx[s:e])
-        zlow = logits(hc, low[:c])  # bf16 logits of the whole chunk
+        zlow = _native_logits(hc, w, b, low[:c])  # bf16 logits of the whole chunk
         keep: Tensor | None = None
         for a in range(0, c, sub):
             a2 = min(c, a + sub)
@@ -448,9 +443,7 @@ def _ce_pass_native(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEC
             lse_c = zy - py.log()
             bad = py < tiny
             if bool(bad.any()):  # p_y underflowed: lse from the chunk's own bf16 logits, still in zlow
-                zb = zlow[a:a2][bad].float()
-                capped(zb, None if cap is None else torch.empty_like(zb))
-                lse_c[bad] = torch.logsumexp(zb, 1)
+                lse_c[bad] = torch.logsumexp(_upcast_logits(zlow[a:a2][bad], cap), 1)
             loss[s + a:s + a2] = _row_loss(lse_c, zy, zmean, eps, zl)
             lse[s + a:s + a2] = lse_c
             if not want:
@@ -599,10 +592,7 @@ def _ce_whole(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEConfig,
 
     def fresh(hb: Tensor) -> Tensor:  # logits of some rows of hv (rows whose p_y underflowed)
         if native:  # hb: those rows of zlow, the pass's own bf16 logits (still there)
-            zb = hb.float()
-            if cap is not None:
-                _softcap(zb, cap, torch.empty_like(zb))
-            return zb
+            return _upcast_logits(hb, cap)
         hb = hb.to(acc)
         tb = None if cap is None else hb.new_empty(hb.shape[0], v)
         return _logits(hb, wa, ba, hb.new_empty(hb.shape[0], v), cap, tb, 1.0, h.dtype)
@@ -640,10 +630,20 @@ def _ce_whole(h: Tensor, w: Tensor, b: Tensor | None, y: Tensor, cfg: _CEConfig,
     return loss, lse, dh, dw, db
 
 
-def _native_logits(h: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+def _native_logits(h: Tensor, w: Tensor, b: Tensor | None, out: Tensor | None = None) -> Tensor:
     """The bf16 logits ``bf16(h w^T + b)`` of one native bf16 matmul (fp32 accumulation inside, output
-    rounded to bf16): ``logits_dtype=torch.bfloat16``'s logits, as autocast's ``F.linear`` forms them."""
-    return torch.mm(h, w.t()) if b is None else torch.addmm(b, h, w.t())
+    rounded to bf16; into ``out`` when given): ``logits_dtype=torch.bfloat16``'s logits, as autocast's
+    ``F.linear`` forms them."""
+    return torch.mm(h, w.t(), out=out) if b is None else torch.addmm(b, h, w.t(), out=out)
+
+
+def _upcast_logits(zlow: Tensor, cap: float | None) -> Tensor:
+    """Rows of a pass's own bf16 logits in fp32, soft-capped like the pass's (the logits of rows
+    whose ``p_y`` underflowed, for their lse)."""
+    z = zlow.float()
+    if cap is not None:
+        _softcap(z, cap, torch.empty_like(z))
+    return z
 
 
 def _scaled_mm(a: Tensor, b: Tensor, alpha: float) -> Tensor:
