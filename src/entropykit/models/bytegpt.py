@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from entropykit._validate import check_int
+from entropykit.models.kernels import piece_attention
 
 BOS = 256
 VOCAB_SIZE = 257
@@ -278,7 +279,9 @@ class SlidingCache:
     (torch.Size([10, 257]), 10, 6)
     """
 
-    def __init__(self, model: ByteGPT, piece: int, sink: bool = True, window: int | None = None) -> None:
+    def __init__(
+        self, model: ByteGPT, piece: int, sink: bool = True, window: int | None = None, fused: bool = True
+    ) -> None:
         cfg = model.config
         if model.wpe is not None:
             raise ValueError("model must have rotary positions (positions='rope') to slide a cache, "
@@ -293,6 +296,9 @@ class SlidingCache:
         self._buffers: list[torch.Tensor] = []  # two (2, n_layer, n_head, C, head_dim): keys and values
         self._sink: torch.Tensor | None = None  # (2, n_layer, n_head, 1, head_dim), unrotated
         self._masks: dict[tuple[int, int, int, torch.dtype], torch.Tensor] = {}
+        # float32 attention by the compiled kernel where it builds (head size 32)
+        self.fused = (fused and self.head_dim == piece_attention.HEAD_DIM
+                      and window <= piece_attention.MAX_KEYS and piece_attention.available())
 
     def _cut(self) -> None:
         """Keep the sink and the newest ``keep - 1`` entries (or the newest ``keep``), in the other buffer."""
@@ -319,20 +325,27 @@ class SlidingCache:
             self._masks[key] = torch.zeros(b - a, n + b, dtype=dtype).masked_fill_(~allowed, float("-inf"))
         return self._masks[key]
 
+    def _use_kernel(self, qkv: torch.Tensor) -> bool:
+        """Float32 inference with ``fused``: the compiled kernel (``kernels.piece_attention``)."""
+        grad = torch.is_grad_enabled() and qkv.requires_grad
+        return self.fused and qkv.dtype == torch.float32 and not grad
+
     def _attend(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tensor:
-        """Attention of the piece's queries q (1, h, t, d) over n cached and t new keys, causal among
-        the new ones, in query blocks of ``QUERY_BLOCK``: block a..b-1 reads keys 0..n+b-1 only, so
-        the keys no query of the block sees are skipped (about 1/8 of the products at t = n = 512)."""
+        """Attention (1, t, h * d) of the piece's queries q (1, h, t, d) over n cached and t new keys,
+        causal among the new ones, by ``F.scaled_dot_product_attention`` in query blocks of
+        ``QUERY_BLOCK``: block a..b-1 reads keys 0..n+b-1 only, so the keys no query of the block
+        sees are skipped (about 1/8 of the products at t = n = 512)."""
         t = q.shape[2]
         if n == 0:
-            return F.scaled_dot_product_attention(q, keys, values, is_causal=True)
-        out = q.new_empty(q.shape)
-        for a in range(0, t, QUERY_BLOCK):
-            b = min(t, a + QUERY_BLOCK)
-            mask = self._mask(n, a, b, q.dtype)
-            out[:, :, a:b] = F.scaled_dot_product_attention(
-                q[:, :, a:b], keys[:, :, : n + b], values[:, :, : n + b], attn_mask=mask)
-        return out
+            out = F.scaled_dot_product_attention(q, keys, values, is_causal=True)
+        else:
+            out = q.new_empty(q.shape)
+            for a in range(0, t, QUERY_BLOCK):
+                b = min(t, a + QUERY_BLOCK)
+                mask = self._mask(n, a, b, q.dtype)
+                out[:, :, a:b] = F.scaled_dot_product_attention(
+                    q[:, :, a:b], keys[:, :, : n + b], values[:, :, : n + b], attn_mask=mask)
+        return out.transpose(1, 2).reshape(1, t, -1)
 
     def feed(self, idx: torch.Tensor) -> torch.Tensor:
         """Logits (t, 257) of the next ``t <= piece`` inputs ``idx`` (t,) (int64), in the model's dtype."""
@@ -342,23 +355,26 @@ class SlidingCache:
         gpt, h, d = self.model, self.heads, self.head_dim
         if self.length + t > self.window:
             self._cut()
-        n, c = self.length, h * d
+        n = self.length
         x = gpt.wte(idx)[None]
         tables = rope(torch.arange(self.position, self.position + t), d, gpt.config.rope_base)
         blocks: list[Block] = list(gpt.blocks)  # type: ignore[arg-type]
         for i, block in enumerate(blocks):
             attn = block.attn
             qkv = attn.qkv(block.ln1(x)).view(1, t, 3, h, d)
-            qk = apply_rope(qkv[:, :, :2].permute(2, 0, 3, 1, 4), tables)  # (2, 1, h, t, d): q and k
             if not self._buffers:  # first feed: the buffers take the dtype the keys come in
                 shape = (2, len(blocks), h, self.window, d)
-                self._buffers = [torch.empty(shape, dtype=qk.dtype) for _ in range(2)]
+                self._buffers = [torch.empty(shape, dtype=qkv.dtype) for _ in range(2)]
             kv = self._buffers[0]
-            kv[0, i, :, n : n + t] = qk[1, 0]
-            kv[1, i, :, n : n + t] = qkv[0, :, 2].transpose(0, 1)
-            keys, values = kv[0, i, None, :, : n + t], kv[1, i, None, :, : n + t]
-            y = self._attend(qk[0], keys, values, n)
-            x = x + attn.proj(y.transpose(1, 2).reshape(1, t, c))
+            keys, values = kv[0, i, :, : n + t], kv[1, i, :, : n + t]
+            if self._use_kernel(qkv):  # rotation, cache stores and attention in one call
+                y = piece_attention.attend_rope(qkv[0], tables, keys, values, n).view(1, t, h * d)
+            else:
+                qk = apply_rope(qkv[:, :, :2].permute(2, 0, 3, 1, 4), tables)  # (2, 1, h, t, d): q and k
+                keys[:, n:] = qk[1, 0]
+                values[:, n:] = qkv[0, :, 2].transpose(0, 1)
+                y = self._attend(qk[0], keys[None], values[None], n)
+            x = x + attn.proj(y)
             x = x + block.mlp(block.ln2(x))
         if self.position == 0 and self.sink:  # the first input at position 0: rotation is the identity
             self._sink = self._buffers[0][:, :, :, :1].clone()

@@ -43,16 +43,12 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from entropykit.models.kernels._build import compile_library
 
 __all__ = ["HEAD_DIM", "Int8KVCache", "available", "unavailable_reason"]
 
@@ -62,46 +58,8 @@ MAX_LENGTH = 8192  # the kernel's score buffer
 
 _SOURCE = Path(__file__).with_name("decode_attention.c")
 # -ffp-contract=off: no fused multiply-add, so results do not depend on the instruction set.
-_FLAGS = ("-O3", "-ffp-contract=off", "-shared", "-fPIC")
+_FLAGS = ("-O3", "-ffp-contract=off")
 _P, _I, _L = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
-
-
-def _cache_dir() -> Path:
-    """``$ENTROPYKIT_CACHE_DIR/kernels``, else ``$XDG_CACHE_HOME/entropykit/kernels`` (``~/.cache``)."""
-    own = os.environ.get("ENTROPYKIT_CACHE_DIR")
-    if own:
-        return Path(own) / "kernels"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "entropykit" / "kernels"
-
-
-def _cpu_fingerprint() -> str:
-    try:  # -march=native code must not be reused on another CPU sharing the home directory
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return next((line for line in lines if line.startswith("flags")), "")
-    except OSError:
-        return platform.processor()
-
-
-def _compile(cc: str, flags: tuple[str, ...], target: Path) -> str:
-    """Compile the kernel to ``target`` through a temporary file renamed into place (concurrent
-    builders each install a complete file); returns an error message, '' on success."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".so")
-        os.close(fd)
-    except OSError as exc:
-        return f"cannot write the kernel cache {target.parent}: {exc} (set ENTROPYKIT_CACHE_DIR)"
-    try:
-        done = subprocess.run([cc, *flags, "-o", tmp, str(_SOURCE)], capture_output=True, timeout=300)
-        if done.returncode != 0:
-            return f"compiling {_SOURCE.name} failed: {done.stderr.decode(errors='replace')[-400:]}"
-        os.replace(tmp, target)
-        return ""
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"compiling {_SOURCE.name} failed: {exc}"
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 @functools.cache
@@ -109,26 +67,9 @@ def _build(march: str = "native") -> tuple[ctypes.CDLL | None, str]:
     """Compile once per (source, compiler, flags, CPU) into the cache directory and load it;
     returns (library, '') or (None, why not). ``march`` is the target (``-march=``); the tests
     build a baseline one to check that the portable C path gives the same bits as the AVX-512 one."""
-    flags = (*_FLAGS, f"-march={march}")
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if cc is None:
-        return None, "no C compiler found (set CC or install gcc)"
-    try:
-        version = subprocess.run([cc, "--version"], capture_output=True, check=True, timeout=60).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        return None, f"C compiler {cc!r} does not run: {exc}"
-    parts = [_SOURCE.read_bytes(), " ".join(flags).encode(), version, _cpu_fingerprint().encode(),
-             platform.machine().encode()]
-    key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:20]
-    target = _cache_dir() / f"decode_attention-{key}.so"
-    if not target.exists():
-        error = _compile(cc, flags, target)
-        if error:
-            return None, error
-    try:
-        lib = ctypes.CDLL(str(target))
-    except OSError as exc:
-        return None, f"cannot load {target}: {exc}"
+    lib, reason = compile_library(_SOURCE, (*_FLAGS, f"-march={march}"))
+    if lib is None:
+        return None, reason
     lib.ek_store_kv.argtypes = [_I, _I, _I, _I, _I, _P, _P, _L, _L, _L, _P, _P, _P, _P]
     lib.ek_store_kv.restype = None
     for fn in (lib.ek_attend, lib.ek_step):
