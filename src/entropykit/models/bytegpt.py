@@ -262,14 +262,21 @@ class SlidingCache:
     exact: attention scores depend only on the distance between query and key, so a kept key (stored
     rotated to its absolute position) is valid for every later query.
 
-    The arithmetic is that of :meth:`ByteGPT.forward` with a cache: the same modules, in the same
-    order, attention by ``F.scaled_dot_product_attention`` (for a piece over a cache: in blocks of
-    ``QUERY_BLOCK`` queries, each over the keys up to its last query with an additive mask built once
-    per shape, which skips the keys no query of the block sees -- about 4% of the time of a 512-token
-    piece here; ``is_causal`` for the first). What it saves against a cache of
-    concatenated tensors: no reallocation per layer and piece (two buffers per layer alternate at
-    each cut), no per-layer boolean-to-additive mask conversion, and q and k are rotated in one
-    pass. The buffers take the dtype of the keys on the first feed (bfloat16 under CPU autocast).
+    Float32 inference with a head size of 32 (``fused``, the default, where the C compiler builds it):
+    each layer's rotation of q and k, the cache stores and the piece's causal attention are one call
+    of the compiled kernel ``kernels.piece_attention.attend_rope`` (the rotation bit for bit
+    ``apply_rope``'s, the attention equal to SDPA's within float32 rounding, about 1.5x as fast per
+    causal score as the strided loop's SDPA and 1.8x this class's SDPA path:
+    ``benchmarks/piece_attention.py``). Otherwise (bfloat16, autograd, other head sizes,
+    ``fused=False``) the arithmetic is that of :meth:`ByteGPT.forward` with a cache: the same
+    modules, in the same order, attention by ``F.scaled_dot_product_attention`` (for a piece over a
+    cache: in blocks of ``QUERY_BLOCK`` queries, each over the keys up to its last query with an
+    additive mask built once per shape, which skips the keys no query of the block sees -- about 4%
+    of the time of a 512-token piece here; ``is_causal`` for the first). What it saves against a
+    cache of concatenated tensors: no reallocation per layer and piece (two buffers per layer
+    alternate at each cut), no per-layer boolean-to-additive mask conversion, and q and k are
+    rotated in one pass. The buffers take the dtype of the keys on the first feed (bfloat16 under
+    CPU autocast).
 
     >>> m = ByteGPT(ByteGPTConfig(block_size=8, n_layer=1, n_head=2, n_embd=8, positions="rope")).eval()
     >>> cache, x = SlidingCache(m, piece=4), torch.tensor([BOS, 1, 2, 3, 4, 5, 6, 7, 8, 9])

@@ -4,15 +4,18 @@
    Per head h, query i of the piece (0 <= i < t) sees keys 0 .. n + i (n cached keys, then the
    piece's own keys up to itself):
 
-       s_ij = (q_i . k_j) scale log2(e),   p_ij = 2^(s_ij - max_j s_ij),
+       s_ij = q_i . k_j,   p_ij = 2^(s_ij c - max_j(s_ij) c)  with c = scale log2(e),
        out_i = (sum_j p_ij v_j) / (sum_j p_ij)
 
    which is softmax(q k^T scale) v with base-2 exponentials. Blocks of R queries share each load
    of the keys (transposed once per head, so that 16 keys are one vector) and of the values; the
    scores of a block stay in a buffer of R rows (two passes: scores, then exponentials and the
-   weighted sum of values), so no online rescaling is needed. Heads are split over OpenMP threads,
-   each head computed whole by one thread: the result does not depend on the thread count. Written with GCC vector extensions (16 float lanes: one AVX-512 register,
-   two AVX ones); 2^x is its own polynomial (no libm). */
+   weighted sum of values), so no online rescaling is needed; the scale is applied in the exponent,
+   s c - max c with one rounding (a fused multiply-add where the machine has it), so a large score
+   loses no precision to a rounded scaled query. Heads are split over OpenMP threads, each head
+   computed whole by one thread: the result does not depend on the thread count. Written with GCC
+   vector extensions (16 float lanes: one AVX-512 register, two AVX ones); 2^x is its own
+   polynomial (no libm). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -130,7 +133,7 @@ static void one_head(const job_t *jb, int h, float *kt, float *s) {
                 rotate(qr, jb->cs + (i0 + r) * D, jb->sn + (i0 + r) * D, rot);
                 qr = rot;
             }
-            for (int c = 0; c < D; c++) qs[r][c] = r < rows ? qr[c] * scale : 0.0f;
+            for (int c = 0; c < D; c++) qs[r][c] = r < rows ? qr[c] : 0.0f;
         }
         int j = 0;
         for (; j + 64 <= tp; j += 64) { /* scores: 4 rows x 64 keys per step, twice */
@@ -187,15 +190,15 @@ static void one_head(const job_t *jb, int h, float *kt, float *s) {
                 const v16 x = sel(lane + j < lim, *(v16 *)(sr + j), splat(-3.0e38f));
                 m = max16(x, m);
             }
-            const v16 mx = splat(hmax(m));
+            const v16 c2 = splat(scale), mc = splat(-hmax(m) * scale); /* one rounding: s c - m c */
             v16 sum = splat(0.0f);
             for (j = 0; j < full; j += 16) {
-                const v16 p = exp2_16(*(v16 *)(sr + j) - mx);
+                const v16 p = exp2_16(*(v16 *)(sr + j) * c2 + mc);
                 *(v16 *)(sr + j) = p;
                 sum += p;
             }
             for (; j < tp; j += 16) {
-                const v16 p = sel(lane + j < lim, exp2_16(*(v16 *)(sr + j) - mx), splat(0.0f));
+                const v16 p = sel(lane + j < lim, exp2_16(*(v16 *)(sr + j) * c2 + mc), splat(0.0f));
                 *(v16 *)(sr + j) = p;
                 sum += p;
             }

@@ -14,8 +14,9 @@ Formula (per head ``h``; query ``i < t`` of the piece sees keys ``j <= n + i``; 
     s_ij = q_i . k_j / sqrt(d)
     out_i = sum_j softmax_j(s_ij) v_j
 
-computed as ``2^(s_ij log2(e) - max)`` with a degree-7 polynomial for ``2^f`` on ``|f| <= 1/2``
-(relative error < 1e-7, no libm), in float32 with float32 sums: the same function as
+computed as ``2^(s_ij c - max_j(s_ij) c)``, ``c = log2(e) / sqrt(d)``, with one rounding in the
+exponent and a degree-7 polynomial for ``2^f`` on ``|f| <= 1/2`` (truncation error < 6e-9 relative,
+no libm), in float32 with float32 sums: the same function as
 ``F.scaled_dot_product_attention`` with the end-aligned causal mask, equal to it within float32
 rounding (tests: against a float64 reference, as close as SDPA is). Source: Vaswani et al. 2017,
 eq. 1. Each head is computed whole by one thread, so the result does not depend on the thread count.
@@ -50,14 +51,15 @@ HEAD_DIM = 32  # the kernel's head size (both bundled ByteGPTs)
 MAX_KEYS = 16384  # longest key range (n + t)
 
 _SOURCE = Path(__file__).with_name("piece_attention.c")
-_FLAGS = ("-O3", "-march=native", "-fopenmp")
+_FLAGS = ("-O3", "-fopenmp")
 _P, _I, _L = ctypes.c_void_p, ctypes.c_int, ctypes.c_long
 
 
 @functools.cache
-def _build() -> tuple[ctypes.CDLL | None, str]:
-    """Compile once per (source, compiler, flags, CPU) and load; (library, '') or (None, why not)."""
-    lib, reason = compile_library(_SOURCE, _FLAGS)
+def _build(march: str = "native") -> tuple[ctypes.CDLL | None, str]:
+    """Compile once per (source, compiler, flags, CPU) and load; (library, '') or (None, why not).
+    ``march`` is the target (``-march=``): the tests build a baseline one for the portable C path."""
+    lib, reason = compile_library(_SOURCE, (*_FLAGS, f"-march={march}"))
     if lib is None:
         return None, reason
     lib.ek_piece_attention.argtypes = [_I, _I, _I, _P, _L, _L, _P, _L, _L, _P, _L, _L, _P, _L, _L,
@@ -87,8 +89,8 @@ def _check(name: str, x: torch.Tensor, shape: tuple[int, ...]) -> None:
                          f"{tuple(x.shape)}, strides {x.stride()}, device {x.device}")
 
 
-def _library() -> ctypes.CDLL:
-    lib, reason = _build()
+def _library(march: str) -> ctypes.CDLL:
+    lib, reason = _build(march)
     if lib is None:
         raise RuntimeError(f"the piece-attention kernel is not available: {reason}")
     return lib
@@ -121,15 +123,16 @@ def _threads(threads: int | None) -> int:
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n: int, *, out: torch.Tensor | None = None,
-           threads: int | None = None) -> torch.Tensor:
+           threads: int | None = None, march: str = "native") -> torch.Tensor:
     """Attention of the piece's queries ``q`` (h, t, 32) over keys and values ``k``, ``v`` (h, n + t, 32):
     ``n`` cached entries, then the piece's own, query ``i`` seeing keys ``0..n + i`` (scale
     ``1/sqrt(32)``). Returns ``out`` (t, h, 32), token-major (the layout the output projection reads;
     any tensor of that shape with unit last stride, e.g. a view of a (t, h * 32) buffer), allocated
     when not given. ``threads`` defaults to ``torch.get_num_threads()``. Float32 on the CPU, no
     autograd (use ``F.scaled_dot_product_attention`` to train). RuntimeError when the kernel
-    cannot be built here (see :func:`unavailable_reason`)."""
-    lib = _library()
+    cannot be built here (see :func:`unavailable_reason`); ``march`` (``-march=``, default the
+    build machine) picks another build, e.g. ``"x86-64"`` for the portable C path."""
+    lib = _library(march)
     if not isinstance(q, torch.Tensor) or q.dim() != 3:
         raise ValueError(f"q must be a tensor of shape (heads, t, {HEAD_DIM}), got "
                          f"{tuple(q.shape) if isinstance(q, torch.Tensor) else type(q).__name__}")
@@ -145,7 +148,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n: int, *, out: to
 
 def attend_rope(
     qkv: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor], k: torch.Tensor, v: torch.Tensor, n: int, *,
-    out: torch.Tensor | None = None, threads: int | None = None,
+    out: torch.Tensor | None = None, threads: int | None = None, march: str = "native",
 ) -> torch.Tensor:
     """:func:`attend` from the piece's unrotated projections ``qkv`` (t, 3, h, 32) (queries, keys,
     values; e.g. the qkv linear layer's output viewed so) and rotary ``tables`` = (cos, sin), each
@@ -154,7 +157,7 @@ def attend_rope(
     and its values copied into those of ``v`` (both (h, n + t, 32), written in place), the queries
     rotated as they are read; then the attention of :func:`attend`. One pass instead of a rotation,
     two cache stores and a transpose."""
-    lib = _library()
+    lib = _library(march)
     if not isinstance(qkv, torch.Tensor) or qkv.dim() != 4 or qkv.shape[1] != 3:
         raise ValueError(f"qkv must be a tensor of shape (t, 3, heads, {HEAD_DIM}), got "
                          f"{tuple(qkv.shape) if isinstance(qkv, torch.Tensor) else type(qkv).__name__}")
