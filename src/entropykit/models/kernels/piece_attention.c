@@ -135,6 +135,9 @@ static void one_head(const job_t *jb, int h, float *kt, float *s) {
             }
             for (int c = 0; c < D; c++) qs[r][c] = r < rows ? qr[c] : 0.0f;
         }
+        const int vis = n + i0 + 1; /* every query of the block sees keys 0 .. vis - 1 */
+        v16 mrow[R];                /* row maxima over the whole tiles below vis */
+        for (int r = 0; r < R; r++) mrow[r] = splat(-3.0e38f);
         int j = 0;
         for (; j + 64 <= tp; j += 64) { /* scores: 4 rows x 64 keys per step, twice */
             for (int r0 = 0; r0 < R; r0 += 4) {
@@ -160,8 +163,14 @@ static void one_head(const job_t *jb, int h, float *kt, float *s) {
                 for (int r = 0; r < 4; r++)
 #pragma GCC unroll 4
                     for (int u = 0; u < 4; u++) *(v16 *)(s + (long)(r0 + r) * lp + j + 16 * u) = acc[r][u];
+                if (j + 64 <= vis)
+#pragma GCC unroll 4
+                    for (int r = 0; r < 4; r++)
+                        mrow[r0 + r] = max16(max16(acc[r][0], acc[r][1]),
+                                             max16(max16(acc[r][2], acc[r][3]), mrow[r0 + r]));
             }
         }
+        const int done = j < (vis & ~63) ? j : (vis & ~63); /* keys already in mrow */
         for (; j < tp; j += 16) { /* scores: R rows x 16 keys per step */
             v16 acc[R];
 #pragma GCC unroll 8
@@ -180,8 +189,8 @@ static void one_head(const job_t *jb, int h, float *kt, float *s) {
             float *sr = s + (long)r * lp;
             const int lim = r < rows ? n + i0 + r + 1 : 0;
             const int full = lim & ~15; /* keys in whole chunks every one visible */
-            v16 m = splat(-3.0e38f);
-            int j = 0;
+            v16 m = mrow[r];
+            int j = done;
             for (; j < full; j += 16) {
                 const v16 x = *(v16 *)(sr + j);
                 m = max16(x, m);
