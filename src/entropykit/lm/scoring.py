@@ -52,8 +52,9 @@ the products, but not the attention, is why ``slide_window`` exists (``W = 3C/4`
 C/4`` keeps the strided loop's minimum history of ``C/2`` tokens for less attention). In float32
 with a head size of 32 (the bundled rotary models) each piece's attention runs in a compiled kernel
 (``entropykit.models.kernels.piece_attention``: rotation, cache stores and causal attention in one
-call, only the scores a query sees), about 1.5x as fast per causal score as the strided loop's
-attention; that and the halved products make the default about 2x the strided loop. The
+call, only the scores a query sees), 1.7-1.9x the causal scores per second of the strided loop's
+attention (``benchmarks/piece_attention.py``); that and the halved products make the default
+about 2.1x the strided loop. The
 numbers differ from the strided loop's for texts longer than one window (and equal them up to
 rounding for one window); ``benchmarks/scoring.py`` reports the speed and bits/byte of both.
 

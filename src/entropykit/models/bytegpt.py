@@ -265,8 +265,8 @@ class SlidingCache:
     Float32 inference with a head size of 32 (``fused``, the default, where the C compiler builds it):
     each layer's rotation of q and k, the cache stores and the piece's causal attention are one call
     of the compiled kernel ``kernels.piece_attention.attend_rope`` (the rotation bit for bit
-    ``apply_rope``'s, the attention equal to SDPA's within float32 rounding, about 1.5x as fast per
-    causal score as the strided loop's SDPA and 1.8x this class's SDPA path:
+    ``apply_rope``'s, the attention equal to SDPA's within float32 rounding, 1.7-1.9x as fast per
+    causal score as the strided loop's SDPA and about 2x this class's SDPA path:
     ``benchmarks/piece_attention.py``). Otherwise (bfloat16, autograd, other head sizes,
     ``fused=False``) the arithmetic is that of :meth:`ByteGPT.forward` with a cache: the same
     modules, in the same order, attention by ``F.scaled_dot_product_attention`` (for a piece over a

@@ -6,8 +6,8 @@ queries of a piece attend to the ``n`` cached keys and causally to the piece's o
 diagonal to the top left), so it computes and discards the masked scores, and at a head size of 32
 its per-score work is heavy. This kernel (``piece_attention.c``) computes only the scores a query
 sees, in register tiles that share each load of keys and values over 4-8 queries, with one
-exponential per score: 1.5-1.9x the scores per second of ``scaled_dot_product_attention`` at the
-bundled model's shapes (``benchmarks/piece_attention.py``).
+exponential per score: 1.3-2.0x the scores per second of ``scaled_dot_product_attention`` at the
+bundled model's shapes, 2.0x at a sliding cache's default piece (``benchmarks/piece_attention.py``).
 
 Formula (per head ``h``; query ``i < t`` of the piece sees keys ``j <= n + i``; head size ``d = 32``)::
 
