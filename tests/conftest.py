@@ -6,8 +6,9 @@ names are unique across folders."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -28,3 +29,25 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def without_compiler(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[Callable[[ModuleType], None]]:
+    """Call it with a compiled-kernel module (``entropykit.models.kernels.decode_attention``,
+    ``piece_attention``): ``CC`` then names no compiler, the kernel cache is an empty folder and the
+    module's build is forgotten, until the test ends; then the real build comes back (checked)."""
+    modules: list[ModuleType] = []
+
+    def apply(module: ModuleType) -> None:
+        monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+        monkeypatch.setenv("ENTROPYKIT_CACHE_DIR", str(tmp_path))
+        module._build.cache_clear()
+        modules.append(module)
+
+    yield apply
+    monkeypatch.undo()
+    for module in modules:
+        module._build.cache_clear()
+        assert module.available()

@@ -189,19 +189,12 @@ def test_bad_arguments_are_named() -> None:
         cache.attend(0, 1, q[:, :16])
 
 
-def test_missing_compiler_is_reported(monkeypatch, tmp_path) -> None:
-    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
-    monkeypatch.setenv("ENTROPYKIT_CACHE_DIR", str(tmp_path))
-    decode_attention._build.cache_clear()
-    try:
-        assert not decode_attention.available()
-        assert "no-such-cc" in decode_attention.unavailable_reason()
-        with pytest.raises(RuntimeError, match="not available"):
-            Int8KVCache(1, 1, 1, 64)
-    finally:
-        monkeypatch.undo()
-        decode_attention._build.cache_clear()
-    assert decode_attention.available()
+def test_missing_compiler_is_reported(without_compiler) -> None:
+    without_compiler(decode_attention)
+    assert not decode_attention.available()
+    assert "no-such-cc" in decode_attention.unavailable_reason()
+    with pytest.raises(RuntimeError, match="not available"):
+        Int8KVCache(1, 1, 1, 64)
 
 
 @pytest.mark.parametrize("position", [0, 63, 64, 300])

@@ -206,21 +206,14 @@ def test_sliding_cache_uses_the_kernel_and_agrees_with_sdpa() -> None:
     assert torch.equal(fused._buffers[0][0, 0], plain._buffers[0][0, 0])
 
 
-def test_missing_compiler_falls_back_to_sdpa(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
-    monkeypatch.setenv("ENTROPYKIT_CACHE_DIR", str(tmp_path))
-    piece_attention._build.cache_clear()
-    try:
-        assert not piece_attention.available()
-        assert "no-such-cc" in piece_attention.unavailable_reason()
-        with pytest.raises(RuntimeError, match="piece-attention kernel is not available"):
-            attend(torch.zeros(1, 1, HEAD_DIM), torch.zeros(1, 1, HEAD_DIM), torch.zeros(1, 1, HEAD_DIM), 0)
-        m = rope_model(block_size=48, n_embd=64, n_head=2)
-        cache = SlidingCache(m, 8)
-        assert not cache.fused
-        with torch.inference_mode():
-            assert torch.isfinite(cache.feed(torch.tensor([BOS, 1, 2]))).all()
-    finally:
-        monkeypatch.undo()
-        piece_attention._build.cache_clear()
-    assert piece_attention.available()
+def test_missing_compiler_falls_back_to_sdpa(without_compiler) -> None:
+    without_compiler(piece_attention)
+    assert not piece_attention.available()
+    assert "no-such-cc" in piece_attention.unavailable_reason()
+    with pytest.raises(RuntimeError, match="piece-attention kernel is not available"):
+        attend(torch.zeros(1, 1, HEAD_DIM), torch.zeros(1, 1, HEAD_DIM), torch.zeros(1, 1, HEAD_DIM), 0)
+    m = rope_model(block_size=48, n_embd=64, n_head=2)
+    cache = SlidingCache(m, 8)
+    assert not cache.fused
+    with torch.inference_mode():
+        assert torch.isfinite(cache.feed(torch.tensor([BOS, 1, 2]))).all()
