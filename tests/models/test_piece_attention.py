@@ -138,19 +138,24 @@ def test_fused_rotation_is_apply_rope_bit_for_bit() -> None:
     assert torch.equal(out, attend(q, cache[0, :, : n + t], cache[1, :, : n + t], n))
 
 
-@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 baseline build")
-def test_portable_c_path_agrees() -> None:
-    """-march=x86-64 compiles the portable C (no AVX-512: the vector type splits, 2^k from exponent
-    bits): within float32 rounding of the native build and of the formula."""
-    q, k, v = (
-        rand((3, 37, HEAD_DIM), 11, 3.0),
-        rand((3, 137, HEAD_DIM), 12, 3.0),
-        rand((3, 137, HEAD_DIM), 13),
-    )
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 builds")
+@pytest.mark.parametrize("march", ["x86-64", "x86-64-v3"])
+def test_portable_and_avx2_paths_agree(march: str) -> None:
+    """-march=x86-64 (SSE2 only) and x86-64-v3 (AVX2 + FMA) compile the 8-lane tiles and the portable
+    2^x (exponent bits, clamped): within float32 rounding of the native build and of the formula,
+    over several blocks, a partial block and tiles cut by the causal edge."""
+    q = rand((3, 37, HEAD_DIM), 11, 3.0)
+    k, v = rand((3, 137, HEAD_DIM), 12, 3.0), rand((3, 137, HEAD_DIM), 13)
     native = attend(q, k, v, 100)
-    portable = attend(q, k, v, 100, march="x86-64")
-    torch.testing.assert_close(portable, native, atol=1e-5, rtol=1e-5)
-    np.testing.assert_allclose(portable.numpy(), reference(q, k, v, 100), atol=2e-5, rtol=1e-5)
+    other = attend(q, k, v, 100, march=march)
+    torch.testing.assert_close(other, native, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(other.numpy(), reference(q, k, v, 100), atol=2e-5, rtol=1e-5)
+    qkv, tables = rand((37, 3, 3, HEAD_DIM), 14), rope(torch.arange(100, 137), HEAD_DIM)
+    a = rand((2, 3, 137, HEAD_DIM), 15)
+    b = a.clone()
+    attend_rope(qkv, tables, a[0], a[1], 100)
+    attend_rope(qkv, tables, b[0], b[1], 100, march=march)
+    assert torch.equal(a, b)  # the rotation is exact in every build
 
 
 def test_arguments_are_checked() -> None:

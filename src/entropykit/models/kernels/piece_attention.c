@@ -8,56 +8,84 @@
        out_i = (sum_j p_ij v_j) / (sum_j p_ij)
 
    which is softmax(q k^T scale) v with base-2 exponentials. Blocks of R queries share each load
-   of the keys (transposed once per head, so that 16 keys are one vector) and of the values; the
+   of the keys (transposed once per head, so that consecutive keys fill a vector) and of the values; the
    scores of a block stay in a buffer of R rows (two passes: scores, then exponentials and the
    weighted sum of values), so no online rescaling is needed; the scale is applied in the exponent,
    s c - max c with one rounding (a fused multiply-add where the machine has it), so a large score
    loses no precision to a rounded scaled query. Heads are split over OpenMP threads, each head
    computed whole by one thread: the result does not depend on the thread count. Written with GCC
-   vector extensions (16 float lanes: one AVX-512 register, two AVX ones); 2^x is its own
-   polynomial (no libm). */
+   vector extensions, 16 float lanes and 4 x 64-key score tiles with AVX-512, 8 lanes and 4 x 16-key
+   tiles otherwise (AVX2 has half the registers: the wide tiles spill there and run 5x slower than
+   SDPA); 2^x is its own polynomial (no libm). */
 #include <stdlib.h>
 #include <string.h>
 
 #define D 32        /* head size */
-#define R 8         /* queries per block */
+#define R 8         /* queries per block (rows of the score buffer) */
 #define MAXL 16384  /* longest key range */
+#define TR 4        /* score tile: queries */
 
-typedef float v16 __attribute__((vector_size(64)));
-typedef float v16u __attribute__((vector_size(64), aligned(4)));
-typedef int v16i __attribute__((vector_size(64)));
-
+/* Vector width and tile shapes by instruction set, so that a tile's accumulators, its loads and a
+   broadcast fit the register file: 32 AVX-512 registers of 16 floats, else 16 registers of 8
+   (AVX2; other targets split the vectors as their compiler can). */
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #define EK_AVX512 1
+#define VW 16 /* float lanes per vector */
+#define TV 4  /* score tile: key vectors per query (4 x 4 accumulators) */
+#define PR 8  /* value pass: queries per step (8 x 2 accumulators) */
+#else
+#define VW 8
+#define TV 2 /* 4 x 2 accumulators */
+#define PR 2 /* 2 x 4 accumulators */
 #endif
+#define TK (TV * VW) /* keys per score tile */
+#define DV (D / VW)  /* vectors per key, value or output row */
 
-static inline v16 splat(float x) { return (v16){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
-static inline v16 sel(v16i m, v16 a, v16 b) { return (v16)((m & (v16i)a) | (~m & (v16i)b)); }
+typedef float vf __attribute__((vector_size(VW * 4)));
+typedef float vfu __attribute__((vector_size(VW * 4), aligned(4)));
+typedef int vi __attribute__((vector_size(VW * 4)));
 
-/* 2^x for x <= 0 on 16 lanes: x = k + f with k = round(x), |f| <= 1/2; 2^f by its degree-7 Taylor
-   polynomial in f ln 2 (truncation error < 6e-9 relative), 2^k from exponent bits; x clamped at
-   -126 (2^-126 stands for every smaller weight). */
-static inline v16 max16(v16 a, v16 b) {
+static inline vf splat(float x) {
+#if VW == 16
+    return (vf){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x};
+#else
+    return (vf){x, x, x, x, x, x, x, x};
+#endif
+}
+
+static inline vi lanes(void) {
+    vi r;
+    for (int l = 0; l < VW; l++) r[l] = l;
+    return r;
+}
+
+static inline vf sel(vi m, vf a, vf b) { return (vf)((m & (vi)a) | (~m & (vi)b)); }
+
+static inline vf maxv(vf a, vf b) {
 #ifdef EK_AVX512
-    return (v16)_mm512_max_ps((__m512)a, (__m512)b);
+    return (vf)_mm512_max_ps((__m512)a, (__m512)b);
 #else
     return sel(a > b, a, b);
 #endif
 }
 
-static inline v16 exp2_16(v16 x) {
+/* 2^x for x <= 0 on the lanes of a vector: x = k + f with k = round(x), |f| <= 1/2; 2^f by its
+   degree-7 Taylor polynomial in f ln 2 (truncation error < 6e-9 relative), 2^k by AVX-512's scalef
+   (0 below the normal range) or from exponent bits with x clamped at -126 (2^-126 then stands for
+   every smaller weight). */
+static inline vf exp2v(vf x) {
 #ifdef EK_AVX512
     const __m512 k = _mm512_roundscale_ps((__m512)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const v16 f = x - (v16)k;
+    const vf f = x - (vf)k;
 #else
-    const v16 shifter = splat(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
+    const vf shifter = splat(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
     x = sel(x < splat(-126.0f), splat(-126.0f), x);
-    v16 t = x + shifter;
-    v16i k = (v16i)t - (v16i)shifter;
-    v16 f = x - (t - shifter);
+    vf t = x + shifter;
+    vi k = (vi)t - (vi)shifter;
+    vf f = x - (t - shifter);
 #endif
-    v16 p = splat(1.525273380405984e-05f);   /* ln2^7 / 7! */
+    vf p = splat(1.525273380405984e-05f);      /* ln2^7 / 7! */
     p = p * f + splat(1.540353039338161e-04f); /* ln2^6 / 6! */
     p = p * f + splat(1.333355814642844e-03f); /* ln2^5 / 5! */
     p = p * f + splat(9.618129107628477e-03f); /* ln2^4 / 4! */
@@ -66,21 +94,21 @@ static inline v16 exp2_16(v16 x) {
     p = p * f + splat(6.931471805599453e-01f); /* ln2 */
     p = p * f + splat(1.0f);
 #ifdef EK_AVX512
-    return (v16)_mm512_scalef_ps((__m512)p, k); /* p 2^k, 0 below the normal range */
+    return (vf)_mm512_scalef_ps((__m512)p, k);
 #else
-    return (v16)((v16i)p + (k << 23));
+    return (vf)((vi)p + (k << 23));
 #endif
 }
 
-static inline float hmax(v16 x) {
+static inline float hmax(vf x) {
     float m = x[0];
-    for (int l = 1; l < 16; l++) m = x[l] > m ? x[l] : m;
+    for (int l = 1; l < VW; l++) m = x[l] > m ? x[l] : m;
     return m;
 }
 
-static inline float hsum(v16 x) {
+static inline float hsum(vf x) {
     float s = 0.0f;
-    for (int l = 0; l < 16; l++) s += x[l];
+    for (int l = 0; l < VW; l++) s += x[l];
     return s;
 }
 
@@ -124,7 +152,7 @@ static void one_head(const job_t *jb, int h, float *kt, float *s) {
     for (int i0 = 0; i0 < t; i0 += R) {
         const int rows = t - i0 < R ? t - i0 : R;
         const int top = n + i0 + rows; /* keys the block's last query sees */
-        const int tp = (top + 15) & ~15;
+        const int tp = (top + VW - 1) & ~(VW - 1);
         float qs[R][D];
         for (int r = 0; r < R; r++) {
             const float *qr = q + (i0 + r) * jb->q_st;
@@ -136,100 +164,106 @@ static void one_head(const job_t *jb, int h, float *kt, float *s) {
             for (int c = 0; c < D; c++) qs[r][c] = r < rows ? qr[c] : 0.0f;
         }
         const int vis = n + i0 + 1; /* every query of the block sees keys 0 .. vis - 1 */
-        v16 mrow[R];                /* row maxima over the whole tiles below vis */
+        vf mrow[R];                 /* row maxima over the whole tiles below vis */
         for (int r = 0; r < R; r++) mrow[r] = splat(-3.0e38f);
         int j = 0;
-        for (; j + 64 <= tp; j += 64) { /* scores: 4 rows x 64 keys per step, twice */
-            for (int r0 = 0; r0 < R; r0 += 4) {
-                v16 acc[4][4];
+        for (; j + TK <= tp; j += TK) { /* scores: TR queries x TK keys per tile */
+            for (int r0 = 0; r0 < R; r0 += TR) {
+                vf acc[TR][TV];
 #pragma GCC unroll 4
-                for (int r = 0; r < 4; r++)
+                for (int r = 0; r < TR; r++)
 #pragma GCC unroll 4
-                    for (int u = 0; u < 4; u++) acc[r][u] = splat(0.0f);
+                    for (int u = 0; u < TV; u++) acc[r][u] = splat(0.0f);
                 for (int c = 0; c < D; c++) {
                     const float *kc = kt + (long)c * lp + j;
-                    const v16 k0 = *(const v16 *)kc, k1 = *(const v16 *)(kc + 16), k2 = *(const v16 *)(kc + 32),
-                              k3 = *(const v16 *)(kc + 48);
+                    vf kv[TV];
 #pragma GCC unroll 4
-                    for (int r = 0; r < 4; r++) {
-                        const v16 qb = splat(qs[r0 + r][c]);
-                        acc[r][0] += qb * k0;
-                        acc[r][1] += qb * k1;
-                        acc[r][2] += qb * k2;
-                        acc[r][3] += qb * k3;
+                    for (int u = 0; u < TV; u++) kv[u] = *(const vf *)(kc + VW * u);
+#pragma GCC unroll 4
+                    for (int r = 0; r < TR; r++) {
+                        const vf qb = splat(qs[r0 + r][c]);
+#pragma GCC unroll 4
+                        for (int u = 0; u < TV; u++) acc[r][u] += qb * kv[u];
                     }
                 }
 #pragma GCC unroll 4
-                for (int r = 0; r < 4; r++)
+                for (int r = 0; r < TR; r++)
 #pragma GCC unroll 4
-                    for (int u = 0; u < 4; u++) *(v16 *)(s + (long)(r0 + r) * lp + j + 16 * u) = acc[r][u];
-                if (j + 64 <= vis)
+                    for (int u = 0; u < TV; u++) *(vf *)(s + (long)(r0 + r) * lp + j + VW * u) = acc[r][u];
+                if (j + TK <= vis)
 #pragma GCC unroll 4
-                    for (int r = 0; r < 4; r++)
-                        mrow[r0 + r] = max16(max16(acc[r][0], acc[r][1]),
-                                             max16(max16(acc[r][2], acc[r][3]), mrow[r0 + r]));
+                    for (int r = 0; r < TR; r++) { /* a tree, not a chain of dependent maxima */
+#if TV == 4
+                        mrow[r0 + r] =
+                            maxv(maxv(acc[r][0], acc[r][1]), maxv(maxv(acc[r][2], acc[r][3]), mrow[r0 + r]));
+#else
+                        mrow[r0 + r] = maxv(maxv(acc[r][0], acc[r][1]), mrow[r0 + r]);
+#endif
+                    }
             }
         }
-        const int done = j < (vis & ~63) ? j : (vis & ~63); /* keys already in mrow */
-        for (; j < tp; j += 16) { /* scores: R rows x 16 keys per step */
-            v16 acc[R];
+        const int done = j < vis / TK * TK ? j : vis / TK * TK; /* keys already in mrow */
+        for (; j < tp; j += VW) { /* scores: R queries x VW keys per step */
+            vf acc[R];
 #pragma GCC unroll 8
             for (int r = 0; r < R; r++) acc[r] = splat(0.0f);
             for (int c = 0; c < D; c++) {
-                const v16 kv = *(const v16 *)(kt + (long)c * lp + j);
+                const vf kv = *(const vf *)(kt + (long)c * lp + j);
 #pragma GCC unroll 8
                 for (int r = 0; r < R; r++) acc[r] += splat(qs[r][c]) * kv;
             }
 #pragma GCC unroll 8
-            for (int r = 0; r < R; r++) *(v16 *)(s + (long)r * lp + j) = acc[r];
+            for (int r = 0; r < R; r++) *(vf *)(s + (long)r * lp + j) = acc[r];
         }
         float total[R];
-        const v16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+        const vi lane = lanes();
         for (int r = 0; r < R; r++) { /* softmax weights of row r over its keys 0 .. n + i0 + r */
             float *sr = s + (long)r * lp;
             const int lim = r < rows ? n + i0 + r + 1 : 0;
-            const int full = lim & ~15; /* keys in whole chunks every one visible */
-            v16 m = mrow[r];
+            const int full = lim & ~(VW - 1); /* keys in whole vectors every one visible */
+            vf m = mrow[r];
             int j = done;
-            for (; j < full; j += 16) {
-                const v16 x = *(v16 *)(sr + j);
-                m = max16(x, m);
-            }
-            for (; j < tp; j += 16) {
-                const v16 x = sel(lane + j < lim, *(v16 *)(sr + j), splat(-3.0e38f));
-                m = max16(x, m);
-            }
-            const v16 c2 = splat(scale), mc = splat(-hmax(m) * scale); /* one rounding: s c - m c */
-            v16 sum = splat(0.0f);
-            for (j = 0; j < full; j += 16) {
-                const v16 p = exp2_16(*(v16 *)(sr + j) * c2 + mc);
-                *(v16 *)(sr + j) = p;
+            for (; j < full; j += VW) m = maxv(*(vf *)(sr + j), m);
+            for (; j < tp; j += VW) m = maxv(sel(lane + j < lim, *(vf *)(sr + j), splat(-3.0e38f)), m);
+            const vf c2 = splat(scale), mc = splat(-hmax(m) * scale); /* one rounding: s c - m c */
+            vf sum = splat(0.0f);
+            for (j = 0; j < full; j += VW) {
+                const vf p = exp2v(*(vf *)(sr + j) * c2 + mc);
+                *(vf *)(sr + j) = p;
                 sum += p;
             }
-            for (; j < tp; j += 16) {
-                const v16 p = sel(lane + j < lim, exp2_16(*(v16 *)(sr + j) * c2 + mc), splat(0.0f));
-                *(v16 *)(sr + j) = p;
+            for (; j < tp; j += VW) {
+                const vf p = sel(lane + j < lim, exp2v(*(vf *)(sr + j) * c2 + mc), splat(0.0f));
+                *(vf *)(sr + j) = p;
                 sum += p;
             }
             total[r] = hsum(sum);
         }
-        v16 a0[R], a1[R];
+        for (int r0 = 0; r0 < rows; r0 += PR) { /* weighted sum of values: PR queries x D channels per key */
+            const int last = r0 + PR < rows ? r0 + PR : rows;
+            vf acc[PR][DV];
 #pragma GCC unroll 8
-        for (int r = 0; r < R; r++) a0[r] = a1[r] = splat(0.0f);
-        for (int j = 0; j < top; j++) { /* weighted sum of values: R rows x 32 channels per key */
-            const v16 v0 = *(const v16u *)(v + j * jb->v_st), v1 = *(const v16u *)(v + j * jb->v_st + 16);
+            for (int r = 0; r < PR; r++)
+#pragma GCC unroll 4
+                for (int u = 0; u < DV; u++) acc[r][u] = splat(0.0f);
+            for (int j = 0; j < n + i0 + last; j++) {
+                const float *vj = v + j * jb->v_st;
+                vf vv[DV];
+#pragma GCC unroll 4
+                for (int u = 0; u < DV; u++) vv[u] = *(const vfu *)(vj + VW * u);
 #pragma GCC unroll 8
-            for (int r = 0; r < R; r++) {
-                const v16 p = splat(s[(long)r * lp + j]);
-                a0[r] += p * v0;
-                a1[r] += p * v1;
+                for (int r = 0; r < PR; r++) {
+                    const vf p = splat(s[(long)(r0 + r) * lp + j]);
+#pragma GCC unroll 4
+                    for (int u = 0; u < DV; u++) acc[r][u] += p * vv[u];
+                }
             }
-        }
-        for (int r = 0; r < rows; r++) {
-            const v16 inv = splat(1.0f / total[r]);
-            float *o = out + (i0 + r) * jb->o_st;
-            *(v16u *)o = a0[r] * inv;
-            *(v16u *)(o + 16) = a1[r] * inv;
+            for (int r = r0; r < last; r++) {
+                const vf inv = splat(1.0f / total[r]);
+                float *o = out + (i0 + r) * jb->o_st;
+#pragma GCC unroll 4
+                for (int u = 0; u < DV; u++) *(vfu *)(o + VW * u) = acc[r - r0][u] * inv;
+            }
         }
     }
 }
