@@ -25,6 +25,9 @@ Run:  python benchmarks/scoring.py [--kb 200] [--mem-kb 200] [--big-mb 2] [--mod
       python benchmarks/scoring.py --sliding src/entropykit/models/bundled/bytegpt-general \\
                                    --sliding-kb 32 --skip-main
       python benchmarks/scoring.py --batches bytegpt-general bytegpt-6l --skip-main
+      ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 \\
+      python benchmarks/scoring.py --sliding src/entropykit/models/bundled/bytegpt-general \\
+                                   --kernel-march x86-64-v3 --skip-main  # AVX2 paths; prints only
 
 Windows per forward pass (``--batches MODEL ...``, its own RESULTS section ``scoring_batches``):
 ``lm.score`` and ``detect.token_statistics`` with 1, 2, 4 and 8 windows a pass on the first
@@ -34,6 +37,7 @@ Windows per forward pass (``--batches MODEL ...``, its own RESULTS section ``sco
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import statistics
@@ -325,6 +329,10 @@ def main() -> None:
     ap.add_argument("--sliding-kb", type=float, default=64.0)
     ap.add_argument("--sliding-reps", type=int, default=5, help="rounds of every method (median ratio)")
     ap.add_argument("--skip-main", action="store_true", help="only the sliding-cache / batch comparisons")
+    ap.add_argument("--kernel-march", default=None, metavar="TARGET",
+                    help="build the piece-attention kernel for -march=TARGET instead of this CPU (e.g. "
+                         "x86-64-v3 with ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 "
+                         "ONEDNN_MAX_CPU_ISA=AVX2 in the environment: an AVX2 machine's arithmetic here)")
     ap.add_argument("--batches", nargs="+", default=None, metavar="MODEL",
                     help="compare windows per forward pass (1, 2, 4, 8) on these models")
     ap.add_argument("--batches-kb", type=float, default=48.0)
@@ -338,7 +346,13 @@ def main() -> None:
 
         src = prose_source()
         text = src.read_bytes()[: int(args.sliding_kb * 1000)]
-        sliding_comparison(load_new(args.sliding), text, f"`{src}`", not args.no_record, args.sliding_reps)
+        with contextlib.ExitStack() as stack:
+            if args.kernel_march:  # every attend call builds for that target
+                build = piece_attention._library
+                stack.enter_context(mock.patch.object(
+                    piece_attention, "_library", lambda _march: build(args.kernel_march)))
+            sliding_comparison(load_new(args.sliding), text, f"`{src}`", not args.no_record and
+                               not args.kernel_march, args.sliding_reps)
     if args.skip_main:
         return
 

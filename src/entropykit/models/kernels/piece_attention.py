@@ -8,6 +8,9 @@ its per-score work is heavy. This kernel (``piece_attention.c``) computes only t
 sees, in register tiles that share each load of keys and values over 4-8 queries, with one
 exponential per score: 1.3-2.0x the scores per second of ``scaled_dot_product_attention`` at the
 bundled model's shapes, 2.0x at a sliding cache's default piece (``benchmarks/piece_attention.py``).
+The tiles follow the instruction set the compiler targets (``-march=native``): 16-lane vectors and
+4 x 64-key score tiles with AVX-512, 8-lane vectors and 4 x 16-key tiles otherwise (AVX2's 16
+registers), so that the accumulators stay in registers on both.
 
 Formula (per head ``h``; query ``i < t`` of the piece sees keys ``j <= n + i``; head size ``d = 32``)::
 
