@@ -80,3 +80,11 @@ def compile_library(source: Path, flags: tuple[str, ...]) -> tuple[ctypes.CDLL |
         return ctypes.CDLL(str(target)), ""
     except OSError as exc:
         return None, f"cannot load {target}: {exc}"
+
+
+def loaded(built: tuple[ctypes.CDLL | None, str], kernel: str) -> ctypes.CDLL:
+    """The library of a ``compile_library`` result, else RuntimeError naming ``kernel`` and why."""
+    lib, reason = built
+    if lib is None:
+        raise RuntimeError(f"the {kernel} kernel is not available: {reason}")
+    return lib

@@ -48,7 +48,7 @@ from typing import Any
 
 import torch
 
-from entropykit.models.kernels._build import compile_library
+from entropykit.models.kernels._build import compile_library, loaded
 
 __all__ = ["HEAD_DIM", "Int8KVCache", "available", "unavailable_reason"]
 
@@ -94,10 +94,7 @@ def unavailable_reason() -> str:
 
 
 def _library(march: str = "native") -> ctypes.CDLL:
-    lib, reason = _build(march)
-    if lib is None:
-        raise RuntimeError(f"the int8-KV decode-attention kernel is not available: {reason}")
-    return lib
+    return loaded(_build(march), "int8-KV decode-attention")
 
 
 def _check_bf16(name: str, x: torch.Tensor, shape: tuple[int, ...]) -> None:

@@ -47,7 +47,8 @@ from pathlib import Path
 
 import torch
 
-from entropykit.models.kernels._build import compile_library
+from entropykit._validate import check_int
+from entropykit.models.kernels._build import compile_library, loaded
 
 __all__ = ["HEAD_DIM", "MAX_KEYS", "attend", "attend_rope", "available", "unavailable_reason"]
 
@@ -94,17 +95,13 @@ def _check(name: str, x: torch.Tensor, shape: tuple[int, ...]) -> None:
 
 
 def _library(march: str) -> ctypes.CDLL:
-    lib, reason = _build(march)
-    if lib is None:
-        raise RuntimeError(f"the piece-attention kernel is not available: {reason}")
-    return lib
+    return loaded(_build(march), "piece-attention")
 
 
 def _piece(n: int, h: int, t: int, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor | None,
            grads: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """Check the cache and output arguments shared by :func:`attend` and :func:`attend_rope`."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be an int >= 0, got {n!r}")
+    check_int(n, "n", 0)
     if t < 1 or n + t > MAX_KEYS:
         raise ValueError(f"n + t must be in 1..{MAX_KEYS} with t >= 1, got n={n}, t={t}")
     _check("k", k, (h, n + t, HEAD_DIM))
